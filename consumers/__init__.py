@@ -1,0 +1,1 @@
+"""Downstream of decisions: the ClickHouse audit sink and the Slack reviewer bot."""

@@ -1,0 +1,1 @@
+"""How the real components start: the local Kafka launcher, ClickHouse access and DDL."""

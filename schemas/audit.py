@@ -1,0 +1,42 @@
+"""The audit record: one event in the life of a request, as stored for analysts."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from schemas.approval import ApprovalRequest, ApprovalVerdict
+from schemas.common import SCHEMA_VERSION, UtcDatetime, WireModel
+from schemas.decision import Decision
+from schemas.intent import Intent
+from schemas.outcome import ExecutionOutcome
+
+
+class AuditEventType(StrEnum):
+    """Kinds of audited events."""
+
+    DECISION = "decision"
+    APPROVAL_REQUESTED = "approval_requested"
+    VERDICT_ACCEPTED = "verdict_accepted"
+    VERDICT_REJECTED = "verdict_rejected"
+    OUTCOME = "outcome"
+    FAIL_OPEN = "fail_open"
+
+
+class AuditRecord(WireModel):
+    """One audited event. ``event_id`` is deterministic so storage can deduplicate retries."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(min_length=1, max_length=200)
+    event_type: AuditEventType
+    event_time: UtcDatetime
+    request_id: UUID
+    intent: Intent | None = None
+    decision: Decision | None = None
+    approval_request: ApprovalRequest | None = None
+    verdict: ApprovalVerdict | None = None
+    outcome: ExecutionOutcome | None = None
+    note: str | None = Field(default=None, max_length=2000, description="e.g. why a verdict was rejected.")

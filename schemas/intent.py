@@ -1,0 +1,76 @@
+"""The intent: a tool call an agent is about to make, published before the tool runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, Field, JsonValue, field_validator
+
+from schemas.common import SCHEMA_VERSION, Action, UtcDatetime, WireModel, require_finite_json
+
+MAX_PARAMS_BYTES = 64 * 1024
+"""Largest accepted ``params`` object, measured as compact JSON."""
+
+Identifier = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class TraceContext(WireModel):
+    """W3C trace context carried through to the decision and the audit."""
+
+    traceparent: str = Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+    tracestate: str | None = Field(default=None, max_length=512)
+
+
+Params = Annotated[dict[str, JsonValue], AfterValidator(require_finite_json)]
+
+
+class Intent(WireModel):
+    """One tool call an agent wants to make; the unit the engine decides on."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: UUID
+    agent_id: Identifier
+    agent_role: Identifier
+    agent_owner: Identifier | None = Field(
+        default=None, description="The person or team that owns the agent; may not approve it."
+    )
+    environment: Identifier
+    tool: Identifier = Field(description="Tool name, e.g. payments.refund.")
+    action: Action
+    target: str = Field(
+        min_length=3, max_length=512, pattern=r"^[^:\s]+:\S+$",
+        description="kind:name, e.g. database:users.",
+    )
+    params: Params = Field(default_factory=dict)
+    occurred_at: UtcDatetime = Field(description="Event time of the call; all windows use it.")
+    labels: dict[str, str] = Field(default_factory=dict)
+    trace: TraceContext | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _params_not_too_large(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_PARAMS_BYTES:
+            raise ValueError(f"params is {size} bytes; the limit is {MAX_PARAMS_BYTES}")
+        return value
+
+    @property
+    def occurred_at_ms(self) -> int:
+        """Event time in milliseconds since the epoch."""
+        return int(self.occurred_at.timestamp() * 1000)
+
+    def digest(self) -> str:
+        """SHA-256 over the exact action (tool, action, target, params): binds approvals to it."""
+        return intent_digest(self.tool, self.action, self.target, self.params)
+
+
+def intent_digest(tool: str, action: Action, target: str, params: dict[str, Any]) -> str:
+    """Canonical digest of an action; equal only for the same tool, action, target and params."""
+    canonical = json.dumps(
+        {"tool": tool, "action": action.value, "target": target, "params": params},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()

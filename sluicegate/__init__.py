@@ -1,0 +1,3 @@
+"""sluicegate: the agent-facing SDK and the command line."""
+
+__all__: list[str] = []

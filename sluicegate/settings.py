@@ -1,0 +1,62 @@
+"""The one settings object: read from the environment (prefix ``SLUICEGATE_``), frozen, passed in."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_KAFKA_VERSION = "3.9.1"
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_TOPIC_PREFIX = "sluicegate"
+DEFAULT_PARTITIONS = 6
+DEFAULT_DECISION_TIMEOUT_S = 2.0
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the CLI, the worker, the consumers and the SDK."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICEGATE_", frozen=True, extra="ignore")
+
+    state_dir: Path = Field(
+        default_factory=lambda: Path.cwd() / ".state",
+        description="Where local state lives: broker data, artifact cache, embedded ClickHouse.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SLUICEGATE_KAFKA_BOOTSTRAP_SERVERS"),
+        description="An existing Kafka cluster; when unset the local launcher's broker is used.",
+    )
+    kafka_port: int = Field(default=DEFAULT_KAFKA_PORT, ge=1, le=65535)
+    kafka_version: str = DEFAULT_KAFKA_VERSION
+    kafka_data_dir: Path | None = None
+    kafka_cache_dir: Path | None = None
+    clickhouse_url: str | None = Field(
+        default=None,
+        description="chdb:///path for the embedded engine, http(s)://host:8123 for a server.",
+    )
+    topic_prefix: str = Field(default=DEFAULT_TOPIC_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
+    decision_timeout_s: float = Field(default=DEFAULT_DECISION_TIMEOUT_S, gt=0)
+
+    @cached_property
+    def bootstrap_servers(self) -> str:
+        """The Kafka bootstrap address: the configured cluster, else the local broker."""
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+
+    @cached_property
+    def broker_data_dir(self) -> Path:
+        """Where the local broker keeps its log segments and metadata."""
+        return self.kafka_data_dir or self.state_dir / "kafka" / "data"
+
+    @cached_property
+    def artifact_cache_dir(self) -> Path:
+        """Where the broker's jars from Maven Central are cached (shared across data dirs)."""
+        return self.kafka_cache_dir or Path.home() / ".cache" / "sluicegate" / "kafka"
+
+    @cached_property
+    def audit_url(self) -> str:
+        """The ClickHouse URL: the configured one, else the embedded engine under the state dir."""
+        return self.clickhouse_url or f"chdb://{(self.state_dir / 'audit').resolve()}"

@@ -1,0 +1,1 @@
+"""The stream processor: a faust app around the pure decision engine."""

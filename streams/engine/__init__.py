@@ -1,0 +1,1 @@
+"""The pure, deterministic decision engine: no Kafka, no clock, no globals."""
