@@ -6,8 +6,10 @@ from schemas.common import SCHEMA_VERSION, Action, DecisionKind, most_restrictiv
 from schemas.decision import Decision, Risk, RiskFactor
 from schemas.intent import MAX_PARAMS_BYTES, Intent, TraceContext, intent_digest
 from schemas.outcome import ExecutionOutcome, OutcomeStatus
+from schemas.topics import ACTIVE_POLICY_KEY, TopicNames
 
 __all__ = [
+    "ACTIVE_POLICY_KEY",
     "MAX_PARAMS_BYTES",
     "SCHEMA_VERSION",
     "Action",
@@ -22,6 +24,7 @@ __all__ = [
     "OutcomeStatus",
     "Risk",
     "RiskFactor",
+    "TopicNames",
     "TraceContext",
     "VerdictKind",
     "intent_digest",

@@ -1,0 +1,63 @@
+"""Topic names and keys: the Kafka half of the wire contract, shared by SDK, processor and consumers.
+
+| topic              | key        | value                | notes                                      |
+|--------------------|------------|----------------------|--------------------------------------------|
+| intents            | agent_id   | Intent JSON          | partitioned by agent                       |
+| decisions          | agent_id   | Decision JSON        | same key and partition count as intents,   |
+|                    |            |                      | so an agent reads only its own partition   |
+| approval-requests  | request_id | ApprovalRequest JSON | read by the Slack bot and the CLI          |
+| approvals          | request_id | ApprovalVerdict JSON | the reviewer topic                         |
+| audit              | request_id | AuditRecord JSON     | stored in ClickHouse by the audit sink     |
+| outcomes           | agent_id   | ExecutionOutcome JSON|                                            |
+| policies           | "active"   | policy YAML text     | compacted; the last value is the policy    |
+| dead-letter        | original   | original bytes       | header "error" says why                    |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACTIVE_POLICY_KEY = b"active"
+"""Key of the one live policy on the compacted policies topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Every topic name, under one configurable prefix."""
+
+    prefix: str = "sluicegate"
+
+    def _name(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}"
+
+    @property
+    def intents(self) -> str:
+        return self._name("intents")
+
+    @property
+    def decisions(self) -> str:
+        return self._name("decisions")
+
+    @property
+    def approval_requests(self) -> str:
+        return self._name("approval-requests")
+
+    @property
+    def approvals(self) -> str:
+        return self._name("approvals")
+
+    @property
+    def audit(self) -> str:
+        return self._name("audit")
+
+    @property
+    def outcomes(self) -> str:
+        return self._name("outcomes")
+
+    @property
+    def policies(self) -> str:
+        return self._name("policies")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._name("dead-letter")
