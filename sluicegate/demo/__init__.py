@@ -1,0 +1,1 @@
+"""The demo: a simulated fleet of agents governed by a real worker on a real broker."""
