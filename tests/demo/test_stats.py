@@ -1,0 +1,57 @@
+"""The demo's running figures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from schemas import Decision, DecisionKind
+from sluicegate.demo.stats import DemoStats, percentile
+
+
+def _decision(kind: DecisionKind, agent: str, reason: str = "") -> Decision:
+    return Decision(
+        request_id=uuid.uuid4(),
+        agent_id=agent,
+        decision=kind,
+        reasons=(reason,) if reason else (),
+        decided_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([], 0.5) == 0.0
+    assert percentile([7.0], 0.99) == 7.0
+
+
+def test_record_counts_outcomes_and_offenders() -> None:
+    stats = DemoStats()
+    stats.record(_decision(DecisionKind.ALLOW, "a"), "crm.get_account", 2.0, now_s=100.0)
+    stats.record(_decision(DecisionKind.BLOCK, "b", "rule x"), "payments.refund", 4.0, now_s=101.0)
+    stats.record(_decision(DecisionKind.BLOCK, "b", "rule x"), "payments.refund", 6.0, now_s=102.0)
+    assert stats.total == 3
+    assert stats.outcomes[DecisionKind.BLOCK] == 2
+    assert stats.blocked_agents.most_common(1) == [("b", 2)]
+    assert stats.blocked_tools["payments.refund"] == 2
+    assert stats.reasons["rule x"] == 2
+
+
+def test_rate_forgets_old_decisions() -> None:
+    stats = DemoStats()
+    for second in range(10):
+        stats.record(_decision(DecisionKind.ALLOW, "a"), "t", 1.0, now_s=float(second))
+    assert stats.rate() == 6 / 5.0
+
+
+def test_render_shows_the_figures() -> None:
+    stats = DemoStats()
+    stats.record(_decision(DecisionKind.BLOCK, "rogue", "refund too large"), "payments.refund", 3.0, 1.0)
+    console = Console(width=120, record=True)
+    console.print(stats.render("demo"))
+    text = console.export_text()
+    assert "rogue" in text and "payments.refund" in text and "refund too large" in text
