@@ -1,0 +1,369 @@
+"""The policy document (docs/policy-language.md) as pydantic models: the YAML a policy file holds.
+
+Validation here is structural and local (unknown fields, bad ops, bad regexes, unknown time zones,
+limits without a window). Cross-references (unique ids, schedule names, approval only on
+REQUIRE_APPROVAL rules) are checked by :func:`check_document`, which returns located issues.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from schemas.common import Action, DecisionKind
+
+_DURATION_RE = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+Loc = tuple[str | int, ...]
+"""A location inside the document, as pydantic reports it (keys and list indexes)."""
+
+
+def duration_ms(text: str) -> int:
+    """Milliseconds in a duration such as ``500ms``, ``30s``, ``10m``, ``1h``, ``1d``."""
+    found = _DURATION_RE.match(text)
+    if found is None:
+        raise ValueError(f"bad duration {text!r}: use a whole number and ms, s, m, h or d (e.g. 10m)")
+    return int(found.group(1)) * _UNIT_MS[found.group(2)]
+
+
+def _check_duration(text: str) -> str:
+    if duration_ms(text) <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return text
+
+
+class PolicyModel(BaseModel):
+    """Base of every policy node: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Duration = Annotated[
+    str,
+    Field(pattern=_DURATION_RE.pattern, examples=["500ms", "30s", "10m", "1h", "1d"]),
+    AfterValidator(_check_duration),
+]
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=128)]
+FieldPath = Annotated[
+    str,
+    Field(
+        pattern=r"^(params(\.[^.\s]+)+|labels\.[^.\s]+|tool|action|target|environment|agent_role|agent_id)$",
+        description="params.<path>, labels.<name>, tool, action, target, environment, agent_role or agent_id",
+    ),
+]
+Weight = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Scalar = str | int | float | bool | None
+StrOrList = str | list[str]
+
+Op = Literal["eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "glob", "regex", "exists"]
+NUMERIC_OPS = frozenset({"lt", "lte", "gt", "gte"})
+
+
+class Comparison(PolicyModel):
+    """``{field, op, value}``: one test of one field of the intent."""
+
+    field: FieldPath
+    op: Op
+    value: Any = None
+    default: Scalar = Field(default=None, description="Used when the field is absent (not for exists).")
+
+    @field_validator("value")
+    @classmethod
+    def _value_fits_op(cls, value: Any, info: ValidationInfo) -> Any:
+        op = info.data.get("op")
+        if op is None:
+            return value
+        if op in NUMERIC_OPS and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"op {op} needs a number, got {value!r}")
+        if op in ("eq", "ne") and not isinstance(value, str | int | float | bool | None):
+            raise ValueError(f"op {op} needs a scalar (string, number, boolean or null), got {value!r}")
+        if op in ("in", "not_in") and not (
+            isinstance(value, list) and all(isinstance(v, str | int | float | bool | None) for v in value)
+        ):
+            raise ValueError(f"op {op} needs a list of scalars, got {value!r}")
+        if op in ("glob", "regex") and not isinstance(value, str):
+            raise ValueError(f"op {op} needs a string, got {value!r}")
+        if op == "regex":
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regex {value!r}: {exc}") from None
+        if op == "exists" and not isinstance(value, bool):
+            raise ValueError(f"op exists needs true or false, got {value!r}")
+        return value
+
+
+class AllCondition(PolicyModel):
+    """True when every sub-condition is true."""
+
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyCondition(PolicyModel):
+    """True when at least one sub-condition is true."""
+
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotCondition(PolicyModel):
+    """True when the sub-condition is false."""
+
+    not_: Condition = Field(alias="not")
+
+
+class ScheduleCondition(PolicyModel):
+    """True when the intent's ``occurred_at`` falls inside the named schedule."""
+
+    schedule: str
+
+
+def _condition_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        for key in ("all", "any", "not", "schedule"):
+            if key in value:
+                return key
+        return "compare"
+    tags: dict[type, str] = {
+        AllCondition: "all", AnyCondition: "any", NotCondition: "not", ScheduleCondition: "schedule",
+    }
+    return tags.get(type(value), "compare")
+
+
+Condition = Annotated[
+    Annotated[Comparison, Tag("compare")]
+    | Annotated[AllCondition, Tag("all")]
+    | Annotated[AnyCondition, Tag("any")]
+    | Annotated[NotCondition, Tag("not")]
+    | Annotated[ScheduleCondition, Tag("schedule")],
+    Discriminator(_condition_tag),
+]
+
+
+class Match(PolicyModel):
+    """What an intent must look like for a rule or limit to be considered; absent keys match all."""
+
+    tool: StrOrList | None = Field(default=None, description="glob or list of globs")
+    action: Action | list[Action] | None = None
+    target: StrOrList | None = Field(default=None, description="glob or list of globs")
+    environment: StrOrList | None = None
+    agent_role: StrOrList | None = None
+    agent_id: StrOrList | None = None
+
+
+class Schedule(PolicyModel):
+    """A weekly time window in a named time zone: ``start`` inclusive, ``end`` exclusive."""
+
+    timezone: str = "UTC"
+    days: list[Day] = Field(
+        default_factory=lambda: list(DAYS), min_length=1
+    )
+    start: str = Field(default="00:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(default="24:00", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Schedule:
+        if minutes_of(self.start) >= minutes_of(self.end):
+            raise ValueError(f"schedule start {self.start} must be before end {self.end}")
+        return self
+
+
+def minutes_of(hhmm: str) -> int:
+    """Minutes since midnight of ``HH:MM``."""
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class Approval(PolicyModel):
+    """Who approves a REQUIRE_APPROVAL decision, how many, and by when."""
+
+    group: str = Field(default="reviewers", min_length=1)
+    quorum: int = Field(default=1, ge=1)
+    timeout: Duration = "15m"
+    channel: str | None = None
+
+
+class Rule(PolicyModel):
+    """A decision for the intents that match and satisfy ``when``."""
+
+    id: Identifier
+    description: str = ""
+    match: Match = Field(default_factory=Match)
+    when: Condition | None = None
+    decision: DecisionKind
+    approval: Approval | None = None
+
+
+LimitKey = Literal["agent", "tool", "target", "role", "fleet"]
+
+
+class Limit(PolicyModel):
+    """A sliding event-time window: at most ``count`` actions, or a ``sum`` of a field up to ``max``."""
+
+    id: Identifier
+    description: str = ""
+    match: Match = Field(default_factory=Match)
+    when: Condition | None = None
+    key: LimitKey | list[LimitKey] = "agent"
+    window: Duration
+    count: int | None = Field(default=None, ge=1)
+    sum: FieldPath | None = None
+    max: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    decision: DecisionKind = DecisionKind.BLOCK
+
+    @model_validator(mode="after")
+    def _count_or_sum(self) -> Limit:
+        if (self.count is None) == (self.sum is None):
+            raise ValueError(f"limit {self.id}: give exactly one of count, or sum with max")
+        if (self.sum is None) != (self.max is None):
+            raise ValueError(f"limit {self.id}: sum and max go together")
+        return self
+
+    @property
+    def keys(self) -> tuple[LimitKey, ...]:
+        """The key as a tuple (a composite key keeps its order; duplicates removed)."""
+        raw = [self.key] if isinstance(self.key, str) else self.key
+        return tuple(dict.fromkeys(raw))
+
+
+class TargetWeight(PolicyModel):
+    """Sensitivity of the targets matching a glob."""
+
+    target: str
+    weight: Weight
+
+
+class Magnitude(PolicyModel):
+    """``weight * min(1, value / scale)`` for a numeric field."""
+
+    field: FieldPath
+    scale: float = Field(gt=0, allow_inf_nan=False)
+    weight: Weight
+
+
+class AmountDeviation(PolicyModel):
+    """A value at least ``z`` standard deviations from this agent's running mean for the tool."""
+
+    field: FieldPath = "params.amount"
+    z: float = Field(default=3.0, gt=0, allow_inf_nan=False)
+    weight: Weight
+
+
+class WeightOnly(PolicyModel):
+    """A history factor with only a weight."""
+
+    weight: Weight
+
+
+class Burst(PolicyModel):
+    """Count in ``window`` at least ``ratio`` times the usual count for such a window (at least 1)."""
+
+    window: Duration = "1m"
+    ratio: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    weight: Weight
+
+
+class History(PolicyModel):
+    """Deviation from this agent's own history for the tool (per agent and tool)."""
+
+    min_observations: int = Field(default=20, ge=1)
+    amount: AmountDeviation | None = None
+    new_target: WeightOnly | None = None
+    unusual_hour: WeightOnly | None = None
+    burst: Burst | None = None
+
+
+class Threshold(PolicyModel):
+    """A score at or above ``at_least`` gets ``decision``."""
+
+    at_least: float = Field(gt=0, le=1, allow_inf_nan=False)
+    decision: DecisionKind
+
+
+class RiskModel(PolicyModel):
+    """Weights of the risk factors and the thresholds that turn a score into a decision."""
+
+    action_weights: dict[Action, Weight] = Field(default_factory=dict)
+    target_sensitivity: list[TargetWeight] = Field(default_factory=list)
+    magnitude: list[Magnitude] = Field(default_factory=list)
+    history: History | None = None
+    thresholds: list[Threshold] = Field(default_factory=list)
+
+
+class PolicyDocument(PolicyModel):
+    """One policy file."""
+
+    policy: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    description: str = ""
+    default: DecisionKind = DecisionKind.BLOCK
+    schedules: dict[Identifier, Schedule] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    limits: list[Limit] = Field(default_factory=list)
+    risk: RiskModel | None = None
+
+
+for _model in (AllCondition, AnyCondition, NotCondition, Rule, Limit, PolicyDocument):
+    _model.model_rebuild()
+
+
+def _conditions(cond: Any, loc: Loc) -> Iterator[tuple[Any, Loc]]:
+    yield cond, loc
+    if isinstance(cond, AllCondition):
+        for index, sub in enumerate(cond.all):
+            yield from _conditions(sub, (*loc, "all", index))
+    elif isinstance(cond, AnyCondition):
+        for index, sub in enumerate(cond.any):
+            yield from _conditions(sub, (*loc, "any", index))
+    elif isinstance(cond, NotCondition):
+        yield from _conditions(cond.not_, (*loc, "not"))
+
+
+def check_document(doc: PolicyDocument) -> list[tuple[Loc, str]]:
+    """Cross-reference checks pydantic cannot do locally: ids, schedule names, approval placement."""
+    issues: list[tuple[Loc, str]] = []
+    seen: dict[str, str] = {}
+    entries: list[tuple[str, int, Rule | Limit]] = [("rules", i, r) for i, r in enumerate(doc.rules)]
+    entries += [("limits", i, lim) for i, lim in enumerate(doc.limits)]
+    for section, index, entry in entries:
+        where = f"{section}[{index}]"
+        if entry.id in seen:
+            message = f"duplicate id {entry.id!r} (first used by {seen[entry.id]})"
+            issues.append(((section, index, "id"), message))
+        else:
+            seen[entry.id] = where
+        if entry.when is not None:
+            for cond, loc in _conditions(entry.when, (section, index, "when")):
+                if isinstance(cond, ScheduleCondition) and cond.schedule not in doc.schedules:
+                    issues.append(((*loc, "schedule"), f"unknown schedule {cond.schedule!r}"))
+        if isinstance(entry, Rule) and entry.approval is not None \
+                and entry.decision is not DecisionKind.REQUIRE_APPROVAL:
+            issues.append(
+                ((section, index, "approval"),
+                 f"rule {entry.id}: approval is only allowed with decision REQUIRE_APPROVAL")
+            )
+    return issues

@@ -1,0 +1,185 @@
+"""Compile a validated policy document once: closures for conditions, an index by tool and action."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from schemas.common import Action, DecisionKind
+from schemas.policy import Approval, Limit, PolicyDocument, Rule, duration_ms
+from streams.engine.conditions import CompiledMatch, Getter, Pred, compile_condition, field_getter
+from streams.engine.errors import PolicyError, PolicyIssue
+from streams.engine.loader import load_document
+from streams.engine.risk import CompiledRisk
+
+_CACHE_LIMIT = 65_536
+
+
+class LimitScope(StrEnum):
+    """Where a limit's window state lives when intents are partitioned by agent id.
+
+    AGENT: the key includes ``agent``, so the state is on the agent's partition. SHARED: keyed by
+    fleet, tool, target or role only; the state must be kept where that key is owned.
+    """
+
+    AGENT = "agent"
+    SHARED = "shared"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule ready to evaluate; ``order`` is its position in the policy."""
+
+    order: int
+    id: str
+    decision: DecisionKind
+    reason: str
+    match: CompiledMatch
+    when: Pred | None
+    approval: Approval | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledLimit:
+    """A windowed limit ready to evaluate; ``order`` follows the rules'."""
+
+    order: int
+    id: str
+    decision: DecisionKind
+    match: CompiledMatch
+    when: Pred | None
+    names: tuple[str, ...]
+    scope: LimitScope
+    window: str
+    window_ms: int
+    count: int | None
+    sum_field: str | None
+    sum_of: Getter | None
+    max: float | None
+
+
+E = TypeVar("E", CompiledRule, CompiledLimit)
+
+
+@dataclass(slots=True)
+class _Index(Generic[E]):
+    """Entries by exact tool name, plus a fallback list (globs or no tool), memoised per (tool, action)."""
+
+    exact: dict[str, list[E]] = field(default_factory=dict)
+    fallback: list[E] = field(default_factory=list)
+    memo: dict[tuple[str, Action], tuple[E, ...]] = field(default_factory=dict)
+
+    def add(self, entry: E) -> None:
+        patterns = entry.match.tool_patterns
+        if patterns is not None and not any(set(p) & set("*?[") for p in patterns):
+            for pattern in patterns:
+                self.exact.setdefault(pattern, []).append(entry)
+        else:
+            self.fallback.append(entry)
+
+    def lookup(self, tool: str, action: Action) -> tuple[E, ...]:
+        found = self.memo.get((tool, action))
+        if found is None:
+            pool = self.exact.get(tool, []) + [e for e in self.fallback if e.match.tool_matches(tool)]
+            found = tuple(sorted(
+                (e for e in pool if e.match.actions is None or action in e.match.actions),
+                key=lambda e: e.order,
+            ))
+            if len(self.memo) >= _CACHE_LIMIT:
+                self.memo.clear()
+            self.memo[(tool, action)] = found
+        return found
+
+
+class CompiledPolicy:
+    """A validated, compiled policy. Immutable after construction; safe to share."""
+
+    def __init__(self, doc: PolicyDocument, source: str) -> None:
+        self.document = doc
+        self.source = source
+        self.name = doc.policy
+        self.default = doc.default
+        content = doc.model_dump(mode="json", by_alias=True)
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        self.version = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        self.rules = tuple(_rule(index, rule, doc) for index, rule in enumerate(doc.rules))
+        self.limits = tuple(
+            _limit(len(doc.rules) + index, limit, doc) for index, limit in enumerate(doc.limits)
+        )
+        self.risk_order = len(doc.rules) + len(doc.limits)
+        self.risk = CompiledRisk.of(doc.risk) if doc.risk is not None else None
+        self._rule_index: _Index[CompiledRule] = _Index()
+        self._limit_index: _Index[CompiledLimit] = _Index()
+        for rule in self.rules:
+            self._rule_index.add(rule)
+        for limit in self.limits:
+            self._limit_index.add(limit)
+
+    @property
+    def rule_count(self) -> int:
+        """Number of rules (limits not included)."""
+        return len(self.rules)
+
+    @property
+    def has_fleet_limits(self) -> bool:
+        """True when some limit is not keyed by agent (fleet, tool, target or role)."""
+        return any(limit.scope is LimitScope.SHARED for limit in self.limits)
+
+    def rules_for(self, tool: str, action: Action) -> tuple[CompiledRule, ...]:
+        """Rules whose tool and action match, in policy order."""
+        return self._rule_index.lookup(tool, action)
+
+    def limits_for(self, tool: str, action: Action) -> tuple[CompiledLimit, ...]:
+        """Limits whose tool and action match, in policy order."""
+        return self._limit_index.lookup(tool, action)
+
+    def approval_for(self, rule_ids: tuple[str, ...]) -> Approval:
+        """Approval settings for a REQUIRE_APPROVAL decision: the first such rule's, else defaults."""
+        by_id = {rule.id: rule for rule in self.rules}
+        for rule_id in rule_ids:
+            rule = by_id.get(rule_id)
+            if rule is not None and rule.decision is DecisionKind.REQUIRE_APPROVAL and rule.approval:
+                return rule.approval
+        return Approval()
+
+    def __repr__(self) -> str:
+        return f"CompiledPolicy({self.name!r}, {self.version}, {self.rule_count} rules)"
+
+
+def _when(entry: Rule | Limit, doc: PolicyDocument) -> Pred | None:
+    return None if entry.when is None else compile_condition(entry.when, doc.schedules)
+
+
+def _rule(order: int, rule: Rule, doc: PolicyDocument) -> CompiledRule:
+    reason = f"{rule.id}: {rule.description or rule.decision.value}"
+    return CompiledRule(order, rule.id, rule.decision, reason, CompiledMatch.of(rule.match),
+                        _when(rule, doc), rule.approval)
+
+
+def _limit(order: int, limit: Limit, doc: PolicyDocument) -> CompiledLimit:
+    names = limit.keys
+    scope = LimitScope.AGENT if "agent" in names else LimitScope.SHARED
+    return CompiledLimit(
+        order=order, id=limit.id, decision=limit.decision, match=CompiledMatch.of(limit.match),
+        when=_when(limit, doc), names=names, scope=scope, window=limit.window,
+        window_ms=duration_ms(limit.window), count=limit.count, sum_field=limit.sum,
+        sum_of=None if limit.sum is None else field_getter(limit.sum), max=limit.max,
+    )
+
+
+def compile_policy(text: str, source: str = "<policy>") -> CompiledPolicy:
+    """Validate and compile the YAML text of a policy; raises PolicyError listing every issue."""
+    return CompiledPolicy(load_document(text, source), source)
+
+
+def load_policy(path: str | Path) -> CompiledPolicy:
+    """Read, validate and compile a policy file; raises PolicyError (unreadable files included)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([PolicyIssue(str(path), 1, f"cannot read the policy: {exc}")]) from None
+    return compile_policy(text, str(path))

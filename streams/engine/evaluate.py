@@ -1,0 +1,304 @@
+"""Evaluate one intent: rules, limits and risk into a Decision plus the state changes it would make."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from pydantic import ValidationError
+from pydantic_core import from_json
+
+from schemas.common import DecisionKind
+from schemas.decision import Decision, Risk
+from schemas.intent import Intent
+from streams.engine.compiler import CompiledLimit, CompiledPolicy, LimitScope
+from streams.engine.errors import ConditionError
+from streams.engine.keys import window_key
+from streams.engine.risk import HistoryChange, as_float
+from streams.engine.state import HistoryState, StateStore, WindowState
+
+NIL_UUID = UUID(int=0)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+AGENT_SCOPES: frozenset[LimitScope] = frozenset({LimitScope.AGENT})
+SHARED_SCOPES: frozenset[LimitScope] = frozenset({LimitScope.SHARED})
+ALL_SCOPES: frozenset[LimitScope] = AGENT_SCOPES | SHARED_SCOPES
+_MAX_MESSAGE = 1000
+_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
+_SEVERITY = {_ALLOW: 0, _APPROVAL: 1, _BLOCK: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class WindowChange:
+    """Count one allowed action in the window at ``key`` (owned by the partition of ``scope``)."""
+
+    limit_id: str
+    scope: LimitScope
+    key: str
+    at_ms: int
+    value: float | None
+    window_ms: int
+    keep: int | None
+
+
+Change = WindowChange | HistoryChange
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Something that applied to an intent: a rule, a limit or a risk threshold."""
+
+    order: int
+    id: str
+    decision: DecisionKind
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOutcome:
+    """Limits evaluated on their own (for keys owned elsewhere): the ones that applied and the changes."""
+
+    applied: tuple[Applied, ...]
+    changes: tuple[WindowChange, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The decision on one intent and the state changes to apply if it ends ALLOW."""
+
+    decision: Decision
+    changes: tuple[Change, ...]
+    applied: tuple[Applied, ...] = ()
+    default_used: bool = False
+
+
+def _decision(
+    intent: Intent, policy_version: str, kind: DecisionKind, reasons: tuple[str, ...],
+    rules: tuple[str, ...], risk: Risk,
+) -> Decision:
+    return Decision.model_construct(
+        request_id=intent.request_id, agent_id=intent.agent_id, decision=kind, reasons=reasons,
+        rules=rules, risk=risk, policy_version=policy_version, decided_at=intent.occurred_at,
+    )
+
+
+def _build(
+    policy: CompiledPolicy, intent: Intent, applied: list[Applied], risk: Risk,
+) -> tuple[Decision, bool]:
+    """Combine what applied (policy order) with the default when no rule applied."""
+    applied.sort(key=lambda entry: entry.order)
+    rule_applied = any(entry.order < len(policy.rules) for entry in applied)
+    kind = policy.default if not rule_applied else _ALLOW
+    for entry in applied:
+        if _SEVERITY[entry.decision] > _SEVERITY[kind]:
+            kind = entry.decision
+    reasons = tuple(entry.reason for entry in applied)
+    if not rule_applied:
+        reasons = (f"default: no rule applied ({policy.default.value})", *reasons)
+    rules = tuple(entry.id for entry in applied)
+    return _decision(intent, policy.version, kind, reasons, rules, risk), not rule_applied
+
+
+def _check_limit(
+    limit: CompiledLimit, state: StateStore, intent: Intent, at_ms: int,
+) -> tuple[Applied | None, WindowChange | None]:
+    """One limit: whether this action would exceed it, and the window change it would make."""
+    try:
+        if not limit.match.rest_matches(intent) or (limit.when is not None and not limit.when(intent)):
+            return None, None
+        value: float | None = None
+        if limit.sum_of is not None:
+            raw = limit.sum_of(intent)
+            value = as_float(raw)
+            if value is None:
+                raise ConditionError(f"{limit.sum_field} is not a finite number")
+    except Exception as exc:
+        return Applied(limit.order, limit.id, _BLOCK, f"{limit.id}: evaluation error: {exc}"), None
+    key = window_key(limit.id, limit.names, intent)
+    window = state.get_window(key)
+    hit = None
+    if limit.count is not None:
+        used = window.count(at_ms, limit.window_ms) if window is not None else 0
+        if used + 1 > limit.count:
+            hit = Applied(limit.order, limit.id, limit.decision,
+                          f"{limit.id}: {used} actions in the last {limit.window} (at most {limit.count})")
+    else:
+        assert value is not None and limit.max is not None
+        used_sum = window.total(at_ms, limit.window_ms) if window is not None else 0.0
+        if used_sum + value > limit.max:
+            hit = Applied(limit.order, limit.id, limit.decision,
+                          f"{limit.id}: {used_sum:g} + {value:g} in the last {limit.window} "
+                          f"exceeds {limit.max:g}")
+    change = WindowChange(limit.id, limit.scope, key, at_ms, value, limit.window_ms, limit.count)
+    return hit, change
+
+
+def _limits(
+    policy: CompiledPolicy, state: StateStore, intent: Intent, at_ms: int, scopes: frozenset[LimitScope],
+    applied: list[Applied], changes: list[Change],
+) -> None:
+    for limit in policy.limits_for(intent.tool, intent.action):
+        if limit.scope in scopes:
+            hit, change = _check_limit(limit, state, intent, at_ms)
+            if hit is not None:
+                applied.append(hit)
+            if change is not None:
+                changes.append(change)
+
+
+def _evaluate(
+    policy: CompiledPolicy, state: StateStore, intent: Intent, scopes: frozenset[LimitScope],
+) -> Evaluation:
+    at_ms = intent.occurred_at_ms
+    applied: list[Applied] = []
+    changes: list[Change] = []
+    for rule in policy.rules_for(intent.tool, intent.action):
+        try:
+            if rule.match.rest_matches(intent) and (rule.when is None or rule.when(intent)):
+                applied.append(Applied(rule.order, rule.id, rule.decision, rule.reason))
+        except Exception as exc:
+            applied.append(Applied(rule.order, rule.id, _BLOCK, f"{rule.id}: evaluation error: {exc}"))
+    _limits(policy, state, intent, at_ms, scopes, applied, changes)
+    risk = Risk()
+    if policy.risk is not None:
+        score, factors, lesson = policy.risk.score(intent, state, at_ms)
+        risk = Risk.model_construct(score=score, factors=tuple(factors))
+        threshold = policy.risk.threshold(score)
+        if threshold is not None:
+            names = ", ".join(factor.name for factor in factors)
+            applied.append(Applied(policy.risk_order, threshold[2], threshold[1],
+                                   f"risk {score:.2f} >= {threshold[0]:g} ({names})"))
+        if lesson is not None:
+            changes.append(lesson)
+    decision, default_used = _build(policy, intent, applied, risk)
+    return Evaluation(decision, tuple(changes), tuple(applied), default_used)
+
+
+def evaluate(
+    policy: CompiledPolicy, state: StateStore, intent: Intent, scopes: frozenset[LimitScope] = ALL_SCOPES,
+) -> Evaluation:
+    """Decide on ``intent``: rules, risk and the limits of ``scopes``. Reads state, never writes it.
+
+    Never raises: an internal failure BLOCKs with reason ``engine_error: ...``.
+    """
+    try:
+        return _evaluate(policy, state, intent, scopes)
+    except Exception as exc:
+        decision = _decision(intent, policy.version, _BLOCK, (f"engine_error: {exc}",), (), Risk())
+        return Evaluation(decision, ())
+
+
+def evaluate_limits(
+    policy: CompiledPolicy, state: StateStore, intent: Intent, scopes: frozenset[LimitScope] = SHARED_SCOPES,
+) -> LimitOutcome:
+    """Only the limits of ``scopes`` (e.g. fleet budgets kept on another partition). Never raises."""
+    applied: list[Applied] = []
+    changes: list[Change] = []
+    try:
+        _limits(policy, state, intent, intent.occurred_at_ms, scopes, applied, changes)
+    except Exception as exc:
+        return LimitOutcome((Applied(policy.risk_order, "limits", _BLOCK, f"engine_error: {exc}"),), ())
+    return LimitOutcome(tuple(applied), tuple(c for c in changes if isinstance(c, WindowChange)))
+
+
+def combine(
+    policy: CompiledPolicy, evaluation: Evaluation, outcome: LimitOutcome, intent: Intent,
+) -> Evaluation:
+    """Merge limits evaluated separately into an evaluation (most restrictive wins, policy order kept)."""
+    applied = [*evaluation.applied, *outcome.applied]
+    decision, default_used = _build(policy, intent, applied, evaluation.decision.risk)
+    if evaluation.decision.reasons and evaluation.decision.reasons[0].startswith("engine_error"):
+        decision = evaluation.decision
+    return Evaluation(decision, (*evaluation.changes, *outcome.changes), tuple(applied), default_used)
+
+
+def apply(state: StateStore, changes: tuple[Change, ...] | list[Change]) -> None:
+    """Apply the changes of an evaluation whose final decision is ALLOW."""
+    for change in changes:
+        if isinstance(change, WindowChange):
+            window = state.get_window(change.key) or WindowState()
+            window.add(change.at_ms, change.value, change.window_ms, change.keep)
+            state.put_window(change.key, window)
+        else:
+            history = state.get_history(change.key) or HistoryState()
+            history.observe(change.at_ms, change.amount, change.target_hash, change.burst_window_ms)
+            state.put_history(change.key, history)
+
+
+def decide(policy: CompiledPolicy, state: StateStore, intent: Intent) -> Decision:
+    """Evaluate and, when the decision is ALLOW, apply its changes (replays and the CLI)."""
+    result = evaluate(policy, state, intent)
+    if result.decision.decision is _ALLOW:
+        apply(state, result.changes)
+    return result.decision
+
+
+def block_no_policy(intent: Intent) -> Decision:
+    """BLOCK with reason ``no_policy``: what a worker decides before any policy was loaded."""
+    return _decision(intent, "", _BLOCK, ("no_policy: no valid policy is loaded",), (), Risk())
+
+
+def parse_intent(raw: bytes | str) -> Intent:
+    """Parse and validate one JSON intent; raises pydantic's ValidationError."""
+    return Intent.model_validate_json(raw)
+
+
+def invalid_intent(
+    raw: bytes | str, error: Exception, policy_version: str = "", fallback_time: datetime = EPOCH,
+) -> Decision:
+    """BLOCK ``invalid_intent: <message>`` for input that is not a valid intent.
+
+    ``request_id`` comes from the raw object when it is a valid UUID (else the nil UUID);
+    ``decided_at`` from its ``occurred_at`` when that is an aware timestamp, else ``fallback_time``.
+    """
+    request_id, decided_at, agent_id = NIL_UUID, fallback_time, ""
+    try:
+        obj = from_json(raw)
+    except Exception:
+        obj = None
+    if isinstance(obj, dict):
+        with contextlib.suppress(ValueError):
+            request_id = UUID(str(obj.get("request_id")))
+        try:
+            when = datetime.fromisoformat(str(obj.get("occurred_at")))
+            if when.tzinfo is not None:
+                decided_at = when.astimezone(UTC)
+        except (ValueError, OverflowError):
+            pass
+        if isinstance(obj.get("agent_id"), str):
+            agent_id = obj["agent_id"][:256]
+    message = _message(error)
+    return Decision.model_construct(
+        request_id=request_id, agent_id=agent_id, decision=_BLOCK, reasons=(f"invalid_intent: {message}",),
+        rules=(), risk=Risk(), policy_version=policy_version, decided_at=decided_at,
+    )
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'intent'}: {e['msg']}"
+            for e in error.errors(include_url=False, include_input=False)
+        ]
+        text = "; ".join(parts)
+    else:
+        text = str(error) or type(error).__name__
+    return text[:_MAX_MESSAGE]
+
+
+def decide_raw(
+    policy: CompiledPolicy | None, state: StateStore, raw: bytes | str, fallback_time: datetime = EPOCH,
+) -> Decision:
+    """Parse, validate and decide one raw JSON intent; never raises.
+
+    Invalid input → BLOCK ``invalid_intent: ...``; no policy (None) → BLOCK ``no_policy``.
+    """
+    version = policy.version if policy is not None else ""
+    try:
+        intent = parse_intent(raw)
+    except Exception as exc:
+        return invalid_intent(raw, exc, version, fallback_time)
+    if policy is None:
+        return block_no_policy(intent)
+    return decide(policy, state, intent)

@@ -1,0 +1,41 @@
+"""State keys: plain strings a worker can route on.
+
+A window key starts with the limit id, then one ``|name=value`` per key name in the limit's order
+(``fleet`` has no value): ``tx-per-hour|agent=agent-7``, ``refund-budget|fleet``,
+``per-tool|agent=a1|tool=payments.refund``. A history key is ``<agent_id>|<tool>``. ``%``, ``|`` and
+``=`` inside values are percent-encoded, so keys are unambiguous.
+"""
+
+from __future__ import annotations
+
+from schemas.intent import Intent
+
+
+def escape(value: str) -> str:
+    """Percent-encode the three characters keys use as syntax."""
+    if "%" in value or "|" in value or "=" in value:
+        return value.replace("%", "%25").replace("|", "%7C").replace("=", "%3D")
+    return value
+
+
+def key_part(name: str, intent: Intent) -> str:
+    """One ``|name=value`` segment of a window key for ``intent``."""
+    if name == "agent":
+        return f"|agent={escape(intent.agent_id)}"
+    if name == "tool":
+        return f"|tool={escape(intent.tool)}"
+    if name == "target":
+        return f"|target={escape(intent.target)}"
+    if name == "role":
+        return f"|role={escape(intent.agent_role)}"
+    return "|fleet"
+
+
+def window_key(limit_id: str, names: tuple[str, ...], intent: Intent) -> str:
+    """The window-state key of a limit for ``intent``."""
+    return limit_id + "".join(key_part(name, intent) for name in names)
+
+
+def history_key(agent_id: str, tool: str) -> str:
+    """The history-state key of an (agent, tool) pair."""
+    return f"{escape(agent_id)}|{escape(tool)}"

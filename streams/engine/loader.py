@@ -1,0 +1,93 @@
+"""Read a policy file into a validated :class:`PolicyDocument`, with every error on its line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from schemas.policy import Loc, PolicyDocument, check_document
+from streams.engine.errors import PolicyError, PolicyIssue
+
+Lines = dict[Loc, int]
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: Lines, duplicates: list[tuple[Loc, int, str]]) -> None:
+    """Record the line of every mapping key and sequence item, and note duplicate keys."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                duplicates.append(((*loc, key), line, f"duplicate key {key!r}"))
+            seen.add(key)
+            lines.setdefault((*loc, key), line)
+            _walk(value_node, (*loc, key), lines, duplicates)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*loc, index)] = item.start_mark.line + 1
+            _walk(item, (*loc, index), lines, duplicates)
+
+
+def line_of(loc: Loc, lines: Lines) -> int:
+    """The line of the deepest known node on ``loc`` (pydantic's union tags are skipped)."""
+    path: Loc = ()
+    for part in loc:
+        if (*path, part) in lines:
+            path = (*path, part)
+    return lines.get(path, 1)
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, Lines]:
+    """Parse YAML, returning the data and the line of every node; syntax errors raise PolicyError."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise PolicyError([PolicyIssue(source, 1, "the policy file is empty")])
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise PolicyError([PolicyIssue(source, line, f"YAML: {exc.problem or exc}")]) from None
+    except yaml.YAMLError as exc:
+        raise PolicyError([PolicyIssue(source, 1, f"YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+    lines: Lines = {}
+    duplicates: list[tuple[Loc, int, str]] = []
+    _walk(node, (), lines, duplicates)
+    if duplicates:
+        raise PolicyError([PolicyIssue(source, line, message) for _, line, message in duplicates])
+    return data, lines
+
+
+def _describe(error: Any) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return f"unknown field {error['loc'][-1]!r}"
+    if kind == "missing":
+        return f"missing field {error['loc'][-1]!r}"
+    message = message.removeprefix("Value error, ")
+    return f"{loc}: {message}" if loc else message
+
+
+def load_document(text: str, source: str) -> PolicyDocument:
+    """Validate the YAML text of a policy; every problem is reported with its line."""
+    data, lines = parse_yaml(text, source)
+    if not isinstance(data, dict):
+        raise PolicyError([PolicyIssue(source, 1, "a policy must be a YAML mapping (policy:, rules:, ...)")])
+    try:
+        doc = PolicyDocument.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError([
+            PolicyIssue(source, line_of(error["loc"], lines), _describe(error))
+            for error in exc.errors(include_url=False)
+        ]) from None
+    issues = check_document(doc)
+    if issues:
+        raise PolicyError([PolicyIssue(source, line_of(loc, lines), message) for loc, message in issues])
+    return doc

@@ -1,0 +1,166 @@
+"""The risk model: weighted factors, deviation from the agent's own history, thresholds.
+
+History factors (per agent and tool, only after ``min_observations`` allowed actions):
+- ``amount_deviation``: ``|value - mean| / stddev >= z`` (with a zero stddev: any other value);
+- ``new_target``: a target this agent never used with this tool (until 64 targets are known);
+- ``unusual_hour``: a UTC hour of day in which this agent never acted with this tool;
+- ``burst``: actions in the burst window (this one included) ``>= ratio * max(1, usual)``, where
+  ``usual = observations * window / max(last_seen - first_seen, window)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.common import Action, DecisionKind
+from schemas.decision import RiskFactor
+from schemas.intent import Intent
+from schemas.policy import RiskModel, duration_ms
+from streams.engine.conditions import Getter, field_getter, glob_matcher, is_number
+from streams.engine.keys import history_key
+from streams.engine.state import MAX_TARGETS, HistoryState, StateStore
+
+_CACHE_LIMIT = 65_536
+
+
+def target_hash(target: str) -> int:
+    """A stable signed 64-bit hash of a target (the same in every process)."""
+    return int.from_bytes(hashlib.blake2b(target.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def as_float(value: Any) -> float | None:
+    """A finite float for a JSON number, else None."""
+    if not is_number(value):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryChange:
+    """Teach one allowed action to the (agent, tool) history at ``key`` (always agent-scoped)."""
+
+    key: str
+    at_ms: int
+    amount: float | None
+    target_hash: int
+    burst_window_ms: int | None
+    scope: str = "agent"
+
+
+def _factor(name: str, contribution: float, detail: str) -> RiskFactor:
+    return RiskFactor.model_construct(name=name, contribution=round(min(1.0, contribution), 9), detail=detail)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRisk:
+    """A risk model ready to score intents."""
+
+    model: RiskModel
+    action_weights: dict[Action, float]
+    sensitivity: tuple[tuple[Callable[[str], bool], float, str], ...]
+    magnitude: tuple[tuple[Getter, float, float, str], ...]
+    amount_of: Getter | None
+    burst_window_ms: int | None
+    thresholds: tuple[tuple[float, DecisionKind, str], ...]
+    sensitivity_memo: dict[str, tuple[float, str] | None]
+
+    @classmethod
+    def of(cls, model: RiskModel) -> CompiledRisk:
+        """Compile a risk model."""
+        history = model.history
+        amount = history.amount if history is not None else None
+        burst = history.burst if history is not None else None
+        return cls(
+            model=model,
+            action_weights=dict(model.action_weights),
+            sensitivity=tuple((glob_matcher(t.target), t.weight, t.target) for t in model.target_sensitivity),
+            magnitude=tuple((field_getter(m.field), m.scale, m.weight, m.field) for m in model.magnitude),
+            amount_of=field_getter(amount.field) if amount is not None else None,
+            burst_window_ms=duration_ms(burst.window) if burst is not None else None,
+            thresholds=tuple(sorted(
+                ((t.at_least, t.decision, f"risk>={t.at_least:g}") for t in model.thresholds), reverse=True,
+            )),
+            sensitivity_memo={},
+        )
+
+    def _sensitivity(self, target: str) -> tuple[float, str] | None:
+        memo = self.sensitivity_memo
+        if target in memo:
+            return memo[target]
+        found = next(((w, glob) for test, w, glob in self.sensitivity if test(target)), None)
+        if len(memo) >= _CACHE_LIMIT:
+            memo.clear()
+        memo[target] = found
+        return found
+
+    def score(
+        self, intent: Intent, state: StateStore, at_ms: int,
+    ) -> tuple[float, list[RiskFactor], HistoryChange | None]:
+        """The score (capped at 1), its non-zero factors, and the history lesson to apply on ALLOW."""
+        factors: list[RiskFactor] = []
+        weight = self.action_weights.get(intent.action, 0.0)
+        if weight:
+            factors.append(_factor("action_type", weight, intent.action.value))
+        sensitive = self._sensitivity(intent.target) if self.sensitivity else None
+        if sensitive is not None and sensitive[0]:
+            detail = f"{intent.target} matches {sensitive[1]}"
+            factors.append(_factor("target_sensitivity", sensitive[0], detail))
+        for get, scale, weight, name in self.magnitude:
+            value = as_float(get(intent))
+            if value is not None and value > 0 and weight:
+                factors.append(_factor(f"magnitude:{name}", weight * min(1.0, value / scale),
+                                       f"{value:g} of scale {scale:g}"))
+        change = None
+        history = self.model.history
+        if history is not None:
+            key = history_key(intent.agent_id, intent.tool)
+            amount = as_float(self.amount_of(intent)) if self.amount_of is not None else None
+            t_hash = target_hash(intent.target)
+            past = state.get_history(key)
+            if past is not None and past.observations >= history.min_observations:
+                self._deviation(intent, past, at_ms, amount, t_hash, factors)
+            change = HistoryChange(key, at_ms, amount, t_hash, self.burst_window_ms)
+        total = math.fsum(factor.contribution for factor in factors)
+        return round(min(1.0, total), 9), factors, change
+
+    def _deviation(
+        self, intent: Intent, past: HistoryState, at_ms: int, amount: float | None, t_hash: int,
+        factors: list[RiskFactor],
+    ) -> None:
+        history = self.model.history
+        assert history is not None
+        spec = history.amount
+        if spec is not None and amount is not None and past.amount_n >= history.min_observations:
+            mean, std = past.amount_mean, past.amount_std
+            z = abs(amount - mean) / std if std > 0 else (math.inf if amount != mean else 0.0)
+            if z >= spec.z:
+                factors.append(_factor("amount_deviation", spec.weight,
+                                       f"{amount:g} is {z:.1f} sd from mean {mean:.2f} (sd {std:.2f})"))
+        if history.new_target is not None and t_hash not in past.targets and len(past.targets) < MAX_TARGETS:
+            factors.append(_factor("new_target", history.new_target.weight,
+                                   f"{intent.target} never used with {intent.tool}"))
+        hour = (at_ms // 3_600_000) % 24
+        if history.unusual_hour is not None and past.hours[hour] == 0:
+            detail = f"no activity at {hour:02d}h UTC"
+            factors.append(_factor("unusual_hour", history.unusual_hour.weight, detail))
+        burst = history.burst
+        if burst is not None and self.burst_window_ms is not None:
+            window = self.burst_window_ms
+            recent = past.recent_ms
+            count = 1 + sum(1 for t in recent if at_ms - window < t <= at_ms)
+            usual = past.observations * window / max(past.last_ms - past.first_ms, window)
+            if count >= burst.ratio * max(1.0, usual):
+                factors.append(_factor("burst", burst.weight,
+                                       f"{count} in {burst.window}, usually {usual:.2f}"))
+
+    def threshold(self, score: float) -> tuple[float, DecisionKind, str] | None:
+        """The highest threshold the score reaches, if any."""
+        return next((t for t in self.thresholds if score >= t[0]), None)
