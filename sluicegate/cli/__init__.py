@@ -14,6 +14,9 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach every command group; each lives in its own module."""
+    from sluicegate.cli.kafka import app as kafka_app
+
+    app.add_typer(kafka_app, name="kafka")
 
 
 def main() -> None:
