@@ -17,6 +17,13 @@ def _register() -> None:
     from sluicegate.cli.kafka import app as kafka_app
 
     app.add_typer(kafka_app, name="kafka")
+    from sluicegate.cli.evaluate import evaluate_command
+    from sluicegate.cli.policy import app as policy_app
+    from sluicegate.cli.schemas import app as schemas_app
+
+    app.add_typer(policy_app, name="policy")
+    app.add_typer(schemas_app, name="schemas")
+    app.command("evaluate")(evaluate_command)
 
 
 def main() -> None:
