@@ -1,0 +1,55 @@
+"""Create Kafka topics idempotently (with per-topic configs) through aiokafka's admin client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicError(Exception):
+    """The broker refused to create a topic."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to exist: name, partitions, replication factor and topic-level configs."""
+
+    name: str
+    partitions: int = 1
+    replication_factor: int = 1
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, timeout_ms: int = 30_000) -> list[str]:
+    """Create the topics of ``specs`` that do not exist yet; return the names this call created.
+
+    Existing topics are left as they are (their partitions and configs are not changed).
+    """
+    wanted = {spec.name: spec for spec in specs}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for name, spec in wanted.items() if name not in existing]
+        if not missing:
+            return []
+        new_topics = [
+            NewTopic(spec.name, spec.partitions, spec.replication_factor, topic_configs=dict(spec.configs))
+            for spec in missing
+        ]
+        response = await admin.create_topics(new_topics, timeout_ms=timeout_ms)
+    finally:
+        await admin.close()
+    created = []
+    for error in response.topic_errors:
+        name, code = error[0], error[1]
+        message = error[2] if len(error) > 2 else None
+        if code == 0:
+            created.append(name)
+        elif code != TOPIC_ALREADY_EXISTS:
+            raise TopicError(f"could not create topic {name!r}: {message or f'error code {code}'}")
+    return created
