@@ -1,0 +1,384 @@
+"""The Slack reviewer bot: posts approval requests, turns button clicks into ApprovalVerdicts.
+
+slack-bolt's AsyncApp behind an aiohttp server (HTTP mode): the bot also runs an aiokafka consumer and
+producer, so one asyncio loop serves Slack's interactivity requests and Kafka, with no extra threads or
+dependencies (aiohttp is already used by slack_sdk's async client). Bolt verifies Slack's request
+signature (v0 HMAC-SHA256 over the timestamped body) and answers 401 to anything forged or stale.
+
+One consumer group reads three topics and commits after each batch is fully handled:
+- approval-requests: post the message (skipped when this request was already handled: the posted-store
+  file survives restarts, so a redelivered request is never posted twice);
+- approvals: show verdicts received (from Slack or the CLI) on the message;
+- decisions: a final decision for a posted request replaces the buttons with the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import aiohttp
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import ValidationError
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from consumers.slack_blocks import (
+    ACTION_APPROVE,
+    ACTION_DENY,
+    DENY_CALLBACK,
+    REASON_BLOCK,
+    REASON_INPUT,
+    ActionRef,
+    MessageStatus,
+    approval_message,
+    deny_modal,
+    outcome_text,
+)
+from consumers.slack_identity import SlackIdentityMap
+from consumers.slack_store import PostedMessage, PostedStore
+from schemas import ApprovalRequest, ApprovalVerdict, Decision, TopicNames, VerdictKind
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_SLACK_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
+                                    "request_timeout"})
+MAX_EARLY_FINALS = 10_000
+
+
+class SlackConfigError(ValueError):
+    """The bot cannot start: a token, secret or file is missing or invalid."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SlackBotConfig:
+    """Everything the bot needs; build it with :meth:`create` to get clear errors for missing values."""
+
+    bot_token: str
+    signing_secret: str
+    bootstrap_servers: str
+    identities: SlackIdentityMap
+    state_file: Path
+    topics: TopicNames = field(default_factory=TopicNames)
+    default_channel: str | None = None
+    api_url: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 3000
+    path: str = "/slack/events"
+    group_id: str = "sluicegate-slack-bot"
+    post_attempts: int = 5
+
+    @classmethod
+    def create(
+        cls, *, bot_token: str | None, signing_secret: str | None, reviewers_file: Path | None,
+        **options: Any,
+    ) -> SlackBotConfig:
+        """Validate secrets and load the reviewer mapping; SlackConfigError names what is missing."""
+        missing = [name for name, value in (("SLUICEGATE_SLACK_BOT_TOKEN", bot_token),
+                                            ("SLUICEGATE_SLACK_SIGNING_SECRET", signing_secret)) if not value]
+        if missing:
+            raise SlackConfigError(f"the Slack bot needs {' and '.join(missing)}")
+        assert bot_token and signing_secret
+        if not bot_token.startswith("xoxb-"):
+            raise SlackConfigError("SLUICEGATE_SLACK_BOT_TOKEN must be a bot token (xoxb-...)")
+        if reviewers_file is None:
+            raise SlackConfigError("the Slack bot needs SLUICEGATE_SLACK_REVIEWERS_FILE (user -> reviewer)")
+        try:
+            identities = SlackIdentityMap.load(reviewers_file)
+        except ValueError as exc:
+            raise SlackConfigError(str(exc)) from exc
+        return cls(bot_token=bot_token, signing_secret=signing_secret, identities=identities, **options)
+
+
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, SlackApiError):
+        return exc.response.status_code >= 500 or exc.response.get("error") in TRANSIENT_SLACK_ERRORS
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
+
+
+class SlackApprovalBot:
+    """The bot: call :meth:`start`, then :meth:`stop`; ``port`` is the bound HTTP port once started."""
+
+    def __init__(self, config: SlackBotConfig, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.config = config
+        self._clock = clock
+        self._store = PostedStore(config.state_file)
+        self._early_finals: dict[UUID, Decision] = {}
+        base_url = config.api_url or AsyncWebClient.BASE_URL
+        self.client = AsyncWebClient(token=config.bot_token, base_url=base_url)
+        self.bolt = AsyncApp(client=self.client, signing_secret=config.signing_secret, logger=log)
+        self.bolt.action(ACTION_APPROVE)(self._on_approve)
+        self.bolt.action(ACTION_DENY)(self._on_deny)
+        self.bolt.view(DENY_CALLBACK)(self._on_deny_reason)
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._runner: web.AppRunner | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def web_app(self) -> web.Application:
+        """The aiohttp application: Slack's interactivity endpoint and a health check."""
+        app = web.Application()
+        app.router.add_post(self.config.path, self._handle_slack)
+        app.router.add_get("/healthz", self._health)
+        return app
+
+    async def start(self) -> None:
+        """Connect to Kafka, bind the HTTP endpoint and start consuming."""
+        topics = self.config.topics
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.config.bootstrap_servers, acks="all",
+                                          enable_idempotence=True)
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            topics.approval_requests, topics.approvals, topics.decisions,
+            bootstrap_servers=self.config.bootstrap_servers, group_id=self.config.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        await self._consumer.start()
+        self._runner = web.AppRunner(self.web_app())
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._task = asyncio.create_task(self._consume(), name="slack-bot-consume")
+        log.info("slack bot listening on %s:%s%s", self.config.host, self.port, self.config.path)
+
+    async def stop(self) -> None:
+        """Stop consuming (after the batch in hand), close the HTTP server and the Kafka clients."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def _handle_slack(self, request: web.Request) -> web.Response:
+        bolt_response = await self.bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    # -- Kafka -------------------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
+        handlers = {
+            self.config.topics.approval_requests: self._on_request_record,
+            self.config.topics.approvals: self._on_verdict_record,
+            self.config.topics.decisions: self._on_decision_record,
+        }
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=1000)
+            for partition, records in batch.items():
+                for record in records:
+                    try:
+                        await handlers[partition.topic](record.value)
+                    except Exception:  # one bad record never stops the bot
+                        log.exception("failed to handle %s@%s", partition, record.offset)
+            if batch:
+                await self._consumer.commit()
+
+    async def _dead_letter(self, value: bytes | None, error: str) -> None:
+        assert self._producer is not None
+        log.error("dead-lettering a record: %s", error)
+        await self._producer.send_and_wait(
+            self.config.topics.dead_letter, value=value, headers=[("error", error[:1000].encode())]
+        )
+
+    async def _on_request_record(self, value: bytes | None) -> None:
+        try:
+            request = ApprovalRequest.model_validate_json(value or b"")
+        except ValidationError as exc:
+            await self._dead_letter(value, f"invalid ApprovalRequest: {exc}")
+            return
+        if request.request_id in self._store:
+            log.info("request %s was already handled; not posting again", request.request_id)
+            return
+        await self.post_request(request)
+
+    async def post_request(self, request: ApprovalRequest) -> None:
+        """Post the approval message and record it; requests past their deadline are recorded, not posted."""
+        channel = request.channel or self.config.default_channel
+        status = MessageStatus()
+        early = self._early_finals.pop(request.request_id, None)
+        if early is not None:
+            status = status.model_copy(update={"outcome": outcome_text(early)})
+        if channel is None:
+            log.error("request %s has no channel and no default channel is set", request.request_id)
+            self._store.put(PostedMessage(request=request, status=status, note="no channel"))
+            return
+        if early is None and self._clock() >= request.deadline_at:
+            self._store.put(PostedMessage(request=request, channel=channel, status=status, note="expired"))
+            return
+        text, blocks = approval_message(request, status)
+        response = await self._post_with_retries(request, channel, text, blocks)
+        if response is None:
+            failed = PostedMessage(request=request, channel=channel, status=status, note="post failed")
+            self._store.put(failed)
+            return
+        self._store.put(PostedMessage(
+            request=request, channel=str(response["channel"]), ts=str(response["ts"]), status=status
+        ))
+
+    async def _post_with_retries(
+        self, request: ApprovalRequest, channel: str, text: str, blocks: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        delay = 0.5
+        for attempt in range(1, self.config.post_attempts + 1):
+            try:
+                response = await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+                return dict(response.data) if isinstance(response.data, dict) else None
+            except Exception as exc:
+                if not _is_transient(exc) or attempt == self.config.post_attempts:
+                    log.error("could not post request %s to %s: %s (it will expire: BLOCK)",
+                              request.request_id, channel, exc)
+                    return None
+                log.warning("posting request %s failed (%s); retry %d in %.1fs", request.request_id, exc,
+                            attempt, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        return None
+
+    async def _on_verdict_record(self, value: bytes | None) -> None:
+        try:
+            verdict = ApprovalVerdict.model_validate_json(value or b"")
+        except ValidationError as exc:
+            log.warning("ignoring an invalid verdict on the approvals topic: %s", exc)
+            return
+        await self._show_verdict(verdict)
+
+    async def _show_verdict(self, verdict: ApprovalVerdict) -> None:
+        posted = self._store.get(verdict.request_id)
+        if posted is None or verdict.intent_digest != posted.request.intent_digest:
+            return
+        if verdict.verdict is VerdictKind.APPROVE:
+            status = posted.status.with_approval(verdict.reviewer)
+        else:
+            status = posted.status.with_denial(verdict.reviewer, verdict.reason or "no reason given")
+        await self._update(posted, status)
+
+    async def _on_decision_record(self, value: bytes | None) -> None:
+        try:
+            decision = Decision.model_validate_json(value or b"")
+        except ValidationError:
+            return  # the processor's topic; a bad record there is not ours to judge
+        if not decision.final:
+            return
+        posted = self._store.get(decision.request_id)
+        if posted is None:
+            if decision.approval_deadline_at is not None:
+                self._remember_early(decision)
+            return
+        if posted.status.outcome is None:
+            await self._update(posted, posted.status.model_copy(update={"outcome": outcome_text(decision)}))
+
+    def _remember_early(self, decision: Decision) -> None:
+        """A final approval decision read before its request: apply it when the request is posted."""
+        if len(self._early_finals) >= MAX_EARLY_FINALS:
+            self._early_finals.pop(next(iter(self._early_finals)))
+        self._early_finals[decision.request_id] = decision
+
+    async def _update(self, posted: PostedMessage, status: MessageStatus) -> None:
+        if status == posted.status:
+            return
+        self._store.put(posted.model_copy(update={"status": status}))
+        if posted.channel is None or posted.ts is None:
+            return
+        text, blocks = approval_message(posted.request, status)
+        try:
+            await self.client.chat_update(channel=posted.channel, ts=posted.ts, text=text, blocks=blocks)
+        except Exception as exc:  # the verdict stands; only the message is stale
+            log.error("could not update the message of %s: %s", posted.request.request_id, exc)
+
+    # -- Slack interactivity -----------------------------------------------------------------------
+
+    async def _reviewer_or_notice(self, body: dict[str, Any]) -> str | None:
+        user = str(body.get("user", {}).get("id", ""))
+        reviewer = self.config.identities.reviewer_for(user)
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        if reviewer is None:
+            log.warning("Slack user %s is not mapped to a reviewer; no verdict", user)
+            if channel:
+                await self.client.chat_postEphemeral(
+                    channel=channel, user=user,
+                    text="You are not registered as a sluicegate reviewer, so your click was not counted.",
+                )
+        return reviewer
+
+    def _ref_from_action(self, body: dict[str, Any]) -> ActionRef | None:
+        actions = body.get("actions") or [{}]
+        ref = ActionRef.decode(str(actions[0].get("value", "")))
+        if ref is None:
+            return None
+        channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+        ts = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts")
+        return ref.model_copy(update={"channel": channel, "ts": ts})
+
+    async def _on_approve(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        ref = self._ref_from_action(body)
+        reviewer = await self._reviewer_or_notice(body)
+        if ref is not None and reviewer is not None:
+            await self._submit(ref, reviewer, VerdictKind.APPROVE, None, str(body["user"]["id"]))
+
+    async def _on_deny(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        ref = self._ref_from_action(body)
+        if ref is not None and await self._reviewer_or_notice(body) is not None:
+            await self.client.views_open(trigger_id=body["trigger_id"], view=deny_modal(ref))
+
+    async def _on_deny_reason(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        view = body.get("view") or {}
+        values = (view.get("state") or {}).get("values") or {}
+        reason = str(((values.get(REASON_BLOCK) or {}).get(REASON_INPUT) or {}).get("value") or "").strip()
+        if not reason:
+            await ack(response_action="errors", errors={REASON_BLOCK: "Please say why you deny this action."})
+            return
+        await ack()
+        ref = ActionRef.decode(str(view.get("private_metadata", "")))
+        reviewer = self.config.identities.reviewer_for(str(body.get("user", {}).get("id", "")))
+        if ref is None or reviewer is None:
+            log.warning("deny modal without a valid reference or a mapped reviewer; no verdict")
+            return
+        await self._submit(ref, reviewer, VerdictKind.DENY, reason[:2000], str(body["user"]["id"]))
+
+    async def _submit(
+        self, ref: ActionRef, reviewer: str, kind: VerdictKind, reason: str | None, user: str
+    ) -> None:
+        """Produce the verdict (the processor checks it) and show it on the message."""
+        assert self._producer is not None
+        posted = self._store.get(ref.request_id)
+        digest = posted.request.intent_digest if posted is not None else ref.intent_digest
+        verdict = ApprovalVerdict(
+            request_id=ref.request_id, intent_digest=digest, reviewer=reviewer, verdict=kind, reason=reason,
+            source="slack", decided_at=self._clock(),
+        )
+        try:
+            key, value = str(ref.request_id).encode(), verdict.model_dump_json().encode()
+            await self._producer.send_and_wait(self.config.topics.approvals, key=key, value=value)
+        except Exception as exc:
+            log.error("could not send the verdict of %s on %s: %s", reviewer, ref.request_id, exc)
+            if ref.channel:
+                text = "Your verdict could not be recorded; please try again."
+                await self.client.chat_postEphemeral(channel=ref.channel, user=user, text=text)
+            return
+        await self._show_verdict(verdict)
