@@ -31,13 +31,18 @@ def _walk(node: yaml.Node, loc: Loc, lines: Lines, duplicates: list[tuple[Loc, i
             _walk(item, (*loc, index), lines, duplicates)
 
 
-def line_of(loc: Loc, lines: Lines) -> int:
-    """The line of the deepest known node on ``loc`` (pydantic's union tags are skipped)."""
+def document_path(loc: Loc, lines: Lines) -> Loc:
+    """The part of a pydantic location that exists in the document (union member tags dropped)."""
     path: Loc = ()
     for part in loc:
         if (*path, part) in lines:
             path = (*path, part)
-    return lines.get(path, 1)
+    return path
+
+
+def line_of(loc: Loc, lines: Lines) -> int:
+    """The line of the deepest node of ``loc`` found in the document."""
+    return lines.get(document_path(loc, lines), 1)
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, Lines]:
@@ -64,8 +69,8 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Lines]:
     return data, lines
 
 
-def _describe(error: Any) -> str:
-    loc = ".".join(str(part) for part in error["loc"])
+def _describe(error: Any, lines: Lines) -> str:
+    loc = ".".join(str(part) for part in document_path(error["loc"], lines))
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
         return f"unknown field {error['loc'][-1]!r}"
@@ -83,10 +88,11 @@ def load_document(text: str, source: str) -> PolicyDocument:
     try:
         doc = PolicyDocument.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError([
-            PolicyIssue(source, line_of(error["loc"], lines), _describe(error))
+        issues = {
+            PolicyIssue(source, line_of(error["loc"], lines), _describe(error, lines)): None
             for error in exc.errors(include_url=False)
-        ]) from None
+        }
+        raise PolicyError(list(issues)) from None
     issues = check_document(doc)
     if issues:
         raise PolicyError([PolicyIssue(source, line_of(loc, lines), message) for loc, message in issues])
