@@ -1,3 +1,38 @@
-"""sluicegate: the agent-facing SDK and the command line."""
+"""sluicegate: the agent-facing SDK (``Gate``, ``SyncGate``, ``guard``, exceptions) and the command line."""
 
-__all__: list[str] = []
+from sluicegate.breaker import Backoff, BreakerState, CircuitBreaker
+from sluicegate.errors import (
+    ActionBlocked,
+    ApprovalDenied,
+    ApprovalExpired,
+    GateNotStarted,
+    GovernanceUnavailable,
+    InvalidIntent,
+    SluicegateError,
+)
+from sluicegate.gate import GOVERNANCE_UNAVAILABLE, Gate
+from sluicegate.guard import Authorization
+from sluicegate.identity import AgentIdentity
+from sluicegate.routing import partition_for
+from sluicegate.settings import Settings
+from sluicegate.sync import SyncGate
+
+__all__ = [
+    "GOVERNANCE_UNAVAILABLE",
+    "ActionBlocked",
+    "AgentIdentity",
+    "ApprovalDenied",
+    "ApprovalExpired",
+    "Authorization",
+    "Backoff",
+    "BreakerState",
+    "CircuitBreaker",
+    "Gate",
+    "GateNotStarted",
+    "GovernanceUnavailable",
+    "InvalidIntent",
+    "Settings",
+    "SluicegateError",
+    "SyncGate",
+    "partition_for",
+]

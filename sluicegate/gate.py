@@ -1,0 +1,349 @@
+"""The async ``Gate``: publish an intent, wait for its final decision, fail closed.
+
+```python
+async with Gate(settings, agent_id="support-7", agent_role="support", environment="production") as gate:
+    decision = await gate.check(tool="payments.refund", action="create", target="payments:refunds",
+                                params={"amount": 40})
+
+    @gate.guard(tool="payments.refund", action="create", target="payments:refunds",
+                params=lambda customer, amount: {"amount": amount})
+    async def refund(customer: str, amount: float) -> str: ...
+```
+
+Every failure to get a usable decision — broker unreachable, no decision by the deadline, an unparseable
+or foreign reply, the circuit breaker open — gives a BLOCK decision whose reason starts with
+``governance_unavailable:``. One gate may serve many agents: every call can override the agent fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+from uuid import uuid4
+
+from pydantic import ValidationError
+
+from schemas import (
+    Action,
+    AuditEventType,
+    AuditRecord,
+    Decision,
+    DecisionKind,
+    ExecutionOutcome,
+    Intent,
+    OutcomeStatus,
+    TopicNames,
+)
+from sluicegate.breaker import CircuitBreaker, Permit
+from sluicegate.errors import GateNotStarted, InvalidIntent
+from sluicegate.guard import (
+    APPROVAL_EXPIRED,
+    AsyncGuard,
+    Authorization,
+    GuardBinding,
+    GuardSpec,
+    ParamsSpec,
+    TargetSpec,
+)
+from sluicegate.identity import AgentIdentity
+from sluicegate.routing import BadReply
+from sluicegate.settings import Settings
+from sluicegate.transport import KafkaTransport, Transport, TransportError
+
+log = logging.getLogger(__name__)
+
+GOVERNANCE_UNAVAILABLE = "governance_unavailable"
+DEFAULT_MAX_APPROVAL_WAIT_S = 3600.0
+DEFAULT_FLUSH_TIMEOUT_S = 5.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Gate:
+    """The agent's side of sluicegate: one producer and one reply consumer, shared by all its agents."""
+
+    def __init__(
+        self,
+        settings: Settings | str,
+        *,
+        agent_id: str | None = None,
+        agent_role: str | None = None,
+        environment: str | None = None,
+        owner: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_approval_wait_s: float = DEFAULT_MAX_APPROVAL_WAIT_S,
+        flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
+        transport: Transport | None = None,
+    ) -> None:
+        if not isinstance(settings, Settings):
+            settings = Settings(kafka_bootstrap_servers=settings)
+        self.settings = settings
+        self.topics = TopicNames(self.settings.topic_prefix)
+        self.identity = AgentIdentity(agent_id, agent_role, environment, owner)
+        self.labels = dict(labels or {})
+        self.breaker = breaker or CircuitBreaker()
+        self.max_approval_wait_s = max_approval_wait_s
+        self.flush_timeout_s = flush_timeout_s
+        self.transport: Transport = transport or KafkaTransport(self.settings.bootstrap_servers, self.topics)
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, *, connect_timeout_s: float | None = None) -> None:
+        """Connect (waiting up to the decision timeout); an unreachable broker is retried in background."""
+        if self._started:
+            return
+        await self.transport.start(connect_timeout_s or self.settings.decision_timeout_s)
+        self._started = True
+        if self.identity.agent_id and self.transport.connected:
+            await self.prepare(self.identity.agent_id)
+
+    async def stop(self) -> None:
+        """Flush outcomes and audit records (bounded by ``flush_timeout_s``) and disconnect."""
+        if self._started:
+            self._started = False
+            await self.transport.stop(self.flush_timeout_s)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self.transport.connected
+
+    async def prepare(self, *agent_ids: str) -> None:
+        """Start reading the decision partitions of these agents now, so their first call is fast."""
+        for agent_id in agent_ids:
+            await self.transport.ensure_partition(agent_id)
+
+    # -- asking ----------------------------------------------------------------------------------
+
+    def intent(
+        self,
+        *,
+        tool: str,
+        action: Action | str,
+        target: str,
+        params: Mapping[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+        agent: AgentIdentity | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Intent:
+        """The intent for one call (a fresh ``request_id``); ``InvalidIntent`` says what is wrong."""
+        who = self.identity.merged(agent)
+        agent_id, agent_role, environment = who.required()
+        try:
+            return Intent(
+                request_id=uuid4(),
+                agent_id=agent_id,
+                agent_role=agent_role,
+                agent_owner=who.owner,
+                environment=environment,
+                tool=tool,
+                action=Action(action),
+                target=target,
+                params=dict(params or {}),
+                occurred_at=occurred_at or _now(),
+                labels={**self.labels, **(labels or {})},
+            )
+        except (ValidationError, ValueError) as exc:
+            raise InvalidIntent(f"invalid intent for {tool!r}: {exc}") from exc
+
+    async def check(
+        self,
+        *,
+        tool: str,
+        action: Action | str,
+        target: str,
+        params: Mapping[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+        agent_id: str | None = None,
+        agent_role: str | None = None,
+        environment: str | None = None,
+        owner: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Decision:
+        """Publish the intent and return its final decision (a BLOCK when governance is unavailable)."""
+        intent = self.intent(
+            tool=tool, action=action, target=target, params=params, occurred_at=occurred_at,
+            agent=AgentIdentity(agent_id, agent_role, environment, owner), labels=labels,
+        )
+        return (await self.authorize(intent, timeout_s)).decision
+
+    async def authorize(self, intent: Intent, timeout_s: float | None = None) -> Authorization:
+        """Publish ``intent`` and wait for its final decision, with how it was reached."""
+        if not self._started:
+            raise GateNotStarted("the gate is not started", request_id=intent.request_id)
+        permit = self.breaker.acquire()
+        if permit is None:
+            detail = f"circuit open, processor unreachable; next probe in {self.breaker.retry_in_s:.1f} s"
+            return self._unavailable(intent, detail)
+        if not self.transport.connected:
+            self.breaker.failure(permit)
+            return self._unavailable(intent, f"not connected to Kafka ({self.transport.last_error})")
+        return await self._exchange(intent, permit, timeout_s or self.settings.decision_timeout_s)
+
+    async def _exchange(self, intent: Intent, permit: Permit, timeout_s: float) -> Authorization:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pending: Decision | None = None
+        try:
+            async with asyncio.timeout_at(started + timeout_s) as scope:
+                waiter = await self.transport.expect(intent.request_id, intent.agent_id)
+                await self.transport.send_intent(intent)
+                while True:
+                    decision = await waiter.next()
+                    if decision.final:
+                        break
+                    if pending is None:
+                        self.breaker.success(permit)  # the processor answered: it is up
+                    pending = decision
+                    scope.reschedule(self._approval_deadline(decision, started))
+        except TimeoutError:
+            if pending is not None:
+                return self._expired(intent, pending)
+            self.breaker.failure(permit)
+            return self._unavailable(intent, f"no decision within {timeout_s:g} s")
+        except TransportError as exc:
+            self.breaker.failure(permit)
+            return self._unavailable(intent, str(exc))
+        except BadReply as exc:
+            self.breaker.release(permit)
+            return self._unavailable(intent, str(exc))
+        except BaseException:
+            self.breaker.release(permit)
+            raise
+        finally:
+            self.transport.forget(intent.request_id)
+        if pending is None:
+            self.breaker.success(permit)
+        return Authorization(intent, decision, pending=pending)
+
+    def _approval_deadline(self, pending: Decision, started: float) -> float:
+        """Loop time until which a pending decision is awaited: its deadline plus a grace, bounded."""
+        loop_now = asyncio.get_running_loop().time()
+        bound = started + self.max_approval_wait_s
+        if pending.approval_deadline_at is None:
+            return bound
+        remaining = (pending.approval_deadline_at - _now()).total_seconds() + self.settings.decision_timeout_s
+        return min(bound, loop_now + max(0.0, remaining))
+
+    def _unavailable(self, intent: Intent, detail: str) -> Authorization:
+        log.warning("request %s (%s): governance unavailable: %s", intent.request_id, intent.tool, detail)
+        decision = Decision(
+            request_id=intent.request_id,
+            agent_id=intent.agent_id,
+            decision=DecisionKind.BLOCK,
+            reasons=(f"{GOVERNANCE_UNAVAILABLE}: {detail}",),
+            decided_at=_now(),
+        )
+        return Authorization(intent, decision, unavailable=True)
+
+    def _expired(self, intent: Intent, pending: Decision) -> Authorization:
+        at = pending.approval_deadline_at
+        deadline = at.isoformat() if at is not None else "the wait bound"
+        decision = pending.model_copy(
+            update={
+                "decision": DecisionKind.BLOCK,
+                "reasons": (f"{APPROVAL_EXPIRED}: no final decision by {deadline}", *pending.reasons),
+                "decided_at": _now(),
+                "final": True,
+            }
+        )
+        return Authorization(intent, decision, pending=pending, expired=True)
+
+    # -- guarding and reporting ------------------------------------------------------------------
+
+    def guard(
+        self,
+        *,
+        tool: str,
+        action: Action | str,
+        target: TargetSpec,
+        params: ParamsSpec = None,
+        fail_open: bool = False,
+        agent_id: str | None = None,
+        agent_role: str | None = None,
+        environment: str | None = None,
+        owner: str | None = None,
+    ) -> AsyncGuard:
+        """Decorate a tool: it runs only on ALLOW (or, with ``fail_open``, when governance is unavailable)."""
+        return AsyncGuard(self.binding(), self.guard_spec(
+            tool, action, target, params, fail_open, AgentIdentity(agent_id, agent_role, environment, owner)
+        ))
+
+    @staticmethod
+    def guard_spec(
+        tool: str, action: Action | str, target: TargetSpec, params: ParamsSpec, fail_open: bool,
+        agent: AgentIdentity,
+    ) -> GuardSpec:
+        try:
+            kind = Action(action)
+        except ValueError as exc:
+            raise InvalidIntent(f"invalid action for {tool!r}: {exc}") from exc
+        return GuardSpec(tool, kind, target, params, fail_open, agent)
+
+    def binding(self, authorize_blocking: Callable[[Intent], Authorization] | None = None) -> GuardBinding:
+        """How guards of this gate build, authorize and report calls."""
+        return GuardBinding(
+            make_intent=self.guard_intent,
+            authorize=self.authorize,
+            authorize_blocking=authorize_blocking,
+            fail_open=self.record_fail_open,
+            outcome=self.record_outcome,
+        )
+
+    def guard_intent(self, spec: GuardSpec, target: str, params: dict[str, Any]) -> Intent:
+        """The intent of one call of a guarded tool."""
+        return self.intent(tool=spec.tool, action=spec.action, target=target, params=params, agent=spec.agent)
+
+    def record_outcome(
+        self,
+        auth: Authorization,
+        status: OutcomeStatus,
+        error: str | None,
+        duration_ms: float,
+        fail_open: bool,
+    ) -> None:
+        """Publish the ExecutionOutcome of a guarded call in the background (flushed on stop)."""
+        outcome = ExecutionOutcome(
+            request_id=auth.intent.request_id,
+            agent_id=auth.intent.agent_id,
+            tool=auth.intent.tool,
+            status=status,
+            error=error,
+            duration_ms=duration_ms,
+            finished_at=_now(),
+            fail_open=fail_open,
+        )
+        self.transport.emit(self.topics.outcomes, auth.intent.agent_id, outcome)
+
+    def record_fail_open(self, auth: Authorization) -> None:
+        """Audit a tool about to run without a decision because governance is unavailable."""
+        reason = "; ".join(auth.decision.reasons)
+        log.warning("FAIL-OPEN: %s runs without a decision (request %s): %s",
+                    auth.intent.tool, auth.intent.request_id, reason)
+        record = AuditRecord(
+            event_id=f"{auth.intent.request_id}:{AuditEventType.FAIL_OPEN.value}",
+            event_type=AuditEventType.FAIL_OPEN,
+            event_time=_now(),
+            request_id=auth.intent.request_id,
+            intent=auth.intent,
+            decision=auth.decision,
+            note=f"tool {auth.intent.tool} ran without a decision (fail_open): {reason}"[:2000],
+        )
+        self.transport.emit(self.topics.audit, str(auth.intent.request_id), record)

@@ -1,0 +1,288 @@
+"""The gate's Kafka I/O: one producer and one reply consumer per gate, however many agents it serves.
+
+The reply consumer uses manual assignment (no consumer group, no rebalances): it reads only the
+partitions of the decisions topic that the gate's agents hash to, and a partition is positioned at its
+end offset *before* the first intent routed to it is published, so no decision can be missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any, Protocol
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas import Intent, TopicNames
+from schemas.common import WireModel
+from sluicegate.breaker import Backoff
+from sluicegate.routing import ReplyDemux, ReplyWaiter, partition_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_BACKOFF = Backoff(initial_s=0.1, max_s=10.0)
+DEFAULT_BACKLOG = 10_000
+_READ_TIMEOUT_MS = 1000
+_FETCH_MAX_WAIT_MS = 100
+
+
+class TransportError(Exception):
+    """The transport could not do what was asked (broker unreachable, send failed)."""
+
+
+class Transport(Protocol):
+    """What a gate needs from the messaging layer; the Kafka one below, fakes in unit tests."""
+
+    topics: TopicNames
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def last_error(self) -> str: ...
+
+    async def start(self, wait_s: float) -> None: ...
+
+    async def stop(self, flush_timeout_s: float) -> None: ...
+
+    async def ensure_partition(self, agent_id: str) -> None: ...
+
+    async def expect(self, request_id: UUID, agent_id: str) -> ReplyWaiter: ...
+
+    def forget(self, request_id: UUID) -> None: ...
+
+    async def send_intent(self, intent: Intent) -> None: ...
+
+    def emit(self, topic: str, key: str, payload: WireModel) -> None: ...
+
+
+class KafkaTransport:
+    """aiokafka producer + manually assigned reply consumer, reconnecting with backoff and jitter."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: TopicNames,
+        *,
+        client_id: str = "sluicegate-sdk",
+        backoff: Backoff = DEFAULT_CONNECT_BACKOFF,
+        metadata_timeout_s: float = 5.0,
+        backlog: int = DEFAULT_BACKLOG,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.topics = topics
+        self.demux = ReplyDemux()
+        self._bootstrap = bootstrap_servers
+        self._client_id = client_id
+        self._backoff = backoff
+        self._metadata_timeout_s = metadata_timeout_s
+        self._rng = rng or random.Random()
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions = 0
+        self._assigned: set[int] = set()
+        self._next_offset: dict[int, int] = {}
+        self._assign_lock = asyncio.Lock()
+        self._connected = asyncio.Event()
+        self._has_assignment = asyncio.Event()
+        self._last_error = "not started"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sends: set[asyncio.Task[None]] = set()
+        self._backlog: deque[tuple[str, str, bytes]] = deque(maxlen=backlog)
+
+    @property
+    def connected(self) -> bool:
+        """True once producer and reply consumer are up (aiokafka reconnects them by itself after that)."""
+        return self._connected.is_set()
+
+    @property
+    def last_error(self) -> str:
+        return self._last_error
+
+    @property
+    def assigned_partitions(self) -> frozenset[int]:
+        """The decision partitions this gate reads."""
+        return frozenset(self._assigned)
+
+    @property
+    def decision_partitions(self) -> int:
+        """Partition count of the decisions topic (0 until connected)."""
+        return self._partitions
+
+    async def start(self, wait_s: float) -> None:
+        """Connect in the background; wait up to ``wait_s`` for the first connection, never raise."""
+        self._spawn(self._supervise(), "sluicegate-connect")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), wait_s)
+
+    async def stop(self, flush_timeout_s: float) -> None:
+        """Flush outcomes and audit records (bounded), fail waiting calls, close the clients."""
+        self.demux.fail_all("gate stopped")
+        pending = set(self._sends)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=flush_timeout_s)
+            for task in late:
+                task.cancel()
+        for topic, key, value in self._backlog:
+            log.error("not delivered to %s (key %s): %s", topic, key, value.decode())
+        self._backlog.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_clients()
+
+    async def expect(self, request_id: UUID, agent_id: str) -> ReplyWaiter:
+        """Register a waiter and make sure the agent's decision partition is read from now on."""
+        waiter = self.demux.register(request_id, agent_id)
+        try:
+            await self.ensure_partition(agent_id)
+        except BaseException:
+            self.demux.unregister(request_id)
+            raise
+        return waiter
+
+    def forget(self, request_id: UUID) -> None:
+        self.demux.unregister(request_id)
+
+    async def ensure_partition(self, agent_id: str) -> None:
+        """Read the decision partition of ``agent_id``, positioned at its end if it is new."""
+        if not self.connected:
+            raise TransportError(f"not connected to Kafka: {self._last_error}")
+        partition = partition_for(agent_id, self._partitions)
+        if partition in self._assigned:
+            return
+        async with self._assign_lock:
+            if partition not in self._assigned:
+                await self._add_partition(partition)
+
+    async def _add_partition(self, partition: int) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        new = TopicPartition(self.topics.decisions, partition)
+        try:
+            end = (await consumer.end_offsets([new]))[new]
+        except KafkaError as exc:
+            raise TransportError(f"cannot read the end of {new}: {exc!r}") from exc
+        # assign() replaces the whole assignment and forgets positions: restore ours synchronously,
+        # before the fetcher runs again, so the partitions already read lose nothing.
+        keep = dict(self._next_offset)
+        consumer.assign([TopicPartition(self.topics.decisions, p) for p in (*self._assigned, partition)])
+        for p, offset in keep.items():
+            consumer.seek(TopicPartition(self.topics.decisions, p), offset)
+        consumer.seek(new, end)
+        self._next_offset[partition] = end
+        self._assigned.add(partition)
+        self._has_assignment.set()
+
+    async def send_intent(self, intent: Intent) -> None:
+        """Publish the intent, keyed by agent, and wait for the broker's acknowledgement."""
+        producer = self._producer
+        if producer is None or not self.connected:
+            raise TransportError(f"not connected to Kafka: {self._last_error}")
+        try:
+            await producer.send_and_wait(
+                self.topics.intents, intent.model_dump_json().encode(), key=intent.agent_id.encode()
+            )
+        except KafkaError as exc:
+            raise TransportError(f"cannot publish the intent: {exc!r}") from exc
+
+    def emit(self, topic: str, key: str, payload: WireModel) -> None:
+        """Publish in the background (outcomes, audit); flushed, with a bound, by ``stop``."""
+        value = payload.model_dump_json().encode()
+        if not self.connected:
+            self._backlog.append((topic, key, value))
+            return
+        self._send_later(topic, key, value)
+
+    def _send_later(self, topic: str, key: str, value: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(topic, key, value))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self, topic: str, key: str, value: bytes) -> None:
+        producer = self._producer
+        assert producer is not None
+        try:
+            await producer.send_and_wait(topic, value, key=key.encode())
+        except KafkaError as exc:
+            log.error("not delivered to %s (key %s): %r: %s", topic, key, exc, value.decode())
+
+    async def _supervise(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self._last_error = repr(exc)
+                await self._close_clients()
+                delay = self._backoff.delay(attempt, self._rng)
+                log.warning("Kafka at %s unreachable (%s); retrying in %.2f s", self._bootstrap, exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            break
+        self._last_error = ""
+        self._connected.set()
+        self._spawn(self._read(), "sluicegate-replies")
+        while self._backlog:
+            self._send_later(*self._backlog.popleft())
+
+    async def _connect(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", linger_ms=0
+        )
+        await self._producer.start()
+        partitions = await asyncio.wait_for(
+            self._producer.partitions_for(self.topics.decisions), self._metadata_timeout_s
+        )
+        self._partitions = len(partitions)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
+        )
+        await self._consumer.start()
+
+    async def _read(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        await self._has_assignment.wait()
+        failures = 0
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=_READ_TIMEOUT_MS)
+            except KafkaError as exc:
+                delay = self._backoff.delay(failures, self._rng)
+                log.warning("reading decisions failed (%r); retrying in %.2f s", exc, delay)
+                failures += 1
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            for tp, records in batches.items():
+                for record in records:
+                    self._next_offset[tp.partition] = record.offset + 1
+                    self.demux.feed(tp.partition, record.key, record.value)
+
+    async def _close_clients(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
+        self._consumer = None
+        self._producer = None
+        self._connected.clear()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
