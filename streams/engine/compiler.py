@@ -6,13 +6,16 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from schemas.common import Action, DecisionKind
+from schemas.intent import Intent
 from schemas.policy import Approval, Limit, PolicyDocument, Rule, duration_ms
 from streams.engine.conditions import CompiledMatch, Getter, Pred, compile_condition, field_getter
 from streams.engine.errors import PolicyError, PolicyIssue
+from streams.engine.keys import key_builder
 from streams.engine.loader import load_document
 from streams.engine.risk import CompiledRisk
 
@@ -30,6 +33,15 @@ class LimitScope(StrEnum):
     SHARED = "shared"
 
 
+class Applied(NamedTuple):
+    """Something that applied to an intent: a rule, a limit or a risk threshold, with its reason."""
+
+    order: int
+    id: str
+    decision: DecisionKind
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     """A rule ready to evaluate; ``order`` is its position in the policy."""
@@ -37,7 +49,7 @@ class CompiledRule:
     order: int
     id: str
     decision: DecisionKind
-    reason: str
+    applied: Applied
     match: CompiledMatch
     when: Pred | None
     approval: Approval | None
@@ -53,6 +65,7 @@ class CompiledLimit:
     match: CompiledMatch
     when: Pred | None
     names: tuple[str, ...]
+    key_of: Callable[[Intent], str]
     scope: LimitScope
     window: str
     window_ms: int
@@ -76,7 +89,7 @@ class _Index(Generic[E]):
     def add(self, entry: E) -> None:
         patterns = entry.match.tool_patterns
         if patterns is not None and not any(set(p) & set("*?[") for p in patterns):
-            for pattern in patterns:
+            for pattern in dict.fromkeys(patterns):
                 self.exact.setdefault(pattern, []).append(entry)
         else:
             self.fallback.append(entry)
@@ -107,6 +120,7 @@ class CompiledPolicy:
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         self.version = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
         self.rules = tuple(_rule(index, rule, doc) for index, rule in enumerate(doc.rules))
+        self.rule_count = len(self.rules)
         self.limits = tuple(
             _limit(len(doc.rules) + index, limit, doc) for index, limit in enumerate(doc.limits)
         )
@@ -118,11 +132,6 @@ class CompiledPolicy:
             self._rule_index.add(rule)
         for limit in self.limits:
             self._limit_index.add(limit)
-
-    @property
-    def rule_count(self) -> int:
-        """Number of rules (limits not included)."""
-        return len(self.rules)
 
     @property
     def has_fleet_limits(self) -> bool:
@@ -155,9 +164,9 @@ def _when(entry: Rule | Limit, doc: PolicyDocument) -> Pred | None:
 
 
 def _rule(order: int, rule: Rule, doc: PolicyDocument) -> CompiledRule:
-    reason = f"{rule.id}: {rule.description or rule.decision.value}"
-    return CompiledRule(order, rule.id, rule.decision, reason, CompiledMatch.of(rule.match),
-                        _when(rule, doc), rule.approval)
+    reason = f"{rule.id}: {rule.description.strip() or rule.decision.value}"
+    return CompiledRule(order, rule.id, rule.decision, Applied(order, rule.id, rule.decision, reason),
+                        CompiledMatch.of(rule.match), _when(rule, doc), rule.approval)
 
 
 def _limit(order: int, limit: Limit, doc: PolicyDocument) -> CompiledLimit:
@@ -165,7 +174,7 @@ def _limit(order: int, limit: Limit, doc: PolicyDocument) -> CompiledLimit:
     scope = LimitScope.AGENT if "agent" in names else LimitScope.SHARED
     return CompiledLimit(
         order=order, id=limit.id, decision=limit.decision, match=CompiledMatch.of(limit.match),
-        when=_when(limit, doc), names=names, scope=scope, window=limit.window,
+        when=_when(limit, doc), names=names, key_of=key_builder(limit.id, names), scope=scope, window=limit.window,
         window_ms=duration_ms(limit.window), count=limit.count, sum_field=limit.sum,
         sum_of=None if limit.sum is None else field_getter(limit.sum), max=limit.max,
     )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -13,9 +13,9 @@ from pydantic_core import from_json
 from schemas.common import DecisionKind
 from schemas.decision import Decision, Risk
 from schemas.intent import Intent
-from streams.engine.compiler import CompiledLimit, CompiledPolicy, LimitScope
+from streams.engine import build
+from streams.engine.compiler import Applied, CompiledLimit, CompiledPolicy, LimitScope
 from streams.engine.errors import ConditionError
-from streams.engine.keys import window_key
 from streams.engine.risk import HistoryChange, as_float
 from streams.engine.state import HistoryState, StateStore, WindowState
 
@@ -29,8 +29,7 @@ _ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, D
 _SEVERITY = {_ALLOW: 0, _APPROVAL: 1, _BLOCK: 2}
 
 
-@dataclass(frozen=True, slots=True)
-class WindowChange:
+class WindowChange(NamedTuple):
     """Count one allowed action in the window at ``key`` (owned by the partition of ``scope``)."""
 
     limit_id: str
@@ -45,26 +44,14 @@ class WindowChange:
 Change = WindowChange | HistoryChange
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """Something that applied to an intent: a rule, a limit or a risk threshold."""
-
-    order: int
-    id: str
-    decision: DecisionKind
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class LimitOutcome:
+class LimitOutcome(NamedTuple):
     """Limits evaluated on their own (for keys owned elsewhere): the ones that applied and the changes."""
 
     applied: tuple[Applied, ...]
     changes: tuple[WindowChange, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
+class Evaluation(NamedTuple):
     """The decision on one intent and the state changes to apply if it ends ALLOW."""
 
     decision: Decision
@@ -77,18 +64,16 @@ def _decision(
     intent: Intent, policy_version: str, kind: DecisionKind, reasons: tuple[str, ...],
     rules: tuple[str, ...], risk: Risk,
 ) -> Decision:
-    return Decision.model_construct(
-        request_id=intent.request_id, agent_id=intent.agent_id, decision=kind, reasons=reasons,
-        rules=rules, risk=risk, policy_version=policy_version, decided_at=intent.occurred_at,
+    return build.decision(
+        intent.request_id, intent.agent_id, kind, reasons, rules, risk, policy_version, intent.occurred_at,
     )
 
 
 def _build(
     policy: CompiledPolicy, intent: Intent, applied: list[Applied], risk: Risk,
 ) -> tuple[Decision, bool]:
-    """Combine what applied (policy order) with the default when no rule applied."""
-    applied.sort(key=lambda entry: entry.order)
-    rule_applied = any(entry.order < len(policy.rules) for entry in applied)
+    """Combine what applied (sorted in policy order) with the default when no rule applied."""
+    rule_applied = bool(applied) and applied[0].order < policy.rule_count
     kind = policy.default if not rule_applied else _ALLOW
     for entry in applied:
         if _SEVERITY[entry.decision] > _SEVERITY[kind]:
@@ -115,7 +100,7 @@ def _check_limit(
                 raise ConditionError(f"{limit.sum_field} is not a finite number")
     except Exception as exc:
         return Applied(limit.order, limit.id, _BLOCK, f"{limit.id}: evaluation error: {exc}"), None
-    key = window_key(limit.id, limit.names, intent)
+    key = limit.key_of(intent)
     window = state.get_window(key)
     hit = None
     if limit.count is not None:
@@ -156,14 +141,14 @@ def _evaluate(
     for rule in policy.rules_for(intent.tool, intent.action):
         try:
             if rule.match.rest_matches(intent) and (rule.when is None or rule.when(intent)):
-                applied.append(Applied(rule.order, rule.id, rule.decision, rule.reason))
+                applied.append(rule.applied)
         except Exception as exc:
             applied.append(Applied(rule.order, rule.id, _BLOCK, f"{rule.id}: evaluation error: {exc}"))
     _limits(policy, state, intent, at_ms, scopes, applied, changes)
-    risk = Risk()
+    risk = build.NO_RISK
     if policy.risk is not None:
         score, factors, lesson = policy.risk.score(intent, state, at_ms)
-        risk = Risk.model_construct(score=score, factors=tuple(factors))
+        risk = build.risk(score, tuple(factors))
         threshold = policy.risk.threshold(score)
         if threshold is not None:
             names = ", ".join(factor.name for factor in factors)
@@ -185,7 +170,7 @@ def evaluate(
     try:
         return _evaluate(policy, state, intent, scopes)
     except Exception as exc:
-        decision = _decision(intent, policy.version, _BLOCK, (f"engine_error: {exc}",), (), Risk())
+        decision = _decision(intent, policy.version, _BLOCK, (f"engine_error: {exc}",), (), build.NO_RISK)
         return Evaluation(decision, ())
 
 
@@ -206,7 +191,7 @@ def combine(
     policy: CompiledPolicy, evaluation: Evaluation, outcome: LimitOutcome, intent: Intent,
 ) -> Evaluation:
     """Merge limits evaluated separately into an evaluation (most restrictive wins, policy order kept)."""
-    applied = [*evaluation.applied, *outcome.applied]
+    applied = sorted([*evaluation.applied, *outcome.applied], key=lambda entry: entry.order)
     decision, default_used = _build(policy, intent, applied, evaluation.decision.risk)
     if evaluation.decision.reasons and evaluation.decision.reasons[0].startswith("engine_error"):
         decision = evaluation.decision
@@ -236,7 +221,7 @@ def decide(policy: CompiledPolicy, state: StateStore, intent: Intent) -> Decisio
 
 def block_no_policy(intent: Intent) -> Decision:
     """BLOCK with reason ``no_policy``: what a worker decides before any policy was loaded."""
-    return _decision(intent, "", _BLOCK, ("no_policy: no valid policy is loaded",), (), Risk())
+    return _decision(intent, "", _BLOCK, ("no_policy: no valid policy is loaded",), (), build.NO_RISK)
 
 
 def parse_intent(raw: bytes | str) -> Intent:
@@ -269,9 +254,9 @@ def invalid_intent(
         if isinstance(obj.get("agent_id"), str):
             agent_id = obj["agent_id"][:256]
     message = _message(error)
-    return Decision.model_construct(
-        request_id=request_id, agent_id=agent_id, decision=_BLOCK, reasons=(f"invalid_intent: {message}",),
-        rules=(), risk=Risk(), policy_version=policy_version, decided_at=decided_at,
+    return build.decision(
+        request_id, agent_id, _BLOCK, (f"invalid_intent: {message}",), (), build.NO_RISK, policy_version,
+        decided_at,
     )
 
 

@@ -8,6 +8,8 @@ A window key starts with the limit id, then one ``|name=value`` per key name in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from schemas.intent import Intent
 
 
@@ -39,3 +41,14 @@ def window_key(limit_id: str, names: tuple[str, ...], intent: Intent) -> str:
 def history_key(agent_id: str, tool: str) -> str:
     """The history-state key of an (agent, tool) pair."""
     return f"{escape(agent_id)}|{escape(tool)}"
+
+
+def key_builder(limit_id: str, names: tuple[str, ...]) -> Callable[[Intent], str]:
+    """A fast ``window_key`` for one limit (the common single-name keys are specialised)."""
+    if names == ("agent",):
+        prefix = f"{limit_id}|agent="
+        return lambda intent: prefix + escape(intent.agent_id)
+    if names == ("fleet",):
+        key = f"{limit_id}|fleet"
+        return lambda intent: key
+    return lambda intent: window_key(limit_id, names, intent)

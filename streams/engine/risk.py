@@ -14,12 +14,14 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from bisect import bisect_right
+from typing import Any, NamedTuple
 
 from schemas.common import Action, DecisionKind
 from schemas.decision import RiskFactor
 from schemas.intent import Intent
 from schemas.policy import RiskModel, duration_ms
+from streams.engine import build
 from streams.engine.conditions import Getter, field_getter, glob_matcher, is_number
 from streams.engine.keys import history_key
 from streams.engine.state import MAX_TARGETS, HistoryState, StateStore
@@ -43,8 +45,7 @@ def as_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryChange:
+class HistoryChange(NamedTuple):
     """Teach one allowed action to the (agent, tool) history at ``key`` (always agent-scoped)."""
 
     key: str
@@ -55,8 +56,7 @@ class HistoryChange:
     scope: str = "agent"
 
 
-def _factor(name: str, contribution: float, detail: str) -> RiskFactor:
-    return RiskFactor.model_construct(name=name, contribution=round(min(1.0, contribution), 9), detail=detail)
+_factor = build.risk_factor
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,7 @@ class CompiledRisk:
     burst_window_ms: int | None
     thresholds: tuple[tuple[float, DecisionKind, str], ...]
     sensitivity_memo: dict[str, tuple[float, str] | None]
+    hash_memo: dict[str, int]
 
     @classmethod
     def of(cls, model: RiskModel) -> CompiledRisk:
@@ -89,6 +90,7 @@ class CompiledRisk:
                 ((t.at_least, t.decision, f"risk>={t.at_least:g}") for t in model.thresholds), reverse=True,
             )),
             sensitivity_memo={},
+            hash_memo={},
         )
 
     def _sensitivity(self, target: str) -> tuple[float, str] | None:
@@ -99,6 +101,15 @@ class CompiledRisk:
         if len(memo) >= _CACHE_LIMIT:
             memo.clear()
         memo[target] = found
+        return found
+
+    def _target_hash(self, target: str) -> int:
+        memo = self.hash_memo
+        found = memo.get(target)
+        if found is None:
+            if len(memo) >= _CACHE_LIMIT:
+                memo.clear()
+            found = memo[target] = target_hash(target)
         return found
 
     def score(
@@ -123,12 +134,12 @@ class CompiledRisk:
         if history is not None:
             key = history_key(intent.agent_id, intent.tool)
             amount = as_float(self.amount_of(intent)) if self.amount_of is not None else None
-            t_hash = target_hash(intent.target)
+            t_hash = self._target_hash(intent.target)
             past = state.get_history(key)
             if past is not None and past.observations >= history.min_observations:
                 self._deviation(intent, past, at_ms, amount, t_hash, factors)
             change = HistoryChange(key, at_ms, amount, t_hash, self.burst_window_ms)
-        total = math.fsum(factor.contribution for factor in factors)
+        total = math.fsum([factor.contribution for factor in factors])
         return round(min(1.0, total), 9), factors, change
 
     def _deviation(
@@ -155,7 +166,7 @@ class CompiledRisk:
         if burst is not None and self.burst_window_ms is not None:
             window = self.burst_window_ms
             recent = past.recent_ms
-            count = 1 + sum(1 for t in recent if at_ms - window < t <= at_ms)
+            count = 1 + bisect_right(recent, at_ms) - bisect_right(recent, at_ms - window)
             usual = past.observations * window / max(past.last_ms - past.first_ms, window)
             if count >= burst.ratio * max(1.0, usual):
                 factors.append(_factor("burst", burst.weight,

@@ -1,0 +1,211 @@
+"""Engine benchmark: a generated 200-rule policy, 5 windowed limits, history-based risk.
+
+100,000 realistic intents from 1,000 agents over one day of event time. Times ``evaluate()`` per
+already-parsed intent and ``Intent.model_validate_json`` separately (perf_counter_ns), and measures
+the state size per active (agent, limit) window key. ``--json`` prints one JSON line.
+
+    .venv/bin/python bench/engine.py [--json] [--intents N] [--agents N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import pstats
+import random
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from schemas import DecisionKind, Intent  # noqa: E402
+from streams.engine import InMemoryState, apply, compile_policy, evaluate  # noqa: E402
+from streams.engine.state import HistoryState, WindowState  # noqa: E402
+
+SERVICES = ["payments", "crm", "tickets", "db", "services", "instances", "iam", "logs", "metrics", "files"]
+VERBS = ["get", "list", "create", "update", "delete", "refund", "export", "scale", "query", "sync"]
+ACTIONS = ["read", "create", "update", "delete", "execute"]
+ROLES = ["support", "devops", "finance", "analyst", "ops"]
+ENVS = ["dev", "staging", "production"]
+TOOLS = [f"{service}.{verb}" for service in SERVICES for verb in VERBS]  # 100 tools
+
+
+def policy_text(rules: int = 200) -> str:
+    """A policy with ``rules`` rules (exact tools, some globs, conditions), 5 limits and a risk model."""
+    rng = random.Random(7)
+    lines = ["policy: bench", "default: BLOCK", "schedules:",
+             "  business_hours: {timezone: Europe/Paris, days: [mon, tue, wed, thu, fri], "
+             "start: '09:00', end: '18:00'}", "rules:"]
+    for index in range(rules):
+        tool = TOOLS[index % len(TOOLS)]
+        kind = index % 8
+        lines.append(f"  - id: rule-{index}")
+        lines.append(f"    description: generated rule {index}")
+        if kind == 7:
+            lines.append(f"    match: {{tool: '{tool.split('.')[0]}.*', action: delete, environment: production}}")
+            lines.append("    decision: BLOCK")
+            continue
+        action = ACTIONS[index % 5]
+        lines.append(f"    match: {{tool: {tool}, action: [{action}, read], target: '{tool.split('.')[0]}:*'}}")
+        if kind in (0, 1):
+            lines.append(f"    when: {{field: params.amount, op: lte, value: {50 * (1 + index % 10)}}}")
+            lines.append("    decision: ALLOW")
+        elif kind == 2:
+            lines.append("    when: {all: [{field: params.amount, op: gt, value: 500}, "
+                         "{field: params.amount, op: lte, value: 5000}]}")
+            lines.append("    decision: REQUIRE_APPROVAL")
+        elif kind == 3:
+            lines.append("    when: {field: params.record_count, op: gte, value: 100, default: 1}")
+            lines.append("    decision: REQUIRE_APPROVAL")
+        elif kind == 4:
+            lines.append("    when: {field: environment, op: in, value: [dev, staging]}")
+            lines.append("    decision: ALLOW")
+        elif kind == 5:
+            lines.append("    when: {not: {schedule: business_hours}}")
+            lines.append("    decision: REQUIRE_APPROVAL")
+        else:
+            lines.append(f"    when: {{field: params.region, op: regex, value: '^eu-{rng.randint(1, 3)}'}}")
+            lines.append("    decision: ALLOW")
+    lines += [
+        "limits:",
+        "  - {id: per-agent-hour, key: agent, window: 1h, count: 50}",
+        "  - {id: per-agent-minute, key: agent, window: 1m, count: 20}",
+        "  - {id: agent-spend-day, key: agent, window: 24h, sum: params.amount, max: 50000,"
+        " match: {tool: 'payments.*'}}",
+        "  - {id: writes-per-tool, key: [agent, tool], window: 10m, count: 30, match: {action: [create, update,"
+        " delete]}}",
+        "  - {id: fleet-refunds, key: fleet, window: 24h, sum: params.amount, max: 100000000,"
+        " match: {tool: payments.refund}}",
+        "risk:",
+        "  action_weights: {read: 0.0, create: 0.05, update: 0.05, delete: 0.2, execute: 0.1}",
+        "  target_sensitivity: [{target: 'payments:*', weight: 0.1}, {target: 'iam:*', weight: 0.3}]",
+        "  magnitude: [{field: params.amount, scale: 5000, weight: 0.1}]",
+        "  history:",
+        "    min_observations: 20",
+        "    amount: {field: params.amount, z: 3.0, weight: 0.6}",
+        "    new_target: {weight: 0.35}",
+        "    unusual_hour: {weight: 0.3}",
+        "    burst: {window: 1m, ratio: 10, weight: 0.6}",
+        "  thresholds: [{at_least: 0.9, decision: BLOCK}, {at_least: 0.6, decision: REQUIRE_APPROVAL}]",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def intents(count: int, agents: int) -> list[bytes]:
+    """Realistic JSON intents: each agent has a role, an environment, a few tools and usual amounts."""
+    rng = random.Random(42)
+    profiles = []
+    for index in range(agents):
+        tools = rng.sample(TOOLS, rng.randint(3, 6))
+        profiles.append((f"agent-{index:04d}", rng.choice(ROLES), rng.choice(ENVS), tools, rng.uniform(10, 400)))
+    start = datetime(2025, 3, 3, tzinfo=UTC)
+    step_ms = 86_400_000 / count
+    out = []
+    for index in range(count):
+        agent, role, env, tools, usual = profiles[rng.randrange(agents)]
+        tool = rng.choice(tools)
+        params: dict[str, Any] = {"amount": round(abs(rng.gauss(usual, usual / 5)), 2)}
+        if rng.random() < 0.3:
+            params["record_count"] = rng.randint(1, 300)
+        if rng.random() < 0.2:
+            params["region"] = rng.choice(["eu-1", "eu-2", "us-1"])
+        at = start + timedelta(milliseconds=int(index * step_ms))
+        out.append(json.dumps({
+            "request_id": str(uuid.UUID(int=rng.getrandbits(128))), "agent_id": agent, "agent_role": role,
+            "environment": env, "tool": tool, "action": rng.choice(ACTIONS),
+            "target": f"{tool.split('.')[0]}:{rng.choice(['main', 'eu', 'us', 'archive'])}",
+            "params": params, "occurred_at": at.isoformat().replace("+00:00", "Z"),
+        }).encode())
+    return out
+
+
+def percentile(sorted_ns: list[int], fraction: float) -> float:
+    """The value at ``fraction`` of a sorted list, in microseconds."""
+    return sorted_ns[min(len(sorted_ns) - 1, int(fraction * len(sorted_ns)))] / 1000
+
+
+def deep_size(window: WindowState | HistoryState, key: str) -> int:
+    """Bytes held by one state entry: key, object, arrays and its share of the dict slot."""
+    size = sys.getsizeof(key) + sys.getsizeof(window) + 3 * 8  # dict entry: hash, key, value
+    if isinstance(window, WindowState):
+        size += sys.getsizeof(window.times_ms) + (sys.getsizeof(window.values) if window.values else 0)
+    else:
+        size += sum(sys.getsizeof(getattr(window, name)) for name in ("hours", "targets", "recent_ms"))
+    return size
+
+
+def run(count: int, agents: int, profile: bool) -> dict[str, Any]:
+    """Run the benchmark and return its figures."""
+    policy = compile_policy(policy_text(), "bench.yaml")
+    raw = intents(count, agents)
+    parse_ns: list[int] = []
+    parsed: list[Intent] = []
+    for item in raw:
+        began = perf_counter_ns()
+        intent = Intent.model_validate_json(item)
+        parse_ns.append(perf_counter_ns() - began)
+        parsed.append(intent)
+    state = InMemoryState()
+    eval_ns: list[int] = []
+    decisions = {kind: 0 for kind in DecisionKind}
+    profiler = cProfile.Profile() if profile else None
+    gc.collect()
+    gc.freeze()
+    if profiler is not None:
+        profiler.enable()
+    for intent in parsed:
+        began = perf_counter_ns()
+        result = evaluate(policy, state, intent)
+        eval_ns.append(perf_counter_ns() - began)
+        kind = result.decision.decision
+        decisions[kind] += 1
+        if kind is DecisionKind.ALLOW:
+            apply(state, result.changes)
+    if profiler is not None:
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+    eval_ns.sort()
+    parse_ns.sort()
+    window_bytes = [deep_size(window, key) for key, window in state.windows.items() if "|agent=" in key]
+    history_bytes = [deep_size(history, key) for key, history in state.histories.items()]
+    return {
+        "intents": count, "agents": agents, "rules": policy.rule_count, "limits": len(policy.limits),
+        "p50_us": percentile(eval_ns, 0.5), "p90_us": percentile(eval_ns, 0.9),
+        "p99_us": percentile(eval_ns, 0.99), "max_us": eval_ns[-1] / 1000,
+        "mean_us": sum(eval_ns) / len(eval_ns) / 1000,
+        "parse_p50_us": percentile(parse_ns, 0.5), "parse_p99_us": percentile(parse_ns, 0.99),
+        "bytes_per_key": round(sum(window_bytes) / max(1, len(window_bytes)), 1),
+        "max_bytes_per_key": max(window_bytes, default=0),
+        "serialised_bytes_per_key": round(
+            sum(len(w.to_bytes()) for w in state.windows.values()) / max(1, len(state.windows)), 1),
+        "agent_keys": len(window_bytes),
+        "history_bytes_per_key": round(sum(history_bytes) / max(1, len(history_bytes)), 1),
+        "decisions": {kind.value: number for kind, number in decisions.items()},
+        "python": sys.version.split()[0],
+    }
+
+
+def main() -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--intents", type=int, default=100_000)
+    parser.add_argument("--agents", type=int, default=1_000)
+    parser.add_argument("--profile", action="store_true", help="cProfile the evaluation loop (to stderr)")
+    args = parser.parse_args()
+    figures = run(args.intents, args.agents, args.profile)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for name, value in figures.items():
+            print(f"{name:>26}: {value}")
+
+
+if __name__ == "__main__":
+    main()
