@@ -86,6 +86,7 @@ class AuditSink:
         self.batch_started: float | None = None
         self.stats = SinkStats()
         self.stopping = asyncio.Event()
+        self._stored = asyncio.Condition()
 
     def _deadline_in(self) -> float:
         if self.batch_started is None:
@@ -167,6 +168,13 @@ class AuditSink:
         self.batch.clear()
         self.ranges.clear()
         self.batch_started = None
+        async with self._stored:
+            self._stored.notify_all()
+
+    async def wait_stored(self, rows: int) -> None:
+        """Return once at least ``rows`` rows were inserted and their offsets committed."""
+        async with self._stored:
+            await self._stored.wait_for(lambda: self.stats.rows_inserted >= rows)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
