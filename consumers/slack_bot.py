@@ -127,6 +127,7 @@ class SlackApprovalBot:
         self._consumer: AIOKafkaConsumer | None = None
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
         self.port: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class SlackApprovalBot:
     async def stop(self) -> None:
         """Stop consuming (after the batch in hand), close the HTTP server and the Kafka clients."""
         if self._task is not None:
+            await self._idle.wait()  # a batch is never cut between a post and its record and commit
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._runner is not None:
@@ -169,6 +171,7 @@ class SlackApprovalBot:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+        self._task = self._runner = self._consumer = self._producer = None
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.json_response({"ok": True})
@@ -180,22 +183,37 @@ class SlackApprovalBot:
     # -- Kafka -------------------------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        assert self._consumer is not None
+        try:
+            while True:
+                self._idle.set()
+                batch = await self._consumer_or_fail().getmany(timeout_ms=1000)
+                self._idle.clear()
+                await self._handle_batch(batch)
+        finally:
+            self._idle.set()
+
+    def _consumer_or_fail(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("the bot is not started")
+        return self._consumer
+
+    async def _handle_batch(self, batch: dict[Any, list[Any]]) -> None:
         handlers = {
             self.config.topics.approval_requests: self._on_request_record,
             self.config.topics.approvals: self._on_verdict_record,
             self.config.topics.decisions: self._on_decision_record,
         }
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=1000)
-            for partition, records in batch.items():
-                for record in records:
-                    try:
-                        await handlers[partition.topic](record.value)
-                    except Exception:  # one bad record never stops the bot
-                        log.exception("failed to handle %s@%s", partition, record.offset)
-            if batch:
-                await self._consumer.commit()
+        for partition, records in batch.items():
+            for record in records:
+                try:
+                    await handlers[partition.topic](record.value)
+                except Exception:  # one bad record never stops the bot
+                    log.exception("failed to handle %s@%s", partition, record.offset)
+        if batch:
+            try:
+                await self._consumer_or_fail().commit()
+            except Exception as exc:  # e.g. a rebalance: the batch is redelivered, the store dedups posts
+                log.warning("offset commit failed: %s", exc)
 
     async def _dead_letter(self, value: bytes | None, error: str) -> None:
         assert self._producer is not None

@@ -11,20 +11,28 @@ from streams.approvals import ReviewerDirectory, new_request
 
 T0 = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
 
-DIRECTORY = ReviewerDirectory.from_mapping({
-    "groups": {
-        "payments-reviewers": ["alice", "bob", "carol", "dave"],
-        "team-payments": ["dave", "erin"],
-        "reviewers": ["zoe"],
+DIRECTORY = ReviewerDirectory.from_mapping(
+    {
+        "groups": {
+            "payments-reviewers": ["alice", "bob", "carol", "dave"],
+            "team-payments": ["dave", "erin"],
+            "reviewers": ["zoe"],
+        }
     }
-})
+)
 
 
 def make_intent(**overrides: Any) -> Intent:
     fields: dict[str, Any] = {
-        "request_id": uuid.uuid4(), "agent_id": "refund-bot-1", "agent_role": "support",
-        "agent_owner": "carol", "environment": "production", "tool": "payments.refund",
-        "action": Action.CREATE, "target": "payments:refunds", "params": {"amount": 120.5},
+        "request_id": uuid.uuid4(),
+        "agent_id": "refund-bot-1",
+        "agent_role": "support",
+        "agent_owner": "carol",
+        "environment": "production",
+        "tool": "payments.refund",
+        "action": Action.CREATE,
+        "target": "payments:refunds",
+        "params": {"amount": 120.5},
         "occurred_at": T0,
     }
     fields.update(overrides)
@@ -32,14 +40,23 @@ def make_intent(**overrides: Any) -> Intent:
 
 
 def make_request(
-    intent: Intent | None = None, *, quorum: int = 1, group: str = "payments-reviewers",
-    timeout: timedelta = timedelta(minutes=15), channel: str | None = "#approvals",
+    intent: Intent | None = None,
+    *,
+    quorum: int = 1,
+    group: str = "payments-reviewers",
+    timeout: timedelta = timedelta(minutes=15),
+    channel: str | None = "#approvals",
 ) -> ApprovalRequest:
     intent = intent or make_intent()
     decision = Decision(
-        request_id=intent.request_id, agent_id=intent.agent_id, decision=DecisionKind.REQUIRE_APPROVAL,
-        reasons=("refund-review: amount over 50",), rules=("refund-review",), decided_at=T0,
-        policy_version="abc123", final=False,
+        request_id=intent.request_id,
+        agent_id=intent.agent_id,
+        decision=DecisionKind.REQUIRE_APPROVAL,
+        reasons=("refund-review: amount over 50",),
+        rules=("refund-review",),
+        decided_at=T0,
+        policy_version="abc123",
+        final=False,
     )
     return new_request(
         intent, decision, now=T0, approver_group=group, quorum=quorum, timeout=timeout, channel=channel
@@ -47,12 +64,18 @@ def make_request(
 
 
 def make_verdict(
-    request: ApprovalRequest, reviewer: str = "alice", kind: VerdictKind = VerdictKind.APPROVE,
+    request: ApprovalRequest,
+    reviewer: str = "alice",
+    kind: VerdictKind = VerdictKind.APPROVE,
     **overrides: Any,
 ) -> ApprovalVerdict:
     fields: dict[str, Any] = {
-        "request_id": request.request_id, "intent_digest": request.intent_digest, "reviewer": reviewer,
-        "verdict": kind, "decided_at": T0 + timedelta(minutes=1), "source": "cli",
+        "request_id": request.request_id,
+        "intent_digest": request.intent_digest,
+        "reviewer": reviewer,
+        "verdict": kind,
+        "decided_at": T0 + timedelta(minutes=1),
+        "source": "cli",
     }
     fields.update(overrides)
     return ApprovalVerdict(**fields)

@@ -1,0 +1,76 @@
+"""Small Kafka helpers for approval tests: create topics, produce JSON models, read a topic to its end."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import BaseModel
+
+from schemas import TopicNames
+
+
+async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [topics.approval_requests, topics.approvals, topics.decisions, topics.dead_letter]
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, key: str, model: BaseModel) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, key=key.encode(), value=model.model_dump_json().encode())
+    finally:
+        await producer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    cluster = await consumer._client.fetch_all_metadata()
+    partitions = cluster.partitions_for_topic(topic)
+    assert partitions, f"topic {topic} does not exist"
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+async def read_all(bootstrap: str, topic: str) -> list[bytes]:
+    """Every value currently in ``topic`` (read from the beginning up to the end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        values: list[bytes] = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(*partitions, timeout_ms=500)
+            values.extend(r.value for records in batch.values() for r in records if r.value is not None)
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def collect(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[bytes]:
+    """The first ``count`` values of ``topic``, waiting for them to be produced."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        values: list[bytes] = []
+
+        async def fill() -> None:
+            while len(values) < count:
+                batch = await consumer.getmany(timeout_ms=1000)
+                values.extend(r.value for records in batch.values() for r in records if r.value is not None)
+
+        await asyncio.wait_for(fill(), timeout)
+        return values
+    finally:
+        await consumer.stop()
