@@ -85,13 +85,15 @@ class Gate:
         if not isinstance(settings, Settings):
             settings = Settings(kafka_bootstrap_servers=settings)
         self.settings = settings
-        self.topics = TopicNames(self.settings.topic_prefix)
         self.identity = AgentIdentity(agent_id, agent_role, environment, owner)
         self.labels = dict(labels or {})
         self.breaker = breaker or CircuitBreaker()
         self.max_approval_wait_s = max_approval_wait_s
         self.flush_timeout_s = flush_timeout_s
-        self.transport: Transport = transport or KafkaTransport(self.settings.bootstrap_servers, self.topics)
+        self.transport: Transport = transport or KafkaTransport(
+            self.settings.bootstrap_servers, TopicNames(self.settings.topic_prefix)
+        )
+        self.topics = self.transport.topics
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------

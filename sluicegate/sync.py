@@ -145,10 +145,13 @@ class SyncGate:
         return self._loop
 
     def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        loop = self._running_loop()
-        if threading.current_thread() is self._thread:
+        try:
+            loop = self._running_loop()
+            if threading.current_thread() is self._thread:
+                raise RuntimeError("SyncGate called from its own thread: use the async Gate there")
+        except BaseException:
             coro.close()
-            raise RuntimeError("SyncGate called from its own thread: use the async Gate there")
+            raise
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:

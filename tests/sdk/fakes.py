@@ -1,0 +1,91 @@
+"""A scripted in-memory transport for unit tests of the gate and the guard (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from schemas import Decision, DecisionKind, Intent, TopicNames
+from schemas.common import WireModel
+from sluicegate.routing import ReplyDemux, ReplyWaiter
+from sluicegate.transport import TransportError
+
+Reply = Decision | bytes
+Responder = Callable[[Intent], Sequence[Reply]]
+
+
+def decision_for(intent: Intent, kind: DecisionKind = DecisionKind.ALLOW, **fields: object) -> Decision:
+    """A decision answering ``intent``."""
+    values: dict[str, object] = {
+        "request_id": intent.request_id,
+        "agent_id": intent.agent_id,
+        "decision": kind,
+        "decided_at": datetime.now(UTC),
+    }
+    values.update(fields)
+    return Decision.model_validate(values)
+
+
+def pending_for(intent: Intent, deadline_in_s: float | None = None) -> Decision:
+    """A pending REQUIRE_APPROVAL decision with an approval deadline ``deadline_in_s`` from now."""
+    deadline = datetime.now(UTC) + timedelta(seconds=deadline_in_s) if deadline_in_s is not None else None
+    return decision_for(
+        intent, DecisionKind.REQUIRE_APPROVAL, final=False, approval_deadline_at=deadline,
+        reasons=("refund above 50 needs approval",), rules=("refund-approval",),
+    )
+
+
+class FakeTransport:
+    """Answers each published intent with the responder's replies, fed through a real ``ReplyDemux``."""
+
+    def __init__(self, responder: Responder | None = None, *, connected: bool = True) -> None:
+        self.topics = TopicNames("fake")
+        self.demux = ReplyDemux()
+        self.responder = responder
+        self.is_connected = connected
+        self.send_error: str | None = None
+        self.sent: list[Intent] = []
+        self.emitted: list[tuple[str, str, WireModel]] = []
+        self.stopped = False
+
+    @property
+    def connected(self) -> bool:
+        return self.is_connected
+
+    @property
+    def last_error(self) -> str:
+        return "" if self.is_connected else "fake broker down"
+
+    async def start(self, wait_s: float) -> None:
+        return None
+
+    async def stop(self, flush_timeout_s: float) -> None:
+        self.demux.fail_all("gate stopped")
+        self.stopped = True
+
+    async def ensure_partition(self, agent_id: str) -> None:
+        return None
+
+    async def expect(self, request_id: UUID, agent_id: str) -> ReplyWaiter:
+        return self.demux.register(request_id, agent_id)
+
+    def forget(self, request_id: UUID) -> None:
+        self.demux.unregister(request_id)
+
+    async def send_intent(self, intent: Intent) -> None:
+        if self.send_error is not None:
+            raise TransportError(self.send_error)
+        self.sent.append(intent)
+        replies = self.responder(intent) if self.responder is not None else ()
+        loop = asyncio.get_running_loop()
+        for reply in replies:
+            value = reply if isinstance(reply, bytes) else reply.model_dump_json().encode()
+            loop.call_soon(self.demux.feed, 0, intent.agent_id.encode(), value)
+
+    def emit(self, topic: str, key: str, payload: WireModel) -> None:
+        self.emitted.append((topic, key, payload))
+
+    def emitted_on(self, topic: str) -> list[WireModel]:
+        return [payload for t, _, payload in self.emitted if t == topic]
