@@ -18,6 +18,11 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
 
 from schemas.common import DecisionKind
 from schemas.decision import Decision
@@ -35,6 +40,7 @@ __all__ = [
     "Step",
     "default_cases_path",
     "load_case_file",
+    "print_report",
     "run_case",
     "run_case_file",
 ]
@@ -120,7 +126,7 @@ def _read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise CaseFileError(path, 1, f"cannot read the case file: {exc.strerror or exc}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        return yaml.load(text, Loader=_Loader)
     except CaseFileError as exc:
         raise CaseFileError(path, exc.line, exc.message) from None
     except yaml.MarkedYAMLError as exc:
@@ -323,7 +329,8 @@ def load_case_file(path: Path | str) -> CaseFile:
     for index, case_doc in enumerate(doc.cases):
         case_line = _line_at(data, ("cases", index))
         if case_doc.name in seen:
-            raise CaseFileError(path, case_line, f"duplicate case name {case_doc.name!r} (line {seen[case_doc.name]})")
+            first = seen[case_doc.name]
+            raise CaseFileError(path, case_line, f"duplicate case name {case_doc.name!r} (line {first})")
         seen[case_doc.name] = case_line
         steps: list[Step] = []
         after: datetime | None = None
@@ -420,3 +427,48 @@ def run_case_file(
     compiled = policy if policy is not None else load_policy(case_file.policy_path)
     wanted = None if only is None else set(only)
     return [run_case(compiled, case) for case in case_file.cases if wanted is None or case.name in wanted]
+
+
+# --- reporting ---------------------------------------------------------------------------------------
+
+
+def print_report(
+    console: Console, case_file: CaseFile, policy: CompiledPolicy, results: list[CaseResult],
+) -> None:
+    """A summary table of the cases, then each failure: the intent, expected, actual and reasons."""
+    table = Table(title=f"{case_file.path} against {policy.name} ({policy.version})", title_justify="left")
+    table.add_column("result")
+    table.add_column("case")
+    table.add_column("intents", justify="right")
+    table.add_column("line", justify="right")
+    for result in results:
+        mark = "[green]PASS[/green]" if result.passed else "[bold red]FAIL[/bold red]"
+        table.add_row(mark, escape(result.case.name), str(result.decided), str(result.case.line))
+    console.print(table)
+    for result in results:
+        if result.failure is not None:
+            console.print(_failure_panel(case_file, result.case, result.failure))
+    failed = sum(not result.passed for result in results)
+    decided = sum(result.decided for result in results)
+    colour = "red" if failed else "green"
+    console.print(
+        f"[{colour}]{len(results) - failed} passed, {failed} failed[/{colour}] ({decided} intents decided)"
+    )
+
+
+def _failure_panel(case_file: CaseFile, case: Case, failure: Failure) -> Panel:
+    step = case.steps[failure.step]
+    actual = failure.actual
+    factors = ", ".join(f"{f.name} {f.contribution:.2f}" for f in actual.risk.factors) or "none"
+    body = Table.grid(padding=(0, 1))
+    body.add_column(style="bold")
+    body.add_column()
+    where = f"{case_file.path}:{step.line} (step {failure.step + 1}, intent {failure.copy + 1})"
+    body.add_row("where", where)
+    body.add_row("problems", escape("\n".join(failure.problems)))
+    body.add_row("intent", Syntax(failure.intent_json(), "json", theme="ansi_dark", word_wrap=True))
+    body.add_row("expected", escape(failure.expected.describe()))
+    body.add_row("actual", escape(f"{actual.decision.value}  rules={list(actual.rules)}"))
+    body.add_row("reasons", escape("\n".join(f"- {reason.strip()}" for reason in actual.reasons) or "none"))
+    body.add_row("risk", escape(f"{actual.risk.score:.2f} ({factors})"))
+    return Panel(body, title=f"[bold red]FAIL[/bold red] {escape(case.name)}", title_align="left")

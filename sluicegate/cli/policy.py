@@ -27,3 +27,39 @@ def check(file: Annotated[Path, typer.Argument(help="The policy YAML file.")]) -
         f"{file}: OK: policy {policy.name}, {policy.rule_count} rules, {len(policy.limits)} limits, "
         f"version {policy.version}"
     )
+
+
+@app.command("test")
+def test_policy(
+    file: Annotated[Path, typer.Argument(help="The policy YAML file to test.")],
+    cases: Annotated[
+        Path | None,
+        typer.Argument(help="The case file; default: cases/<policy stem>.yaml next to the policy."),
+    ] = None,
+) -> None:
+    """Run table-driven policy tests; exit 1 if a case fails, 2 if the case file or policy is bad."""
+    from rich.console import Console
+
+    from sluicegate.policy_testing import (
+        CaseFileError,
+        default_cases_path,
+        load_case_file,
+        print_report,
+        run_case_file,
+    )
+
+    cases_path = cases if cases is not None else default_cases_path(file)
+    try:
+        case_file = load_case_file(cases_path)
+        policy = load_policy(file)
+    except CaseFileError as exc:
+        typer.echo(f"bad case file: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except PolicyError as exc:
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(2) from None
+    results = run_case_file(case_file, policy)
+    print_report(Console(highlight=False), case_file, policy, results)
+    if not all(result.passed for result in results):
+        raise typer.Exit(1)

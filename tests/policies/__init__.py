@@ -1,0 +1,1 @@
+"""Tests of the example policies and the policy case-file runner."""
