@@ -24,6 +24,9 @@ def _register() -> None:
     app.add_typer(policy_app, name="policy")
     app.add_typer(schemas_app, name="schemas")
     app.command("evaluate")(evaluate_command)
+    from sluicegate.cli.audit import register as register_audit
+
+    register_audit(app)
 
 
 def main() -> None:

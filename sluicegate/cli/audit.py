@@ -1,0 +1,192 @@
+"""``sluicegate audit migrate|query|report|sink`` and ``sluicegate backtest``: the analyst's tools.
+
+They open the audit store from ``Settings.audit_url``. On the embedded engine (one process per data
+path) a running sink owns the store, so these commands then go through its loopback query endpoint
+(see :mod:`consumers.audit_store`); otherwise they open the store themselves.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from consumers.analytics import Report, build_report
+from consumers.audit_store import QueryResult, StoreError, open_store, require_read_only
+from consumers.backtest import BacktestResult, backtest
+from infra.clickhouse.migrate import DEFAULT_DATABASE, DEFAULT_TTL_DAYS, MigrationError
+from sluicegate.settings import Settings
+from streams.engine import PolicyError, load_policy
+
+app = typer.Typer(help="The audit in ClickHouse: schema, queries, reports, the sink.", no_args_is_help=True)
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+Database = Annotated[str, typer.Option("--database", help="The audit database.")]
+
+
+class Format(StrEnum):
+    """Output formats."""
+
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` as a timedelta."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30m, 24h or 7d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _table(title: str, columns: list[str], rows: list[tuple[Any, ...]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+def _print_result(result: QueryResult, fmt: Format) -> None:
+    if fmt is Format.CSV:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+    elif fmt is Format.JSON:
+        for row in result.rows:
+            typer.echo(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))
+    else:
+        Console().print(_table("", list(result.columns), result.rows))
+
+
+@app.command()
+def migrate(database: Database = DEFAULT_DATABASE,
+            ttl_days: Annotated[int | None, typer.Option(help="Retention; re-applied when given.")] = None
+            ) -> None:
+    """Create or upgrade the audit schema (idempotent, versioned in schema_migrations)."""
+    try:
+        applied = open_store(Settings().audit_url).migrate(database, ttl_days or DEFAULT_TTL_DAYS,
+                                                           set_ttl=ttl_days is not None)
+    except (StoreError, MigrationError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"applied migrations {applied}" if applied else "schema is up to date")
+
+
+@app.command()
+def query(sql: Annotated[str, typer.Argument(help="Read-only SQL, e.g. on sluicegate.audit_events.")],
+          fmt: Annotated[Format, typer.Option("--format")] = Format.TABLE) -> None:
+    """Run one read-only SQL query against the audit."""
+    try:
+        result = open_store(Settings().audit_url).query(require_read_only(sql))
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    _print_result(result, fmt)
+
+
+def _print_report(report: Report) -> None:
+    console = Console()
+    console.print(f"[bold]Audit report[/bold] {report.since:%Y-%m-%d %H:%M} .. "
+                  f"{report.until:%Y-%m-%d %H:%M} UTC")
+    console.print(_table("Decisions", ["decision", "final", "count"], list(report.decisions)))
+    console.print(_table("Top blocked agents", ["agent", "blocked"], list(report.blocked_agents)))
+    console.print(_table("Top blocked tools", ["tool", "blocked"], list(report.blocked_tools)))
+    a = report.approvals
+    console.print(_table("Approvals", ["decided", "latency p50 s", "latency p95 s", "expired", "pending"],
+                         [(a.decided, a.p50_s if a.p50_s is not None else "-",
+                           a.p95_s if a.p95_s is not None else "-", a.expired, a.pending)]))
+    console.print(_table("Risk distribution", ["score", "decisions"], list(report.risk)))
+    console.print(_table("Agents deviating most from their history",
+                         ["agent", "decisions", "mean risk", "history", "deviation", "top factor"],
+                         [(d.agent_id, d.decisions, d.recent_risk, d.history_risk, d.deviation, d.top_factor)
+                          for d in report.deviating]))
+
+
+@app.command()
+def report(since: Annotated[str, typer.Option(help="Window, e.g. 24h or 7d.")] = "24h",
+           database: Database = DEFAULT_DATABASE,
+           fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.TABLE) -> None:
+    """Decision distribution, top blocked, approval latency, expired approvals, risk, deviating agents."""
+    try:
+        built = build_report(open_store(Settings().audit_url), database, parse_duration(since))
+    except (StoreError, MigrationError) as exc:
+        raise _fail(str(exc)) from exc
+    if fmt is Format.TABLE:
+        _print_report(built)
+    else:
+        typer.echo(json.dumps(built.to_dict(), default=str))
+
+
+@app.command()
+def sink(database: Database = DEFAULT_DATABASE,
+         max_rows: Annotated[int, typer.Option(help="Flush at this many rows.")] = 10_000,
+         max_delay: Annotated[float, typer.Option(help="Flush this many seconds after a batch began.")] = 1.0,
+         group: Annotated[str, typer.Option(help="Consumer group.")] = "sluicegate-audit-sink") -> None:
+    """Run the audit sink (audit + outcome topics -> ClickHouse) until interrupted."""
+    from consumers.audit_sink import main
+
+    settings = Settings()
+    main(["--url", settings.audit_url, "--database", database, "--bootstrap", settings.bootstrap_servers,
+          "--topic-prefix", settings.topic_prefix, "--group", group, "--max-rows", str(max_rows),
+          "--max-delay", str(max_delay)])
+
+
+def _print_backtest(result: BacktestResult) -> None:
+    console = Console()
+    console.print(f"replayed {result.replayed} intents through {result.policy_version}: "
+                  f"{result.changed} decisions would change")
+    console.print(_table("Decisions before -> after", ["before", "after", "count"],
+                         [(b.value, a.value, n) for (b, a), n in sorted(result.transitions.items())]))
+    rows = []
+    for rule, changes in sorted(result.by_rule.items(), key=lambda item: -item[1].count):
+        for example in changes.examples:
+            rows.append((rule, changes.count, example.request_id, example.agent_id, example.tool,
+                         f"{example.before.value} -> {example.after.value}", "; ".join(example.reasons)))
+    console.print(_table("Changes by rule (with examples)",
+                         ["rule", "changes", "request", "agent", "tool", "decision", "reasons"], rows))
+
+
+def backtest_command(
+    policy: Annotated[Path, typer.Option("--policy", help="The candidate policy YAML.")],
+    since: Annotated[str, typer.Option(help="How much history to replay, e.g. 7d.")] = "7d",
+    database: Database = DEFAULT_DATABASE,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.TABLE,
+) -> None:
+    """Replay audited intents through a candidate policy and show how decisions would change."""
+    try:
+        candidate = load_policy(policy)
+        result = backtest(open_store(Settings().audit_url), database, candidate, parse_duration(since))
+    except PolicyError as exc:
+        raise _fail("\n".join(str(issue) for issue in exc.issues)) from exc
+    except (StoreError, MigrationError) as exc:
+        raise _fail(str(exc)) from exc
+    if fmt is Format.TABLE:
+        _print_backtest(result)
+        return
+    typer.echo(json.dumps({
+        "policy_version": result.policy_version, "replayed": result.replayed, "changed": result.changed,
+        "transitions": [[b.value, a.value, n] for (b, a), n in result.transitions.items()],
+        "by_rule": {rule: {"count": c.count, "examples": [e.request_id for e in c.examples]}
+                    for rule, c in result.by_rule.items()},
+    }))
+
+
+def register(root: typer.Typer) -> None:
+    """Attach ``audit`` and ``backtest`` to the root command."""
+    root.add_typer(app, name="audit")
+    root.command("backtest")(backtest_command)
