@@ -1,0 +1,147 @@
+"""The faust agents, tasks and web pages of a worker: thin adapters around :mod:`streams.stages`.
+
+Each deciding agent runs with concurrency 1: one actor handles the events of its partitions in
+order, so a partition's state is only ever changed by one coroutine, between two awaits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.app import Processor
+from streams.records import Feedback, Forward, Release
+from streams.stages import Outcome, Route, Send
+
+log = logging.getLogger(__name__)
+_ROUTES = {
+    Route.DECISIONS: "decisions", Route.AUDIT: "audit", Route.SHARED: "shared",
+    Route.FEEDBACK: "feedback", Route.DEAD_LETTER: "dead_letter",
+}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Runtime:
+    """Per-worker glue: sending outcomes, metrics, lag and readiness."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.p = processor
+        self.positions: dict[tuple[str, int], int] = {}
+
+    async def send(self, sends: list[Send]) -> None:
+        for item in sends:
+            channel = self.p.channels[_ROUTES[item.route]]
+            await channel.send(key=item.key, value=item.value, headers=list(item.headers) or None)
+
+    def observe(self, outcome: Outcome, message: Any) -> None:
+        metrics = self.p.metrics
+        if outcome.duplicate:
+            metrics.duplicates.inc()
+        if outcome.forwarded and not outcome.duplicate:
+            metrics.forwarded.inc()
+        if any(item.route is Route.DEAD_LETTER for item in outcome.sends):
+            metrics.dead_letters.inc()
+        decision = outcome.decision
+        if decision is not None and not outcome.duplicate:
+            metrics.decisions.labels(decision.decision.value, str(decision.final).lower()).inc()
+            if message.timestamp:
+                metrics.latency.observe(max(0.0, time.time() - message.timestamp))
+
+    def track(self, message: Any) -> None:
+        self.positions[(message.topic, message.partition)] = message.offset
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        consumer = self.p.app.consumer
+        result: dict[tuple[str, int], int] = {}
+        for tp in consumer.assignment():
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                continue
+            if high is None:
+                continue
+            done = self.positions.get((tp.topic, tp.partition))
+            result[(tp.topic, tp.partition)] = max(0, high - (done + 1 if done is not None else 0))
+        return result
+
+    def ready(self) -> bool:
+        assigned = bool(self.p.app.consumer.assignment()) if self.p.app.consumer else False
+        return self.p.policies.current is not None and assigned
+
+
+def register(p: Processor) -> None:
+    """Attach the agents, the policy reader task and the web pages to ``p.app``."""
+    app, rt = p.app, Runtime(p)
+    p.metrics.watch_lag(rt.lag)
+    intents_topic = p.topics.names.intents
+
+    async def read_policies() -> None:
+        await p.policies.run()
+
+    async def decide(stream: Any) -> AsyncIterator[None]:
+        await p.policies.caught_up.wait()
+        async for event in stream.events():
+            message = event.message
+            try:
+                if message.topic == intents_topic:
+                    outcome = p.agent_stage.handle_intent(
+                        message.value, message.key, p.policies.current, message.partition, _now_ms())
+                    await rt.send(outcome.sends)
+                    rt.observe(outcome, message)
+                else:
+                    feedback = Feedback.model_validate_json(message.value)
+                    p.agent_stage.handle_feedback(feedback, message.partition, _now_ms())
+            except Exception as exc:  # never crash the worker: park the message, say why
+                log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+                await rt.send([_dead_letter(message, exc)])
+            rt.track(message)
+            yield None
+
+    async def shared(stream: Any) -> AsyncIterator[None]:
+        await p.policies.caught_up.wait()
+        async for event in stream.events():
+            message = event.message
+            try:
+                body = message.value
+                if b'"kind":"release"' in body[:32]:
+                    release = Release.model_validate_json(body)
+                    p.shared_stage.handle_release(release, message.partition, _now_ms())
+                else:
+                    forward = Forward.model_validate_json(body)
+                    policy = p.policies.version(forward.stage1.policy_version)
+                    outcome = p.shared_stage.handle_forward(forward, policy, message.partition, _now_ms())
+                    await rt.send(outcome.sends)
+                    rt.observe(outcome, message)
+            except Exception as exc:
+                log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+                await rt.send([_dead_letter(message, exc)])
+            rt.track(message)
+            yield None
+
+    async def metrics_page(web: Any, request: Any) -> Any:
+        p.metrics.ready.set(1 if rt.ready() else 0)
+        return web.bytes(generate_latest(p.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    async def ready_page(web: Any, request: Any) -> Any:
+        policy = p.policies.current
+        body = {"ready": rt.ready(), "policy_version": policy.version if policy else None,
+                "partitions": len(app.consumer.assignment()) if app.consumer else 0}
+        return web.json(body, status=200 if body["ready"] else 503)
+
+    app.task(read_policies)
+    app.agent(p.channels["agent_in"], name="decide", concurrency=1)(decide)
+    app.agent(p.channels["shared_in"], name="shared-limits", concurrency=1)(shared)
+    app.page("/metrics")(metrics_page)
+    app.page("/ready")(ready_page)
+
+
+def _dead_letter(message: Any, exc: Exception) -> Send:
+    error = f"{type(exc).__name__}: {exc}".encode()[:4000]
+    return Send(Route.DEAD_LETTER, message.key or b"", message.value or b"", (("error", error),))

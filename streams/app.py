@@ -1,0 +1,138 @@
+"""The faust app of a worker, built from a :class:`WorkerConfig` (no module-level app, so tests and
+the CLI can build one per prefix).
+
+Scaling: every worker of a deployment uses the same app id (``<prefix>-worker``), i.e. one Kafka
+consumer group. Kafka spreads the intents' partitions (and with them the agent-state table) and the
+shared-limits partitions over the running workers; a worker that dies has its partitions and their
+state (restored from the changelog topics) taken over by the others. More partitions than workers
+leaves room to grow.
+
+Latency tuning (faust's defaults aim at throughput): see :data:`LATENCY_SETTINGS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from schemas.topics import TopicNames
+from sluicegate.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
+from streams.metrics import Metrics
+from streams.policy_source import PolicySource
+from streams.stages import DEFAULT_RETENTION_MS, AgentStage, SharedStage
+from streams.tables import Tables, make_tables
+from streams.topics import WorkerTopics
+
+LATENCY_SETTINGS: dict[str, Any] = {
+    # Commit offsets often: a commit flushes the producer, and the offsets bound the redelivery after
+    # a crash. Cheap at this size; the default (2.8 s / 10k messages) mostly matters for restarts.
+    "broker_commit_interval": 0.5,
+    "broker_commit_every": 2_000,
+    # Send decisions at once: aiokafka's linger batches for throughput at the price of latency.
+    "producer_linger": 0.0,
+    # Leader ack only: one local broker; the decision reaches the agent as soon as the leader has it.
+    "producer_acks": 1,
+    "producer_max_batch_size": 64 * 1024,
+    # A deep buffer keeps the single deciding actor busy while the fetcher works ahead.
+    "stream_buffer_maxsize": 16_384,
+    # Redelivered intents are answered from their idempotency record: no need to drain on rebalance.
+    "stream_wait_empty": False,
+    # Notice a dead worker within seconds (the broker's minimum session timeout is 6 s).
+    "broker_session_timeout": 6.0,
+    "broker_heartbeat_interval": 1.0,
+    "broker_rebalance_timeout": 10.0,
+    "broker_request_timeout": 30.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What a worker needs to run."""
+
+    bootstrap: str
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    partitions: int = DEFAULT_PARTITIONS
+    workdir: Path = field(default_factory=lambda: Path.cwd() / ".state" / "worker")
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    retention_ms: int = DEFAULT_RETENTION_MS
+    log_level: str = "info"
+
+    @property
+    def app_id(self) -> str:
+        """The faust app id: the consumer group and the changelog topics' prefix."""
+        return f"{self.topic_prefix}-worker"
+
+
+@dataclass(slots=True)
+class Processor:
+    """Everything a running worker holds."""
+
+    config: WorkerConfig
+    app: faust.App
+    topics: WorkerTopics
+    channels: dict[str, Any]
+    tables: Tables
+    metrics: Metrics
+    policies: PolicySource
+    agent_stage: AgentStage
+    shared_stage: SharedStage
+
+
+def make_faust_app(config: WorkerConfig) -> faust.App:
+    """The faust app with our settings (rocksdict tables under the workdir, web server for metrics)."""
+    return faust.App(
+        config.app_id,
+        broker=f"kafka://{config.bootstrap}",
+        store="rocksdb://",  # faust's RocksDB store, backed by rocksdict
+        datadir=str(config.workdir),
+        autodiscover=False,
+        topic_partitions=config.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_port=config.web_port,
+        web_bind=config.web_host,
+        web_host=config.web_host,
+        **LATENCY_SETTINGS,
+    )
+
+
+def _channels(app: faust.App, topics: WorkerTopics) -> dict[str, Any]:
+    """faust topic objects (raw bytes in and out; we parse with pydantic ourselves)."""
+
+    def topic(*names: str) -> Any:
+        return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=topics.partitions)
+
+    n = topics.names
+    return {
+        "agent_in": topic(n.intents, topics.agent_feedback),
+        "shared_in": topic(topics.shared_limits),
+        "decisions": topic(n.decisions),
+        "audit": topic(n.audit),
+        "shared": topic(topics.shared_limits),
+        "feedback": topic(topics.agent_feedback),
+        "dead_letter": topic(n.dead_letter),
+    }
+
+
+def build(config: WorkerConfig) -> Processor:
+    """Build the app, its topics, tables, stages, policy source, metrics and agents."""
+    from streams.agents import register  # the agents need the built Processor
+
+    app = make_faust_app(config)
+    topics = WorkerTopics(TopicNames(config.topic_prefix), config.partitions)
+    tables = make_tables(app, config.partitions)
+    metrics = Metrics()
+    processor = Processor(
+        config=config, app=app, topics=topics, channels=_channels(app, topics), tables=tables,
+        metrics=metrics, policies=PolicySource(config.bootstrap, topics.names.policies, metrics),
+        agent_stage=AgentStage(tables.agent_state, config.retention_ms),
+        shared_stage=SharedStage(tables.shared_state, config.retention_ms),
+    )
+    register(processor)
+    return processor

@@ -1,0 +1,376 @@
+"""The two deciding stages as plain objects over their tables: what the faust agents call.
+
+Why two stages. Intents are keyed (and partitioned) by agent id, and a partition is processed by one
+worker at a time, so everything keyed by agent (rules, risk history, ``key: agent`` limits) is decided
+where it lives without coordination. A limit keyed by fleet, tool, target or role (a *shared* key) has
+one state for intents from many agents, i.e. from many partitions, possibly on several workers. Its
+state therefore lives on the partition of its own key, on an internal topic:
+
+1. **Stage 1** (intents partition, table ``agent-state``) evaluates rules, risk and agent-keyed
+   limits. If that is BLOCK, or no shared-key limit matches the intent, it decides right there: one
+   hop, the common case. Otherwise it *forwards* the intent to the ``shared-limits`` topic keyed by
+   the first shared window key.
+2. **Stage 2** (``shared-limits`` partition, table ``shared-state``) evaluates the limit of that key,
+   then forwards to the next shared key (keys are visited in sorted order), and the last hop combines
+   everything with the engine's one combining rule and emits the decision and its audit record. It
+   also sends a :class:`Feedback` back to the agent's partition (``agent-feedback`` topic, keyed and
+   partitioned like intents) so stage 1 settles its own state.
+
+Counting without double-spending or overshooting. While an intent travels, later intents must see
+it counted, or two intents could both fit under a budget that holds one. So each stage *reserves*:
+when the decision so far is ALLOW it counts the action at once (stage 1 its agent windows, each hop its
+shared window) and remembers the reservation. If the final decision is not ALLOW, the reservations are
+released (stage 1 on feedback, hops by a :class:`Release` message). In between, a reservation can only
+make another intent stricter: the design fails closed. History (risk learning) is applied only once the
+final ALLOW is known.
+
+Idempotency. Each stage keeps a record ``d|<request_id>`` (hops: ``d|<request_id>|<key>``) in the same
+table as the state it changed, written after the state, so after a crash the record implies the state.
+A redelivered intent or forward replays the record: the same decision (or the same forward) is sent
+again and nothing is counted twice. Records are dropped after ``retention_ms``.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from uuid import UUID
+
+from schemas.audit import AuditEventType, AuditRecord
+from schemas.common import DecisionKind
+from schemas.decision import Decision
+from schemas.intent import Intent
+from schemas.policy import duration_ms
+from streams.engine import (
+    AGENT_SCOPES,
+    Applied,
+    Change,
+    CompiledPolicy,
+    Evaluation,
+    InMemoryState,
+    LimitOutcome,
+    WindowChange,
+    apply,
+    block_no_policy,
+    combine,
+    evaluate,
+    evaluate_limits,
+    invalid_intent,
+    parse_intent,
+)
+from streams.records import (
+    AppliedItem,
+    ChangeItem,
+    Feedback,
+    Forward,
+    Pending,
+    Record,
+    Release,
+    Reservation,
+)
+from streams.state import RECORD_PREFIX, BytesTable, TableState
+
+PENDING_PREFIX = "p|"
+DEFAULT_RETENTION_MS = 6 * 3_600_000
+DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=15)
+EVICT_PER_EVENT = 8
+_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
+_EMPTY = InMemoryState()
+
+
+class Route(StrEnum):
+    """Where an output goes."""
+
+    DECISIONS = "decisions"
+    AUDIT = "audit"
+    SHARED = "shared"
+    FEEDBACK = "feedback"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One message to produce."""
+
+    route: Route
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What handling one message produced: the messages to send and the decision made (if any)."""
+
+    sends: list[Send] = field(default_factory=list)
+    decision: Decision | None = None
+    duplicate: bool = False
+    forwarded: bool = False
+
+
+def decision_sends(intent: Intent | None, decision: Decision, policy: CompiledPolicy | None) -> list[Send]:
+    """The decision (keyed by agent id) and its audit record; REQUIRE_APPROVAL goes out pending."""
+    if decision.decision is _APPROVAL and decision.final:
+        deadline = decision.decided_at + _approval_timeout(policy, decision)
+        decision = decision.model_copy(update={"final": False, "approval_deadline_at": deadline})
+    body = decision.model_dump_json().encode()
+    final = "final" if decision.final else "pending"
+    audit = AuditRecord(
+        event_id=f"{decision.request_id}:decision:{final}", event_type=AuditEventType.DECISION,
+        event_time=decision.decided_at, request_id=decision.request_id, intent=intent, decision=decision,
+    )
+    return [
+        Send(Route.DECISIONS, decision.agent_id.encode(), body),
+        Send(Route.AUDIT, str(decision.request_id).encode(), audit.model_dump_json().encode()),
+    ]
+
+
+class _Retention:
+    """Per-partition FIFO of idempotency records, evicted a few at a time while handling events."""
+
+    def __init__(self, retention_ms: int) -> None:
+        self.retention_ms = retention_ms
+        self.queues: dict[int, collections.deque[tuple[int, str]]] = collections.defaultdict(
+            collections.deque)
+
+    def note(self, partition: int, now_ms: int, key: str) -> None:
+        self.queues[partition].append((now_ms, key))
+
+    def evict(self, table: BytesTable, partition: int, now_ms: int) -> None:
+        queue = self.queues.get(partition)
+        for _ in range(EVICT_PER_EVENT):
+            if not queue or queue[0][0] > now_ms - self.retention_ms:
+                return
+            table.pop(queue.popleft()[1], None)
+
+
+class AgentStage:
+    """Stage 1, on the intents' partition (agent id): rules, risk, agent-keyed limits, idempotency."""
+
+    def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
+        self.table = table
+        self.state = TableState(table)
+        self.retention = _Retention(retention_ms)
+
+    def _record(self, request_id: UUID) -> Record | None:
+        raw = self.table.get(f"{RECORD_PREFIX}{request_id}")
+        return None if raw is None else Record.model_validate_json(raw)
+
+    def _write(self, request_id: UUID, record: Record, partition: int, now_ms: int, new: bool) -> None:
+        key = f"{RECORD_PREFIX}{request_id}"
+        self.table[key] = record.model_dump_json().encode()
+        if new:
+            self.retention.note(partition, now_ms, key)
+
+    def handle_intent(
+        self, raw: bytes, key: bytes | None, policy: CompiledPolicy | None, partition: int, now_ms: int,
+    ) -> Outcome:
+        """Decide one raw intent (or answer a redelivery from its record). Never raises."""
+        self.retention.evict(self.table, partition, now_ms)
+        try:
+            intent = parse_intent(raw)
+        except Exception as exc:
+            return self._invalid(raw, key, exc, policy)
+        record = self._record(intent.request_id)
+        if record is not None:
+            return self._replay(intent, record)
+        if policy is None:
+            return self._settle(intent, block_no_policy(intent), (), None, partition, now_ms)
+        evaluation = evaluate(policy, self.state, intent, AGENT_SCOPES)
+        if policy.has_fleet_limits and evaluation.decision.decision is not _BLOCK:
+            static = evaluate_limits(policy, _EMPTY, intent)
+            counted = {change.limit_id for change in static.changes}
+            errors = tuple(entry for entry in static.applied if entry.id not in counted)
+            if errors:  # a shared limit that cannot be evaluated never grants: BLOCK here
+                evaluation = combine(policy, evaluation, LimitOutcome(errors, ()), intent)
+            elif static.changes:
+                keys = sorted({change.key for change in static.changes})
+                return self._forward(intent, evaluation, keys, partition, now_ms)
+        return self._settle(intent, evaluation.decision, evaluation.changes, policy, partition, now_ms)
+
+    def _invalid(
+        self, raw: bytes, key: bytes | None, exc: Exception, policy: CompiledPolicy | None,
+    ) -> Outcome:
+        decision = invalid_intent(raw, exc, policy.version if policy else "")
+        if decision.request_id.int == 0:  # no request id to answer to
+            error = decision.reasons[0].encode()[:4000]
+            return Outcome([Send(Route.DEAD_LETTER, key or b"", raw, (("error", error),))])
+        if not decision.agent_id and key:
+            decision = decision.model_copy(update={"agent_id": key.decode("utf-8", "replace")[:256]})
+        return Outcome(decision_sends(None, decision, policy), decision)
+
+    def _replay(self, intent: Intent, record: Record) -> Outcome:
+        if record.decision is not None:
+            body = record.decision.model_dump_json().encode()
+            return Outcome([Send(Route.DECISIONS, intent.agent_id.encode(), body)], record.decision, True)
+        assert record.forward is not None
+        return Outcome([_forward_send(record.forward)], None, True, True)
+
+    def _forward(
+        self, intent: Intent, evaluation: Evaluation, keys: list[str], partition: int, now_ms: int,
+    ) -> Outcome:
+        reserve = evaluation.decision.decision is _ALLOW
+        reserved: list[Reservation] = []
+        if reserve:
+            windows: list[Change] = [c for c in evaluation.changes if isinstance(c, WindowChange)]
+            apply(self.state, windows)
+            reserved = [Reservation(key=c.key, at_ms=c.at_ms, value=c.value)
+                        for c in windows if isinstance(c, WindowChange)]
+        forward = Forward(
+            intent=intent, stage1=evaluation.decision,
+            applied=tuple(AppliedItem.of(entry) for entry in evaluation.applied),
+            keys=tuple(keys), reserve=reserve,
+        )
+        changes = tuple(ChangeItem.of(change) for change in evaluation.changes)
+        record = Record(changes=changes, forward=forward, reserved=tuple(reserved))
+        self._write(intent.request_id, record, partition, now_ms, new=True)
+        return Outcome([_forward_send(forward)], None, False, True)
+
+    def _settle(
+        self, intent: Intent, decision: Decision, changes: tuple[Change, ...],
+        policy: CompiledPolicy | None, partition: int, now_ms: int,
+    ) -> Outcome:
+        """Stage 1 decides alone: count an ALLOW, park a REQUIRE_APPROVAL, record, send."""
+        if decision.decision is _ALLOW:
+            apply(self.state, changes)
+        sends = decision_sends(intent, decision, policy)
+        sent = _as_sent(decision, sends)
+        if decision.decision is _APPROVAL:
+            self._park(intent, sent, tuple(ChangeItem.of(change) for change in changes))
+        self._write(intent.request_id, Record(decision=sent), partition, now_ms, new=True)
+        return Outcome(sends, sent)
+
+    def _park(self, intent: Intent, decision: Decision, changes: tuple[ChangeItem, ...]) -> None:
+        pending = Pending(intent=intent, decision=decision, changes=changes)
+        self.table[f"{PENDING_PREFIX}{intent.request_id}"] = pending.model_dump_json().encode()
+
+    def handle_feedback(self, feedback: Feedback, partition: int, now_ms: int) -> None:
+        """Settle a forwarded intent: keep or release the reservation, learn history, park approvals."""
+        request_id = feedback.intent.request_id
+        record = self._record(request_id)
+        if record is None or record.decision is not None:
+            return  # unknown (expired) or already settled: a redelivered feedback changes nothing
+        kind = feedback.decision.decision
+        if kind is _ALLOW:
+            apply(self.state, [c.to_change() for c in record.changes if c.kind == "history"])
+        else:
+            for reservation in record.reserved:
+                self.state.release(reservation.key, reservation.at_ms, reservation.value)
+        if kind is _APPROVAL:
+            self._park(feedback.intent, feedback.decision, record.changes)
+        self._write(request_id, Record(decision=feedback.decision), partition, now_ms, new=False)
+
+
+class SharedStage:
+    """Stage 2, on the ``shared-limits`` partition of one shared window key."""
+
+    def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
+        self.table = table
+        self.state = TableState(table)
+        self.retention = _Retention(retention_ms)
+
+    def handle_forward(
+        self, forward: Forward, policy: CompiledPolicy | None, partition: int, now_ms: int,
+    ) -> Outcome:
+        """Check this hop's limit (or replay it), then forward to the next key or decide."""
+        self.retention.evict(self.table, partition, now_ms)
+        key = forward.keys[0]
+        record_key = f"{RECORD_PREFIX}{forward.intent.request_id}|{key}"
+        raw = self.table.get(record_key)
+        duplicate = raw is not None
+        if raw is not None:
+            record = Record.model_validate_json(raw)
+        else:
+            record = self._check(forward, key, policy)
+            self.table[record_key] = record.model_dump_json().encode()
+            self.retention.note(partition, now_ms, record_key)
+        hits = (*forward.hits, *record.hits)
+        reserved = (*forward.reserved, *record.reserved)
+        reserve = forward.reserve and all(hit.decision is _ALLOW for hit in hits)
+        if len(forward.keys) > 1:
+            nxt = forward.model_copy(update={
+                "keys": forward.keys[1:], "hits": hits, "reserved": reserved, "reserve": reserve,
+            })
+            return Outcome([_forward_send(nxt)], None, duplicate, True)
+        return self._decide(forward, policy, hits, reserved, duplicate)
+
+    def _check(self, forward: Forward, key: str, policy: CompiledPolicy | None) -> Record:
+        if policy is None:
+            reason = f"policy_unavailable: version {forward.stage1.policy_version} is no longer known"
+            return Record(hits=(AppliedItem(order=1 << 30, id="policy", decision=_BLOCK, reason=reason),))
+        outcome = evaluate_limits(policy, self.state, forward.intent)
+        mine = [change for change in outcome.changes if change.key == key]
+        ids = {change.limit_id for change in mine}
+        hits = tuple(AppliedItem.of(entry) for entry in outcome.applied if entry.id in ids)
+        reserved: tuple[Reservation, ...] = ()
+        if forward.reserve and all(h.decision is _ALLOW for h in (*forward.hits, *hits)):
+            apply(self.state, list[Change](mine))
+            reserved = tuple(Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in mine)
+        return Record(hits=hits, reserved=reserved)
+
+    def _decide(
+        self, forward: Forward, policy: CompiledPolicy | None, hits: tuple[AppliedItem, ...],
+        reserved: tuple[Reservation, ...], duplicate: bool,
+    ) -> Outcome:
+        if policy is None:
+            reasons = (*forward.stage1.reasons, *(hit.reason for hit in hits))
+            decision = forward.stage1.model_copy(update={"decision": _BLOCK, "reasons": reasons})
+        else:
+            decision = _combined(policy, forward, hits)
+        sends = decision_sends(forward.intent, decision, policy)
+        sent = _as_sent(decision, sends)
+        if sent.decision is not _ALLOW and not duplicate:
+            sends.extend(self._release(forward.intent.request_id, reserved))
+        sends.append(_feedback_send(forward.intent, sent))
+        return Outcome(sends, sent, duplicate)
+
+    def _release(self, request_id: UUID, reserved: tuple[Reservation, ...]) -> list[Send]:
+        return [
+            Send(Route.SHARED, r.key.encode(),
+                 Release(request_id=request_id, reservation=r).model_dump_json().encode())
+            for r in reserved
+        ]
+
+    def handle_release(self, release: Release, partition: int, now_ms: int) -> None:
+        """Undo one reservation, once."""
+        marker = f"{RECORD_PREFIX}{release.request_id}|{release.reservation.key}|released"
+        if marker in self.table:
+            return
+        r = release.reservation
+        self.state.release(r.key, r.at_ms, r.value)
+        self.table[marker] = b"1"
+        self.retention.note(partition, now_ms, marker)
+
+
+def _forward_send(forward: Forward) -> Send:
+    return Send(Route.SHARED, forward.keys[0].encode(), forward.model_dump_json().encode())
+
+
+def _feedback_send(intent: Intent, decision: Decision) -> Send:
+    body = Feedback(intent=intent, decision=decision).model_dump_json().encode()
+    return Send(Route.FEEDBACK, intent.agent_id.encode(), body)
+
+
+def _approval_timeout(policy: CompiledPolicy | None, decision: Decision) -> timedelta:
+    if policy is None:
+        return DEFAULT_APPROVAL_TIMEOUT
+    return timedelta(milliseconds=duration_ms(policy.approval_for(decision.rules).timeout))
+
+
+def _as_sent(decision: Decision, sends: list[Send]) -> Decision:
+    """The decision exactly as sent (the pending form of a REQUIRE_APPROVAL)."""
+    return Decision.model_validate_json(sends[0].value) if decision.decision is _APPROVAL else decision
+
+
+def _applied(items: tuple[AppliedItem, ...]) -> list[Applied]:
+    return [item.to_applied() for item in items]
+
+
+def _combined(policy: CompiledPolicy, forward: Forward, hits: tuple[AppliedItem, ...]) -> Decision:
+    stage1 = Evaluation(forward.stage1, (), tuple(_applied(forward.applied)))
+    return combine(policy, stage1, LimitOutcome(tuple(_applied(hits)), ()), forward.intent).decision
+
+
+__all__ = ["AgentStage", "Outcome", "Route", "Send", "SharedStage", "decision_sends"]

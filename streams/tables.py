@@ -1,0 +1,34 @@
+"""The worker's faust tables: rocksdict on disk, a compacted changelog topic each.
+
+``agent-state`` is co-partitioned with the intents (and the agent-feedback topic); ``shared-state``
+with the shared-limits topic. Both map str keys (see :mod:`streams.state`) to raw bytes values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """The two state tables of a worker."""
+
+    agent_state: Any
+    shared_state: Any
+
+
+def make_tables(app: faust.App, partitions: int) -> Tables:
+    """Declare the tables on ``app``."""
+
+    def table(name: str, help_: str) -> Any:
+        # bytes -> faust's "raw" codec for keys and values (str keys are encoded as UTF-8)
+        return app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes,
+                         help=help_)
+
+    return Tables(
+        agent_state=table("agent-state", "Agent windows, histories, records, pending approvals."),
+        shared_state=table("shared-state", "Windows of limits keyed by fleet, tool, target or role."),
+    )

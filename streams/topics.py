@@ -1,0 +1,41 @@
+"""Every topic the worker reads or writes, with its partitions and configs, created at start.
+
+The public topics come from :class:`schemas.topics.TopicNames`; two internal ones carry the second
+stage (see :mod:`streams.stages`): ``<prefix>.internal.shared-limits`` (keyed by shared window key)
+and ``<prefix>.internal.agent-feedback`` (keyed by agent id, partitioned exactly like intents).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.kafka.admin import TopicSpec
+from schemas.topics import TopicNames
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTopics:
+    """Topic names of a worker: the public contract plus the internal stage-2 topics."""
+
+    names: TopicNames
+    partitions: int
+
+    @property
+    def shared_limits(self) -> str:
+        return f"{self.names.prefix}.internal.shared-limits"
+
+    @property
+    def agent_feedback(self) -> str:
+        return f"{self.names.prefix}.internal.agent-feedback"
+
+    def specs(self) -> list[TopicSpec]:
+        """Every topic with its partitions and configs (policies: one compacted partition)."""
+        n, p = self.names, self.partitions
+        return [
+            TopicSpec(n.intents, p), TopicSpec(n.decisions, p), TopicSpec(n.approval_requests, p),
+            TopicSpec(n.approvals, p), TopicSpec(n.audit, p), TopicSpec(n.outcomes, p),
+            TopicSpec(n.policies, 1, configs=dict(COMPACTED)), TopicSpec(n.dead_letter, 1),
+            TopicSpec(self.shared_limits, p), TopicSpec(self.agent_feedback, p),
+        ]

@@ -1,0 +1,61 @@
+"""Run a worker programmatically: ``python -m streams.worker --bootstrap HOST:PORT ...``.
+
+Creates the topics (idempotently), builds the app and runs it under faust's Worker (SIGTERM/SIGINT
+stop it cleanly; a SIGKILL loses nothing: uncommitted intents are redelivered and answered from state
+restored from the changelogs). Defaults come from :class:`sluicegate.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+import faust
+
+from infra.kafka.admin import ensure_topics
+from sluicegate.settings import Settings
+from streams.app import WorkerConfig, build
+
+log = logging.getLogger(__name__)
+
+
+def config_from_args(argv: list[str] | None = None, settings: Settings | None = None) -> WorkerConfig:
+    """Parse the command line; unset options fall back to the settings (env ``SLUICEGATE_*``)."""
+    settings = settings or Settings()
+    parser = argparse.ArgumentParser(prog="streams.worker", description=__doc__)
+    parser.add_argument("--bootstrap", default=settings.bootstrap_servers)
+    parser.add_argument("--topic-prefix", default=settings.topic_prefix)
+    parser.add_argument("--partitions", type=int, default=settings.partitions)
+    parser.add_argument("--workdir", type=Path, default=settings.state_dir / "worker")
+    parser.add_argument("--web-port", type=int, default=6066)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    return WorkerConfig(
+        bootstrap=args.bootstrap, topic_prefix=args.topic_prefix, partitions=args.partitions,
+        workdir=args.workdir, web_port=args.web_port, log_level=args.log_level,
+    )
+
+
+def run(config: WorkerConfig) -> None:
+    """Create the topics, then run the worker until it is stopped (does not return normally)."""
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    processor = build(config)
+    created = loop.run_until_complete(ensure_topics(config.bootstrap, processor.topics.specs()))
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    worker = faust.Worker(processor.app, loop=loop, loglevel=config.log_level, workdir=str(config.workdir),
+                          redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    run(config_from_args(argv))
+
+
+if __name__ == "__main__":
+    main()
