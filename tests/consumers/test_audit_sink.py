@@ -70,7 +70,7 @@ async def run_sink(bootstrap: str, inserter: Any, config: SinkConfig, rows: int)
 
 
 def count(client: Client, sql: str) -> int:
-    return int(client.command(sql))
+    return int(str(client.command(sql)))
 
 
 @pytest.mark.parametrize("after_insert", [False, True], ids=["fails-before-insert", "fails-after-insert"])

@@ -39,7 +39,8 @@ def _history() -> list[AuditRecord]:
                                            event_type=AuditEventType.DECISION, event_time=at,
                                            request_id=asked.request_id, intent=asked,
                                            decision=decide(policy, state, asked)))
-            lookup = intent(at, agent=agent, tool="crm.get_account", target="crm:accounts", action=Action.READ)
+            lookup = intent(at, agent=agent, tool="crm.get_account", target="crm:accounts",
+                            action=Action.READ)
             records.append(AuditRecord(event_id=f"decision:{lookup.request_id}",
                                        event_type=AuditEventType.DECISION, event_time=at,
                                        request_id=lookup.request_id, intent=lookup,
