@@ -87,7 +87,7 @@ def policy_text(rules: int = 200) -> str:
         "  target_sensitivity: [{target: 'payments:*', weight: 0.1}, {target: 'iam:*', weight: 0.3}]",
         "  magnitude: [{field: params.amount, scale: 5000, weight: 0.1}]",
         "  history:",
-        "    min_observations: 20",
+        "    min_observations: 10",
         "    amount: {field: params.amount, z: 3.0, weight: 0.6}",
         "    new_target: {weight: 0.35}",
         "    unusual_hour: {weight: 0.3}",
@@ -102,14 +102,17 @@ def intents(count: int, agents: int) -> list[bytes]:
     rng = random.Random(42)
     profiles = []
     for index in range(agents):
-        tools = rng.sample(TOOLS, rng.randint(3, 6))
-        profiles.append((f"agent-{index:04d}", rng.choice(ROLES), rng.choice(ENVS), tools, rng.uniform(10, 400)))
+        tools = rng.sample(TOOLS, rng.randint(2, 4))
+        env = rng.choices(ENVS, weights=[3, 3, 4])[0]
+        profiles.append((f"agent-{index:04d}", rng.choice(ROLES), env, tools, rng.uniform(5, 60)))
     start = datetime(2025, 3, 3, tzinfo=UTC)
     step_ms = 86_400_000 / count
     out = []
     for index in range(count):
         agent, role, env, tools, usual = profiles[rng.randrange(agents)]
         tool = rng.choice(tools)
+        usual_action = ACTIONS[TOOLS.index(tool) % 5]  # what the policy's rules for this tool expect
+        action = usual_action if rng.random() < 0.85 else rng.choice(ACTIONS)
         params: dict[str, Any] = {"amount": round(abs(rng.gauss(usual, usual / 5)), 2)}
         if rng.random() < 0.3:
             params["record_count"] = rng.randint(1, 300)
@@ -118,7 +121,7 @@ def intents(count: int, agents: int) -> list[bytes]:
         at = start + timedelta(milliseconds=int(index * step_ms))
         out.append(json.dumps({
             "request_id": str(uuid.UUID(int=rng.getrandbits(128))), "agent_id": agent, "agent_role": role,
-            "environment": env, "tool": tool, "action": rng.choice(ACTIONS),
+            "environment": env, "tool": tool, "action": action,
             "target": f"{tool.split('.')[0]}:{rng.choice(['main', 'eu', 'us', 'archive'])}",
             "params": params, "occurred_at": at.isoformat().replace("+00:00", "Z"),
         }).encode())

@@ -87,36 +87,35 @@ def _build(
 
 def _check_limit(
     limit: CompiledLimit, state: StateStore, intent: Intent, at_ms: int,
-) -> tuple[Applied | None, WindowChange | None]:
-    """One limit: whether this action would exceed it, and the window change it would make."""
+    applied: list[Applied], changes: list[Change],
+) -> None:
+    """One limit: note a hit if this action would exceed it, and the window change it would make."""
     try:
         if not limit.match.rest_matches(intent) or (limit.when is not None and not limit.when(intent)):
-            return None, None
+            return
         value: float | None = None
         if limit.sum_of is not None:
-            raw = limit.sum_of(intent)
-            value = as_float(raw)
+            value = as_float(limit.sum_of(intent))
             if value is None:
                 raise ConditionError(f"{limit.sum_field} is not a finite number")
     except Exception as exc:
-        return Applied(limit.order, limit.id, _BLOCK, f"{limit.id}: evaluation error: {exc}"), None
+        applied.append(Applied(limit.order, limit.id, _BLOCK, f"{limit.id}: evaluation error: {exc}"))
+        return
     key = limit.key_of(intent)
     window = state.get_window(key)
-    hit = None
     if limit.count is not None:
         used = window.count(at_ms, limit.window_ms) if window is not None else 0
-        if used + 1 > limit.count:
-            hit = Applied(limit.order, limit.id, limit.decision,
-                          f"{limit.id}: {used} actions in the last {limit.window} (at most {limit.count})")
+        if used >= limit.count:
+            applied.append(Applied(limit.order, limit.id, limit.decision,
+                                   f"{limit.id}: {used} actions in the last {limit.window} (at most {limit.count})"))
     else:
         assert value is not None and limit.max is not None
         used_sum = window.total(at_ms, limit.window_ms) if window is not None else 0.0
         if used_sum + value > limit.max:
-            hit = Applied(limit.order, limit.id, limit.decision,
-                          f"{limit.id}: {used_sum:g} + {value:g} in the last {limit.window} "
-                          f"exceeds {limit.max:g}")
-    change = WindowChange(limit.id, limit.scope, key, at_ms, value, limit.window_ms, limit.count)
-    return hit, change
+            applied.append(Applied(limit.order, limit.id, limit.decision,
+                                   f"{limit.id}: {used_sum:g} + {value:g} in the last {limit.window} "
+                                   f"exceeds {limit.max:g}"))
+    changes.append(WindowChange(limit.id, limit.scope, key, at_ms, value, limit.window_ms, limit.count))
 
 
 def _limits(
@@ -125,11 +124,7 @@ def _limits(
 ) -> None:
     for limit in policy.limits_for(intent.tool, intent.action):
         if limit.scope in scopes:
-            hit, change = _check_limit(limit, state, intent, at_ms)
-            if hit is not None:
-                applied.append(hit)
-            if change is not None:
-                changes.append(change)
+            _check_limit(limit, state, intent, at_ms, applied, changes)
 
 
 def _evaluate(

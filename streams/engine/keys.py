@@ -33,6 +33,14 @@ def key_part(name: str, intent: Intent) -> str:
     return "|fleet"
 
 
+_PARTS: dict[str, Callable[[Intent], str]] = {
+    "agent": lambda intent: "|agent=" + escape(intent.agent_id),
+    "tool": lambda intent: "|tool=" + escape(intent.tool),
+    "target": lambda intent: "|target=" + escape(intent.target),
+    "role": lambda intent: "|role=" + escape(intent.agent_role),
+}
+
+
 def window_key(limit_id: str, names: tuple[str, ...], intent: Intent) -> str:
     """The window-state key of a limit for ``intent``."""
     return limit_id + "".join(key_part(name, intent) for name in names)
@@ -51,4 +59,7 @@ def key_builder(limit_id: str, names: tuple[str, ...]) -> Callable[[Intent], str
     if names == ("fleet",):
         key = f"{limit_id}|fleet"
         return lambda intent: key
+    if len(names) == 2 and "fleet" not in names:
+        first, second = (_PARTS[name] for name in names)
+        return lambda intent: limit_id + first(intent) + second(intent)
     return lambda intent: window_key(limit_id, names, intent)

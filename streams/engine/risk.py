@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from bisect import bisect_right
 from typing import Any, NamedTuple
 
 from schemas.common import Action, DecisionKind
@@ -64,13 +64,13 @@ class CompiledRisk:
     """A risk model ready to score intents."""
 
     model: RiskModel
-    action_weights: dict[Action, float]
+    action_factors: dict[Action, RiskFactor]
     sensitivity: tuple[tuple[Callable[[str], bool], float, str], ...]
     magnitude: tuple[tuple[Getter, float, float, str], ...]
     amount_of: Getter | None
     burst_window_ms: int | None
     thresholds: tuple[tuple[float, DecisionKind, str], ...]
-    sensitivity_memo: dict[str, tuple[float, str] | None]
+    sensitivity_memo: dict[str, RiskFactor | None]
     hash_memo: dict[str, int]
 
     @classmethod
@@ -81,7 +81,10 @@ class CompiledRisk:
         burst = history.burst if history is not None else None
         return cls(
             model=model,
-            action_weights=dict(model.action_weights),
+            action_factors={
+                action: _factor("action_type", weight, action.value)
+                for action, weight in model.action_weights.items() if weight > 0
+            },
             sensitivity=tuple((glob_matcher(t.target), t.weight, t.target) for t in model.target_sensitivity),
             magnitude=tuple((field_getter(m.field), m.scale, m.weight, m.field) for m in model.magnitude),
             amount_of=field_getter(amount.field) if amount is not None else None,
@@ -93,11 +96,15 @@ class CompiledRisk:
             hash_memo={},
         )
 
-    def _sensitivity(self, target: str) -> tuple[float, str] | None:
+    def _sensitivity(self, target: str) -> RiskFactor | None:
+        """The target-sensitivity factor of the first matching glob (memoised per target)."""
         memo = self.sensitivity_memo
         if target in memo:
             return memo[target]
-        found = next(((w, glob) for test, w, glob in self.sensitivity if test(target)), None)
+        found = next((
+            _factor("target_sensitivity", weight, f"{target} matches {glob}")
+            for test, weight, glob in self.sensitivity if test(target) and weight > 0
+        ), None)
         if len(memo) >= _CACHE_LIMIT:
             memo.clear()
         memo[target] = found
@@ -117,13 +124,12 @@ class CompiledRisk:
     ) -> tuple[float, list[RiskFactor], HistoryChange | None]:
         """The score (capped at 1), its non-zero factors, and the history lesson to apply on ALLOW."""
         factors: list[RiskFactor] = []
-        weight = self.action_weights.get(intent.action, 0.0)
-        if weight:
-            factors.append(_factor("action_type", weight, intent.action.value))
+        action = self.action_factors.get(intent.action)
+        if action is not None:
+            factors.append(action)
         sensitive = self._sensitivity(intent.target) if self.sensitivity else None
-        if sensitive is not None and sensitive[0]:
-            detail = f"{intent.target} matches {sensitive[1]}"
-            factors.append(_factor("target_sensitivity", sensitive[0], detail))
+        if sensitive is not None:
+            factors.append(sensitive)
         for get, scale, weight, name in self.magnitude:
             value = as_float(get(intent))
             if value is not None and value > 0 and weight:
@@ -155,7 +161,7 @@ class CompiledRisk:
             if z >= spec.z:
                 factors.append(_factor("amount_deviation", spec.weight,
                                        f"{amount:g} is {z:.1f} sd from mean {mean:.2f} (sd {std:.2f})"))
-        if history.new_target is not None and t_hash not in past.targets and len(past.targets) < MAX_TARGETS:
+        if history.new_target is not None and len(past.targets) < MAX_TARGETS and not past.knows_target(t_hash):
             factors.append(_factor("new_target", history.new_target.weight,
                                    f"{intent.target} never used with {intent.tool}"))
         hour = (at_ms // 3_600_000) % 24

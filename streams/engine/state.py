@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 from typing import Protocol
 
 _LITTLE = sys.byteorder == "little"
@@ -118,7 +118,7 @@ class HistoryState:
 
     ``observations`` counts actions; ``amount_n``/``amount_mean``/``amount_m2`` are Welford's running
     mean and variance of the amount field; ``hours`` counts actions per UTC hour of day; ``targets``
-    holds 64-bit hashes of the targets seen (at most :data:`MAX_TARGETS`); ``recent_ms`` the newest
+    holds the sorted 64-bit hashes of the targets seen (at most :data:`MAX_TARGETS`); ``recent_ms`` the newest
     event times, pruned to the burst window.
     """
 
@@ -138,6 +138,12 @@ class HistoryState:
         self.targets: array[int] = array("q")
         self.recent_ms: array[int] = array("q")
 
+    def knows_target(self, target_hash: int) -> bool:
+        """Whether this target was seen (``targets`` is kept sorted)."""
+        targets = self.targets
+        index = bisect_left(targets, target_hash)
+        return index < len(targets) and targets[index] == target_hash
+
     @property
     def amount_std(self) -> float:
         """Sample standard deviation of the amounts seen (0 with fewer than two)."""
@@ -154,8 +160,8 @@ class HistoryState:
         self.last_ms = max(self.last_ms, at_ms)
         self.observations += 1
         self.hours[(at_ms // 3_600_000) % 24] += 1
-        if target_hash not in self.targets and len(self.targets) < MAX_TARGETS:
-            self.targets.append(target_hash)
+        if len(self.targets) < MAX_TARGETS and not self.knows_target(target_hash):
+            insort(self.targets, target_hash)
         if amount is not None:
             count = self.amount_n + 1
             delta = amount - self.amount_mean
