@@ -207,6 +207,8 @@ def _validate_file(data: Any, path: Path) -> _FileDoc:
             message = f"unknown field {loc[-1]!r}"
         elif error["type"] == "missing":
             message = f"missing field {loc[-1]!r}"
+        elif error["type"] == "string_pattern_mismatch":
+            message = f"{loc[-1]}: bad duration {error['input']!r} (use e.g. 500ms, 30s, 10m, 1h, 1d)"
         elif loc:
             message = f"{'.'.join(str(part) for part in loc)}: {message}"
         raise CaseFileError(path, _line_at(data, loc), message) from None

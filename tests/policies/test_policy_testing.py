@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas.common import DecisionKind
-from sluicegate.cli import _register, app
+from sluicegate.cli.policy import app
 from sluicegate.policy_testing import (
     CaseFileError,
     default_cases_path,
@@ -139,7 +139,8 @@ def test_request_ids_are_deterministic_and_distinct(tmp_path: Path) -> None:
         ("- name: a\n  intent: {tool: x}\n  expect: ALLOW\n  colour: red\n", 11, "unknown field 'colour'"),
         ("- name: a\n  intent: " + REFUND + "\n", 8, "needs expect"),
         ("- name: a\n  intent: " + REFUND + "\n  expect: MAYBE\n", 10, "expect"),
-        ("- name: a\n  steps:\n    - {intent: " + REFUND + ", every: soon, expect: ALLOW}\n", 10, "every"),
+        ("- name: a\n  steps:\n    - {intent: " + REFUND + ", every: soon, expect: ALLOW}\n", 10,
+         "every: bad duration 'soon'"),
         ("- name: a\n  intent: " + REFUND + "\n  steps:\n    - {intent: " + REFUND + ", expect: ALLOW}\n", 8,
          "either intent"),
         ("- name: a\n  intent: " + REFUND + "\n  expect: ALLOW\n"
@@ -274,11 +275,10 @@ def test_every_case_starts_with_fresh_state(tmp_path: Path) -> None:
 # --- the CLI -----------------------------------------------------------------------------------------
 
 runner = CliRunner()
-_register()
 
 
 def test_cli_passes_on_an_example_with_its_default_cases() -> None:
-    result = runner.invoke(app, ["policy", "test", "policies/examples/customer_support.yaml"])
+    result = runner.invoke(app, ["test", "policies/examples/customer_support.yaml"])
     assert result.exit_code == 0, result.output
     assert "0 failed" in result.output
 
@@ -289,7 +289,7 @@ def test_cli_exits_1_and_shows_the_failure(tmp_path: Path) -> None:
           intent: {tool: payments.refund, action: create, target: "payments:refunds", params: {amount: 75}}
           expect: BLOCK
         """)
-    result = runner.invoke(app, ["policy", "test", str(tmp_path / "tiny.yaml"), str(path)])
+    result = runner.invoke(app, ["test", str(tmp_path / "tiny.yaml"), str(path)])
     assert result.exit_code == 1, result.output
     for text in ("FAIL", "wrong", "expected", "BLOCK", "REQUIRE_APPROVAL", "big-refund", '"amount": 75',
                  "Big refunds need a person.", "0 passed, 1 failed"):
@@ -298,14 +298,14 @@ def test_cli_exits_1_and_shows_the_failure(tmp_path: Path) -> None:
 
 def test_cli_exits_2_on_a_bad_case_file_with_its_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "- name: a\n  intent: {tool: x}\n  expect: ALLOW\n  colour: red\n")
-    result = runner.invoke(app, ["policy", "test", str(tmp_path / "tiny.yaml"), str(path)])
+    result = runner.invoke(app, ["test", str(tmp_path / "tiny.yaml"), str(path)])
     assert result.exit_code == 2
     assert f"{path}:11: unknown field 'colour'" in result.output
 
 
 def test_cli_exits_2_on_a_missing_default_case_file(tmp_path: Path) -> None:
     (tmp_path / "tiny.yaml").write_text(POLICY)
-    result = runner.invoke(app, ["policy", "test", str(tmp_path / "tiny.yaml")])
+    result = runner.invoke(app, ["test", str(tmp_path / "tiny.yaml")])
     assert result.exit_code == 2
     assert "cases/tiny.yaml" in result.output
 
@@ -313,6 +313,6 @@ def test_cli_exits_2_on_a_missing_default_case_file(tmp_path: Path) -> None:
 def test_cli_exits_2_on_a_broken_policy(tmp_path: Path) -> None:
     path = _write(tmp_path, f"- name: a\n  intent: {REFUND}\n  expect: ALLOW\n")
     (tmp_path / "tiny.yaml").write_text(POLICY.replace("op: gt", "op: bigger"))
-    result = runner.invoke(app, ["policy", "test", str(tmp_path / "tiny.yaml"), str(path)])
+    result = runner.invoke(app, ["test", str(tmp_path / "tiny.yaml"), str(path)])
     assert result.exit_code == 2
     assert "tiny.yaml:11:" in result.output
