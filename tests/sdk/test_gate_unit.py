@@ -1,10 +1,11 @@
-"""Gate and guard semantics over a scripted transport: which exception, whether the tool ran, what was reported."""
+"""Gate and guard over a scripted transport: which exception, whether the tool ran, what was reported."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -23,20 +24,20 @@ from sluicegate import (
     Settings,
     SluicegateError,
 )
-from tests.sdk.fakes import FakeTransport, Responder, decision_for, pending_for
+from tests.sdk.fakes import FakeTransport, Reply, Responder, decision_for, pending_for
 
 FAST = 0.2
 
 
-def allow(intent: Intent) -> list[object]:
+def allow(intent: Intent) -> list[Reply]:
     return [decision_for(intent)]
 
 
-def block(intent: Intent) -> list[object]:
+def block(intent: Intent) -> list[Reply]:
     return [decision_for(intent, DecisionKind.BLOCK, reasons=("refund over 500",), rules=("refund-max",))]
 
 
-def silent(intent: Intent) -> list[object]:
+def silent(intent: Intent) -> list[Reply]:
     return []
 
 
@@ -55,7 +56,7 @@ async def allowing() -> AsyncIterator[tuple[Gate, FakeTransport]]:
         yield gate, transport
 
 
-REFUND = {"tool": "payments.refund", "action": "create", "target": "payments:refunds"}
+REFUND: dict[str, Any] = {"tool": "payments.refund", "action": "create", "target": "payments:refunds"}
 
 
 async def test_check_returns_the_decision_for_its_intent(allowing: tuple[Gate, FakeTransport]) -> None:
@@ -214,7 +215,7 @@ async def test_send_failure_and_disconnection_block() -> None:
 
 
 async def test_pending_then_final_allow_waits_for_the_final_decision() -> None:
-    def approve_later(intent: Intent) -> list[object]:
+    def approve_later(intent: Intent) -> list[Reply]:
         return [pending_for(intent, 30), decision_for(intent, approved_by=("alice",))]
 
     gate, _ = make_gate(approve_later)
@@ -224,7 +225,7 @@ async def test_pending_then_final_allow_waits_for_the_final_decision() -> None:
 
 
 async def test_pending_then_final_block_is_approval_denied() -> None:
-    def deny(intent: Intent) -> list[object]:
+    def deny(intent: Intent) -> list[Reply]:
         return [pending_for(intent, 30), decision_for(intent, DecisionKind.BLOCK, reasons=("denied by bob",))]
 
     gate, _ = make_gate(deny)
@@ -345,8 +346,7 @@ async def test_stop_answers_waiting_calls_with_a_block() -> None:
 
 
 def test_exception_hierarchy() -> None:
-    for cls in (GovernanceUnavailable, ApprovalDenied, ApprovalExpired):
-        assert issubclass(cls, ActionBlocked)
-    for cls in (ActionBlocked, InvalidIntent, GateNotStarted):
-        assert issubclass(cls, SluicegateError)
+    blocked: list[type[Exception]] = [GovernanceUnavailable, ApprovalDenied, ApprovalExpired]
+    assert all(issubclass(cls, ActionBlocked) for cls in blocked)
+    assert all(issubclass(cls, SluicegateError) for cls in (ActionBlocked, InvalidIntent, GateNotStarted))
     assert issubclass(InvalidIntent, ValueError)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
 from schemas import DecisionKind, ExecutionOutcome, Intent, OutcomeStatus
 from sluicegate import ActionBlocked, GateNotStarted, GovernanceUnavailable, Settings, SyncGate
-from tests.sdk.fakes import FakeTransport, decision_for
+from tests.sdk.fakes import FakeTransport, Reply, decision_for
 
-REFUND = {"tool": "payments.refund", "action": "create", "target": "payments:refunds"}
+REFUND: dict[str, Any] = {"tool": "payments.refund", "action": "create", "target": "payments:refunds"}
 
 
-def by_amount(intent: Intent) -> list[object]:
+def by_amount(intent: Intent) -> list[Reply]:
     amount = intent.params.get("amount", 0)
     assert isinstance(amount, int | float)
     kind = DecisionKind.ALLOW if amount <= 50 else DecisionKind.BLOCK
@@ -67,7 +68,7 @@ def test_sync_gate_guards_async_tools_too() -> None:
 
 
 def test_sync_fail_open_runs_and_is_audited() -> None:
-    transport = FakeTransport(lambda intent: [])
+    transport = FakeTransport(lambda intent: ())
     with sync_gate(transport) as gate:
 
         @gate.guard(**REFUND, fail_open=True)
