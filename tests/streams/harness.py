@@ -41,6 +41,10 @@ class WorkerProcess:
     web_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def names(self) -> TopicNames:
+        return TopicNames(self.prefix)
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / "worker.log").open("ab")
