@@ -30,6 +30,7 @@ State values serialise with ``WindowState.to_bytes``/``HistoryState.to_bytes`` (
 """
 
 from streams.engine.compiler import (
+    Applied,
     CompiledLimit,
     CompiledPolicy,
     CompiledRule,
@@ -42,7 +43,6 @@ from streams.engine.evaluate import (
     AGENT_SCOPES,
     ALL_SCOPES,
     SHARED_SCOPES,
-    Applied,
     Change,
     Evaluation,
     LimitOutcome,

@@ -88,12 +88,12 @@ def load_document(text: str, source: str) -> PolicyDocument:
     try:
         doc = PolicyDocument.model_validate(data)
     except ValidationError as exc:
-        issues = {
+        unique = {
             PolicyIssue(source, line_of(error["loc"], lines), _describe(error, lines)): None
             for error in exc.errors(include_url=False)
         }
-        raise PolicyError(list(issues)) from None
-    issues = check_document(doc)
-    if issues:
-        raise PolicyError([PolicyIssue(source, line_of(loc, lines), message) for loc, message in issues])
+        raise PolicyError(list(unique)) from None
+    problems = check_document(doc)
+    if problems:
+        raise PolicyError([PolicyIssue(source, line_of(loc, lines), message) for loc, message in problems])
     return doc

@@ -14,6 +14,11 @@ from tests.engine.helpers import intent, policy
 ALLOW, BLOCK = DecisionKind.ALLOW, DecisionKind.BLOCK
 
 
+X_BETWEEN = "{all: [{field: params.x, op: gt, value: 1}, {field: params.x, op: lt, value: 3}]}"
+X_EITHER = "{any: [{field: params.x, op: eq, value: 1}, {field: params.x, op: eq, value: 3}]}"
+AMOUNT_LTE_50 = "{field: params.amount, op: lte, value: 50}"
+
+
 def _decide(when: str, params: dict[str, Any] | None = None, **fields: Any) -> DecisionKind:
     compiled = policy(f"rules:\n  - id: r\n    when: {when}\n    decision: ALLOW\n")
     return evaluate(compiled, InMemoryState(), intent(params=params or {}, **fields)).decision.decision
@@ -48,9 +53,9 @@ def _decide(when: str, params: dict[str, Any] | None = None, **fields: Any) -> D
         ("{field: params.s, op: exists, value: false}", {}, ALLOW),
         ("{field: params.record_count, op: lt, value: 100, default: 1}", {}, ALLOW),
         ("{field: params.a.b, op: eq, value: 2}", {"a": {"b": 2}}, ALLOW),
-        ("{all: [{field: params.x, op: gt, value: 1}, {field: params.x, op: lt, value: 3}]}", {"x": 2}, ALLOW),
-        ("{all: [{field: params.x, op: gt, value: 1}, {field: params.x, op: lt, value: 3}]}", {"x": 3}, BLOCK),
-        ("{any: [{field: params.x, op: eq, value: 1}, {field: params.x, op: eq, value: 3}]}", {"x": 3}, ALLOW),
+        (X_BETWEEN, {"x": 2}, ALLOW),
+        (X_BETWEEN, {"x": 3}, BLOCK),
+        (X_EITHER, {"x": 3}, ALLOW),
         ("{not: {field: params.x, op: eq, value: 1}}", {"x": 2}, ALLOW),
         ("{field: environment, op: in, value: [dev, staging]}", {}, BLOCK),
         ("{field: action, op: eq, value: create}", {}, ALLOW),
@@ -69,7 +74,7 @@ def test_labels_are_fields() -> None:
     ("when", "params", "error"),
     [
         ("{field: params.amount, op: lte, value: 50}", {}, "params.amount is missing"),
-        ("{field: params.amount, op: lte, value: 50}", {"amount": "10"}, "params.amount is str, not a number"),
+        (AMOUNT_LTE_50, {"amount": "10"}, "params.amount is str, not a number"),
         ("{field: params.amount, op: lte, value: 50}", {"amount": True}, "not a number"),
         ("{field: params.amount, op: lte, value: 50}", {"amount": None}, "null, not a number"),
         ("{field: params.t, op: glob, value: 'a*'}", {"t": 3}, "params.t is int, not a string"),
@@ -145,7 +150,8 @@ def test_match_keys(fields: dict[str, Any], matched: bool) -> None:
 
 def test_index_returns_only_candidate_rules() -> None:
     rules = "".join(f"  - id: r{i}\n    match: {{tool: tool.{i}}}\n    decision: ALLOW\n" for i in range(50))
-    compiled = policy("rules:\n" + rules + "  - id: any-glob\n    match: {tool: 'tool.*'}\n    decision: BLOCK\n")
+    glob = "  - id: any-glob\n    match: {tool: 'tool.*'}\n    decision: BLOCK\n"
+    compiled = policy("rules:\n" + rules + glob)
     from schemas import Action
 
     found = compiled.rules_for("tool.7", Action.READ)

@@ -73,8 +73,9 @@ def test_an_action_exactly_one_window_old_is_out(offset_ms: int, expected: Decis
 
 
 def test_blocked_attempts_consume_nothing() -> None:
-    compiled = policy(COUNT.replace("default: ALLOW", "default: ALLOW\nrules:\n  - id: no-big\n"
-                                    "    when: {field: params.amount, op: gt, value: 10}\n    decision: BLOCK"))
+    no_big = "rules:\n  - id: no-big\n"
+    no_big += "    when: {field: params.amount, op: gt, value: 10}\n    decision: BLOCK"
+    compiled = policy(COUNT.replace("default: ALLOW", "default: ALLOW\n" + no_big))
     state = InMemoryState()
     for _ in range(5):
         assert decide(compiled, state, intent(params={"amount": 99})).decision is BLOCK

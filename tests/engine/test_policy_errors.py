@@ -21,12 +21,13 @@ BROKEN = [
         5, "unknown field 'colour'",
     ),
     (  # bad op
-        "policy: p\nrules:\n  - id: a\n    when:\n      field: params.amount\n      op: less\n      value: 5\n"
-        "    decision: ALLOW\n",
+        "policy: p\nrules:\n  - id: a\n    when:\n      field: params.amount\n"
+        "      op: less\n      value: 5\n    decision: ALLOW\n",
         6, "op",
     ),
     (  # bad regex
-        "policy: p\nrules:\n  - id: a\n    when: {field: tool, op: regex, value: '(['}\n    decision: ALLOW\n",
+        "policy: p\nrules:\n  - id: a\n"
+        "    when: {field: tool, op: regex, value: '(['}\n    decision: ALLOW\n",
         4, "bad regex",
     ),
     (  # unknown time zone
@@ -34,7 +35,8 @@ BROKEN = [
         4, "unknown time zone 'Mars/Olympus'",
     ),
     (  # duplicate id across rules and limits
-        "policy: p\nrules:\n  - id: a\n    decision: ALLOW\nlimits:\n  - id: a\n    window: 1h\n    count: 5\n",
+        "policy: p\nrules:\n  - id: a\n    decision: ALLOW\n"
+        "limits:\n  - id: a\n    window: 1h\n    count: 5\n",
         6, "duplicate id 'a'",
     ),
     (  # a limit with no window
@@ -50,8 +52,8 @@ BROKEN = [
         5, "unknown schedule 'nights'",
     ),
     (  # numeric op with a string value
-        "policy: p\nrules:\n  - id: a\n    when:\n      field: params.amount\n      op: gt\n      value: ten\n"
-        "    decision: ALLOW\n",
+        "policy: p\nrules:\n  - id: a\n    when:\n      field: params.amount\n"
+        "      op: gt\n      value: ten\n    decision: ALLOW\n",
         7, "needs a number",
     ),
     (  # bad duration
@@ -108,8 +110,8 @@ def test_every_error_is_reported() -> None:
 
 def test_good_policy_version_is_canonical() -> None:
     first = compile_policy(GOOD, "a.yaml")
-    same = compile_policy("# a comment\npolicy: p\ndefault: BLOCK\nrules: [{id: a, decision: ALLOW, match: {tool: x}}]\n",
-                          "b.yaml")
+    flow = "# a comment\npolicy: p\ndefault: BLOCK\nrules: [{id: a, decision: ALLOW, match: {tool: x}}]\n"
+    same = compile_policy(flow, "b.yaml")
     other = compile_policy(GOOD.replace("tool: x", "tool: y"), "c.yaml")
     assert first.version == same.version != other.version
     assert first.version.startswith("sha256:") and len(first.version) == len("sha256:") + 16

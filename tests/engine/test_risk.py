@@ -34,6 +34,11 @@ risk:
     - {at_least: 0.6, decision: REQUIRE_APPROVAL}
 """
 DAY0 = datetime(2025, 3, 3, tzinfo=UTC)
+STATIC = {"action_type", "target_sensitivity", "magnitude:params.amount"}
+
+
+def _refund(at: datetime, target: str = "payments:refunds:acme", amount: float = 20) -> Intent:
+    return intent(at=at, target=target, params={"amount": amount})
 
 
 def _history(compiled: CompiledPolicy, state: InMemoryState, count: int = 50) -> datetime:
@@ -61,16 +66,16 @@ def test_amount_far_from_history_needs_approval() -> None:
     assert "amount_deviation" in {factor.name for factor in decision.risk.factors}
     assert decision.rules == ("refund-up-to-50", "risk>=0.6")
     usual = intent(at=last + timedelta(minutes=30), target="payments:refunds:acme", params={"amount": 20})
-    assert _factors(usual, compiled, state) == (ALLOW, {"action_type", "target_sensitivity", "magnitude:params.amount"})
+    assert _factors(usual, compiled, state) == (ALLOW, STATIC)
 
 
 def test_new_target_at_an_unusual_hour_needs_approval() -> None:
     compiled, state = policy(RISK), InMemoryState()
     last = _history(compiled, state)
     night = datetime(last.year, last.month, last.day, 3, tzinfo=UTC) + timedelta(days=1)
-    kind, names = _factors(intent(at=night, target="payments:refunds:globex", params={"amount": 20}), compiled, state)
+    kind, names = _factors(_refund(night, "payments:refunds:globex"), compiled, state)
     assert kind is APPROVAL and {"new_target", "unusual_hour"} <= names
-    kind, names = _factors(intent(at=night, target="payments:refunds:acme", params={"amount": 20}), compiled, state)
+    kind, names = _factors(_refund(night), compiled, state)
     assert kind is ALLOW and "unusual_hour" in names  # one factor alone stays under 0.6
 
 
@@ -80,7 +85,7 @@ def test_burst_needs_approval_before_any_limit() -> None:
     start = last + timedelta(hours=1)
     kinds = []
     for second in range(0, 60, 2):
-        item = intent(at=start + timedelta(seconds=second), target="payments:refunds:acme", params={"amount": 20})
+        item = _refund(start + timedelta(seconds=second))
         kinds.append(decide(compiled, state, item).decision)
     assert kinds[:9] == [ALLOW] * 9
     assert kinds[9:] == [APPROVAL] * 21  # the 10th in a minute is 10x the usual (at least 1 per window)
@@ -94,9 +99,9 @@ def test_no_deviation_factor_before_min_observations(observations: int) -> None:
     compiled, state = policy(RISK), InMemoryState()
     _history(compiled, state, observations)
     night = DAY0 + timedelta(days=10, hours=3)
-    kind, names = _factors(intent(at=night, target="payments:refunds:new", params={"amount": 49}), compiled, state)
+    kind, names = _factors(_refund(night, "payments:refunds:new", 49), compiled, state)
     assert kind is ALLOW
-    assert names == {"action_type", "target_sensitivity", "magnitude:params.amount"}
+    assert names == STATIC
 
 
 def test_score_is_capped_and_factors_explain_it() -> None:
