@@ -1,0 +1,191 @@
+"""Audit benchmarks: sink throughput, audit lag at 1,000 decisions/s, report and backtest speed.
+
+``python bench/audit.py --json`` prints one JSON line with ``sink_rows_per_s``, ``lag_p99_s``,
+``report_s`` (over ``--report-rows`` rows generated inside ClickHouse) and ``backtest_per_s``.
+Starts its own broker (Kafka port 19500-19599) unless ``--bootstrap`` is given; uses a fresh chDB path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+
+from consumers.analytics import build_report  # noqa: E402
+from consumers.audit_sink import AuditSink, SinkConfig  # noqa: E402
+from consumers.audit_store import ClientStore  # noqa: E402
+from consumers.backtest import backtest  # noqa: E402
+from infra.clickhouse import open_client  # noqa: E402
+from infra.clickhouse.migrate import migrate  # noqa: E402
+from infra.kafka import BrokerConfig, start_broker, stop_broker  # noqa: E402
+from infra.kafka.process import port_is_free  # noqa: E402
+from schemas import DecisionKind, TopicNames  # noqa: E402
+from sluicegate.settings import Settings  # noqa: E402
+from streams.engine import load_policy  # noqa: E402
+from tests.consumers.kafka_io import create_topics  # noqa: E402
+from tests.consumers.records import decision_record, intent  # noqa: E402
+
+POLICY = Path(__file__).resolve().parents[1] / "policies" / "examples" / "customer_support.yaml"
+
+
+def _payloads(count: int, at: datetime) -> list[tuple[bytes, bytes]]:
+    out = []
+    for index in range(count):
+        record = decision_record(intent(at, agent=f"agent-{index % 50}", amount=index % 700), DecisionKind.ALLOW)
+        out.append((str(record.request_id).encode(), record.model_dump_json().encode()))
+    return out
+
+
+async def _sink(bootstrap: str, client: Any, config: SinkConfig) -> tuple[AuditSink, AIOKafkaConsumer,
+                                                                          AIOKafkaProducer, asyncio.Task[None]]:
+    consumer = AIOKafkaConsumer(config.topics.audit, config.topics.outcomes, bootstrap_servers=bootstrap,
+                                group_id=config.group_id, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_poll_records=config.max_rows)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await producer.start()
+    sink = AuditSink(consumer, producer, client, config)
+    return sink, consumer, producer, asyncio.create_task(sink.run())
+
+
+async def _stop(sink: AuditSink, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                task: asyncio.Task[None]) -> None:
+    sink.stop()
+    await task
+    await consumer.stop()
+    await producer.stop()
+
+
+async def sink_throughput(bootstrap: str, client: Any, rows: int) -> float:
+    """Rows per second stored from a pre-filled topic."""
+    topics = TopicNames("bench" + secrets.token_hex(4))
+    await create_topics(bootstrap, topics)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    for key, value in _payloads(rows, datetime.now(UTC)):
+        await producer.send(topics.audit, value, key=key)
+    await producer.flush()
+    await producer.stop()
+    db = topics.prefix
+    migrate(client, db)
+    parts = await _sink(bootstrap, client, SinkConfig(database=db, topics=topics, group_id=db))
+    started = time.perf_counter()
+    await parts[0].wait_stored(rows)
+    elapsed = time.perf_counter() - started
+    await _stop(*parts)
+    return rows / elapsed
+
+
+async def lag_p99(bootstrap: str, client: Any, rate: int, seconds: int) -> float:
+    """p99 of (row ingested) - (decision made) while producing ``rate`` decisions per second."""
+    topics = TopicNames("lag" + secrets.token_hex(4))
+    await create_topics(bootstrap, topics)
+    db = topics.prefix
+    migrate(client, db)
+    parts = await _sink(bootstrap, client, SinkConfig(database=db, topics=topics, group_id=db))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    start = time.monotonic()
+    for tick in range(rate * seconds // 100):
+        for key, value in _payloads(100, datetime.now(UTC)):
+            await producer.send(topics.audit, value, key=key)
+        await asyncio.sleep(max(0.0, start + (tick + 1) * 100 / rate - time.monotonic()))
+    await producer.flush()
+    await producer.stop()
+    await parts[0].wait_stored(rate * seconds // 100 * 100)
+    await _stop(*parts)
+    lag = client.command(f"SELECT quantileExact(0.99)(dateDiff('millisecond', event_time, ingested_at)) "
+                         f"FROM {db}.audit_events")
+    return int(str(lag)) / 1000
+
+
+GENERATE = """
+INSERT INTO {db}.audit_events (event_id, event_type, event_time, request_id, agent_id, agent_role, environment,
+    tool, action, target, params, occurred_at, policy_version, decision, decision_final, reasons, rules,
+    risk_score, risk_factors)
+SELECT toString(number), 'decision', now64(3) - toIntervalMillisecond(number * 8 % 86400000), generateUUIDv4(),
+    concat('agent-', toString(number % 200)), 'support', 'production',
+    ['payments.refund', 'crm.get_account', 'tickets.create', 'crm.export_customers'][number % 4 + 1],
+    ['create', 'read', 'create', 'read'][number % 4 + 1],
+    ['payments:refunds', 'crm:accounts', 'helpdesk:tickets', 'crm:accounts'][number % 4 + 1],
+    concat('{{"amount":', toString(number % 700), '}}'), now64(3) - toIntervalMillisecond(number * 8 % 86400000),
+    'sha256:0123456789abcdef', ['ALLOW', 'ALLOW', 'BLOCK', 'REQUIRE_APPROVAL'][number % 4 + 1], true,
+    ['bench'], ['r1'], (number % 100) / 100, map('action_type', 0.1, 'amount_deviation', (number % 10) / 10)
+FROM numbers({rows})
+"""
+
+
+def report_seconds(client: Any, rows: int) -> float:
+    """Seconds for the full 24h report over ``rows`` generated rows."""
+    db = "report" + secrets.token_hex(4)
+    migrate(client, db)
+    client.command(GENERATE.format(db=db, rows=rows), settings={"max_insert_threads": 2})
+    store = ClientStore(client)
+    build_report(store, db, timedelta(hours=24))  # warm caches once
+    started = time.perf_counter()
+    build_report(store, db, timedelta(hours=24))
+    return time.perf_counter() - started
+
+
+def backtest_rate(client: Any, rows: int) -> float:
+    """Intents per second replayed from the store through the customer support policy."""
+    db = "backtest" + secrets.token_hex(4)
+    migrate(client, db)
+    client.command(GENERATE.format(db=db, rows=rows))
+    policy = load_policy(POLICY)
+    started = time.perf_counter()
+    result = backtest(ClientStore(client), db, policy, timedelta(days=2))
+    return result.replayed / (time.perf_counter() - started)
+
+
+def _free_kafka_port() -> int:
+    return next(p for p in range(19500, 19600) if port_is_free("127.0.0.1", p) and port_is_free("127.0.0.1", p + 1))
+
+
+async def _kafka_part(bootstrap: str, client: Any, args: argparse.Namespace) -> dict[str, float]:
+    return {"sink_rows_per_s": round(await sink_throughput(bootstrap, client, args.sink_rows)),
+            "lag_p99_s": await lag_p99(bootstrap, client, 1000, args.lag_seconds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="one JSON line")
+    parser.add_argument("--bootstrap", help="an existing Kafka; else a broker is started on 19500-19599")
+    parser.add_argument("--sink-rows", type=int, default=200_000)
+    parser.add_argument("--lag-seconds", type=int, default=10)
+    parser.add_argument("--report-rows", type=int, default=10_000_000)
+    parser.add_argument("--backtest-rows", type=int, default=200_000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    client = open_client(f"chdb://{work / 'chdb'}")
+    broker = None
+    if args.bootstrap is None:
+        settings = Settings()
+        broker = BrokerConfig(port=_free_kafka_port(), data_dir=work / "kafka",
+                              cache_dir=settings.artifact_cache_dir, version=settings.kafka_version)
+        start_broker(broker)
+    try:
+        figures = asyncio.run(_kafka_part(args.bootstrap or f"127.0.0.1:{broker.port if broker else 0}",
+                                          client, args))
+    finally:
+        if broker is not None:
+            stop_broker(broker.data_dir)
+    figures["report_s"] = round(report_seconds(client, args.report_rows), 3)
+    figures["report_rows"] = args.report_rows
+    figures["backtest_per_s"] = round(backtest_rate(client, args.backtest_rows))
+    print(json.dumps(figures) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()
