@@ -20,21 +20,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.analytics import build_report  # noqa: E402
-from consumers.audit_sink import AuditSink, SinkConfig  # noqa: E402
-from consumers.audit_store import ClientStore  # noqa: E402
-from consumers.backtest import backtest  # noqa: E402
-from infra.clickhouse import open_client  # noqa: E402
-from infra.clickhouse.migrate import migrate  # noqa: E402
-from infra.kafka import BrokerConfig, start_broker, stop_broker  # noqa: E402
-from infra.kafka.process import port_is_free  # noqa: E402
-from schemas import DecisionKind, TopicNames  # noqa: E402
-from sluicegate.settings import Settings  # noqa: E402
-from streams.engine import load_policy  # noqa: E402
-from tests.consumers.kafka_io import create_topics  # noqa: E402
-from tests.consumers.records import decision_record, intent  # noqa: E402
+from consumers.analytics import build_report
+from consumers.audit_sink import AuditSink, SinkConfig
+from consumers.audit_store import ClientStore
+from consumers.backtest import backtest
+from infra.clickhouse import open_client
+from infra.clickhouse.migrate import migrate
+from infra.kafka import BrokerConfig, start_broker, stop_broker
+from infra.kafka.process import port_is_free
+from schemas import DecisionKind, TopicNames
+from sluicegate.settings import Settings
+from streams.engine import load_policy
+from tests.consumers.kafka_io import create_topics
+from tests.consumers.records import decision_record, intent
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "examples" / "customer_support.yaml"
 
@@ -42,13 +42,16 @@ POLICY = Path(__file__).resolve().parents[1] / "policies" / "examples" / "custom
 def _payloads(count: int, at: datetime) -> list[tuple[bytes, bytes]]:
     out = []
     for index in range(count):
-        record = decision_record(intent(at, agent=f"agent-{index % 50}", amount=index % 700), DecisionKind.ALLOW)
+        asked = intent(at, agent=f"agent-{index % 50}", amount=index % 700)
+        record = decision_record(asked, DecisionKind.ALLOW)
         out.append((str(record.request_id).encode(), record.model_dump_json().encode()))
     return out
 
 
-async def _sink(bootstrap: str, client: Any, config: SinkConfig) -> tuple[AuditSink, AIOKafkaConsumer,
-                                                                          AIOKafkaProducer, asyncio.Task[None]]:
+SinkParts = tuple[AuditSink, AIOKafkaConsumer, AIOKafkaProducer, asyncio.Task[None]]
+
+
+async def _sink(bootstrap: str, client: Any, config: SinkConfig) -> SinkParts:
     consumer = AIOKafkaConsumer(config.topics.audit, config.topics.outcomes, bootstrap_servers=bootstrap,
                                 group_id=config.group_id, enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_poll_records=config.max_rows)
@@ -111,15 +114,17 @@ async def lag_p99(bootstrap: str, client: Any, rate: int, seconds: int) -> float
 
 
 GENERATE = """
-INSERT INTO {db}.audit_events (event_id, event_type, event_time, request_id, agent_id, agent_role, environment,
-    tool, action, target, params, occurred_at, policy_version, decision, decision_final, reasons, rules,
+INSERT INTO {db}.audit_events (event_id, event_type, event_time, request_id, agent_id, agent_role,
+    environment, tool, action, target, params, occurred_at, policy_version, decision, decision_final, reasons, rules,
     risk_score, risk_factors)
-SELECT toString(number), 'decision', now64(3) - toIntervalMillisecond(number * 8 % 86400000), generateUUIDv4(),
+SELECT toString(number), 'decision', now64(3) - toIntervalMillisecond(number * 8 % 86400000),
+    generateUUIDv4(),
     concat('agent-', toString(number % 200)), 'support', 'production',
     ['payments.refund', 'crm.get_account', 'tickets.create', 'crm.export_customers'][number % 4 + 1],
     ['create', 'read', 'create', 'read'][number % 4 + 1],
     ['payments:refunds', 'crm:accounts', 'helpdesk:tickets', 'crm:accounts'][number % 4 + 1],
-    concat('{{"amount":', toString(number % 700), '}}'), now64(3) - toIntervalMillisecond(number * 8 % 86400000),
+    concat('{{"amount":', toString(number % 700), '}}'),
+    now64(3) - toIntervalMillisecond(number * 8 % 86400000),
     'sha256:0123456789abcdef', ['ALLOW', 'ALLOW', 'BLOCK', 'REQUIRE_APPROVAL'][number % 4 + 1], true,
     ['bench'], ['r1'], (number % 100) / 100, map('action_type', 0.1, 'amount_deviation', (number % 10) / 10)
 FROM numbers({rows})
@@ -150,7 +155,8 @@ def backtest_rate(client: Any, rows: int) -> float:
 
 
 def _free_kafka_port() -> int:
-    return next(p for p in range(19500, 19600) if port_is_free("127.0.0.1", p) and port_is_free("127.0.0.1", p + 1))
+    return next(p for p in range(19500, 19600)
+                if port_is_free("127.0.0.1", p) and port_is_free("127.0.0.1", p + 1))
 
 
 async def _kafka_part(bootstrap: str, client: Any, args: argparse.Namespace) -> dict[str, float]:
