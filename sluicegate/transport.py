@@ -91,7 +91,7 @@ class KafkaTransport:
         self._assign_lock = asyncio.Lock()
         self._connected = asyncio.Event()
         self._has_assignment = asyncio.Event()
-        self._last_error = "not started"
+        self._last_error = f"still connecting to {bootstrap_servers}"
         self._tasks: set[asyncio.Task[None]] = set()
         self._sends: set[asyncio.Task[None]] = set()
         self._backlog: deque[tuple[str, str, bytes]] = deque(maxlen=backlog)
@@ -218,8 +218,8 @@ class KafkaTransport:
         while True:
             try:
                 await self._connect()
-            except (KafkaError, OSError, TimeoutError) as exc:
-                self._last_error = repr(exc)
+            except (KafkaError, OSError, TransportError) as exc:
+                self._last_error = str(exc) or repr(exc)
                 await self._close_clients()
                 delay = self._backoff.delay(attempt, self._rng)
                 log.warning("Kafka at %s unreachable (%s); retrying in %.2f s", self._bootstrap, exc, delay)
@@ -238,9 +238,14 @@ class KafkaTransport:
             bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", linger_ms=0
         )
         await self._producer.start()
-        partitions = await asyncio.wait_for(
-            self._producer.partitions_for(self.topics.decisions), self._metadata_timeout_s
-        )
+        try:
+            partitions = await asyncio.wait_for(
+                self._producer.partitions_for(self.topics.decisions), self._metadata_timeout_s
+            )
+        except TimeoutError:
+            partitions = set()
+        if not partitions:
+            raise TransportError(f"topic {self.topics.decisions} not found (topics not created yet?)")
         self._partitions = len(partitions)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from infra.kafka.process import free_port
 from schemas import AuditEventType, AuditRecord, DecisionKind, ExecutionOutcome, Intent, OutcomeStatus
 from sluicegate import (
     GOVERNANCE_UNAVAILABLE,
@@ -350,3 +351,17 @@ def test_exception_hierarchy() -> None:
     assert all(issubclass(cls, ActionBlocked) for cls in blocked)
     assert all(issubclass(cls, SluicegateError) for cls in (ActionBlocked, InvalidIntent, GateNotStarted))
     assert issubclass(InvalidIntent, ValueError)
+
+
+async def test_unreachable_broker_blocks_at_once_and_keeps_retrying_in_the_background() -> None:
+    """A real KafkaTransport pointed at a closed port: start returns, checks fail closed fast."""
+    settings = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", decision_timeout_s=0.5)
+    gate = Gate(settings, agent_id="a", agent_role="r", environment="dev")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with gate:
+        assert not gate.connected
+        decision = await gate.check(**REFUND)
+        assert loop.time() - started < 0.5 + 0.5
+    assert decision.reasons[0].startswith(f"{GOVERNANCE_UNAVAILABLE}: not connected to Kafka")
+    assert "127.0.0.1" in decision.reasons[0]
