@@ -41,3 +41,23 @@ async def fleet(fleet_worker: WorkerProcess) -> AsyncIterator[Client]:
     await client.start()
     yield client
     await client.stop()
+
+
+@pytest.fixture(scope="module")
+def bare_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A worker started before any policy was published (its tests publish them)."""
+    worker = start_worker(kafka_bootstrap, tmp_path_factory.mktemp("bare"), None)
+    try:
+        asyncio.run(worker.wait_started())
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+async def bare(bare_worker: WorkerProcess) -> AsyncIterator[Client]:
+    """A client of the bare worker's topics."""
+    client = Client(bare_worker.bootstrap, bare_worker.prefix)
+    await client.start()
+    yield client
+    await client.stop()

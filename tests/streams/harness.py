@@ -62,19 +62,29 @@ class WorkerProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    async def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
-        """Poll ``/ready`` until the worker has a policy and partitions (fails if it exits)."""
+    async def wait_ready(self, timeout_s: float = START_TIMEOUT_S, **expect: Any) -> dict[str, Any]:
+        """Poll ``/ready`` until it is 200 (or its body has ``expect``); fails if the worker exits."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None, self.log_tail()
             try:
                 status, body = await asyncio.to_thread(self.get, "/ready")
-                if status == 200:
-                    return dict(json.loads(body))
-            except OSError:
+                state = dict(json.loads(body))
+                if (status == 200 and not expect) or (expect and expect.items() <= state.items()):
+                    return state
+            except (OSError, ValueError):
                 pass
             await asyncio.sleep(0.2)
         raise AssertionError(f"worker not ready after {timeout_s}s\n{self.log_tail()}")
+
+    async def wait_started(self) -> dict[str, Any]:
+        """Wait until the worker has partitions assigned (with or without a policy)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            state = await self.wait_ready(max(1.0, deadline - time.monotonic()), ready=False)
+            if state["partitions"] or time.monotonic() > deadline:
+                return state
+            await asyncio.sleep(0.2)
 
     def kill(self) -> None:
         """SIGKILL: no chance to commit or flush anything."""
