@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 TRANSIENT_SLACK_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
                                     "request_timeout"})
 MAX_EARLY_FINALS = 10_000
+STORE_RETENTION = timedelta(days=7)
 
 
 class SlackConfigError(ValueError):
@@ -115,7 +116,7 @@ class SlackApprovalBot:
     def __init__(self, config: SlackBotConfig, clock: Callable[[], datetime] = _utcnow) -> None:
         self.config = config
         self._clock = clock
-        self._store = PostedStore(config.state_file)
+        self._store = PostedStore(config.state_file, forget_before=clock() - STORE_RETENTION)
         self._early_finals: dict[UUID, Decision] = {}
         base_url = config.api_url or AsyncWebClient.BASE_URL
         self.client = AsyncWebClient(token=config.bot_token, base_url=base_url)
@@ -400,3 +401,13 @@ class SlackApprovalBot:
                 await self.client.chat_postEphemeral(channel=ref.channel, user=user, text=text)
             return
         await self._show_verdict(verdict)
+
+
+async def serve(config: SlackBotConfig) -> None:
+    """Run the bot until cancelled (e.g. by SIGINT/SIGTERM through ``asyncio.run``), then stop cleanly."""
+    bot = SlackApprovalBot(config)
+    await bot.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await bot.stop()

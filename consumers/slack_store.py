@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -28,14 +29,20 @@ class PostedMessage(BaseModel):
 
 
 class PostedStore:
-    """Request id -> PostedMessage, the last line per request wins; compacted when opened."""
+    """Request id -> PostedMessage, the last line per request wins.
 
-    def __init__(self, path: Path) -> None:
+    Compacted when opened; requests whose deadline is before ``forget_before`` are dropped then (a
+    redelivered request past its deadline is not posted anyway).
+    """
+
+    def __init__(self, path: Path, forget_before: datetime | None = None) -> None:
         self._path = path
         self._items: dict[UUID, PostedMessage] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             self._load()
+            if forget_before is not None:
+                self._items = {k: v for k, v in self._items.items() if v.request.deadline_at >= forget_before}
             self._compact()
 
     def _load(self) -> None:

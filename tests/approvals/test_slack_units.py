@@ -222,3 +222,13 @@ async def test_forged_and_stale_signatures_are_rejected(tmp_path: Path, users_fi
         assert unsigned.status == 401
         health = await client.get("/healthz")
         assert health.status == 200
+
+
+def test_store_forgets_long_past_requests(tmp_path: Path) -> None:
+    path = tmp_path / "posted.jsonl"
+    old, recent = make_request(), make_request(timeout=timedelta(days=30))
+    store = PostedStore(path)
+    store.put(PostedMessage(request=old, channel="C1", ts="1.1"))
+    store.put(PostedMessage(request=recent, channel="C1", ts="1.2"))
+    reopened = PostedStore(path, forget_before=T0 + timedelta(days=1))
+    assert old.request_id not in reopened and recent.request_id in reopened
