@@ -115,7 +115,8 @@ async def lag_p99(bootstrap: str, client: Any, rate: int, seconds: int) -> float
 
 GENERATE = """
 INSERT INTO {db}.audit_events (event_id, event_type, event_time, request_id, agent_id, agent_role,
-    environment, tool, action, target, params, occurred_at, policy_version, decision, decision_final, reasons, rules,
+    environment, tool, action, target, params, occurred_at, policy_version, decision, decision_final,
+    reasons, rules,
     risk_score, risk_factors)
 SELECT toString(number), 'decision', now64(3) - toIntervalMillisecond(number * 8 % 86400000),
     generateUUIDv4(),
