@@ -107,7 +107,8 @@ def _intent(row: tuple[Any, ...]) -> Intent:
     return Intent.model_validate({
         "request_id": str(request_id), "agent_id": agent_id, "agent_role": role, "agent_owner": owner or None,
         "environment": environment, "tool": tool, "action": action, "target": target,
-        "params": json.loads(params), "labels": dict(labels), "occurred_at": datetime.fromtimestamp(int(occurred_ms) / 1000, UTC),
+        "params": json.loads(params), "labels": dict(labels),
+        "occurred_at": datetime.fromtimestamp(int(occurred_ms) / 1000, UTC),
         "trace": {"traceparent": traceparent} if traceparent else None,
     })
 
