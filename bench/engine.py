@@ -24,9 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schemas import DecisionKind, Intent  # noqa: E402
-from streams.engine import InMemoryState, apply, compile_policy, evaluate  # noqa: E402
-from streams.engine.state import HistoryState, WindowState  # noqa: E402
+from schemas import DecisionKind, Intent
+from streams.engine import InMemoryState, apply, compile_policy, evaluate
+from streams.engine.state import HistoryState, WindowState
 
 SERVICES = ["payments", "crm", "tickets", "db", "services", "instances", "iam", "logs", "metrics", "files"]
 VERBS = ["get", "list", "create", "update", "delete", "refund", "export", "scale", "query", "sync"]
@@ -44,15 +44,16 @@ def policy_text(rules: int = 200) -> str:
              "start: '09:00', end: '18:00'}", "rules:"]
     for index in range(rules):
         tool = TOOLS[index % len(TOOLS)]
+        service = tool.split(".")[0]
         kind = index % 8
         lines.append(f"  - id: rule-{index}")
         lines.append(f"    description: generated rule {index}")
         if kind == 7:
-            lines.append(f"    match: {{tool: '{tool.split('.')[0]}.*', action: delete, environment: production}}")
+            lines.append(f"    match: {{tool: '{service}.*', action: delete, environment: production}}")
             lines.append("    decision: BLOCK")
             continue
         action = ACTIONS[index % 5]
-        lines.append(f"    match: {{tool: {tool}, action: [{action}, read], target: '{tool.split('.')[0]}:*'}}")
+        lines.append(f"    match: {{tool: {tool}, action: [{action}, read], target: '{service}:*'}}")
         if kind in (0, 1):
             lines.append(f"    when: {{field: params.amount, op: lte, value: {50 * (1 + index % 10)}}}")
             lines.append("    decision: ALLOW")
@@ -78,8 +79,8 @@ def policy_text(rules: int = 200) -> str:
         "  - {id: per-agent-minute, key: agent, window: 1m, count: 20}",
         "  - {id: agent-spend-day, key: agent, window: 24h, sum: params.amount, max: 50000,"
         " match: {tool: 'payments.*'}}",
-        "  - {id: writes-per-tool, key: [agent, tool], window: 10m, count: 30, match: {action: [create, update,"
-        " delete]}}",
+        "  - {id: writes-per-tool, key: [agent, tool], window: 10m, count: 30,"
+        " match: {action: [create, update, delete]}}",
         "  - {id: fleet-refunds, key: fleet, window: 24h, sum: params.amount, max: 100000000,"
         " match: {tool: payments.refund}}",
         "risk:",

@@ -174,7 +174,8 @@ def _limit(order: int, limit: Limit, doc: PolicyDocument) -> CompiledLimit:
     scope = LimitScope.AGENT if "agent" in names else LimitScope.SHARED
     return CompiledLimit(
         order=order, id=limit.id, decision=limit.decision, match=CompiledMatch.of(limit.match),
-        when=_when(limit, doc), names=names, key_of=key_builder(limit.id, names), scope=scope, window=limit.window,
+        when=_when(limit, doc), names=names, key_of=key_builder(limit.id, names), scope=scope,
+        window=limit.window,
         window_ms=duration_ms(limit.window), count=limit.count, sum_field=limit.sum,
         sum_of=None if limit.sum is None else field_getter(limit.sum), max=limit.max,
     )

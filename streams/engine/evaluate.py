@@ -106,8 +106,8 @@ def _check_limit(
     if limit.count is not None:
         used = window.count(at_ms, limit.window_ms) if window is not None else 0
         if used >= limit.count:
-            applied.append(Applied(limit.order, limit.id, limit.decision,
-                                   f"{limit.id}: {used} actions in the last {limit.window} (at most {limit.count})"))
+            reason = f"{limit.id}: {used} actions in the last {limit.window} (at most {limit.count})"
+            applied.append(Applied(limit.order, limit.id, limit.decision, reason))
     else:
         assert value is not None and limit.max is not None
         used_sum = window.total(at_ms, limit.window_ms) if window is not None else 0.0

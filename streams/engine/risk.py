@@ -161,8 +161,9 @@ class CompiledRisk:
             if z >= spec.z:
                 factors.append(_factor("amount_deviation", spec.weight,
                                        f"{amount:g} is {z:.1f} sd from mean {mean:.2f} (sd {std:.2f})"))
-        if history.new_target is not None and len(past.targets) < MAX_TARGETS and not past.knows_target(t_hash):
-            factors.append(_factor("new_target", history.new_target.weight,
+        new_target = history.new_target
+        if new_target is not None and len(past.targets) < MAX_TARGETS and not past.knows_target(t_hash):
+            factors.append(_factor("new_target", new_target.weight,
                                    f"{intent.target} never used with {intent.tool}"))
         hour = (at_ms // 3_600_000) % 24
         if history.unusual_hour is not None and past.hours[hour] == 0:
