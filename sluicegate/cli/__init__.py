@@ -24,6 +24,9 @@ def _register() -> None:
     app.add_typer(policy_app, name="policy")
     app.add_typer(schemas_app, name="schemas")
     app.command("evaluate")(evaluate_command)
+    from sluicegate.cli.worker import worker_command
+
+    app.command("worker")(worker_command)
     from sluicegate.cli.approvals import app as approvals_app
 
     app.add_typer(approvals_app, name="approvals")

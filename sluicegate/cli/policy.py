@@ -63,3 +63,33 @@ def test_policy(
     print_report(Console(highlight=False), case_file, policy, results)
     if not all(result.passed for result in results):
         raise typer.Exit(1)
+
+
+@app.command("publish")
+def publish(
+    file: Annotated[Path, typer.Argument(help="The policy YAML file to make active.")],
+    bootstrap: Annotated[str | None, typer.Option("--bootstrap", help="(default: settings)")] = None,
+    topic_prefix: Annotated[str | None, typer.Option("--topic-prefix", help="(default: settings)")] = None,
+) -> None:
+    """Validate a policy and publish it to the compacted policies topic: every worker switches to it."""
+    import asyncio
+
+    from schemas.topics import TopicNames
+    from sluicegate.settings import Settings
+    from streams.policy_source import publish_policy
+
+    settings = Settings()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"{file}: cannot read: {exc}", err=True)
+        raise typer.Exit(2) from None
+    topic = TopicNames(topic_prefix or settings.topic_prefix).policies
+    try:
+        policy = asyncio.run(publish_policy(bootstrap or settings.bootstrap_servers, topic, text, str(file)))
+    except PolicyError as exc:
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        typer.echo(f"{file}: rejected, nothing published", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"published {policy.name} {policy.version} to {topic}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -185,10 +186,8 @@ class Client:
             if remaining <= 0:
                 raise AssertionError(f"timed out waiting for {what or predicate}")
             self._arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), min(remaining, 1.0))
-            except TimeoutError:
-                pass
 
     async def decision(self, intent: Intent, final: bool | None = None) -> Decision:
         """The (first) decision on ``intent``; ``final`` picks pending/final for REQUIRE_APPROVAL."""

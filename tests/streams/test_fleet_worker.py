@@ -74,7 +74,8 @@ async def test_fleet_budget_spans_agents(fleet: Client) -> None:
     over = [d for d in decisions if d.decision is APPROVAL]
     assert all(d.rules[-1] == "fleet-refunds-5000-per-24h" and not d.final for d in over)
     # Pending approvals consume nothing: a small refund still fits once the day has moved on.
-    later = await fleet.decide(make_intent(agents[0], params={"amount": 100}, occurred_at=t0 + timedelta(days=1)))
+    later = await fleet.decide(
+        make_intent(agents[0], params={"amount": 100}, occurred_at=t0 + timedelta(days=1)))
     assert later.decision is ALLOW
 
 
@@ -100,7 +101,8 @@ async def test_invalid_intents_never_crash_the_worker(fleet: Client, fleet_worke
     await fleet.wait_for(lambda: rid in fleet.decisions, what="invalid_intent decision")
     decision = fleet.decisions[rid][0]
     assert decision.decision is BLOCK and decision.reasons[0].startswith("invalid_intent: ")
-    await fleet.wait_for(lambda: any(v == b"\xff not json" for v, _ in fleet.dead_letters), what="dead letter")
+    await fleet.wait_for(lambda: any(v == b"\xff not json" for v, _ in fleet.dead_letters),
+                         what="dead letter")
     headers = next(h for v, h in fleet.dead_letters if v == b"\xff not json")
     assert headers["error"].startswith(b"invalid_intent")
     ok = await fleet.decide(make_intent(agent("after"), params={"amount": 1}, occurred_at=day(5)))
@@ -146,5 +148,6 @@ async def test_sigkill_mid_stream_loses_nothing_and_resets_no_limit(
     assert per_agent == dict.fromkeys(agents, 20)
     # And the windows survived: the next refund of each agent is still over its limit.
     for a in agents:
-        nxt = await fleet.decide(make_intent(a, params={"amount": 50}, occurred_at=t0 + timedelta(seconds=40)))
+        nxt = await fleet.decide(
+            make_intent(a, params={"amount": 50}, occurred_at=t0 + timedelta(seconds=40)))
         assert nxt.decision is BLOCK

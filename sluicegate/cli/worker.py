@@ -1,0 +1,42 @@
+"""``sluicegate worker``: run one stream-processing worker (several share the partitions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sluicegate.settings import Settings
+
+
+def worker_command(
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="Table state (RocksDB) (default: <state_dir>/worker).")
+    ] = None,
+    web_port: Annotated[int, typer.Option("--web-port", help="Port of /metrics and /ready.")] = 6066,
+    partitions: Annotated[
+        int | None, typer.Option("--partitions", help="Partitions of new topics (default: settings).")
+    ] = None,
+    bootstrap: Annotated[
+        str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers (default: settings).")
+    ] = None,
+    topic_prefix: Annotated[str | None, typer.Option("--topic-prefix", help="(default: settings)")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Run a worker: decide intents until stopped (Ctrl-C / SIGTERM).
+
+    Start the same command on several machines (same topic prefix): Kafka's consumer group shares the
+    partitions between them and moves a dead worker's partitions, with their state, to the others.
+    """
+    from streams.app import WorkerConfig
+    from streams.worker import run
+
+    settings = Settings()
+    run(WorkerConfig(
+        bootstrap=bootstrap or settings.bootstrap_servers,
+        topic_prefix=topic_prefix or settings.topic_prefix,
+        partitions=partitions or settings.partitions,
+        workdir=workdir or settings.state_dir / "worker",
+        web_port=web_port, log_level=log_level,
+    ))
