@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
-from uuid import UUID
 
 from pydantic import ValidationError
 
@@ -150,7 +149,3 @@ class ColumnBatch:
         for column in self.columns:
             column.clear()
 
-
-def request_uuid(value: str | UUID) -> UUID:
-    """A request id from a query result (a UUID directly, a string over the query endpoint)."""
-    return value if isinstance(value, UUID) else UUID(str(value))
