@@ -51,6 +51,7 @@ class CompiledRule:
     decision: DecisionKind
     applied: Applied
     match: CompiledMatch
+    rest: Pred | None
     when: Pred | None
     approval: Approval | None
 
@@ -63,6 +64,7 @@ class CompiledLimit:
     id: str
     decision: DecisionKind
     match: CompiledMatch
+    rest: Pred | None
     when: Pred | None
     names: tuple[str, ...]
     key_of: Callable[[Intent], str]
@@ -165,15 +167,17 @@ def _when(entry: Rule | Limit, doc: PolicyDocument) -> Pred | None:
 
 def _rule(order: int, rule: Rule, doc: PolicyDocument) -> CompiledRule:
     reason = f"{rule.id}: {rule.description.strip() or rule.decision.value}"
+    match = CompiledMatch.of(rule.match)
     return CompiledRule(order, rule.id, rule.decision, Applied(order, rule.id, rule.decision, reason),
-                        CompiledMatch.of(rule.match), _when(rule, doc), rule.approval)
+                        match, match.rest, _when(rule, doc), rule.approval)
 
 
 def _limit(order: int, limit: Limit, doc: PolicyDocument) -> CompiledLimit:
     names = limit.keys
     scope = LimitScope.AGENT if "agent" in names else LimitScope.SHARED
+    match = CompiledMatch.of(limit.match)
     return CompiledLimit(
-        order=order, id=limit.id, decision=limit.decision, match=CompiledMatch.of(limit.match),
+        order=order, id=limit.id, decision=limit.decision, match=match, rest=match.rest,
         when=_when(limit, doc), names=names, key_of=key_builder(limit.id, names), scope=scope,
         window=limit.window,
         window_ms=duration_ms(limit.window), count=limit.count, sum_field=limit.sum,

@@ -203,6 +203,13 @@ class CompiledMatch:
         """Whether the tool globs accept ``tool`` (used when building the index)."""
         return self.tool_patterns is None or any(fnmatch.fnmatchcase(tool, p) for p in self.tool_patterns)
 
+    @property
+    def rest(self) -> Pred | None:
+        """The check of everything but tool and action, or None when nothing else is constrained."""
+        if self.target is None and self.environments is None and self.roles is None and self.agents is None:
+            return None
+        return self.rest_matches
+
     def rest_matches(self, intent: Intent) -> bool:
         """Everything but tool and action."""
         return (

@@ -91,7 +91,9 @@ def _check_limit(
 ) -> None:
     """One limit: note a hit if this action would exceed it, and the window change it would make."""
     try:
-        if not limit.match.rest_matches(intent) or (limit.when is not None and not limit.when(intent)):
+        if (limit.rest is not None and not limit.rest(intent)) or (
+            limit.when is not None and not limit.when(intent)
+        ):
             return
         value: float | None = None
         if limit.sum_of is not None:
@@ -135,7 +137,7 @@ def _evaluate(
     changes: list[Change] = []
     for rule in policy.rules_for(intent.tool, intent.action):
         try:
-            if rule.match.rest_matches(intent) and (rule.when is None or rule.when(intent)):
+            if (rule.rest is None or rule.rest(intent)) and (rule.when is None or rule.when(intent)):
                 applied.append(rule.applied)
         except Exception as exc:
             applied.append(Applied(rule.order, rule.id, _BLOCK, f"{rule.id}: evaluation error: {exc}"))

@@ -181,4 +181,7 @@ class CompiledRisk:
 
     def threshold(self, score: float) -> tuple[float, DecisionKind, str] | None:
         """The highest threshold the score reaches, if any."""
-        return next((t for t in self.thresholds if score >= t[0]), None)
+        for threshold in self.thresholds:
+            if score >= threshold[0]:
+                return threshold
+        return None
