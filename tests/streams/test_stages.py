@@ -1,0 +1,160 @@
+"""The two deciding stages without Kafka: dict tables, and a pump that delivers their messages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas import Decision, DecisionKind
+from streams.engine import compile_policy
+from streams.records import Feedback, Forward, Release, Reservation
+from streams.stages import AgentStage, Outcome, Route, SharedStage
+from streams.state import TableState
+from tests.streams.harness import make_intent
+
+ALLOW, APPROVAL, BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+POLICY = compile_policy("""
+policy: stages
+rules:
+  - {id: refunds, match: {tool: payments.refund}, decision: ALLOW}
+  - {id: lookups, match: {tool: crm.get_account}, decision: ALLOW}
+limits:
+  - {id: budget, match: {tool: payments.refund}, key: fleet, window: 1h, sum: params.amount, max: 100,
+     decision: REQUIRE_APPROVAL}
+  - {id: per-tool, match: {tool: payments.refund}, key: tool, window: 1h, count: 3, decision: BLOCK}
+  - {id: per-agent, match: {tool: payments.refund}, key: agent, window: 1h, count: 2, decision: BLOCK}
+""", "stages.yaml")
+
+
+class Pump:
+    """Both stages over dict tables; delivers forwards, releases and feedback until quiet."""
+
+    def __init__(self) -> None:
+        self.agent_table: dict[str, bytes] = {}
+        self.shared_table: dict[str, bytes] = {}
+        self.agent = AgentStage(self.agent_table)
+        self.shared = SharedStage(self.shared_table)
+        self.decisions: list[Decision] = []
+        self.routes: list[Route] = []
+
+    def run(self, outcome: Outcome) -> None:
+        queue = list(outcome.sends)
+        while queue:
+            send = queue.pop(0)
+            self.routes.append(send.route)
+            if send.route is Route.DECISIONS:
+                self.decisions.append(Decision.model_validate_json(send.value))
+            elif send.route is Route.SHARED and b'"kind":"release"' in send.value[:32]:
+                self.shared.handle_release(Release.model_validate_json(send.value), 0, 0)
+            elif send.route is Route.SHARED:
+                forward = Forward.model_validate_json(send.value)
+                queue += self.shared.handle_forward(forward, POLICY, 0, 0).sends
+            elif send.route is Route.FEEDBACK:
+                self.agent.handle_feedback(Feedback.model_validate_json(send.value), 0, 0)
+
+    def decide(self, raw: bytes, key: bytes = b"a1") -> Decision:
+        before = len(self.decisions)
+        self.run(self.agent.handle_intent(raw, key, POLICY, 0, 0))
+        assert len(self.decisions) == before + 1
+        return self.decisions[-1]
+
+
+def refund(agent: str = "a1", amount: float = 10, seconds: int = 0, **extra: Any) -> bytes:
+    at = T0 + timedelta(seconds=seconds)
+    intent = make_intent(agent, params={"amount": amount}, occurred_at=at, **extra)
+    return intent.model_dump_json().encode()
+
+
+def window_count(table: dict[str, bytes], key: str) -> int:
+    state = TableState(table).get_window(key)
+    return 0 if state is None else len(state.times_ms)
+
+
+def test_shared_limits_travel_through_every_key_and_count_once() -> None:
+    pump = Pump()
+    decision = pump.decide(refund(amount=10))
+    assert decision.decision is ALLOW and decision.final
+    assert pump.routes.count(Route.SHARED) == 2  # two shared keys: fleet budget, then per-tool
+    assert window_count(pump.shared_table, "budget|fleet") == 1
+    assert window_count(pump.shared_table, "per-tool|tool=payments.refund") == 1
+    assert window_count(pump.agent_table, "per-agent|agent=a1") == 1
+    assert TableState(pump.agent_table).get_history("a1|payments.refund") is None  # no risk model
+
+
+def test_a_refusal_downstream_releases_every_reservation() -> None:
+    pump = Pump()
+    assert pump.decide(refund(agent="a1", amount=60)).decision is ALLOW
+    over = pump.decide(refund(agent="a2", amount=60, seconds=1))  # 120 > 100: needs approval
+    assert (over.decision, over.final, over.rules) == (APPROVAL, False, ("refunds", "budget"))
+    # The pending refund consumed nothing, on either stage.
+    assert window_count(pump.shared_table, "budget|fleet") == 1
+    assert window_count(pump.shared_table, "per-tool|tool=payments.refund") == 1
+    assert window_count(pump.agent_table, "per-agent|agent=a2") == 0
+    assert f"p|{over.request_id}" in pump.agent_table  # parked for the approvals workflow
+
+
+def test_agent_limit_blocks_without_leaving_the_agent_partition() -> None:
+    pump = Pump()
+    for second in range(2):
+        assert pump.decide(refund(seconds=second)).decision is ALLOW
+    pump.routes.clear()
+    third = pump.decide(refund(seconds=2))
+    assert third.decision is BLOCK and third.rules[-1] == "per-agent"
+    assert Route.SHARED not in pump.routes
+
+
+def test_redelivered_intent_gets_the_recorded_decision() -> None:
+    pump = Pump()
+    raw = refund()
+    first = pump.decide(raw)
+    again = pump.decide(raw)
+    assert first == again
+    assert window_count(pump.shared_table, "budget|fleet") == 1
+    assert window_count(pump.agent_table, "per-agent|agent=a1") == 1
+
+
+def test_redelivered_forward_replays_its_hop() -> None:
+    pump = Pump()
+    outcome = pump.agent.handle_intent(refund(), b"a1", POLICY, 0, 0)
+    forward = Forward.model_validate_json(outcome.sends[0].value)
+    first = pump.shared.handle_forward(forward, POLICY, 0, 0)
+    second = pump.shared.handle_forward(forward, POLICY, 0, 0)
+    assert second.duplicate and [s.value for s in first.sends] == [s.value for s in second.sends]
+    assert window_count(pump.shared_table, "budget|fleet") == 1
+
+
+def test_release_is_applied_once() -> None:
+    pump = Pump()
+    pump.decide(refund(amount=5))
+    pump.decide(refund(agent="a2", amount=5))
+    at_ms = int(T0.timestamp() * 1000)
+    reservation = Reservation(key="budget|fleet", at_ms=at_ms, value=5)
+    release = Release(request_id=uuid.uuid4(), reservation=reservation)
+    pump.shared.handle_release(release, 0, 0)
+    pump.shared.handle_release(release, 0, 0)
+    assert window_count(pump.shared_table, "budget|fleet") == 1
+
+
+def test_invalid_input_and_missing_policy() -> None:
+    pump = Pump()
+    rid = uuid.uuid4()
+    dead = pump.agent.handle_intent(b"{not json", b"k", POLICY, 0, 0)
+    assert [s.route for s in dead.sends] == [Route.DEAD_LETTER]
+    assert dict(dead.sends[0].headers)["error"].startswith(b"invalid_intent")
+    answered = pump.agent.handle_intent(f'{{"request_id": "{rid}"}}'.encode(), b"k", POLICY, 0, 0)
+    assert answered.decision is not None and answered.decision.request_id == rid
+    assert answered.decision.decision is BLOCK and answered.decision.agent_id == "k"
+    no_policy = pump.agent.handle_intent(refund(), b"a1", None, 0, 0)
+    assert no_policy.decision is not None and no_policy.decision.reasons[0].startswith("no_policy")
+
+
+def test_records_expire_after_the_retention() -> None:
+    table: dict[str, bytes] = {}
+    stage = AgentStage(table, retention_ms=1000)
+    raw = make_intent("a1", tool="crm.get_account", action="read", target="crm:accounts").model_dump_json()
+    stage.handle_intent(raw.encode(), b"a1", POLICY, 0, now_ms=0)
+    assert any(key.startswith("d|") for key in table)
+    stage.handle_intent(b"{}", b"a1", POLICY, 0, now_ms=5000)  # any later event evicts
+    assert not any(key.startswith("d|") for key in table)
