@@ -158,6 +158,9 @@ async def test_final_decisions_and_other_verdicts_update_the_message(
     await fake_slack.wait_for("chat.update", lambda p: "Approvals 1 of 2: carol" in str(p["blocks"]))
     replayed = make_verdict(approved, "mallory", intent_digest="0" * 64)
     await produce(kafka_bootstrap, topics.approvals, str(approved.request_id), replayed)
+    second = make_verdict(approved, "dave")  # same partition, after the replay: its update proves the order
+    await produce(kafka_bootstrap, topics.approvals, str(approved.request_id), second)
+    await fake_slack.wait_for("chat.update", lambda p: "Approvals 2 of 2: carol, dave" in str(p["blocks"]))
     finals = [
         Decision(
             request_id=approved.request_id,
