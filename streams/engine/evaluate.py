@@ -106,18 +106,19 @@ def _check_limit(
     key = limit.key_of(intent)
     window = state.get_window(key)
     if limit.count is not None:
-        used = window.count(at_ms, limit.window_ms) if window is not None else 0
+        used = window.peak_count(at_ms, limit.window_ms) if window is not None else 0
         if used >= limit.count:
-            reason = f"{limit.id}: {used} actions in the last {limit.window} (at most {limit.count})"
+            reason = f"{limit.id}: {used} actions already in {limit.window} (at most {limit.count})"
             applied.append(Applied(limit.order, limit.id, limit.decision, reason))
     else:
         assert value is not None and limit.max is not None
-        used_sum = window.total(at_ms, limit.window_ms) if window is not None else 0.0
-        if used_sum + value > limit.max:
+        total = window.peak_total(at_ms, limit.window_ms, value) if window is not None else value
+        if total > limit.max:
             applied.append(Applied(limit.order, limit.id, limit.decision,
-                                   f"{limit.id}: {used_sum:g} + {value:g} in the last {limit.window} "
+                                   f"{limit.id}: {total:g} with this {value:g} in {limit.window} "
                                    f"exceeds {limit.max:g}"))
-    changes.append(WindowChange(limit.id, limit.scope, key, at_ms, value, limit.window_ms, limit.count))
+    keep = 2 * limit.count if limit.count is not None else None
+    changes.append(WindowChange(limit.id, limit.scope, key, at_ms, value, limit.window_ms, keep))
 
 
 def _limits(

@@ -7,10 +7,12 @@ changelog-backed table. Keys are plain strings (see :mod:`streams.engine.keys`).
 
 from __future__ import annotations
 
+import math
 import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right, insort
+from itertools import chain
 from typing import Protocol
 
 _LITTLE = sys.byteorder == "little"
@@ -48,25 +50,48 @@ class WindowState:
         self.times_ms: array[int] = times_ms if times_ms is not None else array("q")
         self.values: array[float] | None = values
 
-    def bounds(self, now_ms: int, window_ms: int) -> tuple[int, int]:
-        """Index range of the entries inside the window ``(now - window, now]``."""
+    def _ends(self, at_ms: int, window_ms: int) -> list[int]:
+        """Ends ``e`` of the windows ``(e - window, e]`` that contain ``at_ms`` and could be fullest.
+
+        In order (``at_ms`` at or after the newest entry) that is ``at_ms`` alone; for a late action,
+        also every entry time in ``(at_ms, at_ms + window)``.
+        """
         times = self.times_ms
-        return bisect_right(times, now_ms - window_ms), bisect_right(times, now_ms)
+        if not times or at_ms >= times[-1]:
+            return [at_ms]
+        return [at_ms, *times[bisect_right(times, at_ms) : bisect_left(times, at_ms + window_ms)]]
 
-    def count(self, now_ms: int, window_ms: int) -> int:
-        """Entries inside ``(now - window, now]``: an entry exactly ``window`` old is out."""
-        start, end = self.bounds(now_ms, window_ms)
-        return end - start
+    def peak_count(self, at_ms: int, window_ms: int) -> int:
+        """Most entries in any window of length ``window`` containing ``at_ms``.
 
-    def total(self, now_ms: int, window_ms: int) -> float:
-        """Sum of the values inside ``(now - window, now]`` (0 for a count window)."""
-        if self.values is None:
-            return 0.0
-        start, end = self.bounds(now_ms, window_ms)
-        return float(sum(self.values[start:end]))
+        A window is ``(end - window, end]``: an entry exactly ``window`` older than its end is out.
+        """
+        times = self.times_ms
+        ends = self._ends(at_ms, window_ms)
+        return max(bisect_right(times, end) - bisect_right(times, end - window_ms) for end in ends)
+
+    def peak_total(self, at_ms: int, window_ms: int, extra: float) -> float:
+        """Largest ``extra`` + sum of the values in any window of length ``window`` containing ``at_ms``.
+
+        Sums are exact-rounded (``math.fsum``) and then rounded to 9 decimal places, so decimal money
+        adds up exactly (0.1 + 0.2 is 0.3).
+        """
+        values = self.values
+        if values is None:
+            return extra
+        times = self.times_ms
+        peak = -math.inf
+        for end in self._ends(at_ms, window_ms):
+            start, stop = bisect_right(times, end - window_ms), bisect_right(times, end)
+            peak = max(peak, round(math.fsum(chain(values[start:stop], (extra,))), 9))
+        return peak
 
     def add(self, at_ms: int, value: float | None, window_ms: int, keep: int | None) -> None:
-        """Record an action, then drop entries outside the window (and beyond ``keep`` newest)."""
+        """Record an action, then drop what no window can need any more.
+
+        Entries are kept for two window lengths behind the newest (so an action up to one window late
+        is still judged exactly) and at most ``keep`` of them (twice a count limit).
+        """
         times = self.times_ms
         if value is not None and self.values is None:
             self.values = array("d", [0.0] * len(times))
@@ -80,7 +105,7 @@ class WindowState:
             if self.values is not None:
                 self.values.insert(index, 0.0 if value is None else value)
         newest = times[-1]
-        drop = bisect_right(times, newest - window_ms)
+        drop = bisect_right(times, newest - 2 * window_ms)
         if keep is not None:
             drop = max(drop, len(times) - keep)
         if drop:

@@ -69,7 +69,7 @@ def test_an_action_exactly_one_window_old_is_out(offset_ms: int, expected: Decis
     assert decision.decision is expected
     if expected is BLOCK:
         assert decision.rules == ("three-per-minute",)
-        assert "3 actions in the last 1m (at most 3)" in decision.reasons[-1]
+        assert "3 actions already in 1m (at most 3)" in decision.reasons[-1]
 
 
 def test_blocked_attempts_consume_nothing() -> None:
@@ -164,3 +164,21 @@ def test_history_state_round_trips() -> None:
     assert copy == history
     assert copy.observations == 30 and len(copy.targets) == 5
     assert copy.amount_mean == pytest.approx(21.0, abs=0.1)
+
+
+def test_a_late_action_is_judged_by_every_window_containing_it() -> None:
+    compiled, state = policy(COUNT), InMemoryState()
+    for seconds in (0, 20, 40):
+        assert decide(compiled, state, intent(at=timedelta(seconds=seconds))).decision is ALLOW
+    # 59 s before the first: the window (-59 s, 1 s) would hold it and the action at 0 s only, but
+    # the window (-20 s, 40 s] holds all four: the late action is the 4th in it.
+    assert decide(compiled, state, intent(at=timedelta(seconds=-19))).decision is BLOCK
+    assert decide(compiled, state, intent(at=timedelta(seconds=-61))).decision is ALLOW
+
+
+def test_decimal_money_reaches_max_exactly() -> None:
+    compiled, state = policy(FLEET.replace("max: 150", "max: 0.6")), InMemoryState()
+    amounts = [0.1, 0.2, 0.3, 0.01]
+    got = [decide(compiled, state, intent(agent_id=f"a{i}", params={"amount": a})).decision
+           for i, a in enumerate(amounts)]
+    assert got == [ALLOW, ALLOW, ALLOW, APPROVAL]
