@@ -14,8 +14,10 @@ Errors: ``load_policy``/``compile_policy`` raise :class:`PolicyError` (root :cla
 ``issues`` carry source, line and message. Evaluation never raises: a rule or limit that errors BLOCKs
 the intent naming itself; an internal failure BLOCKs with ``engine_error: ...``.
 
-Time is the intent's ``occurred_at`` (ms). Windows are ``(now - window, now]``: an action exactly
-``window`` older than the current one is out of the window.
+Time is the intent's ``occurred_at`` (ms). Windows are ``(end - window, end]``: an action exactly
+``window`` older than the current one is out of the window. A late action is checked against every
+window containing it (window state is kept two window lengths back, so this is exact up to one
+window of lateness).
 
 Partitioned workers. Intents are partitioned by agent id, so only limits whose key includes ``agent``
 (:attr:`LimitScope.AGENT`) have their state on the agent's partition; limits keyed by fleet, tool,
