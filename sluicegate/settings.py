@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA_VERSION = "3.9.1"
@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default=DEFAULT_TOPIC_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
     decision_timeout_s: float = Field(default=DEFAULT_DECISION_TIMEOUT_S, gt=0)
+    reviewers_file: Path | None = Field(
+        default=None,
+        description="YAML of approver groups (groups: {name: [reviewer, ...]}); none: nobody approves.",
+    )
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_reviewers_file: Path | None = Field(
+        default=None, description="YAML mapping Slack user ids to reviewer names (users: {U123: alice})."
+    )
+    slack_default_channel: str | None = None
+    slack_host: str = "0.0.0.0"
+    slack_port: int = Field(default=3000, ge=1, le=65535)
+    slack_api_url: str | None = Field(default=None, description="Slack Web API base URL (proxies, tests).")
+    slack_state_file: Path | None = None
 
     @cached_property
     def bootstrap_servers(self) -> str:
@@ -55,6 +69,11 @@ class Settings(BaseSettings):
     def artifact_cache_dir(self) -> Path:
         """Where the broker's jars from Maven Central are cached (shared across data dirs)."""
         return self.kafka_cache_dir or Path.home() / ".cache" / "sluicegate" / "kafka"
+
+    @cached_property
+    def slack_posted_file(self) -> Path:
+        """Where the Slack bot records the requests it has posted, so restarts do not repost."""
+        return self.slack_state_file or self.state_dir / "slack" / "posted.jsonl"
 
     @cached_property
     def audit_url(self) -> str:
