@@ -20,11 +20,20 @@ M = TypeVar("M", bound=BaseModel)
 _set = object.__setattr__
 
 
+_ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
+
+
 def trusted(cls: type[M], values: dict[str, Any]) -> M:
-    """An instance of ``cls`` from complete, already-valid field values (every field given)."""
+    """An instance of ``cls`` from complete, already-valid field values (every field given).
+
+    Instances of a class share one fields-set (all fields): pydantic copies it before any update.
+    """
+    fields = _ALL_FIELDS.get(cls)
+    if fields is None:
+        fields = _ALL_FIELDS[cls] = set(cls.model_fields)
     instance = cls.__new__(cls)
     _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", set(values))
+    _set(instance, "__pydantic_fields_set__", fields)
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)
     return instance
