@@ -4,7 +4,7 @@
 already-parsed intent and ``Intent.model_validate_json`` separately (perf_counter_ns), and measures
 the state size per active (agent, limit) window key. ``--json`` prints one JSON line.
 
-    .venv/bin/python bench/engine.py [--json] [--intents N] [--agents N] [--profile]
+    .venv/bin/python bench/engine.py [--json] [--intents N] [--agents N] [--repeat N] [--profile]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schemas import DecisionKind, Intent
-from streams.engine import InMemoryState, apply, compile_policy, evaluate
+from streams.engine import CompiledPolicy, InMemoryState, apply, compile_policy, evaluate
 from streams.engine.state import HistoryState, WindowState
 
 SERVICES = ["payments", "crm", "tickets", "db", "services", "instances", "iam", "logs", "metrics", "files"]
@@ -144,20 +144,13 @@ def deep_size(window: WindowState | HistoryState, key: str) -> int:
     return size
 
 
-def run(count: int, agents: int, profile: bool) -> dict[str, Any]:
-    """Run the benchmark and return its figures."""
-    policy = compile_policy(policy_text(), "bench.yaml")
-    raw = intents(count, agents)
-    parse_ns: list[int] = []
-    parsed: list[Intent] = []
-    for item in raw:
-        began = perf_counter_ns()
-        intent = Intent.model_validate_json(item)
-        parse_ns.append(perf_counter_ns() - began)
-        parsed.append(intent)
+def _replay(
+    policy: CompiledPolicy, parsed: list[Intent], profile: bool,
+) -> tuple[list[int], InMemoryState, dict[DecisionKind, int]]:
+    """One timed pass over the stream from empty state: sorted ns per evaluate(), state, decisions."""
     state = InMemoryState()
     eval_ns: list[int] = []
-    decisions = {kind: 0 for kind in DecisionKind}
+    decisions = dict.fromkeys(DecisionKind, 0)
     profiler = cProfile.Profile() if profile else None
     gc.collect()
     gc.freeze()
@@ -173,13 +166,31 @@ def run(count: int, agents: int, profile: bool) -> dict[str, Any]:
             apply(state, result.changes)
     if profiler is not None:
         profiler.disable()
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    gc.unfreeze()
     eval_ns.sort()
+    return eval_ns, state, decisions
+
+
+def run(count: int, agents: int, profile: bool, repeat: int = 1) -> dict[str, Any]:
+    """Run the benchmark and return its figures (the evaluation pass with the best p50 of ``repeat``)."""
+    policy = compile_policy(policy_text(), "bench.yaml")
+    raw = intents(count, agents)
+    parse_ns: list[int] = []
+    parsed: list[Intent] = []
+    for item in raw:
+        began = perf_counter_ns()
+        intent = Intent.model_validate_json(item)
+        parse_ns.append(perf_counter_ns() - began)
+        parsed.append(intent)
+    runs = [_replay(policy, parsed, profile) for _ in range(repeat)]
+    eval_ns, state, decisions = min(runs, key=lambda run: percentile(run[0], 0.5))
     parse_ns.sort()
     window_bytes = [deep_size(window, key) for key, window in state.windows.items() if "|agent=" in key]
     history_bytes = [deep_size(history, key) for key, history in state.histories.items()]
     return {
-        "intents": count, "agents": agents, "rules": policy.rule_count, "limits": len(policy.limits),
+        "intents": count, "agents": agents, "repeat": repeat,
+        "rules": policy.rule_count, "limits": len(policy.limits),
         "p50_us": percentile(eval_ns, 0.5), "p90_us": percentile(eval_ns, 0.9),
         "p99_us": percentile(eval_ns, 0.99), "max_us": eval_ns[-1] / 1000,
         "mean_us": sum(eval_ns) / len(eval_ns) / 1000,
@@ -202,8 +213,9 @@ def main() -> None:
     parser.add_argument("--intents", type=int, default=100_000)
     parser.add_argument("--agents", type=int, default=1_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the evaluation loop (to stderr)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed passes; the best p50 is reported")
     args = parser.parse_args()
-    figures = run(args.intents, args.agents, args.profile)
+    figures = run(args.intents, args.agents, args.profile, args.repeat)
     if args.json:
         print(json.dumps(figures))
     else:
