@@ -171,11 +171,24 @@ def _cluster_id(data_dir: Path) -> str | None:
         return None
 
 
+def _configured_port(data_dir: Path) -> int | None:
+    """The listener port of the last start, from the rendered ``server.properties``."""
+    try:
+        text = (data_dir / "server.properties").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        port = line.rpartition(":")[2]
+        if line.startswith("advertised.listeners=") and port.isdigit():
+            return int(port)
+    return None
+
+
 def broker_status(data_dir: Path) -> BrokerStatus:
     """The status of the broker of ``data_dir``: pid when alive, port, and whether it answers metadata."""
     data_dir = data_dir.resolve()
     state = _read_state(data_dir)
-    pid, port = state.get("pid"), state.get("port")
+    pid, port = state.get("pid"), state.get("port") or _configured_port(data_dir)
     if pid is None or not _is_our_broker(pid, data_dir):
         return BrokerStatus(data_dir, port, None, False)
     ready = port is not None and _probe(port, _cluster_id(data_dir))

@@ -93,7 +93,9 @@ async def test_stop_and_restart_keep_the_data_and_need_no_maven(
         stopped = runner.invoke(kafka_app, ["stop", "--data-dir", data_dir])
         assert stopped.exit_code == 0
         assert "Stopped the Kafka broker" in stopped.output
-        assert not broker_status(config.data_dir).running
+        after_stop = broker_status(config.data_dir)
+        assert not after_stop.running
+        assert after_stop.port == config.port  # the last port is still reported
         assert port_is_free("127.0.0.1", config.port)
         again = runner.invoke(kafka_app, ["stop", "--data-dir", data_dir])
         assert again.exit_code == 0
