@@ -115,7 +115,7 @@ ROLE_CALLS: dict[str, CallMaker] = {
 
 def _misbehaving_call(rng: random.Random, agent: SimulatedAgent, now: datetime) -> ToolCall:
     if agent.misbehaviour == "refund_spree":
-        amount = round(rng.uniform(30.0, 480.0), 2)
+        amount = round(rng.uniform(35.0, 50.0), 2)
         return ToolCall(agent, "payments.refund", Action.CREATE, "payments:refunds", {"amount": amount})
     if agent.misbehaviour == "bulk_delete":
         return ToolCall(agent, "contacts.delete", Action.DELETE, "crm:contacts", {"record_count": 25_000})
