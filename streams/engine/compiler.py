@@ -13,6 +13,7 @@ from typing import Generic, NamedTuple, TypeVar
 from schemas.common import Action, DecisionKind
 from schemas.intent import Intent
 from schemas.policy import Approval, Limit, PolicyDocument, Rule, duration_ms
+from streams.engine.build import Applied as Applied
 from streams.engine.conditions import CompiledMatch, Getter, Pred, compile_condition, field_getter
 from streams.engine.errors import PolicyError, PolicyIssue
 from streams.engine.keys import key_builder
@@ -31,15 +32,6 @@ class LimitScope(StrEnum):
 
     AGENT = "agent"
     SHARED = "shared"
-
-
-class Applied(NamedTuple):
-    """Something that applied to an intent: a rule, a limit or a risk threshold, with its reason."""
-
-    order: int
-    id: str
-    decision: DecisionKind
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +60,7 @@ class CompiledLimit:
     when: Pred | None
     names: tuple[str, ...]
     key_of: Callable[[Intent], str]
+    agent_prefix: str | None
     scope: LimitScope
     window: str
     window_ms: int
@@ -75,6 +68,14 @@ class CompiledLimit:
     sum_field: str | None
     sum_of: Getter | None
     max: float | None
+    keep: int | None
+
+
+class Plan(NamedTuple):
+    """What to check for one (tool, action): candidate rules and limits, in policy order."""
+
+    rules: tuple[CompiledRule, ...]
+    limits: tuple[CompiledLimit, ...]
 
 
 E = TypeVar("E", CompiledRule, CompiledLimit)
@@ -121,19 +122,21 @@ class CompiledPolicy:
         content = doc.model_dump(mode="json", by_alias=True)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         self.version = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        self.default_reason = f"default: no rule applied ({doc.default.value})"
         self.rules = tuple(_rule(index, rule, doc) for index, rule in enumerate(doc.rules))
         self.rule_count = len(self.rules)
         self.limits = tuple(
             _limit(len(doc.rules) + index, limit, doc) for index, limit in enumerate(doc.limits)
         )
         self.risk_order = len(doc.rules) + len(doc.limits)
-        self.risk = CompiledRisk.of(doc.risk) if doc.risk is not None else None
+        self.risk = CompiledRisk.of(doc.risk, self.risk_order) if doc.risk is not None else None
         self._rule_index: _Index[CompiledRule] = _Index()
         self._limit_index: _Index[CompiledLimit] = _Index()
         for rule in self.rules:
             self._rule_index.add(rule)
         for limit in self.limits:
             self._limit_index.add(limit)
+        self._plans: dict[tuple[str, str], Plan] = {}
 
     @property
     def has_fleet_limits(self) -> bool:
@@ -147,6 +150,17 @@ class CompiledPolicy:
     def limits_for(self, tool: str, action: Action) -> tuple[CompiledLimit, ...]:
         """Limits whose tool and action match, in policy order."""
         return self._limit_index.lookup(tool, action)
+
+    def plan(self, tool: str, action: Action) -> Plan:
+        """The candidate rules and limits for a tool and action (memoised; the hot path's one lookup)."""
+        found = self._plans.get((tool, action._value_))
+        if found is None:
+            if len(self._plans) >= _CACHE_LIMIT:
+                self._plans.clear()
+            found = self._plans[(tool, action._value_)] = Plan(
+                self.rules_for(tool, action), self.limits_for(tool, action),
+            )
+        return found
 
     def approval_for(self, rule_ids: tuple[str, ...]) -> Approval:
         """Approval settings for a REQUIRE_APPROVAL decision: the first such rule's, else defaults."""
@@ -178,10 +192,12 @@ def _limit(order: int, limit: Limit, doc: PolicyDocument) -> CompiledLimit:
     match = CompiledMatch.of(limit.match)
     return CompiledLimit(
         order=order, id=limit.id, decision=limit.decision, match=match, rest=match.rest,
-        when=_when(limit, doc), names=names, key_of=key_builder(limit.id, names), scope=scope,
+        when=_when(limit, doc), names=names, key_of=key_builder(limit.id, names),
+        agent_prefix=f"{limit.id}|agent=" if names == ("agent",) else None, scope=scope,
         window=limit.window,
         window_ms=duration_ms(limit.window), count=limit.count, sum_field=limit.sum,
         sum_of=None if limit.sum is None else field_getter(limit.sum), max=limit.max,
+        keep=2 * limit.count if limit.count is not None else None,
     )
 
 

@@ -41,8 +41,10 @@ _NUMERIC = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": ope
 def glob_matcher(patterns: str | Sequence[str]) -> Callable[[str], bool]:
     """One compiled regex for a glob or a list of globs (fnmatch syntax, case-sensitive)."""
     items = [patterns] if isinstance(patterns, str) else list(patterns)
-    regex = re.compile("|".join(f"(?:{fnmatch.translate(item)})" for item in items))
-    match = regex.match
+    if len(items) == 1 and not set(items[0]) & set("*?["):
+        literal = items[0]  # no wildcard: plain equality
+        return lambda value: value == literal
+    match = re.compile("|".join(f"(?:{fnmatch.translate(item)})" for item in items)).match
     return lambda value: match(value) is not None
 
 
@@ -85,41 +87,62 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def param_key(path: str) -> str | None:
+    """The key of a one-level ``params.<key>`` path (read inline on the hot path), else None."""
+    head, _, rest = path.partition(".")
+    return rest if head == "params" and "." not in rest else None
+
+
 def compile_comparison(cond: Comparison) -> Pred:
-    """A comparison as a closure; a missing field without ``default`` raises ConditionError."""
+    """A comparison as one closure; a missing field without ``default`` raises ConditionError.
+
+    A one-level ``params.<key>`` field is read inline (no getter call): these closures run for every
+    candidate rule of every intent.
+    """
     get, field, op, expected = field_getter(cond.field), cond.field, cond.op, cond.value
+    key = param_key(field)
     if op == "exists":
         return lambda intent: (get(intent) is not MISSING) is expected
     has_default, default = "default" in cond.model_fields_set, cond.default
 
-    def read(intent: Intent) -> Any:
-        value = get(intent)
-        if value is MISSING:
-            if not has_default:
-                raise ConditionError(f"{field} is missing")
-            return default
-        return value
+    def absent() -> Any:
+        if not has_default:
+            raise ConditionError(f"{field} is missing")
+        return default
 
     if op in _NUMERIC:
         compare = _NUMERIC[op]
 
         def numeric(intent: Intent) -> bool:
-            value = read(intent)
-            if value.__class__ is bool or not isinstance(value, int | float):
+            value = intent.params.get(key, MISSING) if key is not None else get(intent)
+            if value is MISSING:
+                value = absent()
+            kind = value.__class__
+            if kind is not int and kind is not float and (kind is bool or not isinstance(value, int | float)):
                 raise ConditionError(f"{field} is {_type_name(value)}, not a number")
-            return bool(compare(value, expected))
+            return compare(value, expected)  # type: ignore[no-any-return]
 
         return numeric
-    if op in ("eq", "ne"):
-        want = op == "eq"
-        return lambda intent: _same(read(intent), expected) is want
-    if op in ("in", "not_in"):
-        options, want = tuple(expected), op == "in"
-        return lambda intent: _member(read(intent), options) is want
+    if op in ("eq", "ne", "in", "not_in"):
+        options = (expected,) if op in ("eq", "ne") else tuple(expected)
+        strings = frozenset(option for option in options if isinstance(option, str))
+        want = op in ("eq", "in")
+
+        def member(intent: Intent) -> bool:
+            value = intent.params.get(key, MISSING) if key is not None else get(intent)
+            if value is MISSING:
+                value = absent()
+            if value.__class__ is str:
+                return (value in strings) is want
+            return _member(value, options) is want
+
+        return member
     test = glob_matcher(expected) if op == "glob" else _regex(expected)
 
     def textual(intent: Intent) -> bool:
-        value = read(intent)
+        value = intent.params.get(key, MISSING) if key is not None else get(intent)
+        if value is MISSING:
+            value = absent()
         if not isinstance(value, str):
             raise ConditionError(f"{field} is {_type_name(value)}, not a string")
         return test(value)
@@ -161,10 +184,26 @@ def compile_condition(cond: Any, schedules: dict[str, Schedule]) -> Pred:
     if isinstance(cond, AllCondition | AnyCondition):
         subs = tuple(compile_condition(sub, schedules) for sub in (
             cond.all if isinstance(cond, AllCondition) else cond.any))
-        if isinstance(cond, AllCondition):
-            return lambda intent: all(pred(intent) for pred in subs)
-        return lambda intent: any(pred(intent) for pred in subs)
+        return _all(subs) if isinstance(cond, AllCondition) else _any(subs)
     raise TypeError(f"not a condition: {cond!r}")
+
+
+def _all(subs: tuple[Pred, ...]) -> Pred:
+    if len(subs) == 1:
+        return subs[0]
+    if len(subs) == 2:
+        first, second = subs
+        return lambda intent: first(intent) and second(intent)
+    return lambda intent: all(pred(intent) for pred in subs)
+
+
+def _any(subs: tuple[Pred, ...]) -> Pred:
+    if len(subs) == 1:
+        return subs[0]
+    if len(subs) == 2:
+        first, second = subs
+        return lambda intent: first(intent) or second(intent)
+    return lambda intent: any(pred(intent) for pred in subs)
 
 
 def _as_set(value: str | list[str] | None) -> frozenset[str] | None:
@@ -206,8 +245,13 @@ class CompiledMatch:
     @property
     def rest(self) -> Pred | None:
         """The check of everything but tool and action, or None when nothing else is constrained."""
-        if self.target is None and self.environments is None and self.roles is None and self.agents is None:
-            return None
+        target, environments, roles, agents = self.target, self.environments, self.roles, self.agents
+        if environments is None and roles is None and agents is None:
+            if target is None:
+                return None
+            return lambda intent: target(intent.target)
+        if target is None and roles is None and agents is None and environments is not None:
+            return lambda intent: intent.environment in environments
         return self.rest_matches
 
     def rest_matches(self, intent: Intent) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_right
 from datetime import UTC, datetime
 from typing import NamedTuple
 from uuid import UUID
@@ -14,8 +15,10 @@ from schemas.common import DecisionKind
 from schemas.decision import Decision, Risk
 from schemas.intent import Intent
 from streams.engine import build
-from streams.engine.compiler import Applied, CompiledLimit, CompiledPolicy, LimitScope
+from streams.engine.build import Applied
+from streams.engine.compiler import CompiledLimit, CompiledPolicy, LimitScope
 from streams.engine.errors import ConditionError
+from streams.engine.keys import escape
 from streams.engine.risk import HistoryChange, as_float
 from streams.engine.state import HistoryState, StateStore, WindowState
 
@@ -26,7 +29,7 @@ SHARED_SCOPES: frozenset[LimitScope] = frozenset({LimitScope.SHARED})
 ALL_SCOPES: frozenset[LimitScope] = AGENT_SCOPES | SHARED_SCOPES
 _MAX_MESSAGE = 1000
 _ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
-_SEVERITY = {_ALLOW: 0, _APPROVAL: 1, _BLOCK: 2}
+_tuple = tuple.__new__
 
 
 class WindowChange(NamedTuple):
@@ -74,88 +77,104 @@ def _build(
 ) -> tuple[Decision, bool]:
     """Combine what applied (sorted in policy order) with the default when no rule applied."""
     rule_applied = bool(applied) and applied[0].order < policy.rule_count
-    kind = policy.default if not rule_applied else _ALLOW
+    kind = _ALLOW if rule_applied else policy.default
+    reasons = [] if rule_applied else [policy.default_reason]
+    rules = []
     for entry in applied:
-        if _SEVERITY[entry.decision] > _SEVERITY[kind]:
-            kind = entry.decision
-    reasons = tuple(entry.reason for entry in applied)
-    if not rule_applied:
-        reasons = (f"default: no rule applied ({policy.default.value})", *reasons)
-    rules = tuple(entry.id for entry in applied)
-    return _decision(intent, policy.version, kind, reasons, rules, risk), not rule_applied
+        decision = entry.decision
+        if decision is _BLOCK:
+            kind = _BLOCK
+        elif decision is _APPROVAL and kind is _ALLOW:
+            kind = _APPROVAL
+        reasons.append(entry.reason)
+        rules.append(entry.id)
+    return _decision(intent, policy.version, kind, tuple(reasons), tuple(rules), risk), not rule_applied
 
 
-def _check_limit(
-    limit: CompiledLimit, state: StateStore, intent: Intent, at_ms: int,
-    applied: list[Applied], changes: list[Change],
-) -> None:
-    """One limit: note a hit if this action would exceed it, and the window change it would make."""
-    try:
-        if (limit.rest is not None and not limit.rest(intent)) or (
-            limit.when is not None and not limit.when(intent)
-        ):
-            return
-        value: float | None = None
-        if limit.sum_of is not None:
-            value = as_float(limit.sum_of(intent))
-            if value is None:
-                raise ConditionError(f"{limit.sum_field} is not a finite number")
-    except Exception as exc:
-        applied.append(Applied(limit.order, limit.id, _BLOCK, f"{limit.id}: evaluation error: {exc}"))
-        return
-    key = limit.key_of(intent)
-    window = state.get_window(key)
-    if limit.count is not None:
-        used = window.peak_count(at_ms, limit.window_ms) if window is not None else 0
-        if used >= limit.count:
-            reason = f"{limit.id}: {used} actions already in {limit.window} (at most {limit.count})"
-            applied.append(Applied(limit.order, limit.id, limit.decision, reason))
-    else:
-        assert value is not None and limit.max is not None
-        total = window.peak_total(at_ms, limit.window_ms, value) if window is not None else value
-        if total > limit.max:
-            applied.append(Applied(limit.order, limit.id, limit.decision,
-                                   f"{limit.id}: {total:g} with this {value:g} in {limit.window} "
-                                   f"exceeds {limit.max:g}"))
-    keep = 2 * limit.count if limit.count is not None else None
-    changes.append(WindowChange(limit.id, limit.scope, key, at_ms, value, limit.window_ms, keep))
+def _error(order: int, entry_id: str, exc: Exception) -> Applied:
+    return Applied(order, entry_id, _BLOCK, f"{entry_id}: evaluation error: {exc}")
 
 
 def _limits(
-    policy: CompiledPolicy, state: StateStore, intent: Intent, at_ms: int, scopes: frozenset[LimitScope],
-    applied: list[Applied], changes: list[Change],
+    limits: tuple[CompiledLimit, ...], state: StateStore, intent: Intent, at_ms: int,
+    scopes: frozenset[LimitScope], applied: list[Applied], changes: list[Change],
 ) -> None:
-    for limit in policy.limits_for(intent.tool, intent.action):
-        if limit.scope in scopes:
-            _check_limit(limit, state, intent, at_ms, applied, changes)
+    """For each limit: note a hit if this action would exceed it, and the window change it would make."""
+    agent: str | None = None
+    every = scopes is ALL_SCOPES
+    for limit in limits:
+        if not every and limit.scope not in scopes:
+            continue
+        try:
+            if (limit.rest is not None and not limit.rest(intent)) or (
+                limit.when is not None and not limit.when(intent)
+            ):
+                continue
+            value: float | None = None
+            if limit.sum_of is not None:
+                value = as_float(limit.sum_of(intent))
+                if value is None:
+                    raise ConditionError(f"{limit.sum_field} is not a finite number")
+        except Exception as exc:
+            applied.append(_error(limit.order, limit.id, exc))
+            continue
+        prefix = limit.agent_prefix
+        if prefix is not None:
+            if agent is None:
+                agent = escape(intent.agent_id)
+            key = prefix + agent
+        else:
+            key = limit.key_of(intent)
+        window = state.get_window(key)
+        count = limit.count
+        if count is not None:
+            used = 0
+            if window is not None:
+                times = window.times_ms
+                if times and at_ms >= times[-1]:  # in order: the window ending now is the fullest
+                    used = len(times) - bisect_right(times, at_ms - limit.window_ms)
+                elif times:
+                    used = window.peak_count(at_ms, limit.window_ms)
+            if used >= count:
+                reason = f"{limit.id}: {used} actions already in {limit.window} (at most {count})"
+                applied.append(Applied(limit.order, limit.id, limit.decision, reason))
+        else:
+            assert value is not None and limit.max is not None
+            total = window.peak_total(at_ms, limit.window_ms, value) if window is not None else value
+            if total > limit.max:
+                applied.append(Applied(limit.order, limit.id, limit.decision,
+                                       f"{limit.id}: {total:g} with this {value:g} in {limit.window} "
+                                       f"exceeds {limit.max:g}"))
+        changes.append(_tuple(WindowChange, (
+            limit.id, limit.scope, key, at_ms, value, limit.window_ms, limit.keep,
+        )))
 
 
 def _evaluate(
     policy: CompiledPolicy, state: StateStore, intent: Intent, scopes: frozenset[LimitScope],
 ) -> Evaluation:
-    at_ms = intent.occurred_at_ms
+    rules, limits = policy.plan(intent.tool, intent.action)
     applied: list[Applied] = []
-    changes: list[Change] = []
-    for rule in policy.rules_for(intent.tool, intent.action):
+    for rule in rules:
         try:
-            if (rule.rest is None or rule.rest(intent)) and (rule.when is None or rule.when(intent)):
+            rest, when = rule.rest, rule.when
+            if (rest is None or rest(intent)) and (when is None or when(intent)):
                 applied.append(rule.applied)
         except Exception as exc:
-            applied.append(Applied(rule.order, rule.id, _BLOCK, f"{rule.id}: evaluation error: {exc}"))
-    _limits(policy, state, intent, at_ms, scopes, applied, changes)
+            applied.append(_error(rule.order, rule.id, exc))
+    at_ms = intent.occurred_at_ms
+    changes: list[Change] = []
+    if limits:
+        _limits(limits, state, intent, at_ms, scopes, applied, changes)
     risk = build.NO_RISK
     if policy.risk is not None:
-        score, factors, lesson = policy.risk.score(intent, state, at_ms)
-        risk = build.risk(score, tuple(factors))
-        threshold = policy.risk.threshold(score)
+        risk, threshold, lesson = policy.risk.assess(intent, state, at_ms)
         if threshold is not None:
-            names = ", ".join(factor.name for factor in factors)
-            applied.append(Applied(policy.risk_order, threshold[2], threshold[1],
-                                   f"risk {score:.2f} >= {threshold[0]:g} ({names})"))
+            applied.append(threshold)
         if lesson is not None:
             changes.append(lesson)
     decision, default_used = _build(policy, intent, applied, risk)
-    return Evaluation(decision, tuple(changes), tuple(applied), default_used)
+    return _tuple(Evaluation, (decision, tuple(changes), tuple(applied), default_used))
 
 
 def evaluate(
@@ -179,7 +198,8 @@ def evaluate_limits(
     applied: list[Applied] = []
     changes: list[Change] = []
     try:
-        _limits(policy, state, intent, intent.occurred_at_ms, scopes, applied, changes)
+        limits = policy.plan(intent.tool, intent.action).limits
+        _limits(limits, state, intent, intent.occurred_at_ms, scopes, applied, changes)
     except Exception as exc:
         return LimitOutcome((Applied(policy.risk_order, "limits", _BLOCK, f"engine_error: {exc}"),), ())
     return LimitOutcome(tuple(applied), tuple(c for c in changes if isinstance(c, WindowChange)))

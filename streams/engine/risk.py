@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from schemas.common import Action, DecisionKind
-from schemas.decision import RiskFactor
+from schemas.decision import Risk, RiskFactor
 from schemas.intent import Intent
-from schemas.policy import RiskModel, duration_ms
+from schemas.policy import History, RiskModel, duration_ms
 from streams.engine import build
-from streams.engine.conditions import Getter, field_getter, glob_matcher, is_number
+from streams.engine.build import Applied
+from streams.engine.conditions import MISSING, Getter, field_getter, glob_matcher, is_number, param_key
 from streams.engine.keys import history_key
 from streams.engine.state import MAX_TARGETS, HistoryState, StateStore
 
@@ -36,6 +37,8 @@ def target_hash(target: str) -> int:
 
 def as_float(value: Any) -> float | None:
     """A finite float for a JSON number, else None."""
+    if value.__class__ is float:
+        return value if math.isfinite(value) else None
     if not is_number(value):
         return None
     try:
@@ -57,6 +60,7 @@ class HistoryChange(NamedTuple):
 
 
 _factor = build.risk_factor
+_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,34 +68,44 @@ class CompiledRisk:
     """A risk model ready to score intents."""
 
     model: RiskModel
+    history: History | None
     action_factors: dict[Action, RiskFactor]
     sensitivity: tuple[tuple[Callable[[str], bool], float, str], ...]
-    magnitude: tuple[tuple[Getter, float, float, str], ...]
+    magnitude: tuple[tuple[Getter, str | None, float, float, str, str], ...]
     amount_of: Getter | None
+    amount_key: str | None
     burst_window_ms: int | None
     thresholds: tuple[tuple[float, DecisionKind, str], ...]
+    order: int
     sensitivity_memo: dict[str, RiskFactor | None]
     hash_memo: dict[str, int]
 
     @classmethod
-    def of(cls, model: RiskModel) -> CompiledRisk:
-        """Compile a risk model."""
+    def of(cls, model: RiskModel, order: int) -> CompiledRisk:
+        """Compile a risk model; a threshold that applies is named at position ``order``."""
         history = model.history
         amount = history.amount if history is not None else None
         burst = history.burst if history is not None else None
         return cls(
             model=model,
+            history=history,
             action_factors={
                 action: _factor("action_type", weight, action.value)
                 for action, weight in model.action_weights.items() if weight > 0
             },
             sensitivity=tuple((glob_matcher(t.target), t.weight, t.target) for t in model.target_sensitivity),
-            magnitude=tuple((field_getter(m.field), m.scale, m.weight, m.field) for m in model.magnitude),
+            magnitude=tuple(
+                (field_getter(m.field), param_key(m.field), m.scale, m.weight, f"magnitude:{m.field}",
+                 f" of scale {m.scale:g}")
+                for m in model.magnitude if m.weight > 0
+            ),
             amount_of=field_getter(amount.field) if amount is not None else None,
+            amount_key=param_key(amount.field) if amount is not None else None,
             burst_window_ms=duration_ms(burst.window) if burst is not None else None,
             thresholds=tuple(sorted(
                 ((t.at_least, t.decision, f"risk>={t.at_least:g}") for t in model.thresholds), reverse=True,
             )),
+            order=order,
             sensitivity_memo={},
             hash_memo={},
         )
@@ -119,40 +133,56 @@ class CompiledRisk:
             found = memo[target] = target_hash(target)
         return found
 
-    def score(
+    def assess(
         self, intent: Intent, state: StateStore, at_ms: int,
-    ) -> tuple[float, list[RiskFactor], HistoryChange | None]:
-        """The score (capped at 1), its non-zero factors, and the history lesson to apply on ALLOW."""
+    ) -> tuple[Risk, Applied | None, HistoryChange | None]:
+        """The risk (score capped at 1, its non-zero factors), the threshold that applied if any,
+        and the history lesson to apply on ALLOW."""
         factors: list[RiskFactor] = []
         action = self.action_factors.get(intent.action)
         if action is not None:
             factors.append(action)
-        sensitive = self._sensitivity(intent.target) if self.sensitivity else None
-        if sensitive is not None:
-            factors.append(sensitive)
-        for get, scale, weight, name in self.magnitude:
-            value = as_float(get(intent))
-            if value is not None and value > 0 and weight:
-                factors.append(_factor(f"magnitude:{name}", weight * min(1.0, value / scale),
-                                       f"{value:g} of scale {scale:g}"))
+        if self.sensitivity:
+            sensitive = self._sensitivity(intent.target)
+            if sensitive is not None:
+                factors.append(sensitive)
+        params = intent.params
+        for get, key, scale, weight, name, suffix in self.magnitude:
+            value = as_float(params.get(key, MISSING) if key is not None else get(intent))
+            if value is not None and value > 0:
+                factors.append(_factor(name, weight * min(1.0, value / scale), format(value, "g") + suffix))
         change = None
-        history = self.model.history
+        history = self.history
         if history is not None:
             key = history_key(intent.agent_id, intent.tool)
-            amount = as_float(self.amount_of(intent)) if self.amount_of is not None else None
+            amount_key = self.amount_key
+            amount = as_float(params.get(amount_key, MISSING) if amount_key is not None else (
+                self.amount_of(intent) if self.amount_of is not None else None))
             t_hash = self._target_hash(intent.target)
             past = state.get_history(key)
             if past is not None and past.observations >= history.min_observations:
                 self._deviation(intent, past, at_ms, amount, t_hash, factors)
-            change = HistoryChange(key, at_ms, amount, t_hash, self.burst_window_ms)
-        total = math.fsum([factor.contribution for factor in factors])
-        return round(min(1.0, total), 9), factors, change
+            change = _tuple(HistoryChange, (key, at_ms, amount, t_hash, self.burst_window_ms, "agent"))
+        if not factors:  # a score of 0 reaches no threshold (they are all > 0)
+            return build.NO_RISK, None, change
+        if len(factors) == 1:
+            score = round(factors[0].contribution, 9)
+        else:
+            score = round(min(1.0, math.fsum([factor.contribution for factor in factors])), 9)
+        return build.risk(score, tuple(factors)), self._threshold(score, factors), change
+
+    def _threshold(self, score: float, factors: list[RiskFactor]) -> Applied | None:
+        for at_least, decision, name in self.thresholds:
+            if score >= at_least:
+                names = ", ".join([factor.name for factor in factors])
+                return Applied(self.order, name, decision, f"risk {score:.2f} >= {at_least:g} ({names})")
+        return None
 
     def _deviation(
         self, intent: Intent, past: HistoryState, at_ms: int, amount: float | None, t_hash: int,
         factors: list[RiskFactor],
     ) -> None:
-        history = self.model.history
+        history = self.history
         assert history is not None
         spec = history.amount
         if spec is not None and amount is not None and past.amount_n >= history.min_observations:
@@ -179,9 +209,3 @@ class CompiledRisk:
                 factors.append(_factor("burst", burst.weight,
                                        f"{count} in {burst.window}, usually {usual:.2f}"))
 
-    def threshold(self, score: float) -> tuple[float, DecisionKind, str] | None:
-        """The highest threshold the score reaches, if any."""
-        for threshold in self.thresholds:
-            if score >= threshold[0]:
-                return threshold
-        return None
