@@ -30,7 +30,10 @@ def _register() -> None:
     from sluicegate.cli.approvals import app as approvals_app
 
     app.add_typer(approvals_app, name="approvals")
+    from sluicegate.cli.demo import demo_command
     from sluicegate.cli.slack import app as slack_app
+
+    app.command("demo")(demo_command)
 
     app.add_typer(slack_app, name="slack")
     from sluicegate.cli.audit import register as register_audit

@@ -13,6 +13,9 @@ from schemas import Decision, DecisionKind
 RATE_WINDOW_S = 5.0
 """The intents/s figure is measured over this many recent seconds."""
 
+APPROVAL_REASON_PREFIX = "approval_"
+"""Final decisions made by a reviewer start with approval_granted, approval_denied or approval_expired."""
+
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
     """The nearest-rank percentile of already sorted values (0.0 when there are none)."""
@@ -32,12 +35,23 @@ class DemoStats:
     blocked_tools: Counter[str] = field(default_factory=Counter)
     approvals: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
+    approval_waits_ms: list[float] = field(default_factory=list)
     _recent: deque[float] = field(default_factory=deque)
 
     def record(self, decision: Decision, tool: str, latency_ms: float, now_s: float) -> None:
-        """Count one final decision taken `latency_ms` after its intent was published."""
+        """Count one final decision taken `latency_ms` after its intent was published.
+
+        A decision a reviewer made (its first reason is `approval_granted`, `approval_denied` or
+        `approval_expired`) counts as an approval wait, not as decision latency.
+        """
         self.outcomes[decision.decision] += 1
-        self.latencies_ms.append(latency_ms)
+        first_reason = decision.reasons[0] if decision.reasons else ""
+        if first_reason.startswith(APPROVAL_REASON_PREFIX):
+            outcome = first_reason.split(":", 1)[0].removeprefix(APPROVAL_REASON_PREFIX)
+            self.approvals[outcome] += 1
+            self.approval_waits_ms.append(latency_ms)
+        else:
+            self.latencies_ms.append(latency_ms)
         self._recent.append(now_s)
         while self._recent and self._recent[0] < now_s - RATE_WINDOW_S:
             self._recent.popleft()
@@ -45,8 +59,6 @@ class DemoStats:
             self.blocked_agents[decision.agent_id] += 1
             self.blocked_tools[tool] += 1
             self.reasons[decision.reasons[0] if decision.reasons else "(no reason)"] += 1
-        if decision.approved_by:
-            self.approvals["approved"] += 1
 
     @property
     def total(self) -> int:
@@ -75,9 +87,17 @@ class DemoStats:
         for kind in DecisionKind:
             count = self.outcomes[kind]
             outcomes.add_row(kind.value, str(count), f"{100 * count / max(self.total, 1):.1f}%")
+        waits = sorted(self.approval_waits_ms)
+        reviewed = Table.grid(padding=(0, 3))
+        reviewed.add_row(
+            "[bold]approvals[/]",
+            *(f"{outcome}: [bold]{count}[/]" for outcome, count in sorted(self.approvals.items())),
+            f"wait p50 [bold]{percentile(waits, 0.5) / 1000:.1f} s[/]",
+        )
         return Group(
             headline,
             outcomes,
+            reviewed,
             _top_table("top blocked agents", "agent", self.blocked_agents),
             _top_table("top blocked tools", "tool", self.blocked_tools),
             _top_table("top block reasons", "reason", self.reasons),

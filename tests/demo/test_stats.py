@@ -55,3 +55,15 @@ def test_render_shows_the_figures() -> None:
     console.print(stats.render("demo"))
     text = console.export_text()
     assert "rogue" in text and "payments.refund" in text and "refund too large" in text
+
+
+def test_reviewed_decisions_count_as_approval_waits_not_latency() -> None:
+    stats = DemoStats()
+    stats.record(_decision(DecisionKind.ALLOW, "a", "approval_granted: approved by lena"), "t", 900.0, 1.0)
+    stats.record(
+        _decision(DecisionKind.BLOCK, "a", "approval_expired: no final decision by …"), "t", 5.0, 1.0
+    )
+    stats.record(_decision(DecisionKind.ALLOW, "a"), "t", 3.0, 1.0)
+    assert stats.approvals == {"granted": 1, "expired": 1}
+    assert stats.approval_waits_ms == [900.0, 5.0]
+    assert stats.latencies_ms == [3.0]

@@ -1,0 +1,203 @@
+"""`sluicegate demo`: a real broker, a real worker, the audit sink, a simulated fleet and reviewer.
+
+Everything runs for real on this machine: the local Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS
+names one), a worker subprocess deciding with `policies/demo.yaml`, the audit sink subprocess
+storing every decision in the embedded ClickHouse, a reviewer answering approval requests, and a
+few hundred simulated agents calling `Gate.check` at a steady rate. Each run uses its own topic
+prefix and state directory under `<state dir>/demo/`, so runs do not see each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from infra.kafka import BrokerConfig, start_broker, stop_broker
+from schemas import TopicNames
+from sluicegate.demo.fleet import FleetSimulator, ToolCall, build_fleet
+from sluicegate.demo.processes import Child, DemoError, free_port, wait_for
+from sluicegate.demo.reviewer import SimulatedReviewer, reviewers_yaml
+from sluicegate.demo.stats import DemoStats
+from sluicegate.gate import Gate
+from sluicegate.settings import Settings
+from streams.policy_source import publish_policy
+
+DEMO_POLICY = Path(__file__).resolve().parents[2] / "policies" / "demo.yaml"
+WORKER_START_TIMEOUT_S = 120.0
+DRAIN_TIMEOUT_S = 10.0
+SINK_FLUSH_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemoConfig:
+    """How big and how long the demo is."""
+
+    agents: int = 300
+    rate: float = 200.0
+    seconds: float = 60.0
+    seed: int = 7
+    live: bool = True
+
+
+def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoStats:
+    """Run the whole demo and print its summary and audit report; stops what it started."""
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = (settings.state_dir / "demo" / run_id).resolve()
+    topics = TopicNames(f"demo-{run_id}")
+    broker = None if settings.kafka_bootstrap_servers else BrokerConfig.from_settings(settings)
+    if broker is not None:
+        console.print(f"starting the local Kafka broker on port {settings.kafka_port} ...")
+        start_broker(broker)
+    bootstrap = settings.bootstrap_servers
+    base.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=base / "demo.log", level=logging.INFO, force=True)
+    reviewers = base / "reviewers.yaml"
+    reviewers.write_text(reviewers_yaml())
+    audit_url = f"chdb://{base / 'audit'}"
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SLUICEGATE_TOPIC_PREFIX": topics.prefix,
+        "SLUICEGATE_REVIEWERS_FILE": str(reviewers),
+        "SLUICEGATE_CLICKHOUSE_URL": audit_url,
+    }
+    children: list[Child] = []
+    try:
+        worker_port = free_port()
+        worker = Child.start(
+            "worker",
+            [
+                "-m",
+                "streams.worker",
+                "--bootstrap",
+                bootstrap,
+                "--topic-prefix",
+                topics.prefix,
+                "--workdir",
+                str(base / "worker"),
+                "--web-port",
+                str(worker_port),
+                "--log-level",
+                "warning",
+            ],
+            base / "worker.log",
+            env,
+        )
+        children.append(worker)
+        console.print(f"worker starting (log {worker.log_path}) ...")
+        wait_for(worker, worker_port, ready=False, timeout_s=WORKER_START_TIMEOUT_S)
+        policy = asyncio.run(
+            publish_policy(bootstrap, topics.policies, DEMO_POLICY.read_text(), str(DEMO_POLICY))
+        )
+        console.print(f"published policy {policy.name} {policy.version} ({policy.rule_count} rules)")
+        wait_for(worker, worker_port, ready=True, timeout_s=WORKER_START_TIMEOUT_S)
+        sink = Child.start(
+            "audit sink",
+            [
+                "-m",
+                "consumers.audit_sink",
+                "--url",
+                audit_url,
+                "--bootstrap",
+                bootstrap,
+                "--topic-prefix",
+                topics.prefix,
+                "--decoders",
+                "0",
+            ],
+            base / "audit_sink.log",
+            env,
+        )
+        children.append(sink)
+        stats = asyncio.run(_drive(settings, bootstrap, topics, config, console))
+        console.print(stats.render("summary"))
+        sink.require_running()
+        _print_audit_report(console, audit_url, env)
+        return stats
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if broker is not None:
+            stop_broker(broker.data_dir)
+
+
+async def _drive(
+    settings: Settings, bootstrap: str, topics: TopicNames, config: DemoConfig, console: Console
+) -> DemoStats:
+    agents = build_fleet(config.agents, config.seed)
+    simulator = FleetSimulator(agents, config.seed)
+    stats = DemoStats()
+    reviewer = SimulatedReviewer(bootstrap, topics, config.seed)
+    listening = asyncio.Event()
+    reviewer_task = asyncio.create_task(reviewer.run(listening))
+    gate_settings = settings.model_copy(
+        update={"kafka_bootstrap_servers": bootstrap, "topic_prefix": topics.prefix}
+    )
+    async with Gate(gate_settings, agent_id=agents[0].agent_id, agent_role=agents[0].role) as gate:
+        await gate.prepare(*(agent.agent_id for agent in agents))
+        await listening.wait()
+        in_flight: set[asyncio.Task[None]] = set()
+        started = time.monotonic()
+        with Live(
+            stats.render("sluicegate demo"),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
+            auto_refresh=config.live,
+        ) as live:
+            sent = 0
+            while (elapsed := time.monotonic() - started) < config.seconds:
+                due = int(elapsed * config.rate) - sent
+                for _ in range(max(due, 0)):
+                    task = asyncio.create_task(_one_call(gate, simulator.next_call(datetime.now(UTC)), stats))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                    sent += 1
+                if config.live:
+                    live.update(stats.render(f"sluicegate demo  {elapsed:4.0f}/{config.seconds:.0f} s"))
+                await asyncio.sleep(0.01)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*in_flight), DRAIN_TIMEOUT_S)
+            live.update(stats.render("sluicegate demo  done"))
+    reviewer_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reviewer_task
+    return stats
+
+
+async def _one_call(gate: Gate, call: ToolCall, stats: DemoStats) -> None:
+    started = time.perf_counter()
+    decision = await gate.check(
+        tool=call.tool,
+        action=call.action,
+        target=call.target,
+        params=call.params,
+        occurred_at=call.occurred_at,
+        agent_id=call.agent.agent_id,
+        agent_role=call.agent.role,
+        environment=call.agent.environment,
+        owner=call.agent.owner,
+    )
+    stats.record(decision, call.tool, (time.perf_counter() - started) * 1000, time.monotonic())
+
+
+def _print_audit_report(console: Console, audit_url: str, env: dict[str, str]) -> None:
+    console.rule("audit report (ClickHouse)")
+    time.sleep(SINK_FLUSH_S)  # the sink stores what it has read at most this long ago
+    completed = subprocess.run(
+        [sys.executable, "-m", "sluicegate.cli", "audit", "report", "--since", "1h"],
+        env={**os.environ, **env, "SLUICEGATE_CLICKHOUSE_URL": audit_url},
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise DemoError("the audit report failed (see above)")
