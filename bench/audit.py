@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.analytics import build_report
-from consumers.audit_sink import AuditSink, SinkConfig
+from consumers.audit_sink import AuditSink, Decoder, SinkConfig, consumer_for
 from consumers.audit_store import ClientStore
 from consumers.backtest import backtest
 from infra.clickhouse import open_client
@@ -52,13 +52,13 @@ SinkParts = tuple[AuditSink, AIOKafkaConsumer, AIOKafkaProducer, asyncio.Task[No
 
 
 async def _sink(bootstrap: str, client: Any, config: SinkConfig) -> SinkParts:
-    consumer = AIOKafkaConsumer(config.topics.audit, config.topics.outcomes, bootstrap_servers=bootstrap,
-                                group_id=config.group_id, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_poll_records=config.max_rows)
+    consumer = consumer_for(bootstrap, config)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await consumer.start()
     await producer.start()
-    sink = AuditSink(consumer, producer, client, config)
+    decoder = Decoder(config.topics.outcomes, config.decoders)
+    await decoder.start()
+    sink = AuditSink(consumer, producer, client, config, decoder)
     return sink, consumer, producer, asyncio.create_task(sink.run())
 
 
@@ -66,8 +66,15 @@ async def _stop(sink: AuditSink, consumer: AIOKafkaConsumer, producer: AIOKafkaP
                 task: asyncio.Task[None]) -> None:
     sink.stop()
     await task
+    sink.decoder.close()
     await consumer.stop()
     await producer.stop()
+
+
+async def _assigned(consumer: AIOKafkaConsumer) -> None:
+    """Wait until the group gave the consumer its partitions (the clock starts after the join)."""
+    while not consumer.assignment():
+        await asyncio.sleep(0.01)
 
 
 async def sink_throughput(bootstrap: str, client: Any, rows: int) -> float:
@@ -83,6 +90,7 @@ async def sink_throughput(bootstrap: str, client: Any, rows: int) -> float:
     db = topics.prefix
     migrate(client, db)
     parts = await _sink(bootstrap, client, SinkConfig(database=db, topics=topics, group_id=db))
+    await _assigned(parts[1])
     started = time.perf_counter()
     await parts[0].wait_stored(rows)
     elapsed = time.perf_counter() - started

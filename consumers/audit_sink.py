@@ -1,13 +1,17 @@
 """The audit sink: audit + outcome topics -> ClickHouse ``audit_events``, stored exactly once.
 
-At-least-once consumption, exactly-once storage: rows are inserted column-wise in batches (flushed at
-``max_rows`` or ``max_delay_s`` after the batch's first record), offsets are committed only after the
-insert succeeded, and each insert carries a deduplication token derived from the partition and offset
+At-least-once consumption, exactly-once storage: rows are inserted in batches (cut at ``max_rows``
+or ``max_delay_s`` after the batch's first record), offsets are committed only after the insert
+succeeded, and each insert carries a deduplication token derived from the partition and offset
 ranges it covers (a retry in this process is dropped by ClickHouse); a batch re-read after a crash
 is collapsed by the ReplacingMergeTree keyed by event id. When ClickHouse is unavailable the sink
-pauses its partitions (nothing more is fetched, memory stays bounded by one batch) and retries with
-backoff; it never drops a record. A record that cannot be decoded goes to the dead-letter topic
-with an ``error`` header.
+retries with backoff and stops fetching once its pipeline is full (its partitions are paused, so
+memory stays bounded by three batches); it never drops a record. A record that cannot be decoded
+goes to the dead-letter topic with an ``error`` header.
+
+Pipeline: decoding (validation, rows, Arrow) runs in decoder processes on the other cores while
+the event loop keeps fetching; batches are stored and committed strictly in order, at most two in
+flight (one decoding, one inserting) besides the one being filled.
 """
 
 from __future__ import annotations
@@ -16,15 +20,23 @@ import argparse
 import asyncio
 import hashlib
 import logging
+import os
 import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar
+from functools import partial
+from multiprocessing import get_context
+from typing import Any, Final, Protocol, TypeAlias, TypeVar
 
+import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from consumers.audit_rows import COLUMNS, ColumnBatch, DecodeError, Source, decode, to_row
+from consumers.audit_rows import COLUMNS, DecodedBatch, Message, arrow_stream, decode_batch
 from consumers.audit_store import ClientStore, QueryServer
 from infra.clickhouse.migrate import DEFAULT_DATABASE, check_identifier
 from schemas import TopicNames
@@ -33,20 +45,24 @@ from sluicegate.settings import Settings
 DEFAULT_MAX_ROWS: Final = 10_000
 DEFAULT_MAX_DELAY_S: Final = 1.0
 DEFAULT_GROUP_ID: Final = "sluicegate-audit-sink"
+MAX_IN_FLIGHT: Final = 2
+FETCH_BYTES: Final = {"max_partition_fetch_bytes": 16 << 20, "fetch_max_bytes": 64 << 20}
+"""Consumer fetch sizes: a whole batch of ~1 KiB records per partition in one round trip."""
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 
 class Inserter(Protocol):
     """The part of a clickhouse-connect client the sink writes through."""
 
-    def insert(self, table: str, data: Any, column_names: Any = ..., *, column_oriented: bool = ...,
-               settings: dict[str, Any] | None = ...) -> Any: ...
+    def raw_insert(self, table: str, column_names: Any = ..., insert_block: Any = ...,
+                   settings: dict[str, Any] | None = ..., fmt: str | None = ...) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
 class SinkConfig:
-    """How the sink batches and retries."""
+    """How the sink batches, decodes and retries."""
 
     database: str = DEFAULT_DATABASE
     topics: TopicNames = field(default_factory=TopicNames)
@@ -55,6 +71,8 @@ class SinkConfig:
     max_delay_s: float = DEFAULT_MAX_DELAY_S
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
+    decoders: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Decoder processes; 0 decodes in the event loop's thread (small loads, tools)."""
 
 
 @dataclass(slots=True)
@@ -74,59 +92,175 @@ def dedup_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()
 
 
+def consumer_for(bootstrap: str, config: SinkConfig) -> AIOKafkaConsumer:
+    """The sink's consumer: manual commits, from the earliest offset, large fetches."""
+    return AIOKafkaConsumer(
+        config.topics.audit, config.topics.outcomes, bootstrap_servers=bootstrap, group_id=config.group_id,
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=config.max_rows,
+        **FETCH_BYTES)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a decoder process: exit as soon as the sink is gone (even SIGKILLed), never linger."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class Decoder:
+    """Decodes batches, split over ``workers`` processes (spawned: the parent runs an engine)."""
+
+    def __init__(self, outcomes_topic: str, workers: int) -> None:
+        self.outcomes_topic, self.workers = outcomes_topic, workers
+        self.pool: Executor | None = self._new_pool()
+
+    def _new_pool(self) -> Executor | None:
+        if not self.workers:
+            return None
+        return ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                   initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+    async def start(self) -> None:
+        """Spawn the decoder processes now rather than on the first batch (they import the models)."""
+        if self.pool is not None:
+            loop, pool = asyncio.get_running_loop(), self.pool
+            await asyncio.gather(*(loop.run_in_executor(pool, partial(decode_batch, [], self.outcomes_topic))
+                                   for _ in range(self.workers)))
+
+    async def decode(self, messages: list[Message]) -> DecodedBatch:
+        """The batch's rows as one Arrow stream, and the messages that could not be decoded."""
+        if self.pool is None:
+            return decode_batch(messages, self.outcomes_topic)
+        loop = asyncio.get_running_loop()
+        size = -(-len(messages) // self.workers)
+        starts = range(0, len(messages), size)
+        try:
+            parts = await asyncio.gather(*(loop.run_in_executor(
+                self.pool, partial(decode_batch, messages[start:start + size], self.outcomes_topic))
+                for start in starts))
+        except BrokenProcessPool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()  # a decoder process died: start afresh, the caller retries
+            raise
+        if len(parts) == 1:
+            return parts[0]
+        batches = [b for part in parts for b in pa.ipc.open_stream(part.arrow).read_all().to_batches()]
+        errors = tuple((start + index, error) for start, part in zip(starts, parts, strict=True)
+                       for index, error in part.errors)
+        return DecodedBatch(arrow_stream(batches), sum(part.rows for part in parts), errors)
+
+    def close(self) -> None:
+        """Stop the decoder processes."""
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+@dataclass(slots=True)
+class _Batch:
+    records: list[Record] = field(default_factory=list)
+    ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    started: float | None = None
+
+    def add(self, record: Record) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        low = self.ranges[tp][0] if tp in self.ranges else record.offset
+        self.ranges[tp] = (low, record.offset)
+        self.records.append(record)
+        if self.started is None:
+            self.started = time.monotonic()
+
+
 class AuditSink:
-    """Consumes, batches, inserts, then commits; see the module docstring."""
+    """Consumes, batches, decodes, inserts, then commits; see the module docstring."""
 
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, inserter: Inserter,
-                 config: SinkConfig) -> None:
+                 config: SinkConfig, decoder: Decoder) -> None:
         self.consumer, self.producer, self.inserter, self.config = consumer, producer, inserter, config
+        self.decoder = decoder
         self.table = f"{check_identifier(config.database)}.audit_events"
-        self.batch = ColumnBatch()
-        self.ranges: dict[TopicPartition, tuple[int, int]] = {}
-        self.batch_started: float | None = None
+        self.batch = _Batch()
+        self.in_flight: deque[asyncio.Task[None]] = deque()
         self.stats = SinkStats()
         self.stopping = asyncio.Event()
         self._stored = asyncio.Condition()
 
     def _deadline_in(self) -> float:
-        if self.batch_started is None:
+        if self.batch.started is None:
             return self.config.max_delay_s
-        return max(0.0, self.batch_started + self.config.max_delay_s - time.monotonic())
+        return max(0.0, self.batch.started + self.config.max_delay_s - time.monotonic())
 
     async def run(self) -> None:
-        """Consume until ``stop()``; flush what is buffered on the way out."""
-        while not self.stopping.is_set():
-            if self.ranges and (len(self.batch) >= self.config.max_rows or self._deadline_in() == 0.0):
-                await self.flush()
-                continue
-            fetched = await self.consumer.getmany(
-                timeout_ms=max(1, int(self._deadline_in() * 1000)),
-                max_records=self.config.max_rows - len(self.batch),
-            )
-            for records in fetched.values():
-                for record in records:
-                    await self._take(record)
-        if self.ranges:
-            await self.flush()
+        """Consume until ``stop()``; store what is buffered on the way out."""
+        try:
+            while not self.stopping.is_set():
+                await self._step()
+            self._cut()
+            while self.in_flight:
+                await self.in_flight.popleft()
+        finally:
+            for task in self.in_flight:
+                task.cancel()
+
+    async def _step(self) -> None:
+        while self.in_flight and self.in_flight[0].done():
+            await self.in_flight.popleft()  # re-raises what stopped a store
+        due = len(self.batch.records) >= self.config.max_rows or self._deadline_in() == 0.0
+        if self.batch.ranges and due and len(self.in_flight) < MAX_IN_FLIGHT:
+            self._cut()
+            return
+        if due and self.batch.ranges:  # the pipeline is full: keep the group alive, fetch nothing
+            assigned = self.consumer.assignment()
+            self.consumer.pause(*assigned)
+            try:
+                await asyncio.wait([self.in_flight[0]], timeout=0.5)
+                await self.consumer.getmany(timeout_ms=0)
+            finally:
+                self.consumer.resume(*assigned)
+            return
+        fetched = await self.consumer.getmany(
+            timeout_ms=max(1, int(self._deadline_in() * 1000)),
+            max_records=self.config.max_rows - len(self.batch.records))
+        for records in fetched.values():
+            for record in records:
+                self.batch.add(record)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish after the current step."""
         self.stopping.set()
 
-    async def _take(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        tp = TopicPartition(record.topic, record.partition)
-        try:
-            audit = decode(record.value, outcome=record.topic == self.config.topics.outcomes)
-        except DecodeError as exc:
-            await self._dead_letter(record, str(exc))
-        else:
-            self.batch.append(to_row(audit, Source(record.topic, record.partition, record.offset)))
-        low = self.ranges[tp][0] if tp in self.ranges else record.offset
-        self.ranges[tp] = (low, record.offset)
-        if self.batch_started is None:
-            self.batch_started = time.monotonic()
+    def _cut(self) -> None:
+        """Start storing the batch being filled, after the ones already in flight."""
+        if not self.batch.ranges:
+            return
+        previous = self.in_flight[-1] if self.in_flight else None
+        self.in_flight.append(asyncio.create_task(self._store(self.batch, previous)))
+        self.batch = _Batch()
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+    async def _store(self, batch: _Batch, previous: asyncio.Task[None] | None) -> None:
+        """Decode (alongside the previous batch's insert), dead-letter, insert, commit; in order."""
+        messages = [Message(r.topic, r.partition, r.offset, r.value) for r in batch.records]
+        decoded = await self._retrying("decode", lambda: self.decoder.decode(messages))
+        if previous is not None:
+            await asyncio.shield(previous)
+        for index, error in decoded.errors:
+            await self._dead_letter(batch.records[index], error)
+        if decoded.rows:
+            token = dedup_token(batch.ranges)
+            await self._retrying("insert", lambda: asyncio.to_thread(
+                self.inserter.raw_insert, self.table, list(COLUMNS), decoded.arrow,
+                settings={"insert_deduplication_token": token}, fmt="ArrowStream"))
+            self.stats.rows_inserted += decoded.rows
+            self.stats.batches += 1
+        offsets = {tp: hi + 1 for tp, (_, hi) in batch.ranges.items()}
+        await self._retrying("commit", lambda: self.consumer.commit(offsets))
+        async with self._stored:
+            self._stored.notify_all()
+
+    async def _dead_letter(self, record: Record, error: str) -> None:
         headers = [("error", error[:4000].encode()), ("source_topic", record.topic.encode()),
                    ("source_partition", str(record.partition).encode()),
                    ("source_offset", str(record.offset).encode())]
@@ -136,40 +270,16 @@ class AuditSink:
         log.warning("dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, error)
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
-        """Run ``step`` until it succeeds; between attempts partitions stay paused and the group alive."""
-        delay, paused = self.config.backoff_initial_s, False
-        try:
-            while True:
-                try:
-                    return await step()
-                except Exception as exc:
-                    self.stats.insert_failures += what == "insert"
-                    log.warning("%s failed, retrying in %.2fs: %s", what, delay, exc)
-                    if not paused:
-                        self.consumer.pause(*self.consumer.assignment())
-                        paused = True
-                    await self.consumer.getmany(timeout_ms=int(delay * 1000))
-                    delay = min(delay * 2, self.config.backoff_max_s)
-        finally:
-            if paused:
-                self.consumer.resume(*self.consumer.assignment())
-
-    async def flush(self) -> None:
-        """Insert the batch (retrying until it succeeds), then commit its offsets."""
-        if len(self.batch):
-            token = dedup_token(self.ranges)
-            await self._retrying("insert", lambda: asyncio.to_thread(
-                self.inserter.insert, self.table, self.batch.columns, list(COLUMNS),
-                column_oriented=True, settings={"insert_deduplication_token": token}))
-            self.stats.rows_inserted += len(self.batch)
-            self.stats.batches += 1
-        offsets = {tp: hi + 1 for tp, (_, hi) in self.ranges.items()}
-        await self._retrying("commit", lambda: self.consumer.commit(offsets))
-        self.batch.clear()
-        self.ranges.clear()
-        self.batch_started = None
-        async with self._stored:
-            self._stored.notify_all()
+        """Run ``step`` until it succeeds (the fetch loop pauses once the pipeline is full)."""
+        delay = self.config.backoff_initial_s
+        while True:
+            try:
+                return await step()
+            except Exception as exc:
+                self.stats.insert_failures += what == "insert"
+                log.warning("%s failed, retrying in %.2fs: %s", what, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
 
     async def wait_stored(self, rows: int) -> None:
         """Return once at least ``rows`` rows were inserted and their offsets committed."""
@@ -187,6 +297,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--group", default=DEFAULT_GROUP_ID)
     parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS)
     parser.add_argument("--max-delay", type=float, default=DEFAULT_MAX_DELAY_S)
+    parser.add_argument("--decoders", type=int, default=os.cpu_count() or 1,
+                        help="decoder processes (0: decode in the sink's own thread)")
     return parser.parse_args(argv)
 
 
@@ -199,15 +311,14 @@ async def serve(url: str, bootstrap: str, config: SinkConfig, inserter: Inserter
     store = ClientStore(client)
     store.migrate(config.database)
     topics = config.topics
-    consumer = AIOKafkaConsumer(
-        topics.audit, topics.outcomes, bootstrap_servers=bootstrap, group_id=config.group_id,
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=config.max_rows,
-    )
+    consumer = consumer_for(bootstrap, config)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     server = QueryServer(store, url)
     await producer.start()
     await consumer.start()
-    sink = AuditSink(consumer, producer, inserter or client, config)
+    decoder = Decoder(topics.outcomes, config.decoders)
+    await decoder.start()
+    sink = AuditSink(consumer, producer, inserter or client, config, decoder)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sink.stop)
@@ -220,6 +331,7 @@ async def serve(url: str, bootstrap: str, config: SinkConfig, inserter: Inserter
         await sink.run()
     finally:
         server.stop()
+        decoder.close()
         await consumer.stop()
         await producer.stop()
     return sink.stats
@@ -230,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = SinkConfig(database=args.database, topics=TopicNames(args.topic_prefix), group_id=args.group,
-                        max_rows=args.max_rows, max_delay_s=args.max_delay)
+                        max_rows=args.max_rows, max_delay_s=args.max_delay, decoders=args.decoders)
     stats = asyncio.run(serve(args.url, args.bootstrap, config))
     log.info("audit sink stopped: %s", stats)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from consumers.audit_rows import COLUMNS, ColumnBatch, Source, to_row
+from consumers.audit_rows import COLUMNS, arrow_stream, row, to_arrow
 from consumers.audit_store import ClientStore
 from infra.clickhouse.migrate import migrate
 from schemas import AuditRecord
@@ -34,10 +34,8 @@ def store_records(clickhouse_client: Client, audit_db: str) -> Store:
     offset = iter(range(10**9))
 
     def store(records: Iterable[AuditRecord]) -> None:
-        batch = ColumnBatch()
-        for record in records:
-            batch.append(to_row(record, Source("direct", 0, next(offset))))
-        clickhouse_client.insert(f"{audit_db}.audit_events", batch.columns, list(COLUMNS),
-                                 column_oriented=True)
+        rows = [row(record, ("direct", 0, next(offset))) for record in records]
+        block = arrow_stream([to_arrow(rows)])
+        clickhouse_client.raw_insert(f"{audit_db}.audit_events", list(COLUMNS), block, fmt="ArrowStream")
 
     return store

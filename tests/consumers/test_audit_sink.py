@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from clickhouse_connect.driver.client import Client
 
-from consumers.audit_sink import AuditSink, SinkConfig
+from consumers.audit_sink import AuditSink, Decoder, SinkConfig, consumer_for
 from schemas import AuditRecord, DecisionKind, ExecutionOutcome, TopicNames
 from tests.consumers.kafka_io import create_topics, publish, read_all
 from tests.consumers.records import decision_record, intent, outcome
@@ -25,13 +25,13 @@ class FlakyClient:
     def __init__(self, client: Client, failures: int, *, after_insert: bool) -> None:
         self.client, self.failures, self.after_insert = client, failures, after_insert
 
-    def insert(self, *args: Any, **kwargs: Any) -> Any:
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
         if self.failures > 0:
             self.failures -= 1
             if self.after_insert:
-                self.client.insert(*args, **kwargs)
+                self.client.raw_insert(*args, **kwargs)
             raise ConnectionError("ClickHouse is unavailable (injected)")
-        return self.client.insert(*args, **kwargs)
+        return self.client.raw_insert(*args, **kwargs)
 
 
 def workload(count: int) -> list[AuditRecord | ExecutionOutcome]:
@@ -47,13 +47,13 @@ def workload(count: int) -> list[AuditRecord | ExecutionOutcome]:
 
 async def run_sink(bootstrap: str, inserter: Any, config: SinkConfig, rows: int) -> AuditSink:
     """Run a sink until ``rows`` rows are stored and committed, then stop it."""
-    consumer = AIOKafkaConsumer(config.topics.audit, config.topics.outcomes, bootstrap_servers=bootstrap,
-                                group_id=config.group_id, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = consumer_for(bootstrap, config)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await consumer.start()
     await producer.start()
-    sink = AuditSink(consumer, producer, inserter, config)
+    decoder = Decoder(config.topics.outcomes, config.decoders)
+    await decoder.start()
+    sink = AuditSink(consumer, producer, inserter, config, decoder)
     task = asyncio.create_task(sink.run())
     try:
         await asyncio.wait_for(sink.wait_stored(rows), timeout=60)
@@ -64,6 +64,7 @@ async def run_sink(bootstrap: str, inserter: Any, config: SinkConfig, rows: int)
         assert committed == ends, "every consumed offset is committed once stored"
     finally:
         task.cancel()
+        decoder.close()
         await consumer.stop()
         await producer.stop()
     return sink
