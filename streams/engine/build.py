@@ -63,7 +63,12 @@ def risk_factor(name: str, contribution: float, detail: str) -> RiskFactor:
 
 def risk(score: float, factors: tuple[RiskFactor, ...]) -> Risk:
     """A risk score in [0, 1] with its factors."""
-    return trusted(Risk, _RISK_FIELDS, {"score": score, "factors": factors})
+    instance: Risk = _new(Risk)  # trusted(), inlined: once per intent
+    _set_dict(instance, {"score": score, "factors": factors})
+    _set_fields(instance, _RISK_FIELDS)
+    _set_extra(instance, None)
+    _set_private(instance, None)
+    return instance
 
 
 def decision(
@@ -71,8 +76,13 @@ def decision(
     risk_: Risk, policy_version: str, decided_at: datetime,
 ) -> Decision:
     """A final Decision (no approval fields yet)."""
-    return trusted(Decision, _DECISION_FIELDS, {
+    instance: Decision = _new(Decision)  # trusted(), inlined: once per intent
+    _set_dict(instance, {
         "schema_version": SCHEMA_VERSION, "request_id": request_id, "agent_id": agent_id, "decision": kind,
         "reasons": reasons, "rules": rules, "risk": risk_, "policy_version": policy_version,
         "decided_at": decided_at, "final": True, "approval_deadline_at": None, "approved_by": (),
     })
+    _set_fields(instance, _DECISION_FIELDS)
+    _set_extra(instance, None)
+    _set_private(instance, None)
+    return instance

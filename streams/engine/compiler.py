@@ -136,7 +136,8 @@ class CompiledPolicy:
             self._rule_index.add(rule)
         for limit in self.limits:
             self._limit_index.add(limit)
-        self._plans: dict[tuple[str, str], Plan] = {}
+        self.plans: dict[tuple[str, str], Plan] = {}
+        """Memo of :meth:`plan` by (tool, action value); read directly on the hot path."""
 
     @property
     def has_fleet_limits(self) -> bool:
@@ -153,11 +154,11 @@ class CompiledPolicy:
 
     def plan(self, tool: str, action: Action) -> Plan:
         """The candidate rules and limits for a tool and action (memoised; the hot path's one lookup)."""
-        found = self._plans.get((tool, action._value_))
+        found = self.plans.get((tool, action._value_))
         if found is None:
-            if len(self._plans) >= _CACHE_LIMIT:
-                self._plans.clear()
-            found = self._plans[(tool, action._value_)] = Plan(
+            if len(self.plans) >= _CACHE_LIMIT:
+                self.plans.clear()
+            found = self.plans[(tool, action._value_)] = Plan(
                 self.rules_for(tool, action), self.limits_for(tool, action),
             )
         return found

@@ -38,14 +38,29 @@ MISSING: Any = object()
 _NUMERIC = {"lt": operator.lt, "lte": operator.le, "gt": operator.gt, "gte": operator.ge}
 
 
-def glob_matcher(patterns: str | Sequence[str]) -> Callable[[str], bool]:
-    """One compiled regex for a glob or a list of globs (fnmatch syntax, case-sensitive)."""
+def _compile_glob(patterns: str | Sequence[str]) -> str | Callable[[str], re.Match[str] | None]:
+    """A glob or list of globs (fnmatch syntax, case-sensitive): the literal string when it has no
+    wildcard, else the ``match`` of one compiled regex."""
     items = [patterns] if isinstance(patterns, str) else list(patterns)
     if len(items) == 1 and not set(items[0]) & set("*?["):
-        literal = items[0]  # no wildcard: plain equality
-        return lambda value: value == literal
-    match = re.compile("|".join(f"(?:{fnmatch.translate(item)})" for item in items)).match
-    return lambda value: match(value) is not None
+        return items[0]
+    return re.compile("|".join(f"(?:{fnmatch.translate(item)})" for item in items)).match
+
+
+def glob_matcher(patterns: str | Sequence[str]) -> Callable[[str], bool]:
+    """A predicate on strings for a glob or a list of globs."""
+    glob = _compile_glob(patterns)
+    if isinstance(glob, str):
+        return lambda value: value == glob
+    return lambda value: glob(value) is not None
+
+
+def target_predicate(patterns: str | Sequence[str]) -> Pred:
+    """``glob_matcher`` applied to the intent's target, as one closure."""
+    glob = _compile_glob(patterns)
+    if isinstance(glob, str):
+        return lambda intent: intent.target == glob
+    return lambda intent: glob(intent.target) is not None
 
 
 def field_getter(path: str) -> Getter:
@@ -218,6 +233,7 @@ class CompiledMatch:
 
     tool_patterns: tuple[str, ...] | None
     actions: frozenset[Action] | None
+    target_globs: str | list[str] | None
     target: Callable[[str], bool] | None
     environments: frozenset[str] | None
     roles: frozenset[str] | None
@@ -232,6 +248,7 @@ class CompiledMatch:
             tool_patterns=None if tools is None else ((tools,) if isinstance(tools, str) else tuple(tools)),
             actions=None if actions is None else frozenset(
                 [actions] if isinstance(actions, Action) else actions),
+            target_globs=match.target,
             target=None if match.target is None else glob_matcher(match.target),
             environments=_as_set(match.environment),
             roles=_as_set(match.agent_role),
@@ -247,9 +264,7 @@ class CompiledMatch:
         """The check of everything but tool and action, or None when nothing else is constrained."""
         target, environments, roles, agents = self.target, self.environments, self.roles, self.agents
         if environments is None and roles is None and agents is None:
-            if target is None:
-                return None
-            return lambda intent: target(intent.target)
+            return None if self.target_globs is None else target_predicate(self.target_globs)
         if target is None and roles is None and agents is None and environments is not None:
             return lambda intent: intent.environment in environments
         return self.rest_matches

@@ -30,6 +30,7 @@ ALL_SCOPES: frozenset[LimitScope] = AGENT_SCOPES | SHARED_SCOPES
 _MAX_MESSAGE = 1000
 _ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
 _tuple = tuple.__new__
+_new = object.__new__
 
 
 class WindowChange(NamedTuple):
@@ -54,13 +55,59 @@ class LimitOutcome(NamedTuple):
     changes: tuple[WindowChange, ...]
 
 
-class Evaluation(NamedTuple):
-    """The decision on one intent and the state changes to apply if it ends ALLOW."""
+class Evaluation:
+    """The decision on one intent and the state changes to apply if it ends ALLOW.
 
-    decision: Decision
-    changes: tuple[Change, ...]
-    applied: tuple[Applied, ...] = ()
-    default_used: bool = False
+    ``kind`` is the verdict. ``decision``, the wire Decision (reasons, rules, risk), is built on first
+    access: a caller that needs only the verdict does not pay for it, and it is built once.
+    """
+
+    __slots__ = ("_decision", "_intent", "_policy", "_risk", "applied", "changes", "default_used", "kind")
+
+    def __init__(
+        self, decision: Decision, changes: tuple[Change, ...], applied: tuple[Applied, ...] = (),
+        default_used: bool = False,
+    ) -> None:
+        self._decision: Decision | None = decision
+        self.kind: DecisionKind = decision.decision
+        self.changes = changes
+        self.applied = applied
+        self.default_used = default_used
+        self._policy: CompiledPolicy | None = None
+        self._intent: Intent | None = None
+        self._risk: Risk = decision.risk
+
+    @property
+    def decision(self) -> Decision:
+        """The Decision to publish (built on first access)."""
+        decision = self._decision
+        if decision is None:
+            assert self._policy is not None and self._intent is not None
+            decision = self._decision = _decision_of(
+                self._policy, self._intent, self.kind, self.applied, self.default_used, self._risk,
+            )
+            self._policy = self._intent = None
+        return decision
+
+    def __repr__(self) -> str:
+        return f"Evaluation({self.kind.value}, {len(self.applied)} applied, {len(self.changes)} changes)"
+
+
+def _pending(
+    policy: CompiledPolicy, intent: Intent, kind: DecisionKind, changes: tuple[Change, ...],
+    applied: tuple[Applied, ...], default_used: bool, risk: Risk,
+) -> Evaluation:
+    """An evaluation whose Decision is built from these parts when first asked for."""
+    evaluation: Evaluation = _new(Evaluation)
+    evaluation._decision = None
+    evaluation.kind = kind
+    evaluation.changes = changes
+    evaluation.applied = applied
+    evaluation.default_used = default_used
+    evaluation._policy = policy
+    evaluation._intent = intent
+    evaluation._risk = risk
+    return evaluation
 
 
 def _decision(
@@ -72,23 +119,38 @@ def _decision(
     )
 
 
-def _build(
-    policy: CompiledPolicy, intent: Intent, applied: list[Applied], risk: Risk,
-) -> tuple[Decision, bool]:
-    """Combine what applied (sorted in policy order) with the default when no rule applied."""
+def _verdict(
+    policy: CompiledPolicy, applied: list[Applied] | tuple[Applied, ...],
+) -> tuple[DecisionKind, bool]:
+    """The combined decision of what applied (in policy order) and whether the default was used.
+
+    ``default`` counts only when no rule applied; BLOCK > REQUIRE_APPROVAL > ALLOW.
+    """
     rule_applied = bool(applied) and applied[0].order < policy.rule_count
     kind = _ALLOW if rule_applied else policy.default
-    reasons = [] if rule_applied else [policy.default_reason]
-    rules = []
     for entry in applied:
         decision = entry.decision
         if decision is _BLOCK:
-            kind = _BLOCK
-        elif decision is _APPROVAL and kind is _ALLOW:
+            return _BLOCK, not rule_applied
+        if decision is _APPROVAL and kind is _ALLOW:
             kind = _APPROVAL
+    return kind, not rule_applied
+
+
+def _decision_of(
+    policy: CompiledPolicy, intent: Intent, kind: DecisionKind, applied: tuple[Applied, ...],
+    default_used: bool, risk: Risk,
+) -> Decision:
+    """The wire Decision: a reason and an id for everything that applied (the default's reason first)."""
+    reasons = [policy.default_reason] if default_used else []
+    rules = []
+    for entry in applied:
         reasons.append(entry.reason)
         rules.append(entry.id)
-    return _decision(intent, policy.version, kind, tuple(reasons), tuple(rules), risk), not rule_applied
+    return build.decision(
+        intent.request_id, intent.agent_id, kind, tuple(reasons), tuple(rules), risk, policy.version,
+        intent.occurred_at,
+    )
 
 
 def _error(order: int, entry_id: str, exc: Exception) -> Applied:
@@ -102,6 +164,7 @@ def _limits(
     """For each limit: note a hit if this action would exceed it, and the window change it would make."""
     agent: str | None = None
     every = scopes is ALL_SCOPES
+    get_window = state.get_window
     for limit in limits:
         if not every and limit.scope not in scopes:
             continue
@@ -125,7 +188,7 @@ def _limits(
             key = prefix + agent
         else:
             key = limit.key_of(intent)
-        window = state.get_window(key)
+        window = get_window(key)
         count = limit.count
         if count is not None:
             used = 0
@@ -153,7 +216,8 @@ def _limits(
 def _evaluate(
     policy: CompiledPolicy, state: StateStore, intent: Intent, scopes: frozenset[LimitScope],
 ) -> Evaluation:
-    rules, limits = policy.plan(intent.tool, intent.action)
+    plan = policy.plans.get((intent.tool, intent.action._value_))
+    rules, limits = plan if plan is not None else policy.plan(intent.tool, intent.action)
     applied: list[Applied] = []
     for rule in rules:
         try:
@@ -173,8 +237,8 @@ def _evaluate(
             applied.append(threshold)
         if lesson is not None:
             changes.append(lesson)
-    decision, default_used = _build(policy, intent, applied, risk)
-    return _tuple(Evaluation, (decision, tuple(changes), tuple(applied), default_used))
+    kind, default_used = _verdict(policy, applied)
+    return _pending(policy, intent, kind, tuple(changes), tuple(applied), default_used, risk)
 
 
 def evaluate(
@@ -209,11 +273,14 @@ def combine(
     policy: CompiledPolicy, evaluation: Evaluation, outcome: LimitOutcome, intent: Intent,
 ) -> Evaluation:
     """Merge limits evaluated separately into an evaluation (most restrictive wins, policy order kept)."""
-    applied = sorted([*evaluation.applied, *outcome.applied], key=lambda entry: entry.order)
-    decision, default_used = _build(policy, intent, applied, evaluation.decision.risk)
-    if evaluation.decision.reasons and evaluation.decision.reasons[0].startswith("engine_error"):
-        decision = evaluation.decision
-    return Evaluation(decision, (*evaluation.changes, *outcome.changes), tuple(applied), default_used)
+    applied = tuple(sorted([*evaluation.applied, *outcome.applied], key=lambda entry: entry.order))
+    changes = (*evaluation.changes, *outcome.changes)
+    first = evaluation.decision
+    if first.reasons and first.reasons[0].startswith("engine_error"):
+        return Evaluation(first, changes, applied, evaluation.default_used)
+    kind, default_used = _verdict(policy, applied)
+    return Evaluation(_decision_of(policy, intent, kind, applied, default_used, first.risk), changes, applied,
+                      default_used)
 
 
 def apply(state: StateStore, changes: tuple[Change, ...] | list[Change]) -> None:
@@ -232,7 +299,7 @@ def apply(state: StateStore, changes: tuple[Change, ...] | list[Change]) -> None
 def decide(policy: CompiledPolicy, state: StateStore, intent: Intent) -> Decision:
     """Evaluate and, when the decision is ALLOW, apply its changes (replays and the CLI)."""
     result = evaluate(policy, state, intent)
-    if result.decision.decision is _ALLOW:
+    if result.kind is _ALLOW:
         apply(state, result.changes)
     return result.decision
 

@@ -71,7 +71,7 @@ class CompiledRisk:
     history: History | None
     action_factors: dict[Action, RiskFactor]
     sensitivity: tuple[tuple[Callable[[str], bool], float, str], ...]
-    magnitude: tuple[tuple[Getter, str | None, float, float, str, str], ...]
+    magnitude: tuple[tuple[Getter, str | None, float, float, str, str, dict[float, RiskFactor]], ...]
     amount_of: Getter | None
     amount_key: str | None
     burst_window_ms: int | None
@@ -79,6 +79,7 @@ class CompiledRisk:
     order: int
     sensitivity_memo: dict[str, RiskFactor | None]
     hash_memo: dict[str, int]
+    key_memo: dict[tuple[str, str], str]
 
     @classmethod
     def of(cls, model: RiskModel, order: int) -> CompiledRisk:
@@ -96,7 +97,7 @@ class CompiledRisk:
             sensitivity=tuple((glob_matcher(t.target), t.weight, t.target) for t in model.target_sensitivity),
             magnitude=tuple(
                 (field_getter(m.field), param_key(m.field), m.scale, m.weight, f"magnitude:{m.field}",
-                 f" of scale {m.scale:g}")
+                 f" of scale {m.scale:g}", {})
                 for m in model.magnitude if m.weight > 0
             ),
             amount_of=field_getter(amount.field) if amount is not None else None,
@@ -108,13 +109,12 @@ class CompiledRisk:
             order=order,
             sensitivity_memo={},
             hash_memo={},
+            key_memo={},
         )
 
     def _sensitivity(self, target: str) -> RiskFactor | None:
         """The target-sensitivity factor of the first matching glob (memoised per target)."""
         memo = self.sensitivity_memo
-        if target in memo:
-            return memo[target]
         found = next((
             _factor("target_sensitivity", weight, f"{target} matches {glob}")
             for test, weight, glob in self.sensitivity if test(target) and weight > 0
@@ -143,30 +143,51 @@ class CompiledRisk:
         if action is not None:
             factors.append(action)
         if self.sensitivity:
-            sensitive = self._sensitivity(intent.target)
+            sensitive = self.sensitivity_memo.get(intent.target, MISSING)
+            if sensitive is MISSING:
+                sensitive = self._sensitivity(intent.target)
             if sensitive is not None:
                 factors.append(sensitive)
         params = intent.params
-        for get, key, scale, weight, name, suffix in self.magnitude:
-            value = as_float(params.get(key, MISSING) if key is not None else get(intent))
+        for get, key, scale, weight, name, suffix, memo in self.magnitude:
+            raw = params.get(key, MISSING) if key is not None else get(intent)
+            value = raw if raw.__class__ is float and raw - raw == 0.0 else as_float(raw)  # finite float
             if value is not None and value > 0:
-                factors.append(_factor(name, weight * min(1.0, value / scale), format(value, "g") + suffix))
+                factor = memo.get(value)  # the factor is a function of the value: share it
+                if factor is None:
+                    if len(memo) >= _CACHE_LIMIT:
+                        memo.clear()
+                    factor = memo[value] = _factor(
+                        name, weight * min(1.0, value / scale), format(value, "g") + suffix)
+                factors.append(factor)
         change = None
         history = self.history
         if history is not None:
-            key = history_key(intent.agent_id, intent.tool)
+            pair = (intent.agent_id, intent.tool)
+            key = self.key_memo.get(pair)
+            if key is None:
+                if len(self.key_memo) >= _CACHE_LIMIT:
+                    self.key_memo.clear()
+                key = self.key_memo[pair] = history_key(*pair)
             amount_key = self.amount_key
-            amount = as_float(params.get(amount_key, MISSING) if amount_key is not None else (
-                self.amount_of(intent) if self.amount_of is not None else None))
-            t_hash = self._target_hash(intent.target)
+            raw = params.get(amount_key, MISSING) if amount_key is not None else (
+                self.amount_of(intent) if self.amount_of is not None else None)
+            amount = raw if raw.__class__ is float and raw - raw == 0.0 else as_float(raw)
+            t_hash = self.hash_memo.get(intent.target)
+            if t_hash is None:
+                t_hash = self._target_hash(intent.target)
             past = state.get_history(key)
             if past is not None and past.observations >= history.min_observations:
                 self._deviation(intent, past, at_ms, amount, t_hash, factors)
             change = _tuple(HistoryChange, (key, at_ms, amount, t_hash, self.burst_window_ms, "agent"))
-        if not factors:  # a score of 0 reaches no threshold (they are all > 0)
+        count = len(factors)
+        if count == 0:  # a score of 0 reaches no threshold (they are all > 0)
             return build.NO_RISK, None, change
-        if len(factors) == 1:
+        if count == 1:
             score = round(factors[0].contribution, 9)
+        elif count == 2:  # one IEEE addition is exactly rounded, as fsum is
+            total = factors[0].contribution + factors[1].contribution
+            score = round(total if total < 1.0 else 1.0, 9)
         else:
             score = round(min(1.0, math.fsum([factor.contribution for factor in factors])), 9)
         return build.risk(score, tuple(factors)), self._threshold(score, factors), change

@@ -12,6 +12,7 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable
 from itertools import chain
 from typing import Protocol
 
@@ -265,25 +266,22 @@ class StateStore(Protocol):
 
 
 class InMemoryState:
-    """Plain dictionaries: for replays, ``sluicegate evaluate``, tests and the benchmark."""
+    """Plain dictionaries: for replays, ``sluicegate evaluate``, tests and the benchmark.
 
-    __slots__ = ("histories", "windows")
+    ``get_window``/``get_history`` are the dictionaries' own ``get`` (no Python frame per read).
+    """
+
+    __slots__ = ("get_history", "get_window", "histories", "windows")
 
     def __init__(self) -> None:
         self.windows: dict[str, WindowState] = {}
         self.histories: dict[str, HistoryState] = {}
-
-    def get_window(self, key: str) -> WindowState | None:
-        """The window state at ``key``, if any."""
-        return self.windows.get(key)
+        self.get_window: Callable[[str], WindowState | None] = self.windows.get
+        self.get_history: Callable[[str], HistoryState | None] = self.histories.get
 
     def put_window(self, key: str, state: WindowState) -> None:
         """Store the window state at ``key``."""
         self.windows[key] = state
-
-    def get_history(self, key: str) -> HistoryState | None:
-        """The history at ``key``, if any."""
-        return self.histories.get(key)
 
     def put_history(self, key: str, state: HistoryState) -> None:
         """Store the history at ``key``."""
