@@ -22,6 +22,7 @@ from schemas.topics import TopicNames
 from sluicegate.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
+from streams.rewind import rewind_uncommitted
 from streams.stages import DEFAULT_RETENTION_MS, AgentStage, SharedStage
 from streams.tables import Tables, make_tables
 from streams.topics import WorkerTopics
@@ -134,5 +135,6 @@ def build(config: WorkerConfig) -> Processor:
         agent_stage=AgentStage(tables.agent_state, config.retention_ms),
         shared_stage=SharedStage(tables.shared_state, config.retention_ms),
     )
+    rewind_uncommitted(app, {topics.names.intents, topics.agent_feedback, topics.shared_limits})
     register(processor)
     return processor

@@ -139,8 +139,14 @@ async def test_sigkill_mid_stream_loses_nothing_and_resets_no_limit(
         await fleet.send(intent)
     fleet_worker.start()
     await fleet_worker.wait_ready()
-    await fleet.wait_for(lambda: all(i.request_id in fleet.decisions for i in intents),
-                         timeout_s=120, what="every intent decided after the restart")
+    try:
+        await fleet.wait_for(lambda: all(i.request_id in fleet.decisions for i in intents),
+                             timeout_s=60, what="every intent decided after the restart")
+    except AssertionError:
+        missing = [(intents.index(i), i.agent_id) for i in intents if i.request_id not in fleet.decisions]
+        print("MISSING", len(missing), missing[:20], "half", half)
+        print(fleet_worker.log_tail(200))
+        raise
     for intent in intents:
         answers = {d.decision for d in fleet.decisions[intent.request_id]}
         assert len(answers) == 1, f"conflicting answers for {intent.request_id}: {answers}"

@@ -1,0 +1,273 @@
+"""End-to-end latency and throughput: intent published -> decision received, through a real worker.
+
+Starts a worker subprocess (``python -m streams.worker``) on a fresh topic prefix with an example
+policy, then, with 500 simulated agents, publishes intents at 500, 1,000 and 2,000 intents/s (each for
+``--seconds``) and measures publish-to-decision latency; then publishes a burst as fast as it can to
+find the most one worker sustains. The "agent" side is one aiokafka producer and one consumer of the
+decisions topic (what the SDK does, minus its per-partition reply routing). Reports CPU and resident
+memory of the worker and of this process. Uses ``--bootstrap``, else starts a throwaway local broker.
+
+    python bench/e2e.py --json --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from infra.kafka import BrokerConfig, start_broker, stop_broker  # noqa: E402
+from infra.kafka.process import free_port  # noqa: E402
+from schemas import TopicNames  # noqa: E402
+from sluicegate.settings import Settings  # noqa: E402
+from streams.policy_source import publish_policy  # noqa: E402
+
+AGENTS = 500
+RATES = (500, 1000, 2000)
+TICK_S = 0.002
+
+
+@dataclass
+class Tracker:
+    """Send and receive times (perf_counter seconds) by request id."""
+
+    sent: dict[str, float] = field(default_factory=dict)
+    received: dict[str, float] = field(default_factory=dict)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def latencies_ms(self, ids: list[str]) -> list[float]:
+        return [(self.received[i] - self.sent[i]) * 1000 for i in ids if i in self.received]
+
+
+def intent_bytes(index: int) -> tuple[str, bytes, bytes]:
+    """A customer-support intent of agent ``index % AGENTS``: request id, key, JSON value."""
+    rid = str(uuid.uuid4())
+    agent = f"agent-{index % AGENTS:03d}"
+    tool, target, params = [
+        ("crm.get_account", "crm:accounts", {}), ("tickets.create", "helpdesk:tickets", {}),
+        ("payments.refund", "payments:refunds", {"amount": 20}),
+    ][index % 3]
+    action = "read" if tool == "crm.get_account" else "create"
+    value = {
+        "request_id": rid, "agent_id": agent, "agent_role": "support", "environment": "production",
+        "tool": tool, "action": action, "target": target, "params": params,
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+    return rid, agent.encode(), json.dumps(value).encode()
+
+
+class ProcStats:
+    """CPU seconds and RSS of a process from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+
+async def collect(consumer: AIOKafkaConsumer, tracker: Tracker) -> None:
+    while True:
+        batches = await consumer.getmany(timeout_ms=100)
+        now = time.perf_counter()
+        for records in batches.values():
+            for record in records:
+                start = record.value.find(b'"request_id":"') + 14
+                tracker.received[record.value[start:start + 36].decode()] = now
+        if batches:
+            tracker.arrived.set()
+
+
+async def paced(producer: AIOKafkaProducer, topic: str, tracker: Tracker, rate: int, seconds: float,
+                counter: list[int]) -> list[str]:
+    """Publish at ``rate`` intents/s for ``seconds``; returns the request ids."""
+    ids: list[str] = []
+    began = time.perf_counter()
+    total = int(rate * seconds)
+    while len(ids) < total:
+        due = min(total, int((time.perf_counter() - began) * rate) + 1)
+        while len(ids) < due:
+            rid, key, value = intent_bytes(counter[0])
+            counter[0] += 1
+            tracker.sent[rid] = time.perf_counter()
+            await producer.send(topic, value, key=key)
+            ids.append(rid)
+        await asyncio.sleep(TICK_S)
+    return ids
+
+
+async def wait_all(tracker: Tracker, ids: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(i in tracker.received for i in ids) and time.monotonic() < deadline:
+        tracker.arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tracker.arrived.wait(), 1.0)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    import urllib.request
+
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit("worker exited during start")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
+    raise SystemExit("worker not ready")
+
+
+async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, Any]:
+    prefix = "bench" + secrets.token_hex(4)
+    names = TopicNames(prefix)
+    policy = (ROOT / "policies" / "examples" / args.policy).read_text()
+    await publish_policy(bootstrap, names.policies, policy, args.policy)
+    port = free_port()
+    log = (workdir / "worker.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.worker", "--bootstrap", bootstrap, "--topic-prefix", prefix,
+         "--partitions", str(args.partitions), "--workdir", str(workdir / "data"), "--web-port", str(port),
+         "--log-level", "warning"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await wait_ready(port, proc)
+        return await measure(args, bootstrap, names, ProcStats(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def measure(
+    args: argparse.Namespace, bootstrap: str, names: TopicNames, worker: ProcStats,
+) -> dict[str, Any]:
+    me = ProcStats(os.getpid())
+    tracker = Tracker()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5,
+                                auto_offset_reset="latest")
+    await producer.start()
+    await consumer.start()
+    while not consumer.partitions_for_topic(names.decisions):
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    parts = [TopicPartition(names.decisions, p) for p in consumer.partitions_for_topic(names.decisions) or ()]
+    consumer.assign(parts)
+    await consumer.seek_to_end(*parts)
+    task = asyncio.create_task(collect(consumer, tracker))
+    counter = [0]
+    result: dict[str, Any] = {"agents": AGENTS, "seconds": args.seconds, "policy": args.policy}
+    try:
+        warm = await paced(producer, names.intents, tracker, 500, 2.0, counter)
+        await wait_all(tracker, warm, 30)
+        for rate in RATES:
+            cpu0, me0, t0 = worker.cpu_s(), me.cpu_s(), time.perf_counter()
+            ids = await paced(producer, names.intents, tracker, rate, args.seconds, counter)
+            await wait_all(tracker, ids, 60)
+            elapsed = time.perf_counter() - t0
+            lat = tracker.latencies_ms(ids)
+            result[f"at_{rate}"] = {
+                "p50_ms": round(pct(lat, 0.50), 2), "p99_ms": round(pct(lat, 0.99), 2),
+                "mean_ms": round(statistics.fmean(lat), 2) if lat else None,
+                "decided": len(lat), "sent": len(ids),
+                "worker_cpu_pct": round(100 * (worker.cpu_s() - cpu0) / elapsed, 1),
+                "sdk_cpu_pct": round(100 * (me.cpu_s() - me0) / elapsed, 1),
+            }
+        result["p50_ms"] = result["at_1000"]["p50_ms"]
+        result["p99_ms"] = result["at_1000"]["p99_ms"]
+        result["max_per_worker"] = await burst(producer, names.intents, tracker, counter, args)
+        result["worker_rss_mb"] = round(worker.rss_mb(), 1)
+        result["sdk_rss_mb"] = round(me.rss_mb(), 1)
+    finally:
+        task.cancel()
+        await consumer.stop()
+        await producer.stop()
+    return result
+
+
+async def burst(producer: AIOKafkaProducer, topic: str, tracker: Tracker, counter: list[int],
+                args: argparse.Namespace) -> int:
+    """Publish a backlog at once, then time how fast the worker drains it (decisions per second)."""
+    count = max(5000, 3000 * int(args.seconds))
+    batch = [intent_bytes(counter[0] + i) for i in range(count)]
+    counter[0] += count
+    ids = []
+    for rid, key, value in batch:
+        tracker.sent[rid] = time.perf_counter()
+        await producer.send(topic, value, key=key)
+        ids.append(rid)
+    await producer.flush()
+    await wait_all(tracker, ids, 120)
+    times = sorted(tracker.received[i] for i in ids if i in tracker.received)
+    first_sent = min(tracker.sent[i] for i in ids)
+    return int(len(times) / (times[-1] - first_sent)) if len(times) > 1 else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per rate")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--policy", default="customer_support.yaml")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = None
+        bootstrap = args.bootstrap
+        if not bootstrap:
+            settings = Settings()
+            broker = BrokerConfig(port=free_port(), data_dir=workdir / "kafka",
+                                  cache_dir=settings.artifact_cache_dir.resolve(),
+                                  version=settings.kafka_version)
+            start_broker(broker)
+            bootstrap = f"127.0.0.1:{broker.port}"
+        try:
+            result = asyncio.run(run(args, bootstrap, workdir))
+        finally:
+            if broker is not None:
+                stop_broker(broker.data_dir)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
