@@ -1,4 +1,9 @@
-"""The analyst's report over the audit: the queries and the figures they return."""
+"""The analyst's report over the audit: the queries and the figures they return.
+
+Every figure but approval latency comes from the ``decisions_per_minute`` rollup (whole minutes)
+plus ``decision_events`` (the partial minutes at the window's edges), both holding each decision
+event once, so no query needs FINAL or reads the raw ``audit_events``.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ TOP_N: Final = 10
 HISTORY: Final = timedelta(days=30)
 """How far back before the report window an agent's history reaches."""
 RISK_BUCKETS: Final = 5
-_WINDOW = ("event_time >= fromUnixTimestamp64Milli(%(since)s, 'UTC') "
-           "AND event_time < fromUnixTimestamp64Milli(%(until)s, 'UTC')")
+"""Equal-width risk buckets; ``risk_bucket`` is computed with the same count in migration 0002."""
+MINUTE_MS: Final = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +82,41 @@ def _pairs(rows: Sequence[tuple[Any, ...]]) -> list[tuple[str, int]]:
     return [(str(row[0]), int(row[1])) for row in rows]
 
 
+def _window_params(name: str, start: int, end: int) -> dict[str, int]:
+    """Split ``[start, end)`` (ms) into whole minutes (read from the rollup) and the two partial edges."""
+    inner_lo, inner_hi = -(-start // MINUTE_MS) * MINUTE_MS, end // MINUTE_MS * MINUTE_MS
+    if inner_lo >= inner_hi:  # shorter than a whole minute: all of it from the events
+        return {f"{name}_lo": 0, f"{name}_hi": 0, f"{name}_a": start, f"{name}_b": end,
+                f"{name}_c": 0, f"{name}_d": 0}
+    return {f"{name}_lo": inner_lo, f"{name}_hi": inner_hi, f"{name}_a": start, f"{name}_b": inner_lo,
+            f"{name}_c": inner_hi, f"{name}_d": end}
+
+
+def _window(db: str, name: str) -> str:
+    """Decisions in the window ``name``, each counted once: rollup rows for the whole minutes, event
+    rows for the edges; columns (agent_id, tool, decision, decision_final, risk_bucket, decisions,
+    risk_sum, factors)."""
+    def at(key: str) -> str:
+        return f"fromUnixTimestamp64Milli(%({name}_{key})s, 'UTC')"
+
+    edge = f"(event_time >= {at('a')} AND event_time < {at('b')}) OR " \
+           f"(event_time >= {at('c')} AND event_time < {at('d')})"
+    edge_minutes = f"(minute >= toStartOfMinute({at('a')}) AND minute < {at('b')}) OR " \
+                   f"(minute >= toStartOfMinute({at('c')}) AND minute < {at('d')})"
+    return (
+        "SELECT agent_id, tool, decision, decision_final, risk_bucket, decisions, risk_sum, factors "
+        f"FROM {db}.decisions_per_minute WHERE minute >= {at('lo')} AND minute < {at('hi')} "
+        "UNION ALL "
+        "SELECT agent_id, tool, decision, decision_final, risk_bucket, toUInt64(1), risk_score, "
+        "CAST(risk_factors, 'Map(String, Float64)') "
+        f"FROM {db}.decision_events WHERE ({edge_minutes}) AND ({edge})"
+    )
+
+
 def _blocked(store: AuditStore, db: str, column: str, params: dict[str, Any]) -> list[tuple[str, int]]:
     rows = store.query(
-        f"SELECT {column}, count() AS c FROM {db}.audit_events FINAL WHERE event_type = 'decision' "
-        f"AND decision = 'BLOCK' AND {_WINDOW} GROUP BY {column} ORDER BY c DESC, {column} LIMIT {TOP_N}",
-        params).rows
+        f"SELECT {column}, sum(decisions) AS c FROM ({_window(db, 'w')}) WHERE decision = 'BLOCK' "
+        f"GROUP BY {column} ORDER BY c DESC, {column} LIMIT {TOP_N}", params).rows
     return _pairs(rows)
 
 
@@ -104,10 +139,8 @@ def _approvals(store: AuditStore, db: str, params: dict[str, Any]) -> ApprovalSt
 
 
 def _risk(store: AuditStore, db: str, params: dict[str, Any]) -> list[tuple[str, int]]:
-    rows = store.query(
-        f"SELECT least(toUInt8(floor(risk_score * {RISK_BUCKETS})), {RISK_BUCKETS - 1}) AS bucket, count() "
-        f"FROM {db}.audit_events FINAL WHERE event_type = 'decision' AND {_WINDOW} "
-        "GROUP BY bucket ORDER BY bucket", params).rows
+    rows = store.query(f"SELECT risk_bucket, sum(decisions) FROM ({_window(db, 'w')}) "
+                       "GROUP BY risk_bucket ORDER BY risk_bucket", params).rows
     counts = {int(row[0]): int(row[1]) for row in rows}
     width = 1 / RISK_BUCKETS
     return [(f"{b * width:.1f}-{(b + 1) * width:.1f}", counts.get(b, 0)) for b in range(RISK_BUCKETS)]
@@ -115,19 +148,22 @@ def _risk(store: AuditStore, db: str, params: dict[str, Any]) -> list[tuple[str,
 
 def _deviating(store: AuditStore, db: str, params: dict[str, Any]) -> list[Deviation]:
     rows = store.query(
-        "SELECT agent_id, countIf(recent) AS n, avgIf(risk_score, recent) AS now_mean, "
-        "avgIf(risk_score, NOT recent) AS past_mean, sumMapIf(risk_factors, recent) AS factors "
-        "FROM (SELECT agent_id, risk_score, risk_factors, "
-        "event_time >= fromUnixTimestamp64Milli(%(since)s, 'UTC') AS recent "
-        f"FROM {db}.audit_events FINAL WHERE event_type = 'decision' "
-        "AND event_time >= fromUnixTimestamp64Milli(%(history)s, 'UTC') "
-        "AND event_time < fromUnixTimestamp64Milli(%(until)s, 'UTC')) "
-        "GROUP BY agent_id HAVING n > 0 AND countIf(NOT recent) > 0 "
+        "SELECT agent_id, sumIf(decisions, recent) AS n, sumIf(risk_sum, recent) / n AS now_mean, "
+        "sumIf(risk_sum, NOT recent) / sumIf(decisions, NOT recent) AS past_mean "
+        f"FROM (SELECT agent_id, decisions, risk_sum, true AS recent FROM ({_window(db, 'w')}) "
+        f"UNION ALL SELECT agent_id, decisions, risk_sum, false FROM ({_window(db, 'h')})) "
+        "GROUP BY agent_id HAVING n > 0 AND sumIf(decisions, NOT recent) > 0 "
         f"ORDER BY now_mean - past_mean DESC, agent_id LIMIT {TOP_N}", params).rows
+    if not rows:
+        return []
+    factors = {str(agent): dict(sums) for agent, sums in store.query(
+        f"SELECT agent_id, sumMap(factors) FROM ({_window(db, 'w')}) WHERE has(%(agents)s, agent_id) "
+        "GROUP BY agent_id", {**params, "agents": [str(row[0]) for row in rows]}).rows}
     found = []
-    for agent, count, now_mean, past_mean, factors in rows:
+    for agent, count, now_mean, past_mean in rows:
         recent, past = float(now_mean), float(past_mean)
-        top = max(dict(factors).items(), key=lambda item: (item[1], item[0]), default=("", 0.0))[0]
+        top = max(factors.get(str(agent), {}).items(), key=lambda item: (item[1], item[0]),
+                  default=("", 0.0))[0]
         found.append(Deviation(str(agent), int(count), recent, past, recent - past, str(top)))
     return found
 
@@ -137,11 +173,11 @@ def build_report(store: AuditStore, database: str, since: timedelta, until: date
     db = check_identifier(database)
     end = until or datetime.now(UTC)
     start = end - since
-    params = {"since": _ms(start), "until": _ms(end), "history": _ms(start - HISTORY)}
+    params = {"since": _ms(start), "until": _ms(end), **_window_params("w", _ms(start), _ms(end)),
+              **_window_params("h", _ms(start - HISTORY), _ms(start))}
     decisions = store.query(
-        f"SELECT decision, decision_final, count() AS c FROM {db}.audit_events FINAL "
-        f"WHERE event_type = 'decision' AND {_WINDOW} GROUP BY decision, decision_final "
-        "ORDER BY c DESC, decision", params).rows
+        f"SELECT decision, decision_final, sum(decisions) AS c FROM ({_window(db, 'w')}) "
+        "GROUP BY decision, decision_final ORDER BY c DESC, decision", params).rows
     return Report(
         since=start, until=end,
         decisions=[(str(d), bool(f), int(c)) for d, f, c in decisions],

@@ -86,3 +86,22 @@ def test_empty_window_reports_zeros(audit_store: ClientStore, audit_db: str) -> 
     assert report.decisions == [] and report.blocked_agents == [] and report.deviating == []
     assert report.approvals.decided == 0 and report.approvals.p50_s is None
     assert [count for _, count in report.risk] == [0] * 5
+
+
+def test_window_edges_are_exact_to_the_millisecond_and_count_each_event_once(
+    store_records: Store, audit_store: ClientStore, audit_db: str,
+) -> None:
+    until = UNTIL + timedelta(seconds=30, milliseconds=250)  # mid-minute: the edges come from the events
+    since = until - timedelta(hours=1)
+    ms = timedelta(milliseconds=1)
+    inside = [since, since + timedelta(seconds=20), until - timedelta(minutes=30), until - ms]
+    outside = [since - ms, until, until + timedelta(seconds=10)]
+    records = [decision_record(intent(at, agent="agent-e"), ALLOW, risk=0.5, after=timedelta(0))
+               for at in inside + outside]
+    store_records(records + records[:2])  # duplicates inside one insert
+    store_records(records[2:4])  # and across inserts
+
+    report = build_report(audit_store, audit_db, timedelta(hours=1), until=until)
+
+    assert report.decisions == [("ALLOW", True, len(inside))]
+    assert report.risk[2] == ("0.4-0.6", len(inside))

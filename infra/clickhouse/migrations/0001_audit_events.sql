@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     risk_score Float64,
     risk_factors Map(LowCardinality(String), Float64),
     approver_group LowCardinality(String),
-    approval_quorum UInt8,
+    approval_quorum UInt32,
     approval_requested_at Nullable(DateTime64(3, 'UTC')),
     approval_deadline_at Nullable(DateTime64(3, 'UTC')),
     approved_by Array(String),
@@ -58,7 +58,6 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     source_offset UInt64,
     ingested_at DateTime64(3, 'UTC') DEFAULT now64(3),
     INDEX idx_request_id request_id TYPE bloom_filter(0.01) GRANULARITY 4,
-    INDEX idx_tool tool TYPE set(1024) GRANULARITY 4,
     INDEX idx_event_type event_type TYPE set(16) GRANULARITY 4
 )
 ENGINE = ReplacingMergeTree
