@@ -22,7 +22,7 @@ from rich.table import Table
 
 from consumers.analytics import Report, build_report
 from consumers.audit_store import QueryResult, StoreError, open_store, require_read_only
-from consumers.backtest import BacktestResult, backtest
+from consumers.backtest import BacktestError, BacktestResult, backtest
 from infra.clickhouse.migrate import DEFAULT_DATABASE, DEFAULT_TTL_DAYS, MigrationError
 from sluicegate.settings import Settings
 from streams.engine import PolicyError, load_policy
@@ -173,7 +173,7 @@ def backtest_command(
         result = backtest(open_store(Settings().audit_url), database, candidate, parse_duration(since))
     except PolicyError as exc:
         raise _fail("\n".join(str(issue) for issue in exc.issues)) from exc
-    except (StoreError, MigrationError) as exc:
+    except (StoreError, MigrationError, BacktestError) as exc:
         raise _fail(str(exc)) from exc
     if fmt is Format.TABLE:
         _print_backtest(result)
