@@ -36,6 +36,7 @@ class Decision(WireModel):
     rules: tuple[str, ...] = Field(default=(), description="Ids of the rules and limits that applied.")
     risk: Risk = Field(default_factory=Risk)
     policy_version: str = Field(default="", description="Content hash of the policy used.")
+    policy_name: str = Field(default="", description="Name of the policy used (its `policy:` field).")
     decided_at: UtcDatetime
     final: bool = Field(
         default=True,

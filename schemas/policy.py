@@ -2,7 +2,8 @@
 
 Validation here is structural and local (unknown fields, bad ops, bad regexes, unknown time zones,
 limits without a window). Cross-references (unique ids, schedule names, approval only on
-REQUIRE_APPROVAL rules) are checked by :func:`check_document`, which returns located issues.
+REQUIRE_APPROVAL rules, limits and risk thresholds) are checked by :func:`check_document`, which
+returns located issues.
 """
 
 from __future__ import annotations
@@ -235,6 +236,7 @@ class Limit(PolicyModel):
     sum: FieldPath | None = None
     max: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     decision: DecisionKind = DecisionKind.BLOCK
+    approval: Approval | None = Field(default=None, description="Only with decision REQUIRE_APPROVAL.")
 
     @model_validator(mode="after")
     def _count_or_sum(self) -> Limit:
@@ -303,6 +305,7 @@ class Threshold(PolicyModel):
 
     at_least: float = Field(gt=0, le=1, allow_inf_nan=False)
     decision: DecisionKind
+    approval: Approval | None = Field(default=None, description="Only with decision REQUIRE_APPROVAL.")
 
 
 class RiskModel(PolicyModel):
@@ -344,7 +347,8 @@ def _conditions(cond: Any, loc: Loc) -> Iterator[tuple[Any, Loc]]:
 
 
 def check_document(doc: PolicyDocument) -> list[tuple[Loc, str]]:
-    """Cross-reference checks pydantic cannot do locally: ids, schedule names, approval placement."""
+    """Cross-reference checks pydantic cannot do locally: ids, schedule names, approval placement
+    (on rules, limits and risk thresholds)."""
     issues: list[tuple[Loc, str]] = []
     seen: dict[str, str] = {}
     entries: list[tuple[str, int, Rule | Limit]] = [("rules", i, r) for i, r in enumerate(doc.rules)]
@@ -360,10 +364,18 @@ def check_document(doc: PolicyDocument) -> list[tuple[Loc, str]]:
             for cond, loc in _conditions(entry.when, (section, index, "when")):
                 if isinstance(cond, ScheduleCondition) and cond.schedule not in doc.schedules:
                     issues.append(((*loc, "schedule"), f"unknown schedule {cond.schedule!r}"))
-        if isinstance(entry, Rule) and entry.approval is not None \
-                and entry.decision is not DecisionKind.REQUIRE_APPROVAL:
+        if entry.approval is not None and entry.decision is not DecisionKind.REQUIRE_APPROVAL:
+            kind = "rule" if isinstance(entry, Rule) else "limit"
             issues.append(
                 ((section, index, "approval"),
-                 f"rule {entry.id}: approval is only allowed with decision REQUIRE_APPROVAL")
+                 f"{kind} {entry.id}: approval is only allowed with decision REQUIRE_APPROVAL")
+            )
+    thresholds = doc.risk.thresholds if doc.risk is not None else []
+    for index, threshold in enumerate(thresholds):
+        if threshold.approval is not None and threshold.decision is not DecisionKind.REQUIRE_APPROVAL:
+            issues.append(
+                (("risk", "thresholds", index, "approval"),
+                 f"risk threshold {threshold.at_least:g}: approval is only allowed with decision "
+                 "REQUIRE_APPROVAL")
             )
     return issues

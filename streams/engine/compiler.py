@@ -69,6 +69,7 @@ class CompiledLimit:
     sum_of: Getter | None
     max: float | None
     keep: int | None
+    approval: Approval | None
 
 
 class Plan(NamedTuple):
@@ -119,9 +120,7 @@ class CompiledPolicy:
         self.source = source
         self.name = doc.policy
         self.default = doc.default
-        content = doc.model_dump(mode="json", by_alias=True)
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-        self.version = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        self.version = _version(doc)
         self.default_reason = f"default: no rule applied ({doc.default.value})"
         self.rules = tuple(_rule(index, rule, doc) for index, rule in enumerate(doc.rules))
         self.rule_count = len(self.rules)
@@ -138,6 +137,14 @@ class CompiledPolicy:
             self._limit_index.add(limit)
         self.plans: dict[tuple[str, str], Plan] = {}
         """Memo of :meth:`plan` by (tool, action value); read directly on the hot path."""
+        self._approvals: dict[str, Approval] = {}
+        entries = [(rule.id, rule.decision, rule.approval) for rule in self.rules]
+        entries += [(limit.id, limit.decision, limit.approval) for limit in self.limits]
+        if doc.risk is not None:
+            entries += [(f"risk>={t.at_least:g}", t.decision, t.approval) for t in doc.risk.thresholds]
+        for entry_id, decision, approval in entries:
+            if approval is not None and decision is DecisionKind.REQUIRE_APPROVAL:
+                self._approvals.setdefault(entry_id, approval)
 
     @property
     def has_fleet_limits(self) -> bool:
@@ -164,16 +171,34 @@ class CompiledPolicy:
         return found
 
     def approval_for(self, rule_ids: tuple[str, ...]) -> Approval:
-        """Approval settings for a REQUIRE_APPROVAL decision: the first such rule's, else defaults."""
-        by_id = {rule.id: rule for rule in self.rules}
+        """Approval settings for a REQUIRE_APPROVAL decision whose ``rules`` are ``rule_ids``.
+
+        The first id (in the decision's order: rules, limits, then the risk threshold ``risk>=X``)
+        naming a REQUIRE_APPROVAL entry that has an ``approval`` block gives it; else the defaults.
+        """
         for rule_id in rule_ids:
-            rule = by_id.get(rule_id)
-            if rule is not None and rule.decision is DecisionKind.REQUIRE_APPROVAL and rule.approval:
-                return rule.approval
+            approval = self._approvals.get(rule_id)
+            if approval is not None:
+                return approval
         return Approval()
 
     def __repr__(self) -> str:
         return f"CompiledPolicy({self.name!r}, {self.version}, {self.rule_count} rules)"
+
+
+def _version(doc: PolicyDocument) -> str:
+    """``sha256:`` and 16 hex digits of the canonical content (sorted JSON, defaults filled in).
+
+    An absent ``approval`` of a limit or threshold is left out, so the versions of policies written
+    before those blocks existed did not change.
+    """
+    content = doc.model_dump(mode="json", by_alias=True)
+    entries = [*content["limits"], *(content["risk"] or {}).get("thresholds", [])]
+    for entry in entries:
+        if entry.get("approval") is None:
+            entry.pop("approval", None)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _when(entry: Rule | Limit, doc: PolicyDocument) -> Pred | None:
@@ -198,7 +223,7 @@ def _limit(order: int, limit: Limit, doc: PolicyDocument) -> CompiledLimit:
         window=limit.window,
         window_ms=duration_ms(limit.window), count=limit.count, sum_field=limit.sum,
         sum_of=None if limit.sum is None else field_getter(limit.sum), max=limit.max,
-        keep=2 * limit.count if limit.count is not None else None,
+        keep=2 * limit.count if limit.count is not None else None, approval=limit.approval,
     )
 
 

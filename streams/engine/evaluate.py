@@ -111,11 +111,13 @@ def _pending(
 
 
 def _decision(
-    intent: Intent, policy_version: str, kind: DecisionKind, reasons: tuple[str, ...],
-    rules: tuple[str, ...], risk: Risk,
+    intent: Intent, policy: CompiledPolicy | None, kind: DecisionKind, reasons: tuple[str, ...],
 ) -> Decision:
+    """A Decision without rules or risk (engine errors, no policy)."""
+    version, name = (policy.version, policy.name) if policy is not None else ("", "")
     return build.decision(
-        intent.request_id, intent.agent_id, kind, reasons, rules, risk, policy_version, intent.occurred_at,
+        intent.request_id, intent.agent_id, kind, reasons, (), build.NO_RISK, version, intent.occurred_at,
+        name,
     )
 
 
@@ -149,7 +151,7 @@ def _decision_of(
         rules.append(entry.id)
     return build.decision(
         intent.request_id, intent.agent_id, kind, tuple(reasons), tuple(rules), risk, policy.version,
-        intent.occurred_at,
+        intent.occurred_at, policy.name,
     )
 
 
@@ -251,7 +253,7 @@ def evaluate(
     try:
         return _evaluate(policy, state, intent, scopes)
     except Exception as exc:
-        decision = _decision(intent, policy.version, _BLOCK, (f"engine_error: {exc}",), (), build.NO_RISK)
+        decision = _decision(intent, policy, _BLOCK, (f"engine_error: {exc}",))
         return Evaluation(decision, ())
 
 
@@ -306,7 +308,7 @@ def decide(policy: CompiledPolicy, state: StateStore, intent: Intent) -> Decisio
 
 def block_no_policy(intent: Intent) -> Decision:
     """BLOCK with reason ``no_policy``: what a worker decides before any policy was loaded."""
-    return _decision(intent, "", _BLOCK, ("no_policy: no valid policy is loaded",), (), build.NO_RISK)
+    return _decision(intent, None, _BLOCK, ("no_policy: no valid policy is loaded",))
 
 
 def parse_intent(raw: bytes | str) -> Intent:
@@ -316,6 +318,7 @@ def parse_intent(raw: bytes | str) -> Intent:
 
 def invalid_intent(
     raw: bytes | str, error: Exception, policy_version: str = "", fallback_time: datetime = EPOCH,
+    policy_name: str = "",
 ) -> Decision:
     """BLOCK ``invalid_intent: <message>`` for input that is not a valid intent.
 
@@ -341,7 +344,7 @@ def invalid_intent(
     message = _message(error)
     return build.decision(
         request_id, agent_id, _BLOCK, (f"invalid_intent: {message}",), (), build.NO_RISK, policy_version,
-        decided_at,
+        decided_at, policy_name,
     )
 
 
@@ -364,11 +367,11 @@ def decide_raw(
 
     Invalid input → BLOCK ``invalid_intent: ...``; no policy (None) → BLOCK ``no_policy``.
     """
-    version = policy.version if policy is not None else ""
+    version, name = (policy.version, policy.name) if policy is not None else ("", "")
     try:
         intent = parse_intent(raw)
     except Exception as exc:
-        return invalid_intent(raw, exc, version, fallback_time)
+        return invalid_intent(raw, exc, version, fallback_time, name)
     if policy is None:
         return block_no_policy(intent)
     return decide(policy, state, intent)
