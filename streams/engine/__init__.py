@@ -5,10 +5,14 @@ Public API::
     policy = load_policy("policies/examples/financial.yaml")   # or compile_policy(text, source)
     state = InMemoryState()                                     # or any StateStore
     result = evaluate(policy, state, intent)                    # Evaluation; reads state only
-    if result.decision.decision is DecisionKind.ALLOW:          # (or after an approval)
+    if result.kind is DecisionKind.ALLOW:                       # the verdict (or after an approval)
         apply(state, result.changes)                            # only allowed actions count/teach
+    result.decision                                             # the wire Decision, built on first access
     decide(policy, state, intent)                               # evaluate + apply on ALLOW
     decide_raw(policy, state, raw_json)                         # + parse; invalid -> BLOCK invalid_intent
+    policy.approval_for(decision.rules)                         # approval settings of a REQUIRE_APPROVAL
+
+Every Decision carries ``policy_version`` (content hash) and ``policy_name`` (the policy's ``policy:``).
 
 Errors: ``load_policy``/``compile_policy`` raise :class:`PolicyError` (root :class:`EngineError`) whose
 ``issues`` carry source, line and message. Evaluation never raises: a rule or limit that errors BLOCKs

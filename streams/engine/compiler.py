@@ -84,11 +84,10 @@ E = TypeVar("E", CompiledRule, CompiledLimit)
 
 @dataclass(slots=True)
 class _Index(Generic[E]):
-    """Entries by exact tool name, plus a fallback list (globs or no tool), memoised per (tool, action)."""
+    """Entries by exact tool name, plus a fallback list (globs or no tool)."""
 
     exact: dict[str, list[E]] = field(default_factory=dict)
     fallback: list[E] = field(default_factory=list)
-    memo: dict[tuple[str, Action], tuple[E, ...]] = field(default_factory=dict)
 
     def add(self, entry: E) -> None:
         patterns = entry.match.tool_patterns
@@ -99,17 +98,10 @@ class _Index(Generic[E]):
             self.fallback.append(entry)
 
     def lookup(self, tool: str, action: Action) -> tuple[E, ...]:
-        found = self.memo.get((tool, action))
-        if found is None:
-            pool = self.exact.get(tool, []) + [e for e in self.fallback if e.match.tool_matches(tool)]
-            found = tuple(sorted(
-                (e for e in pool if e.match.actions is None or action in e.match.actions),
-                key=lambda e: e.order,
-            ))
-            if len(self.memo) >= _CACHE_LIMIT:
-                self.memo.clear()
-            self.memo[(tool, action)] = found
-        return found
+        pool = self.exact.get(tool, []) + [e for e in self.fallback if e.match.tool_matches(tool)]
+        return tuple(sorted(
+            (e for e in pool if e.match.actions is None or action in e.match.actions), key=lambda e: e.order,
+        ))
 
 
 class CompiledPolicy:
@@ -153,11 +145,11 @@ class CompiledPolicy:
 
     def rules_for(self, tool: str, action: Action) -> tuple[CompiledRule, ...]:
         """Rules whose tool and action match, in policy order."""
-        return self._rule_index.lookup(tool, action)
+        return self.plan(tool, action).rules
 
     def limits_for(self, tool: str, action: Action) -> tuple[CompiledLimit, ...]:
         """Limits whose tool and action match, in policy order."""
-        return self._limit_index.lookup(tool, action)
+        return self.plan(tool, action).limits
 
     def plan(self, tool: str, action: Action) -> Plan:
         """The candidate rules and limits for a tool and action (memoised; the hot path's one lookup)."""
@@ -166,7 +158,7 @@ class CompiledPolicy:
             if len(self.plans) >= _CACHE_LIMIT:
                 self.plans.clear()
             found = self.plans[(tool, action._value_)] = Plan(
-                self.rules_for(tool, action), self.limits_for(tool, action),
+                self._rule_index.lookup(tool, action), self._limit_index.lookup(tool, action),
             )
         return found
 

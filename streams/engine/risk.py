@@ -79,7 +79,6 @@ class CompiledRisk:
     order: int
     sensitivity_memo: dict[str, RiskFactor | None]
     hash_memo: dict[str, int]
-    key_memo: dict[tuple[str, str], str]
 
     @classmethod
     def of(cls, model: RiskModel, order: int) -> CompiledRisk:
@@ -109,7 +108,6 @@ class CompiledRisk:
             order=order,
             sensitivity_memo={},
             hash_memo={},
-            key_memo={},
         )
 
     def _sensitivity(self, target: str) -> RiskFactor | None:
@@ -163,12 +161,7 @@ class CompiledRisk:
         change = None
         history = self.history
         if history is not None:
-            pair = (intent.agent_id, intent.tool)
-            key = self.key_memo.get(pair)
-            if key is None:
-                if len(self.key_memo) >= _CACHE_LIMIT:
-                    self.key_memo.clear()
-                key = self.key_memo[pair] = history_key(*pair)
+            key = history_key(intent.agent_id, intent.tool)
             amount_key = self.amount_key
             raw = params.get(amount_key, MISSING) if amount_key is not None else (
                 self.amount_of(intent) if self.amount_of is not None else None)
