@@ -214,10 +214,10 @@ class AgentStage:
         reserve = evaluation.decision.decision is _ALLOW
         reserved: list[Reservation] = []
         if reserve:
-            windows: list[Change] = [c for c in evaluation.changes if isinstance(c, WindowChange)]
-            apply(self.state, windows)
-            reserved = [Reservation(key=c.key, at_ms=c.at_ms, value=c.value)
-                        for c in windows if isinstance(c, WindowChange)]
+            windows = [c for c in evaluation.changes if isinstance(c, WindowChange)]
+            for change in windows:
+                self.state.add_once(change, intent.request_id)
+            reserved = [Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in windows]
         forward = Forward(
             intent=intent, stage1=evaluation.decision,
             applied=tuple(AppliedItem.of(entry) for entry in evaluation.applied),
@@ -234,7 +234,7 @@ class AgentStage:
     ) -> Outcome:
         """Stage 1 decides alone: count an ALLOW, park a REQUIRE_APPROVAL, record, send."""
         if decision.decision is _ALLOW:
-            apply(self.state, changes)
+            _count(self.state, changes, intent.request_id)
         sends = decision_sends(intent, decision, policy)
         sent = _as_sent(decision, sends)
         if decision.decision is _APPROVAL:
@@ -257,7 +257,7 @@ class AgentStage:
             apply(self.state, [c.to_change() for c in record.changes if c.kind == "history"])
         else:
             for reservation in record.reserved:
-                self.state.release(reservation.key, reservation.at_ms, reservation.value)
+                self.state.release(reservation.key, reservation.at_ms, reservation.value, request_id)
         if kind is _APPROVAL:
             self._park(feedback.intent, feedback.decision, record.changes)
         self._write(request_id, Record(decision=feedback.decision), partition, now_ms, new=False)
@@ -306,7 +306,8 @@ class SharedStage:
         hits = tuple(AppliedItem.of(entry) for entry in outcome.applied if entry.id in ids)
         reserved: tuple[Reservation, ...] = ()
         if forward.reserve and all(h.decision is _ALLOW for h in (*forward.hits, *hits)):
-            apply(self.state, list[Change](mine))
+            for change in mine:
+                self.state.add_once(change, forward.intent.request_id)
             reserved = tuple(Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in mine)
         return Record(hits=hits, reserved=reserved)
 
@@ -339,9 +340,17 @@ class SharedStage:
         if marker in self.table:
             return
         r = release.reservation
-        self.state.release(r.key, r.at_ms, r.value)
+        self.state.release(r.key, r.at_ms, r.value, release.request_id)
         self.table[marker] = b"1"
         self.retention.note(partition, now_ms, marker)
+
+
+def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> None:
+    """Apply an ALLOW's changes: windows once per request (see :mod:`streams.state`), then history."""
+    for change in changes:
+        if isinstance(change, WindowChange):
+            state.add_once(change, request_id)
+    apply(state, [change for change in changes if not isinstance(change, WindowChange)])
 
 
 def _forward_send(forward: Forward) -> Send:

@@ -5,20 +5,32 @@ One table per stage holds everything that stage owns, under key prefixes: ``w|``
 keeps them in one changelog partition, so Kafka's per-partition order makes "the idempotency record
 was persisted" imply "the state changes written before it were persisted" after a crash.
 
-Values are decoded on every read: measured at ~1-2 µs per state, small next to a Kafka round trip,
-so no decoded cache is kept (a cache would have to be invalidated on rebalance and recovery).
+Idempotent counting. A crash can persist a window change without the idempotency record written
+after it (the changelog loses a suffix); the redelivered request would then be counted twice. So a
+window value also carries the tokens (request-id hashes) of the newest :data:`MAX_TOKENS` requests
+counted in it, and :meth:`TableState.add_once` skips a request already there. Value layout:
+``u32 n, n x i64 tokens, WindowState.to_bytes()``.
+
+Values are decoded on every read (no decoded cache: it would need invalidating on rebalance and
+recovery, and decoding is small next to the rest of a decision).
 """
 
 from __future__ import annotations
 
+import struct
+from array import array
 from bisect import bisect_left
 from collections.abc import MutableMapping
+from uuid import UUID
 
+from streams.engine import WindowChange
 from streams.engine.state import HistoryState, WindowState
 
 WINDOW_PREFIX = "w|"
 HISTORY_PREFIX = "h|"
 RECORD_PREFIX = "d|"
+MAX_TOKENS = 4096
+_COUNT = struct.Struct("<I")
 
 BytesTable = MutableMapping[str, bytes]
 """What this module needs of a faust table (a plain dict works in unit tests)."""
@@ -32,17 +44,44 @@ class TableState:
     def __init__(self, table: BytesTable) -> None:
         self.table = table
 
+    def _read(self, key: str) -> tuple[array[int], WindowState] | None:
+        raw = self.table.get(WINDOW_PREFIX + key)
+        if raw is None:
+            return None
+        (count,) = _COUNT.unpack_from(raw)
+        end = _COUNT.size + 8 * count
+        tokens = array("q")
+        tokens.frombytes(raw[_COUNT.size:end])
+        return tokens, WindowState.from_bytes(raw[end:])
+
+    def _write(self, key: str, tokens: array[int], state: WindowState) -> None:
+        if not state.times_ms:
+            self.table.pop(WINDOW_PREFIX + key, None)
+            return
+        del tokens[:-MAX_TOKENS]
+        self.table[WINDOW_PREFIX + key] = _COUNT.pack(len(tokens)) + tokens.tobytes() + state.to_bytes()
+
     def get_window(self, key: str) -> WindowState | None:
         """The window state at ``key``, or None."""
-        raw = self.table.get(WINDOW_PREFIX + key)
-        return None if raw is None else WindowState.from_bytes(raw)
+        found = self._read(key)
+        return None if found is None else found[1]
 
     def put_window(self, key: str, state: WindowState) -> None:
         """Store the window state at ``key`` (an empty window is deleted)."""
-        if state.times_ms:
-            self.table[WINDOW_PREFIX + key] = state.to_bytes()
-        else:
-            self.table.pop(WINDOW_PREFIX + key, None)
+        found = self._read(key)
+        self._write(key, found[0] if found else array("q"), state)
+
+    def add_once(self, change: WindowChange, request_id: UUID) -> bool:
+        """Count ``change`` for ``request_id`` unless that request is already counted there."""
+        token = request_id.int & 0x7FFF_FFFF_FFFF_FFFF
+        found = self._read(change.key)
+        tokens, window = found if found is not None else (array("q"), WindowState())
+        if token in tokens:
+            return False
+        window.add(change.at_ms, change.value, change.window_ms, change.keep)
+        tokens.append(token)
+        self._write(change.key, tokens, window)
+        return True
 
     def get_history(self, key: str) -> HistoryState | None:
         """The (agent, tool) history at ``key``, or None."""
@@ -53,11 +92,18 @@ class TableState:
         """Store the history at ``key``."""
         self.table[HISTORY_PREFIX + key] = state.to_bytes()
 
-    def release(self, key: str, at_ms: int, value: float | None) -> bool:
-        """Undo one reserved window entry (time ``at_ms``, ``value``); False when it is not there."""
-        window = self.get_window(key)
-        if window is None:
+    def release(self, key: str, at_ms: int, value: float | None, request_id: UUID | None = None) -> bool:
+        """Undo one counted entry (time ``at_ms``, ``value``) and forget ``request_id``'s token.
+
+        False when no such entry is there.
+        """
+        found = self._read(key)
+        if found is None:
             return False
+        tokens, window = found
+        if request_id is not None:
+            token = request_id.int & 0x7FFF_FFFF_FFFF_FFFF
+            tokens = array("q", [t for t in tokens if t != token])
         times = window.times_ms
         index = bisect_left(times, at_ms)
         while index < len(times) and times[index] == at_ms:
@@ -65,7 +111,7 @@ class TableState:
                 del times[index]
                 if window.values is not None:
                     del window.values[index]
-                self.put_window(key, window)
+                self._write(key, tokens, window)
                 return True
             index += 1
         return False

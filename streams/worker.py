@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 from pathlib import Path
 
 import faust
@@ -19,6 +20,7 @@ from sluicegate.settings import Settings
 from streams.app import WorkerConfig, build
 
 log = logging.getLogger(__name__)
+CLEAN_MARKER = "clean-shutdown"
 
 
 def config_from_args(argv: list[str] | None = None, settings: Settings | None = None) -> WorkerConfig:
@@ -38,18 +40,42 @@ def config_from_args(argv: list[str] | None = None, settings: Settings | None = 
     )
 
 
+def discard_unclean_tables(workdir: Path, tabledir: Path) -> bool:
+    """After a crash, drop the local table files so every table is rebuilt from its changelog.
+
+    A killed worker's RocksDB can be *ahead* of its changelog (writes whose changelog records were
+    still in the producer's buffer); faust would then replay the changelog tail over newer local
+    values and, e.g., forget counted actions while keeping their idempotency records. The changelog
+    alone is a consistent prefix (one partition, in order), so it is the state to resume from.
+    Returns True when files were discarded.
+    """
+    marker = workdir / CLEAN_MARKER
+    discard = tabledir.exists() and not marker.exists()
+    if discard:
+        log.warning("previous run did not stop cleanly: rebuilding tables from the changelogs")
+        shutil.rmtree(tabledir)
+    marker.unlink(missing_ok=True)
+    return discard
+
+
 def run(config: WorkerConfig) -> None:
     """Create the topics, then run the worker until it is stopped (does not return normally)."""
     config.workdir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     processor = build(config)
+    discard_unclean_tables(config.workdir, Path(processor.app.conf.tabledir))
     created = loop.run_until_complete(ensure_topics(config.bootstrap, processor.topics.specs()))
     if created:
         log.info("created topics: %s", ", ".join(created))
     worker = faust.Worker(processor.app, loop=loop, loglevel=config.log_level, workdir=str(config.workdir),
                           redirect_stdouts=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code in (0, None):  # stopped cleanly: local tables match the changelogs
+            (config.workdir / CLEAN_MARKER).touch()
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:

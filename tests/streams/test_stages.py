@@ -158,3 +158,17 @@ def test_records_expire_after_the_retention() -> None:
     assert any(key.startswith("d|") for key in table)
     stage.handle_intent(b"{}", b"a1", POLICY, 0, now_ms=5000)  # any later event evicts
     assert not any(key.startswith("d|") for key in table)
+
+
+def test_a_change_persisted_without_its_record_is_not_counted_twice() -> None:
+    pump = Pump()
+    raw = refund()
+    pump.decide(raw)
+    # A crash lost the tail of the changelog: the counts survived, the idempotency records did not.
+    for table in (pump.agent_table, pump.shared_table):
+        for key in [k for k in table if k.startswith("d|")]:
+            del table[key]
+    again = pump.decide(raw)
+    assert again.decision is ALLOW
+    assert window_count(pump.shared_table, "budget|fleet") == 1
+    assert window_count(pump.agent_table, "per-agent|agent=a1") == 1
