@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import logging
 import os
@@ -36,7 +37,7 @@ from typing import Any, Final, Protocol, TypeAlias, TypeVar
 import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from consumers.audit_rows import COLUMNS, DecodedBatch, Message, arrow_stream, decode_batch
+from consumers.audit_rows import COLUMNS, DecodedBatch, Messages, arrow_stream, decode_batch
 from consumers.audit_store import ClientStore, QueryServer
 from infra.clickhouse.migrate import DEFAULT_DATABASE, check_identifier
 from schemas import TopicNames
@@ -100,8 +101,11 @@ def consumer_for(bootstrap: str, config: SinkConfig) -> AIOKafkaConsumer:
         **FETCH_BYTES)
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In a decoder process: exit as soon as the sink is gone (even SIGKILLed), never linger."""
+def _decoder_process(parent: int) -> None:
+    """Set up a decoder process: the imported modules leave the collector's view (``gc.freeze``: the
+    per-batch objects are all it has to scan), and it exits as soon as the sink is gone (even
+    SIGKILLed) rather than linger."""
+    gc.freeze()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -122,25 +126,25 @@ class Decoder:
         if not self.workers:
             return None
         return ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                   initializer=_exit_with_parent, initargs=(os.getpid(),))
+                                   initializer=_decoder_process, initargs=(os.getpid(),))
 
     async def start(self) -> None:
         """Spawn the decoder processes now rather than on the first batch (they import the models)."""
         if self.pool is not None:
             loop, pool = asyncio.get_running_loop(), self.pool
-            await asyncio.gather(*(loop.run_in_executor(pool, partial(decode_batch, [], self.outcomes_topic))
-                                   for _ in range(self.workers)))
+            warm = partial(decode_batch, Messages([], [], [], []), self.outcomes_topic)
+            await asyncio.gather(*(loop.run_in_executor(pool, warm) for _ in range(self.workers)))
 
-    async def decode(self, messages: list[Message]) -> DecodedBatch:
+    async def decode(self, messages: Messages) -> DecodedBatch:
         """The batch's rows as one Arrow stream, and the messages that could not be decoded."""
         if self.pool is None:
             return decode_batch(messages, self.outcomes_topic)
         loop = asyncio.get_running_loop()
-        size = -(-len(messages) // self.workers)
-        starts = range(0, len(messages), size)
+        size = -(-len(messages.values) // self.workers)
+        starts = range(0, len(messages.values), size)
         try:
             parts = await asyncio.gather(*(loop.run_in_executor(
-                self.pool, partial(decode_batch, messages[start:start + size], self.outcomes_topic))
+                self.pool, partial(decode_batch, messages.slice(start, start + size), self.outcomes_topic))
                 for start in starts))
         except BrokenProcessPool:
             self.pool.shutdown(wait=False, cancel_futures=True)
@@ -165,13 +169,21 @@ class _Batch:
     ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
     started: float | None = None
 
-    def add(self, record: Record) -> None:
-        tp = TopicPartition(record.topic, record.partition)
-        low = self.ranges[tp][0] if tp in self.ranges else record.offset
-        self.ranges[tp] = (low, record.offset)
-        self.records.append(record)
+    def add(self, tp: TopicPartition, records: list[Record]) -> None:
+        """Records fetched from one partition, in offset order."""
+        if not records:
+            return
+        low = self.ranges[tp][0] if tp in self.ranges else records[0].offset
+        self.ranges[tp] = (low, records[-1].offset)
+        self.records.extend(records)
         if self.started is None:
             self.started = time.monotonic()
+
+    def messages(self) -> Messages:
+        """The records as columns for the decoders."""
+        records = self.records
+        return Messages([r.topic for r in records], [r.partition for r in records],
+                        [r.offset for r in records], [r.value for r in records])
 
 
 class AuditSink:
@@ -224,9 +236,8 @@ class AuditSink:
         fetched = await self.consumer.getmany(
             timeout_ms=max(1, int(self._deadline_in() * 1000)),
             max_records=self.config.max_rows - len(self.batch.records))
-        for records in fetched.values():
-            for record in records:
-                self.batch.add(record)
+        for tp, records in fetched.items():
+            self.batch.add(tp, records)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish after the current step."""
@@ -242,7 +253,7 @@ class AuditSink:
 
     async def _store(self, batch: _Batch, previous: asyncio.Task[None] | None) -> None:
         """Decode (alongside the previous batch's insert), dead-letter, insert, commit; in order."""
-        messages = [Message(r.topic, r.partition, r.offset, r.value) for r in batch.records]
+        messages = batch.messages()
         decoded = await self._retrying("decode", lambda: self.decoder.decode(messages))
         if previous is not None:
             await asyncio.shield(previous)

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     tool LowCardinality(String),
     action LowCardinality(String),
     target String,
-    params String CODEC(ZSTD(3)),
+    params String CODEC(ZSTD(1)),
     labels Map(LowCardinality(String), String),
     occurred_at Nullable(DateTime64(3, 'UTC')),
     traceparent String,
@@ -57,8 +57,7 @@ CREATE TABLE IF NOT EXISTS {db}.audit_events
     source_partition UInt32,
     source_offset UInt64,
     ingested_at DateTime64(3, 'UTC') DEFAULT now64(3),
-    INDEX idx_request_id request_id TYPE bloom_filter(0.01) GRANULARITY 4,
-    INDEX idx_event_type event_type TYPE set(16) GRANULARITY 4
+    INDEX idx_request_id request_id TYPE bloom_filter(0.01) GRANULARITY 4
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
