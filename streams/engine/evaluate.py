@@ -93,23 +93,6 @@ class Evaluation:
         return f"Evaluation({self.kind.value}, {len(self.applied)} applied, {len(self.changes)} changes)"
 
 
-def _pending(
-    policy: CompiledPolicy, intent: Intent, kind: DecisionKind, changes: tuple[Change, ...],
-    applied: tuple[Applied, ...], default_used: bool, risk: Risk,
-) -> Evaluation:
-    """An evaluation whose Decision is built from these parts when first asked for."""
-    evaluation: Evaluation = _new(Evaluation)
-    evaluation._decision = None
-    evaluation.kind = kind
-    evaluation.changes = changes
-    evaluation.applied = applied
-    evaluation.default_used = default_used
-    evaluation._policy = policy
-    evaluation._intent = intent
-    evaluation._risk = risk
-    return evaluation
-
-
 def _decision(
     intent: Intent, policy: CompiledPolicy | None, kind: DecisionKind, reasons: tuple[str, ...],
 ) -> Decision:
@@ -215,46 +198,49 @@ def _limits(
         )))
 
 
-def _evaluate(
-    policy: CompiledPolicy, state: StateStore, intent: Intent, scopes: frozenset[LimitScope],
-) -> Evaluation:
-    plan = policy.plans.get((intent.tool, intent.action._value_))
-    rules, limits = plan if plan is not None else policy.plan(intent.tool, intent.action)
-    applied: list[Applied] = []
-    for rule in rules:
-        try:
-            rest, when = rule.rest, rule.when
-            if (rest is None or rest(intent)) and (when is None or when(intent)):
-                applied.append(rule.applied)
-        except Exception as exc:
-            applied.append(_error(rule.order, rule.id, exc))
-    at_ms = intent.occurred_at_ms
-    changes: list[Change] = []
-    if limits:
-        _limits(limits, state, intent, at_ms, scopes, applied, changes)
-    risk = build.NO_RISK
-    if policy.risk is not None:
-        risk, threshold, lesson = policy.risk.assess(intent, state, at_ms)
-        if threshold is not None:
-            applied.append(threshold)
-        if lesson is not None:
-            changes.append(lesson)
-    kind, default_used = _verdict(policy, applied)
-    return _pending(policy, intent, kind, tuple(changes), tuple(applied), default_used, risk)
-
-
 def evaluate(
     policy: CompiledPolicy, state: StateStore, intent: Intent, scopes: frozenset[LimitScope] = ALL_SCOPES,
 ) -> Evaluation:
     """Decide on ``intent``: rules, risk and the limits of ``scopes``. Reads state, never writes it.
 
-    Never raises: an internal failure BLOCKs with reason ``engine_error: ...``.
+    Never raises: an internal failure BLOCKs with reason ``engine_error: ...``. The Decision is built
+    when ``.decision`` is first read (``.kind`` is the verdict).
     """
     try:
-        return _evaluate(policy, state, intent, scopes)
+        plan = policy.plans.get((intent.tool, intent.action._value_))
+        rules, limits = plan if plan is not None else policy.plan(intent.tool, intent.action)
+        applied: list[Applied] = []
+        for rule in rules:
+            try:
+                rest, when = rule.rest, rule.when
+                if (rest is None or rest(intent)) and (when is None or when(intent)):
+                    applied.append(rule.applied)
+            except Exception as exc:
+                applied.append(_error(rule.order, rule.id, exc))
+        at_ms = intent.occurred_at_ms
+        changes: list[Change] = []
+        if limits:
+            _limits(limits, state, intent, at_ms, scopes, applied, changes)
+        risk = build.NO_RISK
+        if policy.risk is not None:
+            risk, threshold, lesson = policy.risk.assess(intent, state, at_ms)
+            if threshold is not None:
+                applied.append(threshold)
+            if lesson is not None:
+                changes.append(lesson)
+        kind, default_used = _verdict(policy, applied)
     except Exception as exc:
-        decision = _decision(intent, policy, _BLOCK, (f"engine_error: {exc}",))
-        return Evaluation(decision, ())
+        return Evaluation(_decision(intent, policy, _BLOCK, (f"engine_error: {exc}",)), ())
+    evaluation: Evaluation = _new(Evaluation)  # the Decision is built from these parts when asked for
+    evaluation._decision = None
+    evaluation.kind = kind
+    evaluation.changes = tuple(changes)
+    evaluation.applied = tuple(applied)
+    evaluation.default_used = default_used
+    evaluation._policy = policy
+    evaluation._intent = intent
+    evaluation._risk = risk
+    return evaluation
 
 
 def evaluate_limits(
