@@ -154,9 +154,28 @@ def arrow_stream(batches: Iterable[pa.RecordBatch]) -> bytes:
     return bytes(sink.getvalue())
 
 
+def _storable(rows: list[tuple[Any, ...]], indices: list[int],
+              errors: list[tuple[int, str]]) -> pa.RecordBatch:
+    """The rows as Arrow; a row Arrow cannot hold (valid on the wire, yet out of a column's range)
+    joins ``errors`` instead of failing the batch, and so does every other such row."""
+    try:
+        return to_arrow(rows)
+    except (pa.ArrowException, OverflowError, ValueError, TypeError):
+        kept = []
+        for index, candidate in zip(indices, rows, strict=True):
+            try:
+                to_arrow([candidate])
+            except (pa.ArrowException, OverflowError, ValueError, TypeError) as exc:
+                errors.append((index, f"cannot be stored: {exc}"))
+            else:
+                kept.append(candidate)
+        return to_arrow(kept)
+
+
 def decode_batch(messages: Messages, outcomes_topic: str) -> DecodedBatch:
     """Validate and convert a batch of messages; undecodable ones are reported, never raised."""
     rows: list[tuple[Any, ...]] = []
+    indices: list[int] = []
     errors: list[tuple[int, str]] = []
     for index, (topic, partition, offset, value) in enumerate(zip(*messages, strict=True)):
         try:
@@ -165,4 +184,6 @@ def decode_batch(messages: Messages, outcomes_topic: str) -> DecodedBatch:
             errors.append((index, str(exc)))
             continue
         rows.append(row(record, (topic, partition, offset)))
-    return DecodedBatch(arrow_stream([to_arrow(rows)]), len(rows), tuple(errors))
+        indices.append(index)
+    batch = _storable(rows, indices, errors)
+    return DecodedBatch(arrow_stream([batch]), batch.num_rows, tuple(sorted(errors)))
