@@ -38,8 +38,9 @@ LATENCY_SETTINGS: dict[str, Any] = {
     "broker_commit_every": 2_000,
     # Send decisions at once: aiokafka's linger batches for throughput at the price of latency.
     "producer_linger": 0.0,
-    # Leader ack only: one local broker; the decision reaches the agent as soon as the leader has it.
-    "producer_acks": 1,
+    # Every in-sync replica acknowledges: a decision (and the changelog record behind a limit) survives
+    # a leader failover. On a single broker this costs nothing over acks=1.
+    "producer_acks": -1,
     "producer_max_batch_size": 64 * 1024,
     # A deep buffer keeps the single deciding actor busy while the fetcher works ahead.
     "stream_buffer_maxsize": 16_384,
