@@ -100,8 +100,15 @@ class StartResult(NamedTuple):
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: a random UUID, URL-safe base64 without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    """A Kafka cluster id: a random UUID, URL-safe base64 without padding (22 characters).
+
+    Never starting with ``-``: the storage tool would read such an id as an option (Kafka's own
+    generator draws again for the same reason).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def render_server_properties(port: int, controller_port: int, log_dir: Path) -> str:

@@ -69,6 +69,11 @@ def test_cluster_id_is_a_kafka_uuid() -> None:
     assert new_cluster_id() != cluster_id
 
 
+def test_cluster_id_never_looks_like_an_option() -> None:
+    """One id in 64 would start with '-' by chance; the storage tool would take it for a flag."""
+    assert not any(new_cluster_id().startswith("-") for _ in range(2000))
+
+
 def test_java_command_is_small_and_runs_the_broker_main_class(tmp_path: Path) -> None:
     argv = java_command("/usr/bin/java", tmp_path / "libs", tmp_path, "512m")
     assert argv[0] == "/usr/bin/java"
