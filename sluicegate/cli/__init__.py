@@ -13,32 +13,18 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    """Attach every command group; each lives in its own module."""
-    from sluicegate.cli.kafka import app as kafka_app
+    """Attach every command group; each lives in its own module (imported here, when the CLI runs)."""
+    from sluicegate.cli import approvals, audit, demo, evaluate, kafka, policy, schemas, slack, worker
 
-    app.add_typer(kafka_app, name="kafka")
-    from sluicegate.cli.evaluate import evaluate_command
-    from sluicegate.cli.policy import app as policy_app
-    from sluicegate.cli.schemas import app as schemas_app
-
-    app.add_typer(policy_app, name="policy")
-    app.add_typer(schemas_app, name="schemas")
-    app.command("evaluate")(evaluate_command)
-    from sluicegate.cli.worker import worker_command
-
-    app.command("worker")(worker_command)
-    from sluicegate.cli.approvals import app as approvals_app
-
-    app.add_typer(approvals_app, name="approvals")
-    from sluicegate.cli.demo import demo_command
-    from sluicegate.cli.slack import app as slack_app
-
-    app.command("demo")(demo_command)
-
-    app.add_typer(slack_app, name="slack")
-    from sluicegate.cli.audit import register as register_audit
-
-    register_audit(app)
+    app.add_typer(kafka.app, name="kafka")
+    app.add_typer(policy.app, name="policy")
+    app.command("evaluate")(evaluate.evaluate_command)
+    app.command("worker")(worker.worker_command)
+    app.add_typer(approvals.app, name="approvals")
+    app.add_typer(slack.app, name="slack")
+    audit.register(app)
+    app.add_typer(schemas.app, name="schemas")
+    app.command("demo")(demo.demo_command)
 
 
 def main() -> None:
