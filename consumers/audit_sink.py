@@ -43,7 +43,9 @@ from infra.clickhouse.migrate import DEFAULT_DATABASE, check_identifier
 from schemas import TopicNames
 from sluicegate.settings import Settings
 
-DEFAULT_MAX_ROWS: Final = 10_000
+DEFAULT_MAX_ROWS: Final = 25_000
+"""Rows per insert under backlog: every insert has a fixed cost in ClickHouse (a part per table, the
+views); with 10,000-row batches it was ~7 of the ~45 us of CPU the whole sink spends per row."""
 DEFAULT_MAX_DELAY_S: Final = 1.0
 DEFAULT_GROUP_ID: Final = "sluicegate-audit-sink"
 MAX_IN_FLIGHT: Final = 2

@@ -134,7 +134,7 @@ def report(since: Annotated[str, typer.Option(help="Window, e.g. 24h or 7d.")] =
 
 @app.command()
 def sink(database: Database = DEFAULT_DATABASE,
-         max_rows: Annotated[int, typer.Option(help="Flush at this many rows.")] = 10_000,
+         max_rows: Annotated[int, typer.Option(help="Flush at this many rows.")] = 25_000,
          max_delay: Annotated[float, typer.Option(help="Flush this many seconds after a batch began.")] = 1.0,
          group: Annotated[str, typer.Option(help="Consumer group.")] = "sluicegate-audit-sink") -> None:
     """Run the audit sink (audit + outcome topics -> ClickHouse) until interrupted."""
