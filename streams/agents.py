@@ -1,7 +1,8 @@
-"""The faust agents, tasks and web pages of a worker: thin adapters around :mod:`streams.stages`.
+"""The faust agents, tasks, timer and web pages of a worker: thin adapters around
+:mod:`streams.stages` and :mod:`streams.approval_stage`.
 
-Each deciding agent runs with concurrency 1: one actor handles the events of its partitions in
-order, so a partition's state is only ever changed by one coroutine, between two awaits.
+Each agent runs with concurrency 1: one actor handles the events of its partitions in order, so a
+partition's state is only ever changed by one coroutine, between two awaits.
 """
 
 from __future__ import annotations
@@ -10,22 +11,33 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from uuid import UUID, uuid4
 
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams.app import Processor
-from streams.records import Feedback, Forward, Release
+from streams.records import Count, Feedback, Forward, Open, Release, Resolved, Tick, kind_of
 from streams.stages import Outcome, Route, Send
 
 log = logging.getLogger(__name__)
 _ROUTES = {
     Route.DECISIONS: "decisions", Route.AUDIT: "audit", Route.SHARED: "shared",
     Route.FEEDBACK: "feedback", Route.DEAD_LETTER: "dead_letter",
+    Route.APPROVAL_REQUESTS: "approval_requests", Route.APPROVAL_CONTROL: "approval_control",
 }
+EXPIRY_INTERVAL_S = 1.0
+RETICK_S = 10.0
+"""A due approval is ticked again after this long if the first tick did not settle it."""
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _record_ms(message: Any) -> int:
+    """The Kafka timestamp of a record in ms (the wall clock if it has none)."""
+    return int(message.timestamp * 1000) if message.timestamp else _now_ms()
 
 
 class Runtime:
@@ -65,6 +77,18 @@ class Runtime:
     def track(self, message: Any) -> None:
         self.positions[(message.topic, message.partition)] = message.offset
 
+    async def fetched_all(self, topic: str, partition: int) -> bool:
+        """True when every record of the partition up to its last known end was handed to the agents
+        (they queue them in fetch order, so a message produced now is handled after all of them)."""
+        consumer = self.p.app.consumer
+        tp = TP(topic, partition)
+        try:
+            high = consumer.highwater(tp)
+            position = await consumer.position(tp)
+        except Exception:  # not assigned or not fetched yet
+            return False
+        return high is not None and position is not None and position >= high
+
     def lag(self) -> dict[tuple[str, int], int]:
         consumer = self.p.app.consumer
         result: dict[tuple[str, int], int] = {}
@@ -88,7 +112,7 @@ def register(p: Processor) -> None:
     """Attach the agents, the policy reader task and the web pages to ``p.app``."""
     app, rt = p.app, Runtime(p)
     p.metrics.watch_lag(rt.lag)
-    intents_topic = p.topics.names.intents
+    intents_topic, approvals_topic = p.topics.names.intents, p.topics.names.approvals
 
     async def read_policies() -> None:
         _quiet_clients(p.config.log_level)
@@ -104,9 +128,12 @@ def register(p: Processor) -> None:
                         message.value, message.key, p.policies.current, message.partition, _now_ms())
                     await rt.send(outcome.sends)
                     rt.observe(outcome, message)
+                elif kind_of(message.value) == "resolved":
+                    resolved = Resolved.model_validate_json(message.value)
+                    await rt.send(p.agent_stage.handle_resolved(resolved, message.partition, _now_ms()))
                 else:
                     feedback = Feedback.model_validate_json(message.value)
-                    p.agent_stage.handle_feedback(feedback, message.partition, _now_ms())
+                    await rt.send(p.agent_stage.handle_feedback(feedback, message.partition, _now_ms()))
             except Exception as exc:  # never crash the worker: park the message, say why
                 log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
                 await rt.send([_dead_letter(message, exc)])
@@ -119,9 +146,12 @@ def register(p: Processor) -> None:
             message = event.message
             try:
                 body = message.value
-                if b'"kind":"release"' in body[:32]:
+                kind = kind_of(body)
+                if kind == "release":
                     release = Release.model_validate_json(body)
                     p.shared_stage.handle_release(release, message.partition, _now_ms())
+                elif kind == "count":
+                    p.shared_stage.handle_count(Count.model_validate_json(body), message.partition, _now_ms())
                 else:
                     forward = Forward.model_validate_json(body)
                     policy = p.policies.version(forward.stage1.policy_version)
@@ -133,6 +163,49 @@ def register(p: Processor) -> None:
                 await rt.send([_dead_letter(message, exc)])
             rt.track(message)
             yield None
+
+    async def approvals(stream: Any) -> AsyncIterator[None]:
+        stage = p.approval_stage
+        async for event in stream.events():
+            message = event.message
+            try:
+                at_ms, part = _record_ms(message), message.partition
+                if message.topic == approvals_topic:
+                    sends = stage.handle_verdict(message.value, message.key, part, at_ms)
+                elif kind_of(message.value) == "tick":
+                    sends = stage.handle_tick(Tick.model_validate_json(message.value), part, at_ms)
+                else:
+                    sends = stage.handle_open(Open.model_validate_json(message.value), part)
+                await rt.send(sends)
+            except Exception as exc:
+                log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
+                await rt.send([_dead_letter(message, exc)])
+            rt.track(message)
+            yield None
+
+    ticked: dict[UUID, float] = {}
+
+    async def expire_approvals() -> None:
+        """Tick the due approvals of this worker's partitions (see :mod:`streams.approval_stage`)."""
+        try:
+            p.approval_stage.reviewers.refresh()
+            now = time.monotonic()
+            for request_id in [r for r, at in ticked.items() if now - at >= RETICK_S]:
+                del ticked[request_id]
+            ticks: list[Send] = []
+            ready: dict[int, bool] = {}
+            for request_id, part in p.approval_stage.due(_now_ms()):
+                if request_id in ticked:
+                    continue
+                if part not in ready:
+                    ready[part] = await rt.fetched_all(approvals_topic, part)
+                if ready[part]:
+                    ticked[request_id] = now
+                    tick = Tick(request_id=request_id, tick=uuid4().hex).model_dump_json().encode()
+                    ticks.append(Send(Route.APPROVAL_CONTROL, str(request_id).encode(), tick))
+            await rt.send(ticks)
+        except Exception:  # never kill the timer; the next round tries again
+            log.exception("approval expiry round failed")
 
     async def metrics_page(web: Any, request: Any) -> Any:
         p.metrics.ready.set(1 if rt.ready() else 0)
@@ -147,6 +220,8 @@ def register(p: Processor) -> None:
     app.task(read_policies)
     app.agent(p.channels["agent_in"], name="decide", concurrency=1)(decide)
     app.agent(p.channels["shared_in"], name="shared-limits", concurrency=1)(shared)
+    app.agent(p.channels["approvals_in"], name="approvals", concurrency=1)(approvals)
+    app.timer(EXPIRY_INTERVAL_S)(expire_approvals)
     app.page("/metrics")(metrics_page)
     app.page("/ready")(ready_page)
 

@@ -24,6 +24,7 @@ import faust
 
 from schemas.topics import TopicNames
 from sluicegate.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
+from streams.approval_stage import ApprovalStage, Reviewers
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.rewind import rewind_uncommitted
@@ -66,6 +67,7 @@ class WorkerConfig:
     web_host: str = "127.0.0.1"
     retention_ms: int = DEFAULT_RETENTION_MS
     log_level: str = "info"
+    reviewers_file: Path | None = None
 
     @property
     def app_id(self) -> str:
@@ -86,6 +88,7 @@ class Processor:
     policies: PolicySource
     agent_stage: AgentStage
     shared_stage: SharedStage
+    approval_stage: ApprovalStage
 
 
 def make_faust_app(config: WorkerConfig) -> faust.App:
@@ -118,16 +121,22 @@ def _channels(app: faust.App, topics: WorkerTopics) -> dict[str, Any]:
     return {
         "agent_in": topic(n.intents, topics.agent_feedback),
         "shared_in": topic(topics.shared_limits),
+        "approvals_in": topic(n.approvals, topics.approval_control),
         "decisions": topic(n.decisions),
         "audit": topic(n.audit),
         "shared": topic(topics.shared_limits),
         "feedback": topic(topics.agent_feedback),
         "dead_letter": topic(n.dead_letter),
+        "approval_requests": topic(n.approval_requests),
+        "approval_control": topic(topics.approval_control),
     }
 
 
 def build(config: WorkerConfig) -> Processor:
-    """Build the app, its topics, tables, stages, policy source, metrics and agents."""
+    """Build the app, its topics, tables, stages, policy source, metrics and agents.
+
+    Raises :class:`streams.approvals.ApprovalError` when the reviewers file cannot be read.
+    """
     from streams.agents import register  # the agents need the built Processor
 
     app = make_faust_app(config)
@@ -139,7 +148,10 @@ def build(config: WorkerConfig) -> Processor:
         metrics=metrics, policies=PolicySource(config.bootstrap, topics.names.policies, metrics),
         agent_stage=AgentStage(tables.agent_state, config.retention_ms),
         shared_stage=SharedStage(tables.shared_state, config.retention_ms),
+        approval_stage=ApprovalStage(tables.approval_state, Reviewers(config.reviewers_file),
+                                     config.retention_ms),
     )
-    rewind_uncommitted(app, {topics.names.intents, topics.agent_feedback, topics.shared_limits})
+    rewind_uncommitted(app, {topics.names.intents, topics.agent_feedback, topics.shared_limits,
+                             topics.names.approvals, topics.approval_control})
     register(processor)
     return processor

@@ -1,19 +1,31 @@
-"""Internal messages between the two stages and the idempotency records kept in the tables.
+"""Internal messages between the stages and the idempotency records kept in the tables.
 
-These are not part of the wire contract (``schemas/``): only the worker reads them. JSON via pydantic.
+These are not part of the wire contract (``schemas/``): only the worker reads them. JSON via pydantic;
+every message has a ``kind`` as its first field, so a reader can dispatch with :func:`kind_of`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from schemas.approval import ApprovalRequest
 from schemas.common import DecisionKind
 from schemas.decision import Decision
 from schemas.intent import Intent
+from streams.approvals import PendingApproval
 from streams.engine import Applied, Change, HistoryChange, LimitScope, WindowChange
+
+_KIND = re.compile(rb'^\{"kind":"([a-z]+)"')
+
+
+def kind_of(body: bytes) -> str | None:
+    """The ``kind`` of an internal message (the first field of its JSON), or None."""
+    found = _KIND.match(body[:32])
+    return found.group(1).decode() if found else None
 
 
 class _Model(BaseModel):
@@ -100,23 +112,64 @@ class Release(_Model):
 
 
 class Feedback(_Model):
-    """Final stage -> the agent's partition: the decision made, so stage 1 settles its reservation."""
+    """Final stage -> the agent's partition: the decision made, so stage 1 settles its reservation.
+
+    For a REQUIRE_APPROVAL, ``request`` is the ApprovalRequest made where the pending decision was
+    sent (same wall-clock deadline); stage 1 parks the intent and opens the approval with it.
+    """
 
     kind: Literal["feedback"] = "feedback"
     intent: Intent
+    decision: Decision
+    request: ApprovalRequest | None = None
+
+
+class Count(_Model):
+    """Count an approved action on a shared window (sent to the shared-limits topic, keyed by its key)."""
+
+    kind: Literal["count"] = "count"
+    request_id: UUID
+    change: ChangeItem
+
+
+class Open(_Model):
+    """Stage 1 -> the approval stage (approval-control topic, keyed by request id): open this approval."""
+
+    kind: Literal["open"] = "open"
+    request: ApprovalRequest
+
+
+class Tick(_Model):
+    """The timer -> the approval stage: act on a due approval (expire it, or forget it once closed).
+
+    ``tick`` is unique per message, so a redelivered tick is told apart from a later one.
+    """
+
+    kind: Literal["tick"] = "tick"
+    request_id: UUID
+    tick: str
+
+
+class Resolved(_Model):
+    """The approval stage -> the agent's partition (agent-feedback topic): the final decision."""
+
+    kind: Literal["resolved"] = "resolved"
     decision: Decision
 
 
 class Record(_Model):
     """Idempotency record of a request on one stage (``d|<request_id>`` in that stage's table).
 
-    ``decision`` is set once the decision is known; ``changes`` are stage 1's changes held while the
-    shared hops decide, with the ``forward`` sent (re-sent on redelivery); ``hits``/``reserved`` are
-    a hop's result, replayed on redelivery; ``released`` marks reservations already undone.
+    ``decision`` is set once the decision is known (the pending one, then the final one after an
+    approval); ``changes`` are stage 1's changes held while the shared hops decide, ``shared`` the
+    shared-window changes the hops would make, with the ``forward`` sent (re-sent on redelivery);
+    ``hits``/``reserved`` are a hop's result, replayed on redelivery; ``released`` marks reservations
+    already undone.
     """
 
     decision: Decision | None = None
     changes: tuple[ChangeItem, ...] = ()
+    shared: tuple[ChangeItem, ...] = ()
     forward: Forward | None = None
     hits: tuple[AppliedItem, ...] = ()
     reserved: tuple[Reservation, ...] = ()
@@ -124,8 +177,26 @@ class Record(_Model):
 
 
 class Pending(_Model):
-    """A REQUIRE_APPROVAL intent waiting for reviewers, with the changes to apply if it is approved."""
+    """A REQUIRE_APPROVAL intent parked on its agent's partition (``p|<request_id>``) while reviewers
+    decide: the request opened, and the changes to apply if it is approved (``changes`` on this
+    partition, ``shared`` by :class:`Count` messages to the shared-limit partitions)."""
 
     intent: Intent
     decision: Decision
+    request: ApprovalRequest
     changes: tuple[ChangeItem, ...] = ()
+    shared: tuple[ChangeItem, ...] = ()
+
+
+class ApprovalEntry(_Model):
+    """An approval in the approval stage's table (``a|<request_id>``).
+
+    ``state`` is the state machine's; ``seen`` the verdicts that changed it, as (verdict id, reject
+    reason or "", detail) to replay their audit records; ``closed_by`` the id of the message that
+    resolved it (a verdict's id or ``tick:<tick>``), whose redelivery re-sends ``final``.
+    """
+
+    state: PendingApproval
+    seen: tuple[tuple[str, str, str], ...] = ()
+    closed_by: str | None = None
+    final: Decision | None = None

@@ -24,6 +24,13 @@ released (stage 1 on feedback, hops by a :class:`Release` message). In between, 
 make another intent stricter: the design fails closed. History (risk learning) is applied only once the
 final ALLOW is known.
 
+Approvals. A REQUIRE_APPROVAL is sent pending at once by whichever stage decides it, with an
+:class:`ApprovalRequest` made there (the rule's approval settings, deadline = that worker's wall clock
++ timeout). Stage 1 parks the intent with its changes (``p|<request_id>``) and sends an :class:`Open`
+to the approval stage (:mod:`streams.approval_stage`), which publishes the request and later answers
+with a :class:`Resolved`; on an approval stage 1 then counts the agent windows and sends a
+:class:`Count` to each shared-limit partition. Nothing is reserved while an approval is pending.
+
 Idempotency. Each stage keeps a record ``d|<request_id>`` (hops: ``d|<request_id>|<key>``) in the same
 table as the state it changed, written after the state, so after a crash the record implies the state.
 A redelivered intent or forward replays the record: the same decision (or the same forward) is sent
@@ -34,15 +41,17 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
 
+from schemas.approval import ApprovalRequest
 from schemas.audit import AuditEventType, AuditRecord
 from schemas.common import DecisionKind
 from schemas.decision import Decision
 from schemas.intent import Intent
-from schemas.policy import duration_ms
+from schemas.policy import Approval, duration_ms
+from streams.approvals import new_request
 from streams.engine import (
     AGENT_SCOPES,
     Applied,
@@ -63,18 +72,20 @@ from streams.engine import (
 from streams.records import (
     AppliedItem,
     ChangeItem,
+    Count,
     Feedback,
     Forward,
+    Open,
     Pending,
     Record,
     Release,
     Reservation,
+    Resolved,
 )
 from streams.state import RECORD_PREFIX, BytesTable, TableState
 
 PENDING_PREFIX = "p|"
 DEFAULT_RETENTION_MS = 6 * 3_600_000
-DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=15)
 EVICT_PER_EVENT = 8
 _ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
 _EMPTY = InMemoryState()
@@ -88,6 +99,8 @@ class Route(StrEnum):
     SHARED = "shared"
     FEEDBACK = "feedback"
     DEAD_LETTER = "dead_letter"
+    APPROVAL_REQUESTS = "approval_requests"
+    APPROVAL_CONTROL = "approval_control"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +123,32 @@ class Outcome:
     forwarded: bool = False
 
 
-def decision_sends(intent: Intent | None, decision: Decision, policy: CompiledPolicy | None) -> list[Send]:
-    """The decision (keyed by agent id) and its audit record; REQUIRE_APPROVAL goes out pending."""
+def utc(now_ms: int) -> datetime:
+    """A wall-clock time in ms as an aware datetime."""
+    return datetime.fromtimestamp(now_ms / 1000, UTC)
+
+
+def approval_request(
+    intent: Intent, decision: Decision, policy: CompiledPolicy | None, now_ms: int,
+) -> ApprovalRequest:
+    """The request for a REQUIRE_APPROVAL: the approval settings of the rule that required it, and a
+    deadline on the worker's wall clock (``now_ms`` + timeout; intents may be stamped in the past)."""
+    settings = policy.approval_for(decision.rules) if policy is not None else Approval()
+    return new_request(
+        intent, decision, now=utc(now_ms), approver_group=settings.group, quorum=settings.quorum,
+        timeout=timedelta(milliseconds=duration_ms(settings.timeout)), channel=settings.channel,
+    )
+
+
+def decision_sends(
+    intent: Intent | None, decision: Decision, request: ApprovalRequest | None = None,
+) -> list[Send]:
+    """The decision (keyed by agent id) and its audit record; REQUIRE_APPROVAL goes out pending, with
+    the deadline of its ``request``."""
     if decision.decision is _APPROVAL and decision.final:
-        deadline = decision.decided_at + _approval_timeout(policy, decision)
-        decision = decision.model_copy(update={"final": False, "approval_deadline_at": deadline})
+        if request is None:
+            raise ValueError(f"request {decision.request_id}: a REQUIRE_APPROVAL needs its approval request")
+        decision = decision.model_copy(update={"final": False, "approval_deadline_at": request.deadline_at})
     body = decision.model_dump_json().encode()
     final = "final" if decision.final else "pending"
     audit = AuditRecord(
@@ -186,8 +220,7 @@ class AgentStage:
             if errors:  # a shared limit that cannot be evaluated never grants: BLOCK here
                 evaluation = combine(policy, evaluation, LimitOutcome(errors, ()), intent)
             elif static.changes:
-                keys = sorted({change.key for change in static.changes})
-                return self._forward(intent, evaluation, keys, partition, now_ms)
+                return self._forward(intent, evaluation, static.changes, partition, now_ms)
         return self._settle(intent, evaluation.decision, evaluation.changes, policy, partition, now_ms)
 
     def _invalid(
@@ -199,18 +232,29 @@ class AgentStage:
             return Outcome([Send(Route.DEAD_LETTER, key or b"", raw, (("error", error),))])
         if not decision.agent_id and key:
             decision = decision.model_copy(update={"agent_id": key.decode("utf-8", "replace")[:256]})
-        return Outcome(decision_sends(None, decision, policy), decision)
+        return Outcome(decision_sends(None, decision), decision)
 
     def _replay(self, intent: Intent, record: Record) -> Outcome:
         if record.decision is not None:
             body = record.decision.model_dump_json().encode()
-            return Outcome([Send(Route.DECISIONS, intent.agent_id.encode(), body)], record.decision, True)
+            sends = [Send(Route.DECISIONS, intent.agent_id.encode(), body), *self._reopen(record.decision)]
+            return Outcome(sends, record.decision, True)
         assert record.forward is not None
         return Outcome([_forward_send(record.forward)], None, True, True)
 
+    def _reopen(self, decision: Decision) -> list[Send]:
+        """The Open of a still pending approval again (a redelivery may follow a crash before it was
+        sent; the approval stage ignores an Open it has seen)."""
+        if decision.final or decision.decision is not _APPROVAL:
+            return []
+        raw = self.table.get(f"{PENDING_PREFIX}{decision.request_id}")
+        return [] if raw is None else [_open_send(Pending.model_validate_json(raw).request)]
+
     def _forward(
-        self, intent: Intent, evaluation: Evaluation, keys: list[str], partition: int, now_ms: int,
+        self, intent: Intent, evaluation: Evaluation, shared: tuple[WindowChange, ...], partition: int,
+        now_ms: int,
     ) -> Outcome:
+        keys = sorted({change.key for change in shared})
         reserve = evaluation.decision.decision is _ALLOW
         reserved: list[Reservation] = []
         if reserve:
@@ -224,7 +268,8 @@ class AgentStage:
             keys=tuple(keys), reserve=reserve,
         )
         changes = tuple(ChangeItem.of(change) for change in evaluation.changes)
-        record = Record(changes=changes, forward=forward, reserved=tuple(reserved))
+        record = Record(changes=changes, shared=tuple(ChangeItem.of(change) for change in shared),
+                        forward=forward, reserved=tuple(reserved))
         self._write(intent.request_id, record, partition, now_ms, new=True)
         return Outcome([_forward_send(forward)], None, False, True)
 
@@ -235,32 +280,73 @@ class AgentStage:
         """Stage 1 decides alone: count an ALLOW, park a REQUIRE_APPROVAL, record, send."""
         if decision.decision is _ALLOW:
             _count(self.state, changes, intent.request_id)
-        sends = decision_sends(intent, decision, policy)
+        request = _request_of(intent, decision, policy, now_ms)
+        sends = decision_sends(intent, decision, request)
         sent = _as_sent(decision, sends)
-        if decision.decision is _APPROVAL:
-            self._park(intent, sent, tuple(ChangeItem.of(change) for change in changes))
+        if request is not None:
+            items = tuple(ChangeItem.of(change) for change in changes)
+            sends.append(self._park(Pending(intent=intent, decision=sent, request=request, changes=items)))
         self._write(intent.request_id, Record(decision=sent), partition, now_ms, new=True)
         return Outcome(sends, sent)
 
-    def _park(self, intent: Intent, decision: Decision, changes: tuple[ChangeItem, ...]) -> None:
-        pending = Pending(intent=intent, decision=decision, changes=changes)
-        self.table[f"{PENDING_PREFIX}{intent.request_id}"] = pending.model_dump_json().encode()
+    def _park(self, pending: Pending) -> Send:
+        """Keep a pending approval's intent and changes here; the Open to send to the approval stage."""
+        self.table[f"{PENDING_PREFIX}{pending.intent.request_id}"] = pending.model_dump_json().encode()
+        return _open_send(pending.request)
 
-    def handle_feedback(self, feedback: Feedback, partition: int, now_ms: int) -> None:
-        """Settle a forwarded intent: keep or release the reservation, learn history, park approvals."""
+    def handle_feedback(self, feedback: Feedback, partition: int, now_ms: int) -> list[Send]:
+        """Settle a forwarded intent: keep or release the reservation, learn history, park approvals.
+
+        Returns the Open of an approval (again, for a redelivered feedback of a pending one).
+        """
         request_id = feedback.intent.request_id
         record = self._record(request_id)
-        if record is None or record.decision is not None:
-            return  # unknown (expired) or already settled: a redelivered feedback changes nothing
+        if record is None:
+            return []  # unknown (expired)
+        if record.decision is not None:
+            return self._reopen(record.decision)  # already settled: a redelivery changes nothing
         kind = feedback.decision.decision
+        if kind is _APPROVAL and feedback.request is None:
+            raise ValueError(f"request {request_id}: a REQUIRE_APPROVAL feedback without its request")
         if kind is _ALLOW:
             apply(self.state, [c.to_change() for c in record.changes if c.kind == "history"])
         else:
             for reservation in record.reserved:
                 self.state.release(reservation.key, reservation.at_ms, reservation.value, request_id)
-        if kind is _APPROVAL:
-            self._park(feedback.intent, feedback.decision, record.changes)
+        sends: list[Send] = []
+        if feedback.request is not None and kind is _APPROVAL:
+            sends.append(self._park(Pending(
+                intent=feedback.intent, decision=feedback.decision, request=feedback.request,
+                changes=record.changes, shared=record.shared,
+            )))
         self._write(request_id, Record(decision=feedback.decision), partition, now_ms, new=False)
+        return sends
+
+    def handle_resolved(self, resolved: Resolved, partition: int, now_ms: int) -> list[Send]:
+        """The final decision of a parked approval: record it (a redelivered intent gets it) and, when
+        approved, count the action: agent windows and history here, shared windows by :class:`Count`.
+
+        Idempotent: a redelivery finds the final decision recorded and only re-sends the counts (each
+        counted once per request by the shared stage).
+        """
+        request_id = resolved.decision.request_id
+        pending_key = f"{PENDING_PREFIX}{request_id}"
+        raw = self.table.get(pending_key)
+        if raw is None:
+            return []  # never parked here, or settled long ago
+        pending = Pending.model_validate_json(raw)
+        approved = resolved.decision.decision is _ALLOW
+        record = self._record(request_id)
+        if record is None or record.decision is None or not record.decision.final:
+            if approved:
+                _count(self.state, tuple(c.to_change() for c in pending.changes), request_id)
+            self._write(request_id, Record(decision=resolved.decision), partition, now_ms, new=record is None)
+            self.retention.note(partition, now_ms, pending_key)
+        if not approved:
+            return []
+        return [Send(Route.SHARED, item.key.encode(),
+                     Count(request_id=request_id, change=item).model_dump_json().encode())
+                for item in pending.shared]
 
 
 class SharedStage:
@@ -294,7 +380,7 @@ class SharedStage:
                 "keys": forward.keys[1:], "hits": hits, "reserved": reserved, "reserve": reserve,
             })
             return Outcome([_forward_send(nxt)], None, duplicate, True)
-        return self._decide(forward, policy, hits, reserved, duplicate)
+        return self._decide(forward, policy, hits, reserved, duplicate, now_ms)
 
     def _check(self, forward: Forward, key: str, policy: CompiledPolicy | None) -> Record:
         if policy is None:
@@ -313,18 +399,21 @@ class SharedStage:
 
     def _decide(
         self, forward: Forward, policy: CompiledPolicy | None, hits: tuple[AppliedItem, ...],
-        reserved: tuple[Reservation, ...], duplicate: bool,
+        reserved: tuple[Reservation, ...], duplicate: bool, now_ms: int,
     ) -> Outcome:
         if policy is None:
             reasons = (*forward.stage1.reasons, *(hit.reason for hit in hits))
             decision = forward.stage1.model_copy(update={"decision": _BLOCK, "reasons": reasons})
         else:
             decision = _combined(policy, forward, hits)
-        sends = decision_sends(forward.intent, decision, policy)
+        intent = forward.intent
+        request = _request_of(intent, decision, policy, now_ms)
+        sends = decision_sends(intent, decision, request)
         sent = _as_sent(decision, sends)
         if sent.decision is not _ALLOW and not duplicate:
-            sends.extend(self._release(forward.intent.request_id, reserved))
-        sends.append(_feedback_send(forward.intent, sent))
+            sends.extend(self._release(intent.request_id, reserved))
+        feedback = Feedback(intent=intent, decision=sent, request=request)
+        sends.append(Send(Route.FEEDBACK, intent.agent_id.encode(), feedback.model_dump_json().encode()))
         return Outcome(sends, sent, duplicate)
 
     def _release(self, request_id: UUID, reserved: tuple[Reservation, ...]) -> list[Send]:
@@ -344,6 +433,13 @@ class SharedStage:
         self.table[marker] = b"1"
         self.retention.note(partition, now_ms, marker)
 
+    def handle_count(self, count: Count, partition: int, now_ms: int) -> None:
+        """Count an approved action on this shared window (once per request: see :mod:`streams.state`)."""
+        self.retention.evict(self.table, partition, now_ms)
+        change = count.change.to_change()
+        if isinstance(change, WindowChange):
+            self.state.add_once(change, count.request_id)
+
 
 def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> None:
     """Apply an ALLOW's changes: windows once per request (see :mod:`streams.state`), then history."""
@@ -357,15 +453,15 @@ def _forward_send(forward: Forward) -> Send:
     return Send(Route.SHARED, forward.keys[0].encode(), forward.model_dump_json().encode())
 
 
-def _feedback_send(intent: Intent, decision: Decision) -> Send:
-    body = Feedback(intent=intent, decision=decision).model_dump_json().encode()
-    return Send(Route.FEEDBACK, intent.agent_id.encode(), body)
+def _request_of(
+    intent: Intent, decision: Decision, policy: CompiledPolicy | None, now_ms: int,
+) -> ApprovalRequest | None:
+    return approval_request(intent, decision, policy, now_ms) if decision.decision is _APPROVAL else None
 
 
-def _approval_timeout(policy: CompiledPolicy | None, decision: Decision) -> timedelta:
-    if policy is None:
-        return DEFAULT_APPROVAL_TIMEOUT
-    return timedelta(milliseconds=duration_ms(policy.approval_for(decision.rules).timeout))
+def _open_send(request: ApprovalRequest) -> Send:
+    body = Open(request=request).model_dump_json().encode()
+    return Send(Route.APPROVAL_CONTROL, str(request.request_id).encode(), body)
 
 
 def _as_sent(decision: Decision, sends: list[Send]) -> Decision:
@@ -382,4 +478,6 @@ def _combined(policy: CompiledPolicy, forward: Forward, hits: tuple[AppliedItem,
     return combine(policy, stage1, LimitOutcome(tuple(_applied(hits)), ()), forward.intent).decision
 
 
-__all__ = ["AgentStage", "Outcome", "Route", "Send", "SharedStage", "decision_sends"]
+__all__ = [
+    "AgentStage", "Outcome", "Route", "Send", "SharedStage", "approval_request", "decision_sends", "utc",
+]

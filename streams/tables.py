@@ -1,7 +1,8 @@
 """The worker's faust tables: rocksdict on disk, a compacted changelog topic each.
 
 ``agent-state`` is co-partitioned with the intents (and the agent-feedback topic); ``shared-state``
-with the shared-limits topic. Both map str keys (see :mod:`streams.state`) to raw bytes values.
+with the shared-limits topic; ``approval-state`` with the approvals topic (and approval-control).
+All map str keys (see :mod:`streams.state`) to raw bytes values.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import faust
 
 @dataclass(frozen=True, slots=True)
 class Tables:
-    """The two state tables of a worker."""
+    """The state tables of a worker."""
 
     agent_state: Any
     shared_state: Any
+    approval_state: Any
 
 
 def make_tables(app: faust.App, partitions: int) -> Tables:
@@ -31,4 +33,5 @@ def make_tables(app: faust.App, partitions: int) -> Tables:
     return Tables(
         agent_state=table("agent-state", "Agent windows, histories, records, pending approvals."),
         shared_state=table("shared-state", "Windows of limits keyed by fleet, tool, target or role."),
+        approval_state=table("approval-state", "Pending and recently closed approvals, by request id."),
     )

@@ -2,7 +2,9 @@
 
 The public topics come from :class:`schemas.topics.TopicNames`; two internal ones carry the second
 stage (see :mod:`streams.stages`): ``<prefix>.internal.shared-limits`` (keyed by shared window key)
-and ``<prefix>.internal.agent-feedback`` (keyed by agent id, partitioned exactly like intents).
+and ``<prefix>.internal.agent-feedback`` (keyed by agent id, partitioned exactly like intents); a third,
+``<prefix>.internal.approval-control`` (keyed by request id, partitioned exactly like the approvals
+topic), carries opened approvals and timer ticks to the approval stage (:mod:`streams.approval_stage`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class WorkerTopics:
     def agent_feedback(self) -> str:
         return f"{self.names.prefix}.internal.agent-feedback"
 
+    @property
+    def approval_control(self) -> str:
+        return f"{self.names.prefix}.internal.approval-control"
+
     def specs(self) -> list[TopicSpec]:
         """Every topic with its partitions and configs (policies: one compacted partition)."""
         n, p = self.names, self.partitions
@@ -38,4 +44,5 @@ class WorkerTopics:
             TopicSpec(n.approvals, p), TopicSpec(n.audit, p), TopicSpec(n.outcomes, p),
             TopicSpec(n.policies, 1, configs=dict(COMPACTED)), TopicSpec(n.dead_letter, 1),
             TopicSpec(self.shared_limits, p), TopicSpec(self.agent_feedback, p),
+            TopicSpec(self.approval_control, p),
         ]

@@ -18,6 +18,7 @@ import faust
 from infra.kafka.admin import ensure_topics
 from sluicegate.settings import Settings
 from streams.app import WorkerConfig, build
+from streams.approvals import ApprovalError
 
 log = logging.getLogger(__name__)
 CLEAN_MARKER = "clean-shutdown"
@@ -33,10 +34,13 @@ def config_from_args(argv: list[str] | None = None, settings: Settings | None = 
     parser.add_argument("--workdir", type=Path, default=settings.state_dir / "worker")
     parser.add_argument("--web-port", type=int, default=6066)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--reviewers", type=Path, default=settings.reviewers_file,
+                        help="YAML of approver groups (groups: {name: [members]}); none: nobody approves")
     args = parser.parse_args(argv)
     return WorkerConfig(
         bootstrap=args.bootstrap, topic_prefix=args.topic_prefix, partitions=args.partitions,
         workdir=args.workdir, web_port=args.web_port, log_level=args.log_level,
+        reviewers_file=args.reviewers,
     )
 
 
@@ -63,7 +67,13 @@ def run(config: WorkerConfig) -> None:
     config.workdir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    processor = build(config)
+    try:
+        processor = build(config)
+    except ApprovalError as exc:
+        raise SystemExit(f"streams.worker: {exc}") from exc
+    if config.reviewers_file is None:
+        log.warning("no reviewers file (--reviewers / SLUICEGATE_REVIEWERS_FILE): nobody can approve, "
+                    "every approval will be rejected or expire")
     discard_unclean_tables(config.workdir, Path(processor.app.conf.tabledir))
     created = loop.run_until_complete(ensure_topics(config.bootstrap, processor.topics.specs()))
     if created:

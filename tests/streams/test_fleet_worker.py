@@ -33,14 +33,19 @@ def agent(tag: str) -> str:
 async def test_each_decision_type_end_to_end(fleet: Client) -> None:
     a, t0 = agent("types"), day(1)
     allow = await fleet.decide(make_intent(a, params={"amount": 10}, occurred_at=t0))
+    sent_at = datetime.now(UTC)
     approval = await fleet.decide(make_intent(a, params={"amount": 500}, occurred_at=t0))
+    answered_at = datetime.now(UTC)
     block = await fleet.decide(make_intent(a, params={"amount": 5000}, occurred_at=t0))
 
     assert (allow.decision, allow.final, allow.rules) == (ALLOW, True, ("refund-up-to-100",))
     assert allow.policy_version.startswith("sha256:")
     assert (approval.decision, approval.final) == (APPROVAL, False)
     assert approval.rules == ("refund-over-100-needs-approval",)
-    assert approval.approval_deadline_at == t0 + timedelta(minutes=15)
+    deadline = approval.approval_deadline_at  # the worker's wall clock + the timeout, not event time
+    assert deadline is not None
+    assert sent_at + timedelta(minutes=15) <= deadline + timedelta(seconds=1)
+    assert deadline <= answered_at + timedelta(minutes=15, seconds=1)
     assert (block.decision, block.final, block.rules) == (BLOCK, True, ("refund-over-1000-blocked",))
     ids = {f"{allow.request_id}:decision:final", f"{approval.request_id}:decision:pending",
            f"{block.request_id}:decision:final"}

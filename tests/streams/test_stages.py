@@ -1,4 +1,4 @@
-"""The two deciding stages without Kafka: dict tables, and a pump that delivers their messages."""
+"""The deciding stages without Kafka: dict tables, and a pump that delivers their messages."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas import Decision, DecisionKind
-from streams.engine import compile_policy
-from streams.records import Feedback, Forward, Release, Reservation
-from streams.stages import AgentStage, Outcome, Route, SharedStage
+from schemas import ApprovalRequest, ApprovalVerdict, AuditRecord, Decision, DecisionKind
+from streams.approval_stage import ApprovalStage, Reviewers
+from streams.approvals import ReviewerDirectory
+from streams.engine import CompiledPolicy, compile_policy
+from streams.records import Count, Feedback, Forward, Open, Release, Reservation, Resolved, Tick, kind_of
+from streams.stages import AgentStage, Outcome, Route, Send, SharedStage
 from streams.state import TableState
 from tests.streams.harness import make_intent
 
@@ -29,36 +31,74 @@ limits:
 
 
 class Pump:
-    """Both stages over dict tables; delivers forwards, releases and feedback until quiet."""
+    """Every stage over dict tables; delivers forwards, releases, feedback, counts and the approval
+    stage's messages until quiet. ``now_ms`` is the workers' wall clock and the records' timestamps."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: CompiledPolicy = POLICY, reviewers: ReviewerDirectory | None = None) -> None:
+        self.policy = policy
+        self.now_ms = 0
         self.agent_table: dict[str, bytes] = {}
         self.shared_table: dict[str, bytes] = {}
+        self.approval_table: dict[str, bytes] = {}
         self.agent = AgentStage(self.agent_table)
         self.shared = SharedStage(self.shared_table)
+        self.approvals = ApprovalStage(self.approval_table, Reviewers(None))
+        self.approvals.reviewers.current = reviewers or ReviewerDirectory()
         self.decisions: list[Decision] = []
+        self.requests: list[ApprovalRequest] = []
+        self.audit: list[AuditRecord] = []
         self.routes: list[Route] = []
+        self.sent: list[Send] = []
 
-    def run(self, outcome: Outcome) -> None:
-        queue = list(outcome.sends)
+    def run(self, sends: Outcome | list[Send]) -> None:
+        queue = list(sends.sends if isinstance(sends, Outcome) else sends)
         while queue:
             send = queue.pop(0)
             self.routes.append(send.route)
-            if send.route is Route.DECISIONS:
-                self.decisions.append(Decision.model_validate_json(send.value))
-            elif send.route is Route.SHARED and b'"kind":"release"' in send.value[:32]:
-                self.shared.handle_release(Release.model_validate_json(send.value), 0, 0)
-            elif send.route is Route.SHARED:
-                forward = Forward.model_validate_json(send.value)
-                queue += self.shared.handle_forward(forward, POLICY, 0, 0).sends
-            elif send.route is Route.FEEDBACK:
-                self.agent.handle_feedback(Feedback.model_validate_json(send.value), 0, 0)
+            self.sent.append(send)
+            queue += self._deliver(send)
+
+    def _deliver(self, send: Send) -> list[Send]:
+        kind, now = kind_of(send.value), self.now_ms
+        if send.route is Route.DECISIONS:
+            self.decisions.append(Decision.model_validate_json(send.value))
+        elif send.route is Route.AUDIT:
+            self.audit.append(AuditRecord.model_validate_json(send.value))
+        elif send.route is Route.APPROVAL_REQUESTS:
+            self.requests.append(ApprovalRequest.model_validate_json(send.value))
+        elif send.route is Route.SHARED and kind == "release":
+            self.shared.handle_release(Release.model_validate_json(send.value), 0, now)
+        elif send.route is Route.SHARED and kind == "count":
+            self.shared.handle_count(Count.model_validate_json(send.value), 0, now)
+        elif send.route is Route.SHARED:
+            forward = Forward.model_validate_json(send.value)
+            return self.shared.handle_forward(forward, self.policy, 0, now).sends
+        elif send.route is Route.FEEDBACK and kind == "resolved":
+            return self.agent.handle_resolved(Resolved.model_validate_json(send.value), 0, now)
+        elif send.route is Route.FEEDBACK:
+            return self.agent.handle_feedback(Feedback.model_validate_json(send.value), 0, now)
+        elif send.route is Route.APPROVAL_CONTROL and kind == "tick":
+            return self.approvals.handle_tick(Tick.model_validate_json(send.value), 0, now)
+        elif send.route is Route.APPROVAL_CONTROL:
+            return self.approvals.handle_open(Open.model_validate_json(send.value), 0)
+        return []
 
     def decide(self, raw: bytes, key: bytes = b"a1") -> Decision:
         before = len(self.decisions)
-        self.run(self.agent.handle_intent(raw, key, POLICY, 0, 0))
+        self.run(self.agent.handle_intent(raw, key, self.policy, 0, self.now_ms))
         assert len(self.decisions) == before + 1
         return self.decisions[-1]
+
+    def verdict(self, verdict: ApprovalVerdict) -> None:
+        """Deliver a verdict recorded at ``now_ms``."""
+        key = str(verdict.request_id).encode()
+        self.run(self.approvals.handle_verdict(verdict.model_dump_json().encode(), key, 0, self.now_ms))
+
+    def tick(self) -> None:
+        """One round of the expiry timer at ``now_ms``."""
+        for request_id, _ in self.approvals.due(self.now_ms):
+            self.run(self.approvals.handle_tick(Tick(request_id=request_id, tick=uuid.uuid4().hex), 0,
+                                                self.now_ms))
 
 
 def refund(agent: str = "a1", amount: float = 10, seconds: int = 0, **extra: Any) -> bytes:

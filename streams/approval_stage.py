@@ -1,0 +1,267 @@
+"""The approval stage: pending approvals, reviewers' verdicts and deadlines, durable in a table.
+
+Where an approval lives. Verdicts come back on the public ``approvals`` topic keyed by request id and
+name no agent. So pending approvals are kept in the ``approval-state`` table, co-partitioned with
+``approvals``: stage 1 (the agent's partition, see :mod:`streams.stages`) parks the intent and sends an
+:class:`~streams.records.Open` keyed by request id to the internal ``approval-control`` topic, which
+has the partition count of ``approvals``. With Kafka's default (murmur2) partitioner the Open, every
+verdict and every timer tick of one request land on the same partition number, which faust assigns to
+one worker together with the table's changelog partition; one actor (concurrency 1) handles them in
+order. The other choice, re-keying each verdict to its agent's partition, needs the same request ->
+agent table keyed by request id anyway, plus one more hop per verdict.
+
+The flow:
+1. stage 1 sends the pending decision at once (``final=False``, the wall-clock deadline) and the Open;
+2. here an Open opens a :class:`~streams.approvals.PendingApproval` and publishes the ApprovalRequest
+   (approval-requests topic) and its ``APPROVAL_REQUESTED`` audit record;
+3. a verdict is applied with :func:`~streams.approvals.apply_verdict` (``now`` = the verdict record's
+   Kafka timestamp) and audited, accepted or rejected with why (``unknown_request`` for an id with no
+   approval here); reviewers come from :class:`Reviewers` (no file: nobody can approve);
+4. once resolved (approved, denied, or expired by a late verdict or the timer) the final decision goes
+   to the decisions topic keyed by agent id (the pending decision's route) and to the audit, and a
+   :class:`~streams.records.Resolved` goes to the agent's partition, where stage 1 counts an approved
+   action (agent windows and history there, shared windows through ``Count`` messages to their hops).
+
+Deadlines are enforced here. A timer on each worker (:meth:`ApprovalStage.due`) looks at the approvals
+of the partitions assigned to it (faust iterates a table's active partitions only, never standby
+copies) and sends a :class:`~streams.records.Tick` keyed by request id for each one due. Table writes
+happen only while handling a message (the changelog partition is the message's), so the timer writes
+nothing itself; the tick, handled in order with the verdicts, expires the approval (``now`` = the
+tick's timestamp). After a restart or a rebalance the table is restored from its changelog and the
+timer of whichever worker holds the partition carries on, so nothing stays pending forever. Ticks are
+only sent for a partition whose verdicts are processed up to the end of what was fetched, so a
+verdict recorded before the deadline is not overtaken by an expiry produced after a restart.
+
+Idempotency. Verdicts are identified by a digest of their content and ticks by a unique id. The entry
+keeps the verdicts it accepted and the message that closed it, and the final decision is computed once
+and stored: a redelivered verdict or tick that already acted re-sends its outputs (same ids and bytes)
+and changes nothing, a duplicate Open re-publishes the request only while it is pending. So nothing is
+counted twice and no two different finals are ever sent. Closed approvals are kept ``retention_ms``
+(late verdicts are rejected as ``not_pending``, redeliveries replayed), then dropped by a tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from schemas.approval import ApprovalRequest, ApprovalVerdict
+from schemas.audit import AuditEventType, AuditRecord
+from streams.approvals import (
+    ApprovalError,
+    PendingApproval,
+    RejectReason,
+    Resolution,
+    ReviewerDirectory,
+    VerdictResult,
+    apply_verdict,
+    expire,
+    final_decision,
+    open_pending,
+    requested_audit,
+    verdict_audit,
+)
+from streams.records import ApprovalEntry, Open, Resolved, Tick
+from streams.stages import DEFAULT_RETENTION_MS, Route, Send, utc
+from streams.state import BytesTable
+
+log = logging.getLogger(__name__)
+APPROVAL_PREFIX = "a|"
+DUE_PREFIX = "t|"
+UNKNOWN_REQUEST = "unknown_request"
+
+
+class Reviewers:
+    """The approver groups: a YAML file (re-read when it changes; a bad edit keeps the last good
+    directory and is logged), or nobody at all when there is no file (every verdict is rejected)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.current = ReviewerDirectory()
+        self._stamp: tuple[int, int] | None = None
+        if path is not None:
+            self.current = ReviewerDirectory.load(path)  # a bad file at start: ApprovalError
+            self._stamp = _stamp(path)
+
+    def refresh(self) -> None:
+        """Reload the file if it changed since it was last read."""
+        if self.path is None:
+            return
+        try:
+            stamp = _stamp(self.path)
+            if stamp != self._stamp:
+                self.current = ReviewerDirectory.load(self.path)
+                self._stamp = stamp
+                log.info("reloaded the reviewer directory %s", self.path)
+        except (OSError, ApprovalError) as exc:
+            log.error("keeping the previous reviewer directory: %s", exc)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_mtime_ns, info.st_size
+
+
+def verdict_id(verdict: ApprovalVerdict) -> str:
+    """A verdict's identity: the digest :func:`streams.approvals.verdict_audit` names it by."""
+    return hashlib.sha256(verdict.model_dump_json().encode()).hexdigest()[:32]
+
+
+class ApprovalStage:
+    """Opens, decides and expires approvals on the partitions of the approvals topic."""
+
+    def __init__(
+        self, table: BytesTable, reviewers: Reviewers, retention_ms: int = DEFAULT_RETENTION_MS,
+    ) -> None:
+        self.table = table
+        self.reviewers = reviewers
+        self.retention_ms = retention_ms
+
+    # -- the table -----------------------------------------------------------------------------
+
+    def entry(self, request_id: UUID) -> ApprovalEntry | None:
+        """The approval of ``request_id`` kept here, or None."""
+        raw = self.table.get(f"{APPROVAL_PREFIX}{request_id}")
+        return None if raw is None else ApprovalEntry.model_validate_json(raw)
+
+    def _write(self, entry: ApprovalEntry, partition: int) -> None:
+        request_id = entry.state.request_id
+        self.table[f"{APPROVAL_PREFIX}{request_id}"] = entry.model_dump_json(exclude_defaults=True).encode()
+        state = entry.state
+        if state.is_pending:
+            due_ms = _ms(state.deadline_at)
+        else:
+            due_ms = _ms(state.closed_at or state.deadline_at) + self.retention_ms
+        self.table[f"{DUE_PREFIX}{request_id}"] = f"{due_ms}:{partition}".encode()
+
+    def _forget(self, request_id: UUID) -> None:
+        self.table.pop(f"{APPROVAL_PREFIX}{request_id}", None)
+        self.table.pop(f"{DUE_PREFIX}{request_id}", None)
+
+    def due(self, now_ms: int) -> list[tuple[UUID, int]]:
+        """(request id, partition) of the approvals kept here whose deadline (pending) or retention
+        (closed) has passed at ``now_ms``. Reads only: the timer sends a :class:`Tick` for each."""
+        found: list[tuple[UUID, int]] = []
+        items: Iterable[tuple[object, bytes]] = self.table.items()
+        for key, value in items:
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            if not name.startswith(DUE_PREFIX) or value is None:
+                continue
+            due_ms, _, partition = value.decode().partition(":")
+            if int(due_ms) <= now_ms:
+                found.append((UUID(name[len(DUE_PREFIX):]), int(partition)))
+        return found
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def handle_open(self, message: Open, partition: int) -> list[Send]:
+        """Open the approval (once) and publish its request; a duplicate re-publishes a pending one."""
+        request = message.request
+        entry = self.entry(request.request_id)
+        if entry is None:
+            entry = ApprovalEntry(state=open_pending(request))
+            self._write(entry, partition)
+        elif not entry.state.is_pending:
+            return []
+        return _request_sends(entry.state.request)
+
+    def handle_verdict(self, raw: bytes, key: bytes | None, partition: int, now_ms: int) -> list[Send]:
+        """Apply one verdict at its record's time ``now_ms``; audit it, send the final when resolved."""
+        try:
+            verdict = ApprovalVerdict.model_validate_json(raw)
+        except ValidationError as exc:
+            error = f"invalid_verdict: {exc}".encode()[:4000]
+            return [Send(Route.DEAD_LETTER, key or b"", raw, (("error", error),))]
+        now, vid = utc(now_ms), verdict_id(verdict)
+        entry = self.entry(verdict.request_id)
+        if entry is None:
+            return [_audit_send(_unknown_audit(verdict, vid, now))]
+        seen = {item[0]: item for item in entry.seen}
+        if vid in seen:  # redelivered: the same audit (and final) again, nothing applied twice
+            _, reason, detail = seen[vid]
+            result = VerdictResult(not reason, RejectReason(reason) if reason else None, detail, entry.state)
+            replay = [_audit_send(verdict_audit(result, verdict, now))]
+            return replay + (_final_sends(entry) if entry.closed_by == vid else [])
+        result = apply_verdict(entry.state, verdict, self.reviewers.current, now)
+        sends = [_audit_send(verdict_audit(result, verdict, now))]
+        if not result.accepted and result.resolution is None:
+            return sends  # rejected, nothing changed: a redelivery is rejected the same way
+        reason = result.reason.value if result.reason else ""
+        entry = entry.model_copy(update={"seen": (*entry.seen, (vid, reason, result.detail))})
+        if result.resolution is None:
+            self._write(entry.model_copy(update={"state": result.state}), partition)
+            return sends
+        return sends + self._close(entry, result.state, result.resolution, vid, now, partition)
+
+    def handle_tick(self, tick: Tick, partition: int, now_ms: int) -> list[Send]:
+        """Expire a pending approval past its deadline, or drop a closed one past its retention."""
+        entry = self.entry(tick.request_id)
+        if entry is None:
+            return []
+        closed_by = f"tick:{tick.tick}"
+        if entry.closed_by == closed_by:
+            return _final_sends(entry)  # redelivered tick
+        now = utc(now_ms)
+        if entry.state.is_pending:
+            expired = expire(entry.state, now)
+            if expired is None:
+                return []  # not yet by this record's time: a later tick will come
+            return self._close(entry, expired[0], expired[1], closed_by, now, partition)
+        closed_at = entry.state.closed_at
+        if closed_at is None or _ms(closed_at) + self.retention_ms <= now_ms:
+            self._forget(tick.request_id)
+        return []
+
+    def _close(
+        self, entry: ApprovalEntry, state: PendingApproval, resolution: Resolution, closed_by: str,
+        now: datetime, partition: int,
+    ) -> list[Send]:
+        final = final_decision(state, resolution, now)
+        entry = entry.model_copy(update={"state": state, "closed_by": closed_by, "final": final})
+        self._write(entry, partition)
+        return _final_sends(entry)
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _audit_send(record: AuditRecord) -> Send:
+    return Send(Route.AUDIT, str(record.request_id).encode(), record.model_dump_json().encode())
+
+
+def _request_sends(request: ApprovalRequest) -> list[Send]:
+    key = str(request.request_id).encode()
+    return [Send(Route.APPROVAL_REQUESTS, key, request.model_dump_json().encode()),
+            _audit_send(requested_audit(request))]
+
+
+def _final_sends(entry: ApprovalEntry) -> list[Send]:
+    """The final decision (the pending one's route), its audit record, and the Resolved for stage 1."""
+    final = entry.final
+    assert final is not None
+    agent = final.agent_id.encode()
+    audit = AuditRecord(
+        event_id=f"{final.request_id}:decision:final", event_type=AuditEventType.DECISION,
+        event_time=final.decided_at, request_id=final.request_id, intent=entry.state.intent, decision=final,
+    )
+    return [Send(Route.DECISIONS, agent, final.model_dump_json().encode()), _audit_send(audit),
+            Send(Route.FEEDBACK, agent, Resolved(decision=final).model_dump_json().encode())]
+
+
+def _unknown_audit(verdict: ApprovalVerdict, vid: str, now: datetime) -> AuditRecord:
+    kind = AuditEventType.VERDICT_REJECTED
+    return AuditRecord(
+        event_id=f"{verdict.request_id}:{kind.value}:{vid}", event_type=kind, event_time=now,
+        request_id=verdict.request_id, verdict=verdict,
+        note=f"{UNKNOWN_REQUEST}: no approval {verdict.request_id} is open or known",
+    )
+
+
+__all__ = ["UNKNOWN_REQUEST", "ApprovalStage", "Reviewers", "verdict_id"]

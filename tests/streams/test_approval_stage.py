@@ -1,0 +1,234 @@
+"""Approvals through every stage without Kafka: open, verdicts, quorum, expiry, counting, redelivery."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas import ApprovalVerdict, AuditEventType, Decision, DecisionKind, VerdictKind
+from streams.approval_stage import UNKNOWN_REQUEST
+from streams.approvals import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED, ReviewerDirectory
+from streams.engine import compile_policy
+from streams.records import Open, Tick
+from streams.stages import Route
+from tests.streams.harness import make_intent
+from tests.streams.test_stages import Pump, window_count
+
+ALLOW, APPROVAL, BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
+EVENT_T0 = datetime(2030, 1, 1, tzinfo=UTC)  # the intents' event time
+WALL_T0 = datetime(2031, 6, 1, 9, tzinfo=UTC)  # the workers' clock: intents are stamped in the past
+POLICY = compile_policy("""
+policy: approvals-unit
+rules:
+  - {id: small, match: {tool: payments.refund}, when: {field: params.amount, op: lte, value: 100},
+     decision: ALLOW}
+  - id: review
+    match: {tool: payments.refund}
+    when: {field: params.amount, op: gt, value: 100}
+    decision: REQUIRE_APPROVAL
+    approval: {group: payments-reviewers, timeout: 10m, channel: "#payments"}
+  - id: wire
+    match: {tool: bank.wire}
+    decision: REQUIRE_APPROVAL
+    approval: {group: payments-reviewers, quorum: 2, timeout: 5m}
+  - {id: export, match: {tool: data.export}, decision: REQUIRE_APPROVAL}
+limits:
+  - {id: per-agent, match: {tool: payments.refund}, key: agent, window: 1h, count: 2, decision: BLOCK}
+  - {id: exports, match: {tool: data.export}, key: fleet, window: 1h, count: 1, decision: BLOCK}
+""", "approvals-unit.yaml")
+DIRECTORY = ReviewerDirectory.from_mapping({"groups": {
+    "payments-reviewers": ["alice", "bob", "carol"], "reviewers": ["zoe"], "team-a": ["dave"],
+}})
+
+
+def pump() -> Pump:
+    result = Pump(POLICY, DIRECTORY)
+    result.now_ms = ms(WALL_T0)
+    return result
+
+
+def ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def raw(agent: str = "a1", tool: str = "payments.refund", amount: float = 500, seconds: int = 0,
+        **extra: Any) -> bytes:
+    intent = make_intent(agent, tool=tool, params={"amount": amount}, agent_owner="team-a",
+                         occurred_at=EVENT_T0 + timedelta(seconds=seconds), **extra)
+    return intent.model_dump_json().encode()
+
+
+def verdict(p: Pump, decision: Decision, reviewer: str = "alice", kind: VerdictKind = VerdictKind.APPROVE,
+            **extra: Any) -> ApprovalVerdict:
+    request = next(r for r in p.requests if r.request_id == decision.request_id)
+    fields: dict[str, Any] = {"request_id": request.request_id, "intent_digest": request.intent_digest,
+                              "reviewer": reviewer, "verdict": kind, "decided_at": WALL_T0}
+    return ApprovalVerdict(**(fields | extra))
+
+
+def finals(p: Pump, decision: Decision) -> list[Decision]:
+    return [d for d in p.decisions if d.request_id == decision.request_id and d.final]
+
+
+def notes(p: Pump, kind: AuditEventType) -> list[str]:
+    return [r.note or "" for r in p.audit if r.event_type is kind]
+
+
+def test_pending_at_once_then_request_then_approval_counts() -> None:
+    p = pump()
+    pending = p.decide(raw(amount=500))
+    assert (pending.decision, pending.final) == (APPROVAL, False)
+    assert pending.approval_deadline_at == WALL_T0 + timedelta(minutes=10)  # wall clock, not event time
+    [request] = p.requests
+    assert (request.approver_group, request.quorum, request.channel) == ("payments-reviewers", 1, "#payments")
+    assert request.deadline_at == pending.approval_deadline_at and request.created_at == WALL_T0
+    assert [r.event_id for r in p.audit if r.event_type is AuditEventType.APPROVAL_REQUESTED] == [
+        f"{request.request_id}:approval_requested"]
+    assert window_count(p.agent_table, "per-agent|agent=a1") == 0  # pending consumes nothing
+
+    p.now_ms += 60_000
+    p.verdict(verdict(p, pending))
+    [final] = finals(p, pending)
+    assert (final.decision, final.approved_by) == (ALLOW, ("alice",))
+    assert final.reasons[:2] == (APPROVAL_GRANTED, "approved by alice")
+    assert final.approval_deadline_at == pending.approval_deadline_at
+    assert notes(p, AuditEventType.VERDICT_ACCEPTED) == ["approved"]
+    assert f"{final.request_id}:decision:final" in {r.event_id for r in p.audit}
+    assert window_count(p.agent_table, "per-agent|agent=a1") == 1  # counted when approved
+    assert p.decide(raw(amount=10, seconds=1)).decision is ALLOW
+    assert p.decide(raw(amount=10, seconds=2)).decision is BLOCK  # the approved one took a slot
+
+
+def test_redelivered_verdict_and_intent_replay_without_counting_twice() -> None:
+    p = pump()
+    intent = raw()
+    pending = p.decide(intent)
+    approve = verdict(p, pending)
+    p.verdict(approve)
+    p.verdict(approve)  # redelivered after a crash
+    first, second = finals(p, pending)
+    assert first == second
+    assert window_count(p.agent_table, "per-agent|agent=a1") == 1
+    assert p.decide(intent) == first  # a redelivered intent now gets the final decision
+    assert not notes(p, AuditEventType.VERDICT_REJECTED)
+
+
+def test_duplicate_open_republishes_without_resetting_the_quorum() -> None:
+    p = pump()
+    pending = p.decide(raw(tool="bank.wire"))
+    p.verdict(verdict(p, pending, "alice"))
+    [request] = p.requests
+    p.run(p.approvals.handle_open(Open(request=request), 0))
+    assert len(p.requests) == 2 and p.requests[1] == request
+    entry = p.approvals.entry(request.request_id)
+    assert entry is not None and entry.state.approved_by == ("alice",)
+
+
+def test_quorum_of_two_needs_two_distinct_reviewers() -> None:
+    p = pump()
+    pending = p.decide(raw(tool="bank.wire"))
+    assert p.requests[0].quorum == 2
+    p.verdict(verdict(p, pending, "alice"))
+    p.verdict(verdict(p, pending, "ALICE", decided_at=WALL_T0 + timedelta(seconds=1)))
+    assert not finals(p, pending)
+    assert notes(p, AuditEventType.VERDICT_ACCEPTED) == ["approval 1 of 2"]
+    assert notes(p, AuditEventType.VERDICT_REJECTED) == ["duplicate_reviewer: ALICE already approved"]
+    p.verdict(verdict(p, pending, "bob"))
+    [final] = finals(p, pending)
+    assert (final.decision, final.approved_by) == (ALLOW, ("alice", "bob"))
+
+
+def test_deny_blocks_with_the_reason_and_consumes_nothing() -> None:
+    p = pump()
+    pending = p.decide(raw())
+    p.verdict(verdict(p, pending, "bob", VerdictKind.DENY, reason="looks like fraud"))
+    [final] = finals(p, pending)
+    assert final.decision is BLOCK
+    assert final.reasons[:2] == (APPROVAL_DENIED, "denied by bob: looks like fraud")
+    assert window_count(p.agent_table, "per-agent|agent=a1") == 0
+    assert [d.decision for d in (p.decide(raw(amount=1, seconds=1)), p.decide(raw(amount=1, seconds=2)))] == [
+        ALLOW, ALLOW]
+
+
+def test_rejected_verdicts_are_audited_with_why() -> None:
+    p = pump()
+    pending = p.decide(raw())
+    stranger = verdict(p, pending, "mallory")
+    owner = verdict(p, pending, "dave")  # in team-a, the agent's owner
+    replayed = verdict(p, pending, intent_digest="0" * 64)
+    unknown = stranger.model_copy(update={"request_id": uuid.uuid4()})
+    for item in (stranger, owner, replayed, unknown):
+        p.verdict(item)
+    assert not finals(p, pending)
+    reasons = [note.split(":")[0] for note in notes(p, AuditEventType.VERDICT_REJECTED)]
+    assert reasons == ["not_in_group", "self_approval", "digest_mismatch", UNKNOWN_REQUEST]
+    unknown_audit = [r for r in p.audit if r.request_id == unknown.request_id]
+    assert unknown_audit[0].verdict == unknown
+
+
+def test_the_timer_expires_and_later_verdicts_are_rejected() -> None:
+    p = pump()
+    pending = p.decide(raw())
+    p.now_ms = ms(WALL_T0 + timedelta(minutes=10)) - 1
+    p.tick()
+    assert not finals(p, pending) and not p.approvals.due(p.now_ms)
+    p.now_ms += 1
+    [(request_id, partition)] = p.approvals.due(p.now_ms)
+    tick = Tick(request_id=request_id, tick="t1")
+    p.run(p.approvals.handle_tick(tick, partition, p.now_ms))
+    p.run(p.approvals.handle_tick(tick, partition, p.now_ms))  # redelivered: the same final again
+    p.run(p.approvals.handle_tick(Tick(request_id=request_id, tick="t2"), partition, p.now_ms))
+    first, second = finals(p, pending)
+    assert first == second and (first.decision, first.reasons[0]) == (BLOCK, APPROVAL_EXPIRED)
+    p.verdict(verdict(p, pending))
+    assert notes(p, AuditEventType.VERDICT_REJECTED) == ["not_pending: approval is already expired"]
+    assert len(finals(p, pending)) == 2 and window_count(p.agent_table, "per-agent|agent=a1") == 0
+    # Closed approvals are forgotten after the retention, by a tick like any other.
+    p.now_ms += p.approvals.retention_ms + 1
+    p.tick()
+    assert p.approvals.entry(request_id) is None and not p.approval_table
+
+
+def test_a_late_verdict_expires_a_pending_approval() -> None:
+    p = pump()
+    pending = p.decide(raw())
+    p.now_ms = ms(WALL_T0 + timedelta(minutes=11))
+    p.verdict(verdict(p, pending))
+    [final] = finals(p, pending)
+    assert (final.decision, final.reasons[0]) == (BLOCK, APPROVAL_EXPIRED)
+    assert notes(p, AuditEventType.VERDICT_REJECTED) == ["expired: verdict arrived after the deadline"]
+
+
+def test_an_approved_action_counts_on_its_shared_limit() -> None:
+    p = pump()
+    pending = p.decide(raw("a1", tool="data.export"))
+    assert (pending.decision, pending.final) == (APPROVAL, False)
+    assert Route.SHARED in p.routes  # decided after the fleet limit's hop
+    assert window_count(p.shared_table, "exports|fleet") == 0
+    assert p.requests[0].approver_group == "reviewers"  # no approval block: the defaults
+    p.verdict(verdict(p, pending, "zoe"))
+    assert finals(p, pending)[0].decision is ALLOW
+    assert window_count(p.shared_table, "exports|fleet") == 1
+    # Redelivered Resolved: the counts are sent again and counted once.
+    resolved = [s for s in p.sent if s.route is Route.FEEDBACK and b'"resolved"' in s.value[:24]]
+    p.run(resolved)
+    assert window_count(p.shared_table, "exports|fleet") == 1
+    other = p.decide(raw("a2", tool="data.export", seconds=5))
+    assert (other.decision, other.rules[-1]) == (BLOCK, "exports")
+
+
+def test_nobody_approves_without_a_directory() -> None:
+    p = Pump(POLICY)
+    p.now_ms = ms(WALL_T0)
+    pending = p.decide(raw())
+    p.verdict(verdict(p, pending))
+    assert not finals(p, pending)
+    assert notes(p, AuditEventType.VERDICT_REJECTED)[0].startswith("not_in_group")
+
+
+def test_an_invalid_verdict_goes_to_the_dead_letter() -> None:
+    p = pump()
+    sends = p.approvals.handle_verdict(b'{"request_id": "nope"}', b"k", 0, p.now_ms)
+    assert [s.route for s in sends] == [Route.DEAD_LETTER]
+    assert dict(sends[0].headers)["error"].startswith(b"invalid_verdict")
