@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, Field, JsonValue, field_validator
+from pydantic_core import to_json
 
 from schemas.common import SCHEMA_VERSION, Action, UtcDatetime, WireModel, require_finite_json
 
@@ -52,7 +53,7 @@ class Intent(WireModel):
     @field_validator("params")
     @classmethod
     def _params_not_too_large(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        size = len(to_json(value))
         if size > MAX_PARAMS_BYTES:
             raise ValueError(f"params is {size} bytes; the limit is {MAX_PARAMS_BYTES}")
         return value
