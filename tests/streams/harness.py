@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra.kafka.process import free_port
-from schemas import Decision, Intent, TopicNames
+from schemas import ApprovalRequest, Decision, Intent, TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies" / "examples"
@@ -40,6 +40,7 @@ class WorkerProcess:
     workdir: Path
     partitions: int = 3
     web_port: int = field(default_factory=free_port)
+    reviewers: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,6 +53,8 @@ class WorkerProcess:
         argv = [sys.executable, "-m", "streams.worker", "--bootstrap", self.bootstrap,
                 "--topic-prefix", self.prefix, "--partitions", str(self.partitions),
                 "--workdir", str(self.workdir / "data"), "--web-port", str(self.web_port)]
+        if self.reviewers is not None:
+            argv += ["--reviewers", str(self.reviewers)]
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -119,7 +122,8 @@ def make_intent(agent_id: str, **overrides: Any) -> Intent:
 
 
 class Client:
-    """Produces intents and collects every decision (and dead letter) of one prefix."""
+    """Produces intents and collects every decision, approval request, audit record and dead letter of
+    one prefix."""
 
     def __init__(self, bootstrap: str, prefix: str) -> None:
         self.bootstrap = bootstrap
@@ -127,6 +131,7 @@ class Client:
         self.decisions: dict[uuid.UUID, list[Decision]] = defaultdict(list)
         self.dead_letters: list[tuple[bytes, dict[str, bytes]]] = []
         self.audit: list[dict[str, Any]] = []
+        self.requests: dict[uuid.UUID, ApprovalRequest] = {}
         self._arrived = asyncio.Event()
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
@@ -136,7 +141,8 @@ class Client:
     async def start(self) -> None:
         await self._producer.start()
         await self._consumer.start()
-        topics = [self.names.decisions, self.names.dead_letter, self.names.audit]
+        n = self.names
+        topics = [n.decisions, n.dead_letter, n.audit, n.approval_requests]
         parts = []
         for topic in topics:
             for _ in range(200):
@@ -161,6 +167,9 @@ class Client:
                         self.decisions[decision.request_id].append(decision)
                     elif tp.topic == self.names.audit:
                         self.audit.append(json.loads(record.value))
+                    elif tp.topic == self.names.approval_requests:
+                        request = ApprovalRequest.model_validate_json(record.value)
+                        self.requests[request.request_id] = request
                     else:
                         self.dead_letters.append((record.value, dict(record.headers)))
             if batches:
