@@ -165,7 +165,7 @@ class ApprovalStage:
         request = message.request
         entry = self.entry(request.request_id)
         if entry is None:
-            entry = ApprovalEntry(state=open_pending(request))
+            entry = ApprovalEntry(state=open_pending(request), policy_name=message.policy_name)
             self._write(entry, partition)
         elif not entry.state.is_pending:
             return []
@@ -222,7 +222,7 @@ class ApprovalStage:
         self, entry: ApprovalEntry, state: PendingApproval, resolution: Resolution, closed_by: str,
         now: datetime, partition: int,
     ) -> list[Send]:
-        final = final_decision(state, resolution, now)
+        final = final_decision(state, resolution, now).model_copy(update={"policy_name": entry.policy_name})
         entry = entry.model_copy(update={"state": state, "closed_by": closed_by, "final": final})
         self._write(entry, partition)
         return _final_sends(entry)

@@ -133,10 +133,13 @@ class Count(_Model):
 
 
 class Open(_Model):
-    """Stage 1 -> the approval stage (approval-control topic, keyed by request id): open this approval."""
+    """Stage 1 -> the approval stage (approval-control topic, keyed by request id): open this approval.
+
+    ``policy_name`` is the pending decision's, for the final one."""
 
     kind: Literal["open"] = "open"
     request: ApprovalRequest
+    policy_name: str = ""
 
 
 class Tick(_Model):
@@ -197,6 +200,7 @@ class ApprovalEntry(_Model):
     """
 
     state: PendingApproval
+    policy_name: str = ""
     seen: tuple[tuple[str, str, str], ...] = ()
     closed_by: str | None = None
     final: Decision | None = None

@@ -248,7 +248,7 @@ class AgentStage:
         if decision.final or decision.decision is not _APPROVAL:
             return []
         raw = self.table.get(f"{PENDING_PREFIX}{decision.request_id}")
-        return [] if raw is None else [_open_send(Pending.model_validate_json(raw).request)]
+        return [] if raw is None else [_open_send(Pending.model_validate_json(raw))]
 
     def _forward(
         self, intent: Intent, evaluation: Evaluation, shared: tuple[WindowChange, ...], partition: int,
@@ -292,7 +292,7 @@ class AgentStage:
     def _park(self, pending: Pending) -> Send:
         """Keep a pending approval's intent and changes here; the Open to send to the approval stage."""
         self.table[f"{PENDING_PREFIX}{pending.intent.request_id}"] = pending.model_dump_json().encode()
-        return _open_send(pending.request)
+        return _open_send(pending)
 
     def handle_feedback(self, feedback: Feedback, partition: int, now_ms: int) -> list[Send]:
         """Settle a forwarded intent: keep or release the reservation, learn history, park approvals.
@@ -459,9 +459,9 @@ def _request_of(
     return approval_request(intent, decision, policy, now_ms) if decision.decision is _APPROVAL else None
 
 
-def _open_send(request: ApprovalRequest) -> Send:
-    body = Open(request=request).model_dump_json().encode()
-    return Send(Route.APPROVAL_CONTROL, str(request.request_id).encode(), body)
+def _open_send(pending: Pending) -> Send:
+    body = Open(request=pending.request, policy_name=pending.decision.policy_name).model_dump_json().encode()
+    return Send(Route.APPROVAL_CONTROL, str(pending.request.request_id).encode(), body)
 
 
 def _as_sent(decision: Decision, sends: list[Send]) -> Decision:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from schemas import ApprovalVerdict, AuditEventType, Decision, DecisionKind, VerdictKind
-from streams.approval_stage import UNKNOWN_REQUEST
-from streams.approvals import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED, ReviewerDirectory
+from streams.approval_stage import UNKNOWN_REQUEST, Reviewers
+from streams.approvals import (
+    APPROVAL_DENIED,
+    APPROVAL_EXPIRED,
+    APPROVAL_GRANTED,
+    ApprovalError,
+    ReviewerDirectory,
+)
 from streams.engine import compile_policy
 from streams.records import Open, Tick
 from streams.stages import Route
@@ -92,6 +101,7 @@ def test_pending_at_once_then_request_then_approval_counts() -> None:
     [final] = finals(p, pending)
     assert (final.decision, final.approved_by) == (ALLOW, ("alice",))
     assert final.reasons[:2] == (APPROVAL_GRANTED, "approved by alice")
+    assert (final.policy_name, final.policy_version) == ("approvals-unit", pending.policy_version)
     assert final.approval_deadline_at == pending.approval_deadline_at
     assert notes(p, AuditEventType.VERDICT_ACCEPTED) == ["approved"]
     assert f"{final.request_id}:decision:final" in {r.event_id for r in p.audit}
@@ -232,3 +242,19 @@ def test_an_invalid_verdict_goes_to_the_dead_letter() -> None:
     sends = p.approvals.handle_verdict(b'{"request_id": "nope"}', b"k", 0, p.now_ms)
     assert [s.route for s in sends] == [Route.DEAD_LETTER]
     assert dict(sends[0].headers)["error"].startswith(b"invalid_verdict")
+
+
+def test_reviewers_file_is_required_valid_at_start_and_reloaded_when_it_changes(tmp_path: Path) -> None:
+    with pytest.raises(ApprovalError, match="cannot read"):
+        Reviewers(tmp_path / "missing.yaml")
+    path = tmp_path / "reviewers.yaml"
+    path.write_text("groups: {payments-reviewers: [alice]}\n")
+    reviewers = Reviewers(path)
+    assert reviewers.current.is_member("payments-reviewers", "alice")
+    path.write_text("groups: [not, a, mapping]\n")
+    reviewers.refresh()  # a bad edit keeps the last good directory
+    assert reviewers.current.is_member("payments-reviewers", "alice")
+    path.write_text("groups: {payments-reviewers: [bob, carol]}\n")
+    reviewers.refresh()
+    assert reviewers.current.members("payments-reviewers") == {"bob", "carol"}
+    assert Reviewers(None).current.members("reviewers") == frozenset()
