@@ -141,21 +141,27 @@ def approval_request(
 
 
 def decision_sends(
-    intent: Intent | None, decision: Decision, request: ApprovalRequest | None = None,
-) -> list[Send]:
-    """The decision (keyed by agent id) and its audit record; REQUIRE_APPROVAL goes out pending, with
-    the deadline of its ``request``."""
+    intent: Intent | None, decision: Decision, now_ms: int, request: ApprovalRequest | None = None,
+) -> tuple[Decision, list[Send]]:
+    """The decision as sent (keyed by agent id) and its audit record; REQUIRE_APPROVAL goes out
+    pending, with the deadline of its ``request``.
+
+    ``decided_at`` becomes the worker's clock (``now_ms``): the engine stamps the intent's event time,
+    which may be long past (a backdated intent) and would misplace the decision in the audit.
+    """
+    update: dict[str, object] = {"decided_at": utc(now_ms)}
     if decision.decision is _APPROVAL and decision.final:
         if request is None:
             raise ValueError(f"request {decision.request_id}: a REQUIRE_APPROVAL needs its approval request")
-        decision = decision.model_copy(update={"final": False, "approval_deadline_at": request.deadline_at})
+        update |= {"final": False, "approval_deadline_at": request.deadline_at}
+    decision = decision.model_copy(update=update)
     body = decision.model_dump_json().encode()
     final = "final" if decision.final else "pending"
     audit = AuditRecord(
         event_id=f"{decision.request_id}:decision:{final}", event_type=AuditEventType.DECISION,
         event_time=decision.decided_at, request_id=decision.request_id, intent=intent, decision=decision,
     )
-    return [
+    return decision, [
         Send(Route.DECISIONS, decision.agent_id.encode(), body),
         Send(Route.AUDIT, str(decision.request_id).encode(), audit.model_dump_json().encode()),
     ]
@@ -206,7 +212,7 @@ class AgentStage:
         try:
             intent = parse_intent(raw)
         except Exception as exc:
-            return self._invalid(raw, key, exc, policy)
+            return self._invalid(raw, key, exc, policy, now_ms)
         record = self._record(intent.request_id)
         if record is not None:
             return self._replay(intent, record)
@@ -224,7 +230,7 @@ class AgentStage:
         return self._settle(intent, evaluation.decision, evaluation.changes, policy, partition, now_ms)
 
     def _invalid(
-        self, raw: bytes, key: bytes | None, exc: Exception, policy: CompiledPolicy | None,
+        self, raw: bytes, key: bytes | None, exc: Exception, policy: CompiledPolicy | None, now_ms: int,
     ) -> Outcome:
         decision = invalid_intent(raw, exc, policy.version if policy else "")
         if decision.request_id.int == 0:  # no request id to answer to
@@ -232,7 +238,8 @@ class AgentStage:
             return Outcome([Send(Route.DEAD_LETTER, key or b"", raw, (("error", error),))])
         if not decision.agent_id and key:
             decision = decision.model_copy(update={"agent_id": key.decode("utf-8", "replace")[:256]})
-        return Outcome(decision_sends(None, decision), decision)
+        sent, sends = decision_sends(None, decision, now_ms)
+        return Outcome(sends, sent)
 
     def _replay(self, intent: Intent, record: Record) -> Outcome:
         if record.decision is not None:
@@ -281,8 +288,7 @@ class AgentStage:
         if decision.decision is _ALLOW:
             _count(self.state, changes, intent.request_id)
         request = _request_of(intent, decision, policy, now_ms)
-        sends = decision_sends(intent, decision, request)
-        sent = _as_sent(decision, sends)
+        sent, sends = decision_sends(intent, decision, now_ms, request)
         if request is not None:
             items = tuple(ChangeItem.of(change) for change in changes)
             sends.append(self._park(Pending(intent=intent, decision=sent, request=request, changes=items)))
@@ -408,8 +414,7 @@ class SharedStage:
             decision = _combined(policy, forward, hits)
         intent = forward.intent
         request = _request_of(intent, decision, policy, now_ms)
-        sends = decision_sends(intent, decision, request)
-        sent = _as_sent(decision, sends)
+        sent, sends = decision_sends(intent, decision, now_ms, request)
         if sent.decision is not _ALLOW and not duplicate:
             sends.extend(self._release(intent.request_id, reserved))
         feedback = Feedback(intent=intent, decision=sent, request=request)
@@ -462,11 +467,6 @@ def _request_of(
 def _open_send(pending: Pending) -> Send:
     body = Open(request=pending.request, policy_name=pending.decision.policy_name).model_dump_json().encode()
     return Send(Route.APPROVAL_CONTROL, str(pending.request.request_id).encode(), body)
-
-
-def _as_sent(decision: Decision, sends: list[Send]) -> Decision:
-    """The decision exactly as sent (the pending form of a REQUIRE_APPROVAL)."""
-    return Decision.model_validate_json(sends[0].value) if decision.decision is _APPROVAL else decision
 
 
 def _applied(items: tuple[AppliedItem, ...]) -> list[Applied]:

@@ -212,3 +212,15 @@ def test_a_change_persisted_without_its_record_is_not_counted_twice() -> None:
     assert again.decision is ALLOW
     assert window_count(pump.shared_table, "budget|fleet") == 1
     assert window_count(pump.agent_table, "per-agent|agent=a1") == 1
+
+
+def test_decisions_are_stamped_with_the_workers_clock_not_the_intents_event_time() -> None:
+    """A backdated intent (stamped long ago) is still decided, and audited, now."""
+    pump = Pump()
+    pump.now_ms = int((T0 + timedelta(days=3)).timestamp() * 1000)
+    allowed = pump.decide(refund(agent="a1", amount=10))
+    pending = pump.decide(refund(agent="a2", amount=150, seconds=1))
+    decided_now = T0 + timedelta(days=3)
+    assert (allowed.decided_at, pending.decided_at) == (decided_now, decided_now)
+    assert not pending.final
+    assert [record.event_time for record in pump.audit if record.decision is not None][:2] == [decided_now] * 2
