@@ -90,12 +90,15 @@ class Forward(_Model):
     ``keys`` are the shared window keys left, the first one being this hop's; ``applied`` holds what
     applied so far (stage 1's rules, agent limits and risk, then each hop's hits); ``reserve`` is true
     when the decision so far is ALLOW, so each hop counts the action right away (and ``reserved``
-    lists those counts, released again should a later hop refuse).
+    lists those counts, released again should a later hop refuse). ``decided_ms`` is stage 1's clock
+    when it forwarded: the last hop decides at that time, so a replayed forward gives the same decision
+    (and approval deadline) byte for byte.
     """
 
     kind: Literal["forward"] = "forward"
     intent: Intent
     stage1: Decision
+    decided_ms: int
     applied: tuple[AppliedItem, ...]
     keys: tuple[str, ...]
     reserve: bool

@@ -270,7 +270,7 @@ class AgentStage:
                 self.state.add_once(change, intent.request_id)
             reserved = [Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in windows]
         forward = Forward(
-            intent=intent, stage1=evaluation.decision,
+            intent=intent, stage1=evaluation.decision, decided_ms=now_ms,
             applied=tuple(AppliedItem.of(entry) for entry in evaluation.applied),
             keys=tuple(keys), reserve=reserve,
         )
@@ -386,7 +386,7 @@ class SharedStage:
                 "keys": forward.keys[1:], "hits": hits, "reserved": reserved, "reserve": reserve,
             })
             return Outcome([_forward_send(nxt)], None, duplicate, True)
-        return self._decide(forward, policy, hits, reserved, duplicate, now_ms)
+        return self._decide(forward, policy, hits, reserved, duplicate)
 
     def _check(self, forward: Forward, key: str, policy: CompiledPolicy | None) -> Record:
         if policy is None:
@@ -405,7 +405,7 @@ class SharedStage:
 
     def _decide(
         self, forward: Forward, policy: CompiledPolicy | None, hits: tuple[AppliedItem, ...],
-        reserved: tuple[Reservation, ...], duplicate: bool, now_ms: int,
+        reserved: tuple[Reservation, ...], duplicate: bool,
     ) -> Outcome:
         if policy is None:
             reasons = (*forward.stage1.reasons, *(hit.reason for hit in hits))
@@ -413,8 +413,8 @@ class SharedStage:
         else:
             decision = _combined(policy, forward, hits)
         intent = forward.intent
-        request = _request_of(intent, decision, policy, now_ms)
-        sent, sends = decision_sends(intent, decision, now_ms, request)
+        request = _request_of(intent, decision, policy, forward.decided_ms)
+        sent, sends = decision_sends(intent, decision, forward.decided_ms, request)
         if sent.decision is not _ALLOW and not duplicate:
             sends.extend(self._release(intent.request_id, reserved))
         feedback = Feedback(intent=intent, decision=sent, request=request)

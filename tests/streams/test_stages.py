@@ -224,3 +224,19 @@ def test_decisions_are_stamped_with_the_workers_clock_not_the_intents_event_time
     assert (allowed.decided_at, pending.decided_at) == (decided_now, decided_now)
     assert not pending.final
     assert [record.event_time for record in pump.audit if record.decision is not None][:2] == [decided_now] * 2
+
+
+def test_an_intent_redelivered_in_flight_gets_the_same_decision_later() -> None:
+    """The redelivery re-sends the stored forward; the last hop decides at stage 1's time, so the
+    answer (decided_at, and an approval's deadline) is the same bytes however late it comes."""
+    pump = Pump()
+    for amount in (10, 150):  # an ALLOW, then a REQUIRE_APPROVAL (both travel through the hops)
+        raw = refund(agent=f"a{amount}", amount=amount)
+        first = pump.agent.handle_intent(raw, b"a1", pump.policy, 0, pump.now_ms)
+        again = pump.agent.handle_intent(raw, b"a1", pump.policy, 0, pump.now_ms)  # before any feedback
+        pump.run(first)
+        pump.now_ms += 60_000  # the replayed forward reaches the hops a minute later
+        pump.run(again)
+        original, replayed = pump.decisions[-2:]
+        assert original == replayed
+        assert original.approval_deadline_at == replayed.approval_deadline_at
