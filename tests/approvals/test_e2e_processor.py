@@ -21,7 +21,7 @@ from consumers.slack_bot import SlackApprovalBot
 from schemas import ApprovalRequest, ApprovalVerdict, Decision, DecisionKind, TopicNames, VerdictKind
 from sluicegate import Gate
 from sluicegate.approvals_cli import submit_verdict
-from sluicegate.errors import ApprovalDenied
+from sluicegate.errors import ActionBlocked, ApprovalDenied
 from sluicegate.settings import Settings
 from streams.approval_stage import UNKNOWN_REQUEST
 from streams.approvals import APPROVAL_EXPIRED, APPROVAL_GRANTED
@@ -160,6 +160,20 @@ def refund_tool(gate: Gate, ran: list[float]) -> Any:
         return f"refunded {amount}"
 
     return refund
+
+
+async def test_guard_runs_the_tool_on_allow_and_raises_on_block(gate: Gate) -> None:
+    """ALLOW and BLOCK through ``guard`` and the real worker: the third refund in an hour hits the limit."""
+    ran: list[float] = []
+    refund = refund_tool(gate, ran)
+    assert await refund(20) == "refunded 20"
+    assert await refund(30) == "refunded 30"
+    with pytest.raises(ActionBlocked) as raised:
+        await refund(40)
+    assert ran == [20, 30]  # the blocked call never ran
+    assert raised.value.decision.decision is BLOCK
+    assert raised.value.rules == ("small-refund", "refunds-per-agent")
+    assert not isinstance(raised.value, ApprovalDenied)
 
 
 async def test_guard_waits_for_a_cli_approval_then_the_tool_runs(
