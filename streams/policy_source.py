@@ -101,12 +101,7 @@ async def publish_policy(bootstrap: str, topic: str, text: str, source: str = "<
     """Validate ``text`` (raises PolicyError) and publish it as the active policy; returns it."""
     policy = compile_policy(text, source)
     await ensure_topics(bootstrap, [TopicSpec(topic, 1, configs={"cleanup.policy": "compact"})])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, text.encode("utf-8"), key=ACTIVE_POLICY_KEY)
-    finally:
-        await producer.stop()
+    await publish_raw(bootstrap, topic, text)
     return policy
 
 
