@@ -25,7 +25,7 @@ lint: setup
 	$(BIN)/mypy $(MYPY_DIRS)
 
 test: lint
-	$(BIN)/pytest -q --timeout=$(PYTEST_TIMEOUT)
+	$(BIN)/pytest -q -rs --timeout=$(PYTEST_TIMEOUT)
 
 demo: setup
 	@if $(BIN)/sluicegate demo --help >/dev/null 2>&1; then \
