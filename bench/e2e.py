@@ -3,9 +3,14 @@
 Starts a worker subprocess (``python -m streams.worker``) on a fresh topic prefix with an example
 policy, then, with 500 simulated agents, publishes intents at 500, 1,000 and 2,000 intents/s (each for
 ``--seconds``) and measures publish-to-decision latency; then publishes a burst as fast as it can to
-find the most one worker sustains. The "agent" side is one aiokafka producer and one consumer of the
-decisions topic (what the SDK does, minus its per-partition reply routing). Reports CPU and resident
-memory of the worker and of this process. Uses ``--bootstrap``, else starts a throwaway local broker.
+find the most one worker sustains. The "agent" side is one aiokafka producer (acks=all, linger 0, like
+the SDK) and one consumer of the decisions topic (what the SDK does, minus its per-partition reply
+routing). Reports CPU (also per intent) and resident memory of the worker and of this process, and the
+load average, since other processes on the machine share its cores.
+
+Nothing is measured before the worker is warm: ready (policy loaded, partitions assigned), a first
+intent round-tripped (group join, table recovery and topic metadata are behind it), then a warm-up at
+500/s fully answered. Uses ``--bootstrap``, else starts a throwaway local broker.
 
     python bench/e2e.py --json --seconds 10
 """
@@ -43,6 +48,8 @@ from streams.policy_source import publish_policy  # noqa: E402
 AGENTS = 500
 RATES = (500, 1000, 2000)
 TICK_S = 0.002
+WARM_S = 3.0
+FIRST_DECISION_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -122,6 +129,22 @@ async def paced(producer: AIOKafkaProducer, topic: str, tracker: Tracker, rate: 
     return ids
 
 
+async def first_decision(
+    producer: AIOKafkaProducer, topic: str, tracker: Tracker, counter: list[int],
+) -> float:
+    """Round-trip one intent (re-sent each second until answered); its latency in ms."""
+    deadline = time.monotonic() + FIRST_DECISION_TIMEOUT_S
+    while time.monotonic() < deadline:
+        rid, key, value = intent_bytes(counter[0])
+        counter[0] += 1
+        tracker.sent[rid] = time.perf_counter()
+        await producer.send_and_wait(topic, value, key=key)
+        await wait_all(tracker, [rid], 1.0)
+        if rid in tracker.received:
+            return round((tracker.received[rid] - tracker.sent[rid]) * 1000, 1)
+    raise SystemExit("no decision from the worker")
+
+
 async def wait_all(tracker: Tracker, ids: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not all(i in tracker.received for i in ids) and time.monotonic() < deadline:
@@ -177,7 +200,7 @@ async def measure(
 ) -> dict[str, Any]:
     me = ProcStats(os.getpid())
     tracker = Tracker()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5,
                                 auto_offset_reset="latest")
     await producer.start()
@@ -192,24 +215,33 @@ async def measure(
     counter = [0]
     result: dict[str, Any] = {"agents": AGENTS, "seconds": args.seconds, "policy": args.policy}
     try:
-        warm = await paced(producer, names.intents, tracker, 500, 2.0, counter)
-        await wait_all(tracker, warm, 30)
+        result["first_decision_ms"] = await first_decision(producer, names.intents, tracker, counter)
+        warm = await paced(producer, names.intents, tracker, 500, WARM_S, counter)
+        await wait_all(tracker, warm, 60)
+        if len(tracker.latencies_ms(warm)) < len(warm):
+            raise SystemExit("worker did not answer the warm-up")
         for rate in RATES:
             cpu0, me0, t0 = worker.cpu_s(), me.cpu_s(), time.perf_counter()
             ids = await paced(producer, names.intents, tracker, rate, args.seconds, counter)
             await wait_all(tracker, ids, 60)
             elapsed = time.perf_counter() - t0
             lat = tracker.latencies_ms(ids)
+            worker_cpu = worker.cpu_s() - cpu0
             result[f"at_{rate}"] = {
                 "p50_ms": round(pct(lat, 0.50), 2), "p99_ms": round(pct(lat, 0.99), 2),
                 "mean_ms": round(statistics.fmean(lat), 2) if lat else None,
                 "decided": len(lat), "sent": len(ids),
-                "worker_cpu_pct": round(100 * (worker.cpu_s() - cpu0) / elapsed, 1),
+                "worker_cpu_pct": round(100 * worker_cpu / elapsed, 1),
+                "worker_us_per_intent": round(1e6 * worker_cpu / len(ids)),
                 "sdk_cpu_pct": round(100 * (me.cpu_s() - me0) / elapsed, 1),
+                "load": round(os.getloadavg()[0], 2),
             }
         result["p50_ms"] = result["at_1000"]["p50_ms"]
         result["p99_ms"] = result["at_1000"]["p99_ms"]
+        result["load_before_burst"] = round(os.getloadavg()[0], 2)
+        cpu0 = worker.cpu_s()
         result["max_per_worker"] = await burst(producer, names.intents, tracker, counter, args)
+        result["burst_worker_us_per_intent"] = round(1e6 * (worker.cpu_s() - cpu0) / burst_size(args))
         result["worker_rss_mb"] = round(worker.rss_mb(), 1)
         result["sdk_rss_mb"] = round(me.rss_mb(), 1)
     finally:
@@ -219,10 +251,14 @@ async def measure(
     return result
 
 
+def burst_size(args: argparse.Namespace) -> int:
+    return max(5000, 3000 * int(args.seconds))
+
+
 async def burst(producer: AIOKafkaProducer, topic: str, tracker: Tracker, counter: list[int],
                 args: argparse.Namespace) -> int:
     """Publish a backlog at once, then time how fast the worker drains it (decisions per second)."""
-    count = max(5000, 3000 * int(args.seconds))
+    count = burst_size(args)
     batch = [intent_bytes(counter[0] + i) for i in range(count)]
     counter[0] += count
     ids = []
