@@ -118,7 +118,9 @@ def register(p: Processor) -> None:
         _quiet_clients(p.config.log_level)
         await p.policies.run()
 
-    async def decide(stream: Any) -> AsyncIterator[None]:
+    # ``decide`` and ``shared`` are plain coroutines, not generators: faust then runs them as they are,
+    # without its per-event bookkeeping for yielded values (a formatted debug record, reply headers).
+    async def decide(stream: Any) -> None:
         await p.policies.caught_up.wait()
         async for event in stream.events():
             message = event.message
@@ -138,9 +140,8 @@ def register(p: Processor) -> None:
                 log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
                 await rt.send([_dead_letter(message, exc)])
             rt.track(message)
-            yield None
 
-    async def shared(stream: Any) -> AsyncIterator[None]:
+    async def shared(stream: Any) -> None:
         await p.policies.caught_up.wait()
         async for event in stream.events():
             message = event.message
@@ -162,7 +163,6 @@ def register(p: Processor) -> None:
                 log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
                 await rt.send([_dead_letter(message, exc)])
             rt.track(message)
-            yield None
 
     async def approvals(stream: Any) -> AsyncIterator[None]:
         stage = p.approval_stage

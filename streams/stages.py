@@ -198,9 +198,11 @@ class AgentStage:
         raw = self.table.get(f"{RECORD_PREFIX}{request_id}")
         return None if raw is None else Record.model_validate_json(raw)
 
-    def _write(self, request_id: UUID, record: Record, partition: int, now_ms: int, new: bool) -> None:
+    def _write(
+        self, request_id: UUID, record: Record | bytes, partition: int, now_ms: int, new: bool,
+    ) -> None:
         key = f"{RECORD_PREFIX}{request_id}"
-        self.table[key] = record.model_dump_json().encode()
+        self.table[key] = record if isinstance(record, bytes) else record.model_dump_json().encode()
         if new:
             self.retention.note(partition, now_ms, key)
 
@@ -292,7 +294,7 @@ class AgentStage:
         if request is not None:
             items = tuple(ChangeItem.of(change) for change in changes)
             sends.append(self._park(Pending(intent=intent, decision=sent, request=request, changes=items)))
-        self._write(intent.request_id, Record(decision=sent), partition, now_ms, new=True)
+        self._write(intent.request_id, _decided(sends[0].value), partition, now_ms, new=True)
         return Outcome(sends, sent)
 
     def _park(self, pending: Pending) -> Send:
@@ -452,6 +454,11 @@ def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> 
         if isinstance(change, WindowChange):
             state.add_once(change, request_id)
     apply(state, [change for change in changes if not isinstance(change, WindowChange)])
+
+
+def _decided(body: bytes) -> bytes:
+    """The JSON of ``Record(decision=...)`` around the decision's JSON as sent (serialised once)."""
+    return b'{"decision":' + body + b"}"
 
 
 def _forward_send(forward: Forward) -> Send:
