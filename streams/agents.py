@@ -152,7 +152,8 @@ def register(p: Processor) -> None:
                     release = Release.model_validate_json(body)
                     p.shared_stage.handle_release(release, message.partition, _now_ms())
                 elif kind == "count":
-                    p.shared_stage.handle_count(Count.model_validate_json(body), message.partition, _now_ms())
+                    count = Count.model_validate_json(body)
+                    await rt.send(p.shared_stage.handle_count(count, message.partition, _now_ms()))
                 else:
                     forward = Forward.model_validate_json(body)
                     policy = p.policies.version(forward.stage1.policy_version)

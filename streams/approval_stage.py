@@ -53,6 +53,7 @@ from pydantic import ValidationError
 
 from schemas.approval import ApprovalRequest, ApprovalVerdict
 from schemas.audit import AuditEventType, AuditRecord
+from schemas.common import DecisionKind
 from streams.approvals import (
     ApprovalError,
     PendingApproval,
@@ -68,7 +69,7 @@ from streams.approvals import (
     verdict_audit,
 )
 from streams.records import ApprovalEntry, Open, Resolved, Tick
-from streams.stages import DEFAULT_RETENTION_MS, Route, Send, utc
+from streams.stages import DEFAULT_RETENTION_MS, Route, Send, publish_sends, utc
 from streams.state import BytesTable
 
 log = logging.getLogger(__name__)
@@ -243,16 +244,16 @@ def _request_sends(request: ApprovalRequest) -> list[Send]:
 
 
 def _final_sends(entry: ApprovalEntry) -> list[Send]:
-    """The final decision (the pending one's route), its audit record, and the Resolved for stage 1."""
+    """The Resolved for stage 1 and, for a denied or expired approval, the final decision (the pending
+    one's route) with its audit record. An approved one is sent once its limits have counted it (by
+    stage 1 or the last shared hop), so no later intent can slip under a limit it fills."""
     final = entry.final
     assert final is not None
-    agent = final.agent_id.encode()
-    audit = AuditRecord(
-        event_id=f"{final.request_id}:decision:final", event_type=AuditEventType.DECISION,
-        event_time=final.decided_at, request_id=final.request_id, intent=entry.state.intent, decision=final,
-    )
-    return [Send(Route.DECISIONS, agent, final.model_dump_json().encode()), _audit_send(audit),
-            Send(Route.FEEDBACK, agent, Resolved(decision=final).model_dump_json().encode())]
+    resolved = Resolved(decision=final).model_dump_json().encode()
+    feedback = Send(Route.FEEDBACK, final.agent_id.encode(), resolved)
+    if final.decision is DecisionKind.ALLOW:
+        return [feedback]
+    return [*publish_sends(entry.state.intent, final), feedback]
 
 
 def _unknown_audit(verdict: ApprovalVerdict, vid: str, now: datetime) -> AuditRecord:

@@ -128,11 +128,18 @@ class Feedback(_Model):
 
 
 class Count(_Model):
-    """Count an approved action on a shared window (sent to the shared-limits topic, keyed by its key)."""
+    """Count an approved action on its shared windows, one hop per key (keyed by the first key).
+
+    ``changes`` are the shared-window changes still to apply, this hop's first; the last hop sends
+    the final ALLOW (``decision``, audited with ``intent``), so the agent hears of the approval only
+    once every limit has counted it.
+    """
 
     kind: Literal["count"] = "count"
     request_id: UUID
-    change: ChangeItem
+    changes: tuple[ChangeItem, ...]
+    decision: Decision
+    intent: Intent
 
 
 class Open(_Model):

@@ -155,14 +155,18 @@ def decision_sends(
             raise ValueError(f"request {decision.request_id}: a REQUIRE_APPROVAL needs its approval request")
         update |= {"final": False, "approval_deadline_at": request.deadline_at}
     decision = decision.model_copy(update=update)
-    body = decision.model_dump_json().encode()
+    return decision, publish_sends(intent, decision)
+
+
+def publish_sends(intent: Intent | None, decision: Decision) -> list[Send]:
+    """A decision as it is (keyed by agent id) and its audit record."""
     final = "final" if decision.final else "pending"
     audit = AuditRecord(
         event_id=f"{decision.request_id}:decision:{final}", event_type=AuditEventType.DECISION,
         event_time=decision.decided_at, request_id=decision.request_id, intent=intent, decision=decision,
     )
-    return decision, [
-        Send(Route.DECISIONS, decision.agent_id.encode(), body),
+    return [
+        Send(Route.DECISIONS, decision.agent_id.encode(), decision.model_dump_json().encode()),
         Send(Route.AUDIT, str(decision.request_id).encode(), audit.model_dump_json().encode()),
     ]
 
@@ -332,10 +336,12 @@ class AgentStage:
 
     def handle_resolved(self, resolved: Resolved, partition: int, now_ms: int) -> list[Send]:
         """The final decision of a parked approval: record it (a redelivered intent gets it) and, when
-        approved, count the action: agent windows and history here, shared windows by :class:`Count`.
+        approved, count the action (agent windows and history here, shared windows by a chain of
+        :class:`Count` hops) before the ALLOW goes out: from here, or from the chain's last hop. A
+        denied or expired one was already sent by the approval stage and counts nothing.
 
-        Idempotent: a redelivery finds the final decision recorded and only re-sends the counts (each
-        counted once per request by the shared stage).
+        Idempotent: a redelivery finds the final decision recorded and re-sends what follows from it
+        (each window counts a request once).
         """
         request_id = resolved.decision.request_id
         pending_key = f"{PENDING_PREFIX}{request_id}"
@@ -352,9 +358,11 @@ class AgentStage:
             self.retention.note(partition, now_ms, pending_key)
         if not approved:
             return []
-        return [Send(Route.SHARED, item.key.encode(),
-                     Count(request_id=request_id, change=item).model_dump_json().encode())
-                for item in pending.shared]
+        if not pending.shared:
+            return publish_sends(pending.intent, resolved.decision)
+        count = Count(request_id=request_id, changes=_by_key(pending.shared), decision=resolved.decision,
+                      intent=pending.intent)
+        return [_count_send(count)]
 
 
 class SharedStage:
@@ -440,12 +448,19 @@ class SharedStage:
         self.table[marker] = b"1"
         self.retention.note(partition, now_ms, marker)
 
-    def handle_count(self, count: Count, partition: int, now_ms: int) -> None:
-        """Count an approved action on this shared window (once per request: see :mod:`streams.state`)."""
+    def handle_count(self, count: Count, partition: int, now_ms: int) -> list[Send]:
+        """Count an approved action on this hop's windows (once per request: see :mod:`streams.state`),
+        then pass the rest on; the last hop sends the final ALLOW."""
         self.retention.evict(self.table, partition, now_ms)
-        change = count.change.to_change()
-        if isinstance(change, WindowChange):
-            self.state.add_once(change, count.request_id)
+        key = count.changes[0].key
+        for item in count.changes:
+            change = item.to_change()
+            if item.key == key and isinstance(change, WindowChange):
+                self.state.add_once(change, count.request_id)
+        rest = tuple(item for item in count.changes if item.key != key)
+        if rest:
+            return [_count_send(count.model_copy(update={"changes": rest}))]
+        return publish_sends(count.intent, count.decision)
 
 
 def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> None:
@@ -459,6 +474,15 @@ def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> 
 def _decided(body: bytes) -> bytes:
     """The JSON of ``Record(decision=...)`` around the decision's JSON as sent (serialised once)."""
     return b'{"decision":' + body + b"}"
+
+
+def _by_key(items: tuple[ChangeItem, ...]) -> tuple[ChangeItem, ...]:
+    """Changes in the order their hops visit them (sorted keys, as forwards do)."""
+    return tuple(sorted(items, key=lambda item: item.key))
+
+
+def _count_send(count: Count) -> Send:
+    return Send(Route.SHARED, count.changes[0].key.encode(), count.model_dump_json().encode())
 
 
 def _forward_send(forward: Forward) -> Send:
@@ -486,5 +510,6 @@ def _combined(policy: CompiledPolicy, forward: Forward, hits: tuple[AppliedItem,
 
 
 __all__ = [
-    "AgentStage", "Outcome", "Route", "Send", "SharedStage", "approval_request", "decision_sends", "utc",
+    "AgentStage", "Outcome", "Route", "Send", "SharedStage", "approval_request", "decision_sends",
+    "publish_sends", "utc",
 ]

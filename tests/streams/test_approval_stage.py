@@ -258,3 +258,28 @@ def test_reviewers_file_is_required_valid_at_start_and_reloaded_when_it_changes(
     reviewers.refresh()
     assert reviewers.current.members("payments-reviewers") == {"bob", "carol"}
     assert Reviewers(None).current.members("reviewers") == frozenset()
+
+
+def test_an_approved_allow_goes_out_only_after_every_limit_counted_it() -> None:
+    """The agent hears of the approval only once its limits hold the action: a new intent it sends on
+    hearing it can never slip under a limit the approved action fills."""
+    p = pump()
+    pending = p.decide(raw("a1", tool="data.export"))
+    p.sent.clear()
+    p.verdict(verdict(p, pending, "zoe"))
+    order = [(s.route, s.value[:24]) for s in p.sent]
+    count_at = next(i for i, (route, head) in enumerate(order)
+                    if route is Route.SHARED and b'"count"' in head)
+    final_at = next(i for i, (route, _) in enumerate(order) if route is Route.DECISIONS)
+    assert count_at < final_at
+    assert [s.route for s in p.sent].count(Route.DECISIONS) == 1
+
+
+def test_a_denied_approval_is_answered_by_the_approval_stage_and_counts_nothing() -> None:
+    p = pump()
+    pending = p.decide(raw("a1", tool="data.export"))
+    p.sent.clear()
+    p.verdict(verdict(p, pending, "zoe", kind=VerdictKind.DENY, reason="no"))
+    assert [f.decision for f in finals(p, pending)] == [BLOCK]
+    assert not any(s.route is Route.SHARED for s in p.sent)
+    assert window_count(p.shared_table, "exports|fleet") == 0

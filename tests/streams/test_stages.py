@@ -69,7 +69,7 @@ class Pump:
         elif send.route is Route.SHARED and kind == "release":
             self.shared.handle_release(Release.model_validate_json(send.value), 0, now)
         elif send.route is Route.SHARED and kind == "count":
-            self.shared.handle_count(Count.model_validate_json(send.value), 0, now)
+            return self.shared.handle_count(Count.model_validate_json(send.value), 0, now)
         elif send.route is Route.SHARED:
             forward = Forward.model_validate_json(send.value)
             return self.shared.handle_forward(forward, self.policy, 0, now).sends
@@ -223,7 +223,8 @@ def test_decisions_are_stamped_with_the_workers_clock_not_the_intents_event_time
     decided_now = T0 + timedelta(days=3)
     assert (allowed.decided_at, pending.decided_at) == (decided_now, decided_now)
     assert not pending.final
-    assert [record.event_time for record in pump.audit if record.decision is not None][:2] == [decided_now] * 2
+    audited = [record.event_time for record in pump.audit if record.decision is not None]
+    assert audited[:2] == [decided_now] * 2
 
 
 def test_an_intent_redelivered_in_flight_gets_the_same_decision_later() -> None:
