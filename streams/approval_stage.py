@@ -17,10 +17,12 @@ The flow:
 3. a verdict is applied with :func:`~streams.approvals.apply_verdict` (``now`` = the verdict record's
    Kafka timestamp) and audited, accepted or rejected with why (``unknown_request`` for an id with no
    approval here); reviewers come from :class:`Reviewers` (no file: nobody can approve);
-4. once resolved (approved, denied, or expired by a late verdict or the timer) the final decision goes
-   to the decisions topic keyed by agent id (the pending decision's route) and to the audit, and a
-   :class:`~streams.records.Resolved` goes to the agent's partition, where stage 1 counts an approved
-   action (agent windows and history there, shared windows through ``Count`` messages to their hops).
+4. once resolved (approved, denied, or expired by a late verdict or the timer) a
+   :class:`~streams.records.Resolved` goes to the agent's partition. A denied or expired approval's
+   final BLOCK goes out from here at once (decisions topic keyed by agent id, the pending decision's
+   route, and the audit). An approved action is counted first: stage 1 counts its agent windows and
+   history, a chain of ``Count`` hops its shared windows, and whichever counts last sends the final
+   ALLOW, so no intent the agent sends on hearing of it can slip under a limit it fills.
 
 Deadlines are enforced here. A timer on each worker (:meth:`ApprovalStage.due`) looks at the approvals
 of the partitions assigned to it (faust iterates a table's active partitions only, never standby
