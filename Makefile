@@ -28,8 +28,4 @@ test: lint
 	$(BIN)/pytest -q -rs --timeout=$(PYTEST_TIMEOUT)
 
 demo: setup
-	@if $(BIN)/sluicegate demo --help >/dev/null 2>&1; then \
-		$(BIN)/sluicegate demo; \
-	else \
-		$(BIN)/sluicegate kafka start && $(BIN)/python scripts/stack_up.py; \
-	fi
+	$(BIN)/sluicegate demo
