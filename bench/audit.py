@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.analytics import build_report
-from consumers.audit_sink import AuditSink, Decoder, SinkConfig, consumer_for
+from consumers.audit_sink import AuditSink, SinkConfig, open_sink
 from consumers.audit_store import ClientStore
 from consumers.backtest import backtest
 from infra.clickhouse import open_client
@@ -53,27 +53,15 @@ def _payloads(count: int, at: datetime) -> list[tuple[bytes, bytes]]:
     return out
 
 
-SinkParts = tuple[AuditSink, AIOKafkaConsumer, AIOKafkaProducer, asyncio.Task[None]]
+async def _running(bootstrap: str, client: Any, config: SinkConfig) -> tuple[AuditSink, asyncio.Task[None]]:
+    sink = await open_sink(bootstrap, client, config)
+    return sink, asyncio.create_task(sink.run())
 
 
-async def _sink(bootstrap: str, client: Any, config: SinkConfig) -> SinkParts:
-    consumer = consumer_for(bootstrap, config)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    await producer.start()
-    decoder = Decoder(config.topics.outcomes, config.decoders)
-    await decoder.start()
-    sink = AuditSink(consumer, producer, client, config, decoder)
-    return sink, consumer, producer, asyncio.create_task(sink.run())
-
-
-async def _stop(sink: AuditSink, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                task: asyncio.Task[None]) -> None:
+async def _stop(sink: AuditSink, task: asyncio.Task[None]) -> None:
     sink.stop()
     await task
-    sink.decoder.close()
-    await consumer.stop()
-    await producer.stop()
+    await sink.close()
 
 
 async def _assigned(consumer: AIOKafkaConsumer) -> None:
@@ -94,12 +82,12 @@ async def sink_throughput(bootstrap: str, client: Any, rows: int) -> float:
     await producer.stop()
     db = topics.prefix
     migrate(client, db)
-    parts = await _sink(bootstrap, client, SinkConfig(database=db, topics=topics, group_id=db))
-    await _assigned(parts[1])
+    sink, task = await _running(bootstrap, client, SinkConfig(database=db, topics=topics, group_id=db))
+    await _assigned(sink.consumer)
     started = time.perf_counter()
-    await parts[0].wait_stored(rows)
+    await sink.wait_stored(rows)
     elapsed = time.perf_counter() - started
-    await _stop(*parts)
+    await _stop(sink, task)
     return rows / elapsed
 
 
@@ -109,7 +97,7 @@ async def lag_p99(bootstrap: str, client: Any, rate: int, seconds: int) -> float
     await create_topics(bootstrap, topics)
     db = topics.prefix
     migrate(client, db)
-    parts = await _sink(bootstrap, client, SinkConfig(database=db, topics=topics, group_id=db))
+    sink, task = await _running(bootstrap, client, SinkConfig(database=db, topics=topics, group_id=db))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     start = time.monotonic()
@@ -119,8 +107,8 @@ async def lag_p99(bootstrap: str, client: Any, rate: int, seconds: int) -> float
         await asyncio.sleep(max(0.0, start + (tick + 1) * 100 / rate - time.monotonic()))
     await producer.flush()
     await producer.stop()
-    await parts[0].wait_stored(rate * seconds // 100 * 100)
-    await _stop(*parts)
+    await sink.wait_stored(rate * seconds // 100 * 100)
+    await _stop(sink, task)
     lag = client.command(f"SELECT quantileExact(0.99)(dateDiff('millisecond', event_time, ingested_at)) "
                          f"FROM {db}.audit_events")
     return int(str(lag)) / 1000

@@ -241,6 +241,12 @@ class AuditSink:
         for tp, records in fetched.items():
             self.batch.add(tp, records)
 
+    async def close(self) -> None:
+        """Stop the decoders, the consumer and the producer (after ``run()`` has returned)."""
+        self.decoder.close()
+        await self.consumer.stop()
+        await self.producer.stop()
+
     def stop(self) -> None:
         """Ask ``run()`` to finish after the current step."""
         self.stopping.set()
@@ -315,6 +321,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+async def open_sink(bootstrap: str, inserter: Inserter, config: SinkConfig) -> AuditSink:
+    """A sink with its consumer, dead-letter producer and decoders started; ``close()`` stops them."""
+    consumer = consumer_for(bootstrap, config)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    await consumer.start()
+    decoder = Decoder(config.topics.outcomes, config.decoders)
+    await decoder.start()
+    return AuditSink(consumer, producer, inserter, config, decoder)
+
+
 async def serve(url: str, bootstrap: str, config: SinkConfig, inserter: Inserter | None = None,
                 on_ready: Callable[[AuditSink], None] | None = None) -> SinkStats:
     """Migrate, serve the query endpoint (embedded store), and run the sink until SIGTERM/SIGINT."""
@@ -324,14 +341,8 @@ async def serve(url: str, bootstrap: str, config: SinkConfig, inserter: Inserter
     store = ClientStore(client)
     store.migrate(config.database)
     topics = config.topics
-    consumer = consumer_for(bootstrap, config)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     server = QueryServer(store, url)
-    await producer.start()
-    await consumer.start()
-    decoder = Decoder(topics.outcomes, config.decoders)
-    await decoder.start()
-    sink = AuditSink(consumer, producer, inserter or client, config, decoder)
+    sink = await open_sink(bootstrap, inserter or client, config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sink.stop)
@@ -344,9 +355,7 @@ async def serve(url: str, bootstrap: str, config: SinkConfig, inserter: Inserter
         await sink.run()
     finally:
         server.stop()
-        decoder.close()
-        await consumer.stop()
-        await producer.stop()
+        await sink.close()
     return sink.stats
 
 

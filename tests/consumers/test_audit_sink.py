@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from clickhouse_connect.driver.client import Client
 
-from consumers.audit_sink import AuditSink, Decoder, SinkConfig, consumer_for
+from consumers.audit_sink import AuditSink, SinkConfig, open_sink
 from schemas import AuditRecord, DecisionKind, ExecutionOutcome, TopicNames
 from tests.consumers.kafka_io import create_topics, publish, read_all
 from tests.consumers.records import decision_record, intent, outcome
@@ -47,13 +47,8 @@ def workload(count: int) -> list[AuditRecord | ExecutionOutcome]:
 
 async def run_sink(bootstrap: str, inserter: Any, config: SinkConfig, rows: int) -> AuditSink:
     """Run a sink until ``rows`` rows are stored and committed, then stop it."""
-    consumer = consumer_for(bootstrap, config)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    await producer.start()
-    decoder = Decoder(config.topics.outcomes, config.decoders)
-    await decoder.start()
-    sink = AuditSink(consumer, producer, inserter, config, decoder)
+    sink = await open_sink(bootstrap, inserter, config)
+    consumer = sink.consumer
     task = asyncio.create_task(sink.run())
     try:
         await asyncio.wait_for(sink.wait_stored(rows), timeout=60)
@@ -64,9 +59,7 @@ async def run_sink(bootstrap: str, inserter: Any, config: SinkConfig, rows: int)
         assert committed == ends, "every consumed offset is committed once stored"
     finally:
         task.cancel()
-        decoder.close()
-        await consumer.stop()
-        await producer.stop()
+        await sink.close()
     return sink
 
 
