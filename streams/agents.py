@@ -104,8 +104,35 @@ class Runtime:
         return result
 
     def ready(self) -> bool:
-        assigned = bool(self.p.app.consumer.assignment()) if self.p.app.consumer else False
-        return self.p.policies.current is not None and assigned
+        """Deciding: a policy read to the topic's end, partitions assigned and their tables restored."""
+        app: Any = self.p.app  # faust's abstract types lack the concrete tables.recovery
+        assigned = bool(app.consumer.assignment()) if app.consumer else False
+        return (self.p.policies.caught_up.is_set() and self.p.policies.current is not None
+                and assigned and app.tables.recovery.completed.is_set() and not app.rebalancing)
+
+    def status(self) -> dict[str, Any]:
+        """What an operator needs to see why a worker does not progress (the ``/status`` page)."""
+        app: Any = self.p.app
+        policy, consumer = self.p.policies.current, app.consumer
+        paused = {(tp.topic, tp.partition) for tp in getattr(consumer, "_paused_partitions", ())}
+        partitions: dict[str, dict[str, Any]] = {}
+        for tp in sorted(consumer.assignment()) if consumer else []:
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                high = None
+            partitions[f"{tp.topic}[{tp.partition}]"] = {
+                "handled": self.positions.get((tp.topic, tp.partition)), "highwater": high,
+                "paused": (tp.topic, tp.partition) in paused}
+        return {
+            "ready": self.ready(), "policy_version": policy.version if policy else None,
+            "policy_caught_up": self.p.policies.caught_up.is_set(),
+            "generation": app.consumer_generation_id, "rebalancing": app.rebalancing,
+            "recovery_completed": app.tables.recovery.completed.is_set(),
+            "flow_active": bool(consumer and consumer.flow_active),
+            "flow_control_active": app.flow_control.is_active(),
+            "partitions": partitions,
+        }
 
 
 def register(p: Processor) -> None:
@@ -218,6 +245,9 @@ def register(p: Processor) -> None:
                 "partitions": len(app.consumer.assignment()) if app.consumer else 0}
         return web.json(body, status=200 if body["ready"] else 503)
 
+    async def status_page(web: Any, request: Any) -> Any:
+        return web.json(rt.status())
+
     app.task(read_policies)
     app.agent(p.channels["agent_in"], name="decide", concurrency=1)(decide)
     app.agent(p.channels["shared_in"], name="shared-limits", concurrency=1)(shared)
@@ -225,6 +255,7 @@ def register(p: Processor) -> None:
     app.timer(EXPIRY_INTERVAL_S)(expire_approvals)
     app.page("/metrics")(metrics_page)
     app.page("/ready")(ready_page)
+    app.page("/status")(status_page)
 
 
 def _quiet_clients(level_name: str) -> None:

@@ -25,6 +25,7 @@ import faust
 from schemas.topics import TopicNames
 from sluicegate.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
 from streams.approval_stage import ApprovalStage, Reviewers
+from streams.flow_control import WorkerApp
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.rewind import rewind_uncommitted
@@ -93,7 +94,7 @@ class Processor:
 
 def make_faust_app(config: WorkerConfig) -> faust.App:
     """The faust app with our settings (rocksdict tables under the workdir, web server for metrics)."""
-    return faust.App(
+    return WorkerApp(
         config.app_id,
         broker=f"kafka://{config.bootstrap}",
         store="rocksdb://",  # faust's RocksDB store, backed by rocksdict

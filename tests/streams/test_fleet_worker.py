@@ -8,6 +8,7 @@ restarts the module's worker.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -124,6 +125,12 @@ async def test_metrics_and_readiness(fleet_worker: WorkerProcess) -> None:
     assert 'sluicegate_policy_info{name="fleet_budget"' in text
     status, _ = await asyncio.to_thread(fleet_worker.get, "/ready")
     assert status == 200
+    status, body = await asyncio.to_thread(fleet_worker.get, "/status")
+    state = json.loads(body)
+    assert status == 200
+    assert (state["ready"], state["policy_caught_up"], state["recovery_completed"]) == (True, True, True)
+    intents = state["partitions"][f"{fleet_worker.names.intents}[0]"]
+    assert intents["paused"] is False and intents["highwater"] is not None
 
 
 async def test_sigkill_mid_stream_loses_nothing_and_resets_no_limit(
@@ -150,6 +157,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_resets_no_limit(
     except AssertionError:
         missing = [(intents.index(i), i.agent_id) for i in intents if i.request_id not in fleet.decisions]
         print("MISSING", len(missing), missing[:20], "half", half)
+        print("STATUS", (await asyncio.to_thread(fleet_worker.get, "/status"))[1].decode())
         print(fleet_worker.log_tail(200))
         raise
     for intent in intents:
