@@ -54,14 +54,22 @@ FIRST_DECISION_TIMEOUT_S = 120.0
 
 @dataclass
 class Tracker:
-    """Send and receive times (perf_counter seconds) by request id."""
+    """Send and receive times (perf_counter seconds) by request id, and when the worker decided (its
+    ``decided_at``, on the same clock once converted: both processes run on this machine)."""
 
     sent: dict[str, float] = field(default_factory=dict)
     received: dict[str, float] = field(default_factory=dict)
+    decided: dict[str, float] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def latencies_ms(self, ids: list[str]) -> list[float]:
         return [(self.received[i] - self.sent[i]) * 1000 for i in ids if i in self.received]
+
+    def split_ms(self, ids: list[str]) -> tuple[list[float], list[float]]:
+        """(published -> decided by the worker, decided -> received by the agent) in ms."""
+        done = [i for i in ids if i in self.received and i in self.decided]
+        return ([(self.decided[i] - self.sent[i]) * 1000 for i in done],
+                [(self.received[i] - self.decided[i]) * 1000 for i in done])
 
 
 def intent_bytes(index: int) -> tuple[str, bytes, bytes]:
@@ -103,10 +111,15 @@ async def collect(consumer: AIOKafkaConsumer, tracker: Tracker) -> None:
     while True:
         batches = await consumer.getmany(timeout_ms=100)
         now = time.perf_counter()
+        perf_minus_wall = now - time.time()
         for records in batches.values():
             for record in records:
                 start = record.value.find(b'"request_id":"') + 14
-                tracker.received[record.value[start:start + 36].decode()] = now
+                rid = record.value[start:start + 36].decode()
+                tracker.received[rid] = now
+                at = record.value.find(b'"decided_at":"') + 14
+                decided = datetime.fromisoformat(record.value[at:record.value.index(b'"', at)].decode())
+                tracker.decided[rid] = decided.timestamp() + perf_minus_wall
         if batches:
             tracker.arrived.set()
 
@@ -226,9 +239,12 @@ async def measure(
             await wait_all(tracker, ids, 60)
             elapsed = time.perf_counter() - t0
             lat = tracker.latencies_ms(ids)
+            to_decided, after_decided = tracker.split_ms(ids)
             worker_cpu = worker.cpu_s() - cpu0
             result[f"at_{rate}"] = {
                 "p50_ms": round(pct(lat, 0.50), 2), "p99_ms": round(pct(lat, 0.99), 2),
+                "p50_to_decided_ms": round(pct(to_decided, 0.50), 2),
+                "p50_decided_to_received_ms": round(pct(after_decided, 0.50), 2),
                 "mean_ms": round(statistics.fmean(lat), 2) if lat else None,
                 "decided": len(lat), "sent": len(ids),
                 "worker_cpu_pct": round(100 * worker_cpu / elapsed, 1),
