@@ -11,7 +11,9 @@ Latency tuning (faust's defaults aim at throughput): see :data:`LATENCY_SETTINGS
 ``bench/e2e.py``, what mattered most was not a setting: sending through the transport producer instead
 of faust's ``Topic.send`` layer (about half the per-intent CPU, see :mod:`streams.agents`) and keeping
 the Kafka clients' per-message debug logging off (~10%). Of the settings, ``producer_linger=0`` and a
-short commit interval matter; the stream buffer size did not measurably.
+short commit interval matter; the stream buffer size did not measurably. Outside the settings, faust's
+hard-coded 1.5 s fetch wait is cut to 100 ms (:mod:`streams.fetch_wait`): it stalled intents behind
+fetches of idle partitions, and lifted the most one worker drains by about 14%.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import faust
 from schemas.topics import TopicNames
 from sluicegate.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
 from streams.approval_stage import ApprovalStage, Reviewers
+from streams.fetch_wait import shorten_fetch_wait
 from streams.flow_control import WorkerApp
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
@@ -152,6 +155,7 @@ def build(config: WorkerConfig) -> Processor:
         approval_stage=ApprovalStage(tables.approval_state, Reviewers(config.reviewers_file),
                                      config.retention_ms),
     )
+    shorten_fetch_wait()
     rewind_uncommitted(app, {topics.names.intents, topics.agent_feedback, topics.shared_limits,
                              topics.names.approvals, topics.approval_control})
     register(processor)

@@ -1,4 +1,4 @@
-"""The worker's flow control keeps queued records when flow is resumed while already active."""
+"""The worker's fixes to faust's consumer: flow control that keeps queued records, a short fetch wait."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 from mode.utils.queues import FlowControlQueue
 
-from streams.app import WorkerConfig, make_faust_app
+from streams.app import WorkerConfig, build, make_faust_app
+from streams.fetch_wait import FETCH_MAX_WAIT_MS
 from streams.flow_control import ResumeKeepsQueues
 
 
@@ -32,3 +33,9 @@ async def test_resume_after_a_suspension_clears_what_slipped_in() -> None:
 async def test_the_worker_app_uses_it(tmp_path: Path) -> None:
     app = make_faust_app(WorkerConfig(bootstrap="127.0.0.1:9", workdir=tmp_path))
     assert isinstance(app.flow_control, ResumeKeepsQueues)
+
+
+async def test_the_worker_consumer_waits_at_most_the_short_fetch_wait(tmp_path: Path) -> None:
+    app = build(WorkerConfig(bootstrap="127.0.0.1:9", workdir=tmp_path)).app
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
