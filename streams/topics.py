@@ -36,6 +36,13 @@ class WorkerTopics:
     def approval_control(self) -> str:
         return f"{self.names.prefix}.internal.approval-control"
 
+    def co_partitioned(self) -> list[TopicSpec]:
+        """The topics the worker reads: their partition N and the tables' partition N hold the same keys,
+        so all of them must have ``partitions`` partitions."""
+        n, p = self.names, self.partitions
+        return [TopicSpec(name, p) for name in (n.intents, n.approvals, self.shared_limits,
+                                                self.agent_feedback, self.approval_control)]
+
     def specs(self) -> list[TopicSpec]:
         """Every topic with its partitions and configs (policies: one compacted partition)."""
         n, p = self.names, self.partitions

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import faust
 
-from infra.kafka.admin import ensure_topics
+from infra.kafka.admin import ensure_topics, partition_mismatches
 from sluicegate.settings import Settings
 from streams.app import WorkerConfig, build
 from streams.approvals import ApprovalError
@@ -78,6 +78,13 @@ def run(config: WorkerConfig) -> None:
     created = loop.run_until_complete(ensure_topics(config.bootstrap, processor.topics.specs()))
     if created:
         log.info("created topics: %s", ", ".join(created))
+    wrong = loop.run_until_complete(
+        partition_mismatches(config.bootstrap, processor.topics.co_partitioned()))
+    if wrong:
+        raise SystemExit(
+            f"streams.worker: {'; '.join(wrong)}. The worker keeps its state per partition across these "
+            "topics, so they must all have --partitions (SLUICEGATE_PARTITIONS) partitions: start it with "
+            "their count, or recreate them.")
     worker = faust.Worker(processor.app, loop=loop, loglevel=config.log_level, workdir=str(config.workdir),
                           redirect_stdouts=False)
     try:

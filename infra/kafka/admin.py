@@ -53,3 +53,18 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, timeout_m
         elif code != TOPIC_ALREADY_EXISTS:
             raise TopicError(f"could not create topic {name!r}: {message or f'error code {code}'}")
     return created
+
+
+async def partition_mismatches(bootstrap: str, specs: Iterable[TopicSpec], *,
+                               timeout_ms: int = 30_000) -> list[str]:
+    """One line per existing topic of ``specs`` whose partition count differs from its spec's."""
+    wanted = {spec.name: spec.partitions for spec in specs}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(wanted))
+    finally:
+        await admin.close()
+    return [f"{topic['topic']} has {len(topic['partitions'])} partitions, not {wanted[topic['topic']]}"
+            for topic in described
+            if topic["error_code"] == 0 and len(topic["partitions"]) != wanted[topic["topic"]]]

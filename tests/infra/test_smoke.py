@@ -7,7 +7,7 @@ import datetime as dt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from clickhouse_connect.driver.client import Client
 
-from infra.kafka.admin import TopicSpec, ensure_topics
+from infra.kafka.admin import TopicSpec, ensure_topics, partition_mismatches
 
 
 async def test_produce_and_consume_through_the_broker(kafka_bootstrap: str, unique_name: str) -> None:
@@ -59,3 +59,11 @@ def test_rows_round_trip_through_clickhouse(clickhouse_client: Client, unique_na
     counts = clickhouse_client.query(f"SELECT agent, count() FROM {table} GROUP BY agent ORDER BY agent")
     assert counts.result_rows == [("agent-0", 17), ("agent-1", 17), ("agent-2", 16)]
     clickhouse_client.command(f"DROP DATABASE {unique_name}")
+
+
+async def test_partition_mismatches_names_each_topic_with_another_count(kafka_bootstrap: str,
+                                                                        unique_name: str) -> None:
+    await ensure_topics(kafka_bootstrap, [TopicSpec(f"{unique_name}-a", 3), TopicSpec(f"{unique_name}-b", 1)])
+    specs = [TopicSpec(f"{unique_name}-a", 3), TopicSpec(f"{unique_name}-b", 2),
+             TopicSpec(f"{unique_name}-missing", 4)]
+    assert await partition_mismatches(kafka_bootstrap, specs) == [f"{unique_name}-b has 1 partitions, not 2"]
