@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas import Decision
 from streams.app import Processor
 from streams.records import Count, Feedback, Forward, Open, Release, Resolved, Tick, kind_of
 from streams.stages import Outcome, Route, Send
@@ -139,6 +140,11 @@ def register(p: Processor) -> None:
     """Attach the agents, the policy reader task and the web pages to ``p.app``."""
     app, rt = p.app, Runtime(p)
     p.metrics.watch_lag(rt.lag)
+
+    def count_final(decision: Decision) -> None:  # approval finals: not an outcome of an agent's message
+        p.metrics.decisions.labels(decision.decision.value, "true").inc()
+
+    p.agent_stage.on_approved = p.approval_stage.on_refused = count_final
     intents_topic, approvals_topic = p.topics.names.intents, p.topics.names.approvals
 
     async def read_policies() -> None:

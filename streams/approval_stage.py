@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID
@@ -56,6 +56,7 @@ from pydantic import ValidationError
 from schemas.approval import ApprovalRequest, ApprovalVerdict
 from schemas.audit import AuditEventType, AuditRecord
 from schemas.common import DecisionKind
+from schemas.decision import Decision
 from streams.approvals import (
     ApprovalError,
     PendingApproval,
@@ -71,7 +72,7 @@ from streams.approvals import (
     verdict_audit,
 )
 from streams.records import ApprovalEntry, Open, Resolved, Tick
-from streams.stages import DEFAULT_RETENTION_MS, Route, Send, publish_sends, utc
+from streams.stages import DEFAULT_RETENTION_MS, Route, Send, ignore_decision, publish_sends, utc
 from streams.state import BytesTable
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,9 @@ class ApprovalStage:
         self.table = table
         self.reviewers = reviewers
         self.retention_ms = retention_ms
+        self.on_refused: Callable[[Decision], None] = ignore_decision
+        """Called once per denied or expired approval, with its final BLOCK (the metrics' hook); an
+        approved one is reported by stage 1, which records it."""
 
     # -- the table -----------------------------------------------------------------------------
 
@@ -228,6 +232,8 @@ class ApprovalStage:
         final = final_decision(state, resolution, now).model_copy(update={"policy_name": entry.policy_name})
         entry = entry.model_copy(update={"state": state, "closed_by": closed_by, "final": final})
         self._write(entry, partition)
+        if final.decision is not DecisionKind.ALLOW:
+            self.on_refused(final)
         return _final_sends(entry)
 
 

@@ -40,6 +40,7 @@ again and nothing is counted twice. Records are dropped after ``retention_ms``.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -190,6 +191,10 @@ class _Retention:
             table.pop(queue.popleft()[1], None)
 
 
+def ignore_decision(decision: Decision) -> None:
+    """The default hook: nothing to do."""
+
+
 class AgentStage:
     """Stage 1, on the intents' partition (agent id): rules, risk, agent-keyed limits, idempotency."""
 
@@ -197,6 +202,8 @@ class AgentStage:
         self.table = table
         self.state = TableState(table)
         self.retention = _Retention(retention_ms)
+        self.on_approved: Callable[[Decision], None] = ignore_decision
+        """Called once per approved action, when its final ALLOW is recorded (the metrics' hook)."""
 
     def _record(self, request_id: UUID) -> Record | None:
         raw = self.table.get(f"{RECORD_PREFIX}{request_id}")
@@ -354,6 +361,7 @@ class AgentStage:
         if record is None or record.decision is None or not record.decision.final:
             if approved:
                 _count(self.state, tuple(c.to_change() for c in pending.changes), request_id)
+                self.on_approved(resolved.decision)
             self._write(request_id, Record(decision=resolved.decision), partition, now_ms, new=record is None)
             self.retention.note(partition, now_ms, pending_key)
         if not approved:

@@ -283,3 +283,23 @@ def test_a_denied_approval_is_answered_by_the_approval_stage_and_counts_nothing(
     assert [f.decision for f in finals(p, pending)] == [BLOCK]
     assert not any(s.route is Route.SHARED for s in p.sent)
     assert window_count(p.shared_table, "exports|fleet") == 0
+
+
+def test_each_final_of_an_approval_is_reported_once_to_the_metrics_hooks() -> None:
+    p = pump()
+    approved: list[Decision] = []
+    refused: list[Decision] = []
+    p.agent.on_approved, p.approvals.on_refused = approved.append, refused.append
+    granted, denied, expired = p.decide(raw(seconds=0)), p.decide(raw(seconds=1)), p.decide(raw(seconds=2))
+    approve = verdict(p, granted)
+    p.verdict(approve)
+    p.verdict(approve)  # redelivered
+    deny = verdict(p, denied, kind=VerdictKind.DENY, reason="not this one")
+    p.verdict(deny)
+    p.verdict(deny)
+    p.now_ms = ms(WALL_T0 + timedelta(minutes=10))
+    p.tick()
+    p.tick()
+    assert [(d.request_id, d.decision) for d in approved] == [(granted.request_id, ALLOW)]
+    assert [(d.request_id, d.decision, d.reasons[0]) for d in refused] == [
+        (denied.request_id, BLOCK, APPROVAL_DENIED), (expired.request_id, BLOCK, APPROVAL_EXPIRED)]
