@@ -129,6 +129,7 @@ class ApprovalStage:
         self.on_refused: Callable[[Decision], None] = ignore_decision
         """Called once per denied or expired approval, with its final BLOCK (the metrics' hook); an
         approved one is reported by stage 1, which records it."""
+        self._due: dict[UUID, tuple[int, int]] | None = None  # request id -> (due ms, partition)
 
     # -- the table -----------------------------------------------------------------------------
 
@@ -146,23 +147,41 @@ class ApprovalStage:
         else:
             due_ms = _ms(state.closed_at or state.deadline_at) + self.retention_ms
         self.table[f"{DUE_PREFIX}{request_id}"] = f"{due_ms}:{partition}".encode()
+        if self._due is not None:
+            self._due[request_id] = (due_ms, partition)
 
     def _forget(self, request_id: UUID) -> None:
         self.table.pop(f"{APPROVAL_PREFIX}{request_id}", None)
         self.table.pop(f"{DUE_PREFIX}{request_id}", None)
+        if self._due is not None:
+            self._due.pop(request_id, None)
 
     def due(self, now_ms: int) -> list[tuple[UUID, int]]:
         """(request id, partition) of the approvals kept here whose deadline (pending) or retention
-        (closed) has passed at ``now_ms``. Reads only: the timer sends a :class:`Tick` for each."""
-        found: list[tuple[UUID, int]] = []
+        (closed) has passed at ``now_ms``. Reads only: the timer sends a :class:`Tick` for each.
+
+        Served from an in-memory index of the due markers, kept current by this stage's own writes and
+        built from the table on first use after :meth:`reindex` (the timer runs every second; scanning
+        every approval kept for the retention each time would stall the worker's loop)."""
+        if self._due is None:
+            self._due = self._scan_due()
+        return [(request_id, partition) for request_id, (due_ms, partition) in self._due.items()
+                if due_ms <= now_ms]
+
+    def reindex(self) -> None:
+        """Rebuild the due index from the table at the next :meth:`due` (after a restore or a
+        rebalance filled the table with markers this stage did not write)."""
+        self._due = None
+
+    def _scan_due(self) -> dict[UUID, tuple[int, int]]:
+        found: dict[UUID, tuple[int, int]] = {}
         items: Iterable[tuple[object, bytes]] = self.table.items()
         for key, value in items:
             name = key.decode() if isinstance(key, bytes) else str(key)
             if not name.startswith(DUE_PREFIX) or value is None:
                 continue
             due_ms, _, partition = value.decode().partition(":")
-            if int(due_ms) <= now_ms:
-                found.append((UUID(name[len(DUE_PREFIX):]), int(partition)))
+            found[UUID(name[len(DUE_PREFIX):])] = (int(due_ms), int(partition))
         return found
 
     # -- messages ------------------------------------------------------------------------------

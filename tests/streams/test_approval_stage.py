@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from schemas import ApprovalVerdict, AuditEventType, Decision, DecisionKind, VerdictKind
-from streams.approval_stage import UNKNOWN_REQUEST, Reviewers
+from streams.approval_stage import DUE_PREFIX, UNKNOWN_REQUEST, Reviewers
 from streams.approvals import (
     APPROVAL_DENIED,
     APPROVAL_EXPIRED,
@@ -303,3 +303,22 @@ def test_each_final_of_an_approval_is_reported_once_to_the_metrics_hooks() -> No
     assert [(d.request_id, d.decision) for d in approved] == [(granted.request_id, ALLOW)]
     assert [(d.request_id, d.decision, d.reasons[0]) for d in refused] == [
         (denied.request_id, BLOCK, APPROVAL_DENIED), (expired.request_id, BLOCK, APPROVAL_EXPIRED)]
+
+
+def test_the_due_index_follows_the_stages_writes_and_rebuilds_on_reindex() -> None:
+    p = pump()
+    pending = p.decide(raw())
+    deadline = ms(WALL_T0 + timedelta(minutes=10))
+    assert p.approvals.due(deadline - 1) == []
+    [(request_id, partition)] = p.approvals.due(deadline)
+    assert request_id == pending.request_id
+    # A marker restored from the changelog (written by another worker) is seen after a reindex.
+    restored = uuid.uuid4()
+    p.approval_table[f"{DUE_PREFIX}{restored}"] = f"{deadline}:{partition}".encode()
+    assert {r for r, _ in p.approvals.due(deadline)} == {pending.request_id}
+    p.approvals.reindex()
+    assert {r for r, _ in p.approvals.due(deadline)} == {pending.request_id, restored}
+    # Closing one moves its marker to the end of the retention.
+    p.now_ms = deadline
+    p.run(p.approvals.handle_tick(Tick(request_id=pending.request_id, tick="t1"), partition, p.now_ms))
+    assert {r for r, _ in p.approvals.due(deadline)} == {restored}
