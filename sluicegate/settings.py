@@ -12,6 +12,7 @@ DEFAULT_KAFKA_VERSION = "3.9.1"
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_TOPIC_PREFIX = "sluicegate"
 DEFAULT_PARTITIONS = 6
+DEFAULT_MAX_EVENT_SKEW_S = 300.0
 DEFAULT_DECISION_TIMEOUT_S = 2.0
 
 
@@ -40,6 +41,11 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default=DEFAULT_TOPIC_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
     decision_timeout_s: float = Field(default=DEFAULT_DECISION_TIMEOUT_S, gt=0)
+    max_event_skew_s: float = Field(
+        default=DEFAULT_MAX_EVENT_SKEW_S, ge=0,
+        description="A worker BLOCKs intents whose occurred_at is further than this from its clock "
+                    "(windows count in event time); 0: no limit.",
+    )
     reviewers_file: Path | None = Field(
         default=None,
         description="YAML of approver groups (groups: {name: [reviewer, ...]}); none: nobody approves.",

@@ -25,7 +25,7 @@ from typing import Any
 import faust
 
 from schemas.topics import TopicNames
-from sluicegate.settings import DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
+from sluicegate.settings import DEFAULT_MAX_EVENT_SKEW_S, DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
 from streams.approval_stage import ApprovalStage, Reviewers
 from streams.fetch_wait import shorten_fetch_wait
 from streams.flow_control import WorkerApp
@@ -70,6 +70,7 @@ class WorkerConfig:
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     retention_ms: int = DEFAULT_RETENTION_MS
+    max_event_skew_s: float = DEFAULT_MAX_EVENT_SKEW_S
     log_level: str = "info"
     reviewers_file: Path | None = None
 
@@ -150,7 +151,8 @@ def build(config: WorkerConfig) -> Processor:
     processor = Processor(
         config=config, app=app, topics=topics, channels=_channels(app, topics), tables=tables,
         metrics=metrics, policies=PolicySource(config.bootstrap, topics.names.policies, metrics),
-        agent_stage=AgentStage(tables.agent_state, config.retention_ms),
+        agent_stage=AgentStage(tables.agent_state, config.retention_ms,
+                               int(config.max_event_skew_s * 1000) or None),
         shared_stage=SharedStage(tables.shared_state, config.retention_ms),
         approval_stage=ApprovalStage(tables.approval_state, Reviewers(config.reviewers_file),
                                      config.retention_ms),

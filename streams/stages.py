@@ -63,6 +63,7 @@ from streams.engine import (
     LimitOutcome,
     WindowChange,
     apply,
+    block_event_time,
     block_no_policy,
     combine,
     evaluate,
@@ -198,10 +199,13 @@ def ignore_decision(decision: Decision) -> None:
 class AgentStage:
     """Stage 1, on the intents' partition (agent id): rules, risk, agent-keyed limits, idempotency."""
 
-    def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
+    def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS,
+                 max_event_skew_ms: int | None = None) -> None:
         self.table = table
         self.state = TableState(table)
         self.retention = _Retention(retention_ms)
+        self.max_event_skew_ms = max_event_skew_ms
+        """BLOCK intents whose ``occurred_at`` is further than this from the worker's clock (None: any)."""
         self.on_approved: Callable[[Decision], None] = ignore_decision
         """Called once per approved action, when its final ALLOW is recorded (the metrics' hook)."""
 
@@ -231,6 +235,10 @@ class AgentStage:
             return self._replay(intent, record)
         if policy is None:
             return self._settle(intent, block_no_policy(intent), (), None, partition, now_ms)
+        skew_ms = intent.occurred_at_ms - now_ms
+        if self.max_event_skew_ms is not None and abs(skew_ms) > self.max_event_skew_ms:
+            blocked = block_event_time(intent, policy, skew_ms, self.max_event_skew_ms)
+            return self._settle(intent, blocked, (), None, partition, now_ms)
         evaluation = evaluate(policy, self.state, intent, AGENT_SCOPES)
         if policy.has_fleet_limits and evaluation.decision.decision is not _BLOCK:
             static = evaluate_limits(policy, _EMPTY, intent)

@@ -34,13 +34,15 @@ def config_from_args(argv: list[str] | None = None, settings: Settings | None = 
     parser.add_argument("--workdir", type=Path, default=settings.state_dir / "worker")
     parser.add_argument("--web-port", type=int, default=6066)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--max-event-skew", type=float, default=settings.max_event_skew_s,
+                        help="seconds an intent's occurred_at may be from this worker's clock (0: any)")
     parser.add_argument("--reviewers", type=Path, default=settings.reviewers_file,
                         help="YAML of approver groups (groups: {name: [members]}); none: nobody approves")
     args = parser.parse_args(argv)
     return WorkerConfig(
         bootstrap=args.bootstrap, topic_prefix=args.topic_prefix, partitions=args.partitions,
         workdir=args.workdir, web_port=args.web_port, log_level=args.log_level,
-        reviewers_file=args.reviewers,
+        reviewers_file=args.reviewers, max_event_skew_s=args.max_event_skew,
     )
 
 

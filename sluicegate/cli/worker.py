@@ -23,6 +23,11 @@ def worker_command(
     ] = None,
     topic_prefix: Annotated[str | None, typer.Option("--topic-prefix", help="(default: settings)")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    max_event_skew: Annotated[
+        float | None, typer.Option(
+            "--max-event-skew", min=0,
+            help="Seconds an intent's occurred_at may be from the clock; 0: any (default: settings)."),
+    ] = None,
 ) -> None:
     """Run a worker: decide intents until stopped (Ctrl-C / SIGTERM).
 
@@ -39,4 +44,6 @@ def worker_command(
         partitions=partitions or settings.partitions,
         workdir=workdir or settings.state_dir / "worker",
         web_port=web_port, log_level=log_level,
+        max_event_skew_s=settings.max_event_skew_s if max_event_skew is None else max_event_skew,
+        reviewers_file=settings.reviewers_file,
     ))

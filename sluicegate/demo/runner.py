@@ -37,6 +37,7 @@ DEMO_POLICY = Path(__file__).resolve().parents[2] / "policies" / "demo.yaml"
 WORKER_START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 10.0
 SINK_FLUSH_S = 2.0
+DEMO_MAX_EVENT_SKEW_S = 2 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,10 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSt
                 str(worker_port),
                 "--log-level",
                 "warning",
+                # The off-hours rogue stamps its deploys at 2 am (up to a day back) for the off-hours
+                # rule to judge; a deployment keeps the default of minutes.
+                "--max-event-skew",
+                str(DEMO_MAX_EVENT_SKEW_S),
             ],
             base / "worker.log",
             env,

@@ -41,6 +41,7 @@ class WorkerProcess:
     partitions: int = 3
     web_port: int = field(default_factory=free_port)
     reviewers: Path | None = None
+    max_event_skew_s: float = 0.0  # off: the tests stamp their intents on days of their own
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,7 +53,8 @@ class WorkerProcess:
         log = (self.workdir / "worker.log").open("ab")
         argv = [sys.executable, "-m", "streams.worker", "--bootstrap", self.bootstrap,
                 "--topic-prefix", self.prefix, "--partitions", str(self.partitions),
-                "--workdir", str(self.workdir / "data"), "--web-port", str(self.web_port)]
+                "--workdir", str(self.workdir / "data"), "--web-port", str(self.web_port),
+                "--max-event-skew", str(self.max_event_skew_s)]
         if self.reviewers is not None:
             argv += ["--reviewers", str(self.reviewers)]
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

@@ -241,3 +241,21 @@ def test_an_intent_redelivered_in_flight_gets_the_same_decision_later() -> None:
         original, replayed = pump.decisions[-2:]
         assert original == replayed
         assert original.approval_deadline_at == replayed.approval_deadline_at
+
+
+def test_an_intent_stamped_far_from_the_workers_clock_is_blocked_and_counts_nothing() -> None:
+    pump = Pump()
+    pump.agent.max_event_skew_ms = 300_000
+    pump.now_ms = int(T0.timestamp() * 1000)
+    ahead = refund(seconds=301)
+    blocked = pump.decide(ahead)
+    assert (blocked.decision, blocked.final, blocked.rules) == (BLOCK, True, ())
+    assert blocked.reasons == ("event_time_skew: occurred_at is 301 s ahead of the worker's clock "
+                               "(at most 300 s)",)
+    assert Route.SHARED not in pump.routes and window_count(pump.agent_table, "per-agent|agent=a1") == 0
+    pump.now_ms += 60_000
+    assert pump.decide(ahead) == blocked  # a redelivery, later, gets the recorded answer
+    behind = pump.decide(refund(seconds=-239))  # 299 s behind the clock: within the bound, decided
+    assert behind.decision is ALLOW
+    late = pump.decide(refund(seconds=-361))
+    assert late.reasons[0].startswith("event_time_skew: occurred_at is 421 s behind")

@@ -1,15 +1,19 @@
-"""A worker refuses to start on topics partitioned unlike its state, and says why."""
+"""What a worker refuses: topics partitioned unlike its state (it does not start), intents stamped far
+from its clock (BLOCK)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from infra.kafka.admin import TopicSpec, ensure_topics
-from tests.streams.harness import WorkerProcess
+from schemas import DecisionKind
+from streams.policy_source import publish_policy
+from tests.streams.harness import POLICIES, Client, WorkerProcess, make_intent
 
 pytestmark = pytest.mark.integration
 
@@ -25,3 +29,24 @@ async def test_a_worker_refuses_an_intents_topic_with_other_partitions(kafka_boo
     assert code != 0, log
     assert f"{worker.names.intents} has 2 partitions, not 3" in log
     assert "--partitions" in log
+
+
+async def test_a_worker_blocks_intents_stamped_far_from_its_clock(kafka_bootstrap: str,
+                                                                  tmp_path: Path) -> None:
+    worker = WorkerProcess(kafka_bootstrap, "t" + secrets.token_hex(5), tmp_path, max_event_skew_s=300)
+    text = (POLICIES / "fleet_budget.yaml").read_text()
+    await publish_policy(kafka_bootstrap, worker.names.policies, text, "fleet_budget.yaml")
+    worker.start()
+    client = Client(kafka_bootstrap, worker.prefix)
+    try:
+        await worker.wait_ready()
+        await client.start()
+        now = datetime.now(UTC)
+        ahead = await client.decide(make_intent("skew-a", occurred_at=now + timedelta(hours=1)))
+        assert ahead.decision is DecisionKind.BLOCK and ahead.reasons[0].startswith(
+            "event_time_skew: occurred_at is 3,600 s ahead of the worker's clock (at most 300 s)")
+        current = await client.decide(make_intent("skew-a", occurred_at=now))
+        assert current.decision is DecisionKind.ALLOW
+    finally:
+        await client.stop()
+        worker.stop()
