@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 import pyarrow as pa
@@ -42,6 +43,9 @@ _MAX_QUORUM: Final = 2**32 - 1
 _NO_DECISION: Final[tuple[Any, ...]] = ("", "", "", False, (), (), 0.0, {})
 _NO_APPROVAL: Final[tuple[Any, ...]] = ("", 0, None, None, (), "", "", "", "", None)
 _NO_OUTCOME: Final[tuple[Any, ...]] = ("", "", None, False)
+EVENT_TIME_RANGE: Final = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2106, 1, 1, tzinfo=UTC))
+"""Event times the table keeps: its partitions and TTL use ``DateTime``, which wraps outside this range
+(ClickHouse would store the row under a wrong month, or drop it at once as expired)."""
 
 
 class DecodeError(ValueError):
@@ -182,6 +186,11 @@ def decode_batch(messages: Messages, outcomes_topic: str) -> DecodedBatch:
             record = decode(value, outcome=topic == outcomes_topic)
         except DecodeError as exc:
             errors.append((index, str(exc)))
+            continue
+        at = record.finished_at if isinstance(record, ExecutionOutcome) else record.event_time
+        if not EVENT_TIME_RANGE[0] <= at < EVENT_TIME_RANGE[1]:
+            errors.append((index, f"cannot be stored: event time {at.isoformat()} is outside "
+                                  f"{EVENT_TIME_RANGE[0].year}-{EVENT_TIME_RANGE[1].year - 1}"))
             continue
         rows.append(row(record, (topic, partition, offset)))
         indices.append(index)

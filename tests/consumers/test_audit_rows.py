@@ -45,3 +45,16 @@ def test_a_row_arrow_cannot_hold_is_reported_without_failing_the_batch() -> None
 
     assert batch.num_rows == 2
     assert [index for index, _ in errors] == [1] and "cannot be stored" in errors[0][1]
+
+
+def test_an_event_time_the_table_cannot_keep_is_reported_not_stored() -> None:
+    far = decision_record(intent(datetime(2400, 1, 1, tzinfo=UTC)), DecisionKind.ALLOW)
+    near = decision_record(intent(AT), DecisionKind.ALLOW)
+    messages = Messages(["t.audit", "t.audit"], [0, 0], [1, 2],
+                        [far.model_dump_json().encode(), near.model_dump_json().encode()])
+
+    decoded = decode_batch(messages, "t.outcomes")
+
+    assert decoded.rows == 1
+    [(index, why)] = decoded.errors
+    assert index == 0 and why.startswith("cannot be stored: event time 2400-01-01") and "1970-2105" in why
