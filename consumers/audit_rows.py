@@ -43,9 +43,9 @@ _MAX_QUORUM: Final = 2**32 - 1
 _NO_DECISION: Final[tuple[Any, ...]] = ("", "", "", False, (), (), 0.0, {})
 _NO_APPROVAL: Final[tuple[Any, ...]] = ("", 0, None, None, (), "", "", "", "", None)
 _NO_OUTCOME: Final[tuple[Any, ...]] = ("", "", None, False)
-EVENT_TIME_RANGE: Final = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2106, 1, 1, tzinfo=UTC))
-"""Event times the table keeps: its partitions and TTL use ``DateTime``, which wraps outside this range
-(ClickHouse would store the row under a wrong month, or drop it at once as expired)."""
+EVENT_TIME_RANGE: Final = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+"""Event times the table keeps: its partitions and TTL use ``DateTime``, which wraps after Feb 2106 (the
+row would be stored under a wrong month, or dropped at once as expired), less the TTL's days."""
 
 
 class DecodeError(ValueError):

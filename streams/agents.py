@@ -160,7 +160,8 @@ def register(p: Processor) -> None:
             try:
                 if message.topic == intents_topic:
                     outcome = p.agent_stage.handle_intent(
-                        message.value, message.key, p.policies.current, message.partition, _now_ms())
+                        message.value, message.key, p.policies.current, message.partition, _now_ms(),
+                        _record_ms(message))
                     await rt.send(outcome.sends)
                     rt.observe(outcome, message)
                 elif kind_of(message.value) == "resolved":

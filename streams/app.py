@@ -152,7 +152,7 @@ def build(config: WorkerConfig) -> Processor:
         config=config, app=app, topics=topics, channels=_channels(app, topics), tables=tables,
         metrics=metrics, policies=PolicySource(config.bootstrap, topics.names.policies, metrics),
         agent_stage=AgentStage(tables.agent_state, config.retention_ms,
-                               int(config.max_event_skew_s * 1000) or None),
+                               round(config.max_event_skew_s * 1000) if config.max_event_skew_s else None),
         shared_stage=SharedStage(tables.shared_state, config.retention_ms),
         approval_stage=ApprovalStage(tables.approval_state, Reviewers(config.reviewers_file),
                                      config.retention_ms),

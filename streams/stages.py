@@ -205,7 +205,9 @@ class AgentStage:
         self.state = TableState(table)
         self.retention = _Retention(retention_ms)
         self.max_event_skew_ms = max_event_skew_ms
-        """BLOCK intents whose ``occurred_at`` is further than this from the worker's clock (None: any)."""
+        """BLOCK intents whose ``occurred_at`` is further than this from when they reached Kafka (None:
+        any). The broker's append time, not the worker's clock: a backlog or a redelivery after an outage
+        is judged as when it arrived, so lag never turns into skew and an answer never changes."""
         self.on_approved: Callable[[Decision], None] = ignore_decision
         """Called once per approved action, when its final ALLOW is recorded (the metrics' hook)."""
 
@@ -223,8 +225,12 @@ class AgentStage:
 
     def handle_intent(
         self, raw: bytes, key: bytes | None, policy: CompiledPolicy | None, partition: int, now_ms: int,
+        appended_ms: int | None = None,
     ) -> Outcome:
-        """Decide one raw intent (or answer a redelivery from its record). Never raises."""
+        """Decide one raw intent (or answer a redelivery from its record). Never raises.
+
+        ``now_ms`` is the worker's clock (``decided_at``, approval deadlines); ``appended_ms`` the intent
+        record's Kafka timestamp (``now_ms`` when unknown)."""
         self.retention.evict(self.table, partition, now_ms)
         try:
             intent = parse_intent(raw)
@@ -235,7 +241,7 @@ class AgentStage:
             return self._replay(intent, record)
         if policy is None:
             return self._settle(intent, block_no_policy(intent), (), None, partition, now_ms)
-        skew_ms = intent.occurred_at_ms - now_ms
+        skew_ms = intent.occurred_at_ms - (now_ms if appended_ms is None else appended_ms)
         if self.max_event_skew_ms is not None and abs(skew_ms) > self.max_event_skew_ms:
             blocked = block_event_time(intent, policy, skew_ms, self.max_event_skew_ms)
             return self._settle(intent, blocked, (), None, partition, now_ms)

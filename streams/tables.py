@@ -21,6 +21,11 @@ class Tables:
     shared_state: Any
     approval_state: Any
 
+    def changelog_topics(self) -> list[str]:
+        """The tables' changelog topics (their partition N restores the table's partition N)."""
+        return [table.changelog_topic.get_topic_name()
+                for table in (self.agent_state, self.shared_state, self.approval_state)]
+
 
 def make_tables(app: faust.App, partitions: int) -> Tables:
     """Declare the tables on ``app``."""

@@ -15,6 +15,9 @@ from infra.kafka.admin import TopicSpec
 from schemas.topics import TopicNames
 
 COMPACTED = {"cleanup.policy": "compact"}
+APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+"""Intents carry the broker's time of arrival, which agents cannot set: the reference of the event-time
+skew check (:class:`streams.stages.AgentStage`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,8 @@ class WorkerTopics:
         """Every topic with its partitions and configs (policies: one compacted partition)."""
         n, p = self.names, self.partitions
         return [
-            TopicSpec(n.intents, p), TopicSpec(n.decisions, p), TopicSpec(n.approval_requests, p),
+            TopicSpec(n.intents, p, configs=dict(APPEND_TIME)), TopicSpec(n.decisions, p),
+            TopicSpec(n.approval_requests, p),
             TopicSpec(n.approvals, p), TopicSpec(n.audit, p), TopicSpec(n.outcomes, p),
             TopicSpec(n.policies, 1, configs=dict(COMPACTED)), TopicSpec(n.dead_letter, 1),
             TopicSpec(self.shared_limits, p), TopicSpec(self.agent_feedback, p),

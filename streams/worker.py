@@ -15,13 +15,21 @@ from pathlib import Path
 
 import faust
 
-from infra.kafka.admin import ensure_topics, partition_mismatches
+from infra.kafka.admin import TopicSpec, ensure_topics, partition_mismatches
 from sluicegate.settings import Settings
 from streams.app import WorkerConfig, build
 from streams.approvals import ApprovalError
 
 log = logging.getLogger(__name__)
 CLEAN_MARKER = "clean-shutdown"
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds (argparse type)."""
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
 
 
 def config_from_args(argv: list[str] | None = None, settings: Settings | None = None) -> WorkerConfig:
@@ -34,8 +42,8 @@ def config_from_args(argv: list[str] | None = None, settings: Settings | None = 
     parser.add_argument("--workdir", type=Path, default=settings.state_dir / "worker")
     parser.add_argument("--web-port", type=int, default=6066)
     parser.add_argument("--log-level", default="info")
-    parser.add_argument("--max-event-skew", type=float, default=settings.max_event_skew_s,
-                        help="seconds an intent's occurred_at may be from this worker's clock (0: any)")
+    parser.add_argument("--max-event-skew", type=_seconds, default=settings.max_event_skew_s,
+                        help="seconds an intent's occurred_at may be from when it reached Kafka (0: any)")
     parser.add_argument("--reviewers", type=Path, default=settings.reviewers_file,
                         help="YAML of approver groups (groups: {name: [members]}); none: nobody approves")
     args = parser.parse_args(argv)
@@ -80,13 +88,14 @@ def run(config: WorkerConfig) -> None:
     created = loop.run_until_complete(ensure_topics(config.bootstrap, processor.topics.specs()))
     if created:
         log.info("created topics: %s", ", ".join(created))
+    changelogs = [TopicSpec(name, config.partitions) for name in processor.tables.changelog_topics()]
     wrong = loop.run_until_complete(
-        partition_mismatches(config.bootstrap, processor.topics.co_partitioned()))
+        partition_mismatches(config.bootstrap, [*processor.topics.co_partitioned(), *changelogs]))
     if wrong:
         raise SystemExit(
-            f"streams.worker: {'; '.join(wrong)}. The worker keeps its state per partition across these "
-            "topics, so they must all have --partitions (SLUICEGATE_PARTITIONS) partitions: start it with "
-            "their count, or recreate them.")
+            f"streams.worker: {'; '.join(wrong)}. The worker keeps its state per partition across the "
+            "topics it reads and its tables' changelogs, so they must all have --partitions "
+            "(SLUICEGATE_PARTITIONS) partitions: start it with their count, or recreate all of them.")
     worker = faust.Worker(processor.app, loop=loop, loglevel=config.log_level, workdir=str(config.workdir),
                           redirect_stdouts=False)
     try:

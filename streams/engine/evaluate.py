@@ -298,12 +298,12 @@ def block_no_policy(intent: Intent) -> Decision:
 
 
 def block_event_time(intent: Intent, policy: CompiledPolicy, skew_ms: int, max_skew_ms: int) -> Decision:
-    """BLOCK with reason ``event_time_skew``: the worker found ``occurred_at`` ``skew_ms`` away from its
-    clock (positive: ahead), more than it accepts. Windows count in event time, so an intent stamped far
-    from now could otherwise spread a burst over windows that never fill."""
-    where = "ahead of" if skew_ms > 0 else "behind"
-    reason = (f"event_time_skew: occurred_at is {abs(skew_ms) / 1000:,.0f} s {where} the worker's clock "
-              f"(at most {max_skew_ms / 1000:,.0f} s)")
+    """BLOCK with reason ``event_time_skew``: ``occurred_at`` is ``skew_ms`` away from when the intent
+    reached Kafka (positive: ahead), more than the worker accepts. Windows count in event time, so an
+    intent stamped far from then could otherwise spread a burst over windows that never fill."""
+    where = "after" if skew_ms > 0 else "before"
+    reason = (f"event_time_skew: occurred_at is {abs(skew_ms) / 1000:,.0f} s {where} the intent reached "
+              f"Kafka (at most {max_skew_ms / 1000:,.0f} s)")
     return _decision(intent, policy, _BLOCK, (reason,))
 
 

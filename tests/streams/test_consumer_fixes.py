@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 from mode.utils.queues import FlowControlQueue
 
@@ -37,5 +38,6 @@ async def test_the_worker_app_uses_it(tmp_path: Path) -> None:
 
 async def test_the_worker_consumer_waits_at_most_the_short_fetch_wait(tmp_path: Path) -> None:
     app = build(WorkerConfig(bootstrap="127.0.0.1:9", workdir=tmp_path)).app
-    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    thread: Any = cast(Any, app.consumer)._thread
+    consumer = thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500

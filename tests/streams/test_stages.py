@@ -250,7 +250,7 @@ def test_an_intent_stamped_far_from_the_workers_clock_is_blocked_and_counts_noth
     ahead = refund(seconds=301)
     blocked = pump.decide(ahead)
     assert (blocked.decision, blocked.final, blocked.rules) == (BLOCK, True, ())
-    assert blocked.reasons == ("event_time_skew: occurred_at is 301 s ahead of the worker's clock "
+    assert blocked.reasons == ("event_time_skew: occurred_at is 301 s after the intent reached Kafka "
                                "(at most 300 s)",)
     assert Route.SHARED not in pump.routes and window_count(pump.agent_table, "per-agent|agent=a1") == 0
     pump.now_ms += 60_000
@@ -258,4 +258,12 @@ def test_an_intent_stamped_far_from_the_workers_clock_is_blocked_and_counts_noth
     behind = pump.decide(refund(seconds=-239))  # 299 s behind the clock: within the bound, decided
     assert behind.decision is ALLOW
     late = pump.decide(refund(seconds=-361))
-    assert late.reasons[0].startswith("event_time_skew: occurred_at is 421 s behind")
+    assert late.reasons[0].startswith("event_time_skew: occurred_at is 421 s before the intent reached")
+    # Judged against the record's Kafka timestamp when there is one: a backlog decided late is not skewed.
+    stamped = make_intent("a2", params={"amount": 1}, occurred_at=T0 + timedelta(hours=2))
+    appended = int(stamped.occurred_at.timestamp() * 1000) + 1_000
+    pump.now_ms = appended + 3_600_000  # decided an hour after it arrived
+    pump.run(pump.agent.handle_intent(stamped.model_dump_json().encode(), b"a2", POLICY, 0, pump.now_ms,
+                                      appended))
+    [backlog] = [d for d in pump.decisions if d.request_id == stamped.request_id]
+    assert backlog.decision is ALLOW

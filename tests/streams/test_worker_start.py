@@ -18,16 +18,18 @@ from tests.streams.harness import POLICIES, Client, WorkerProcess, make_intent
 pytestmark = pytest.mark.integration
 
 
-async def test_a_worker_refuses_an_intents_topic_with_other_partitions(kafka_bootstrap: str,
-                                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["intents", "changelog"])
+async def test_a_worker_refuses_a_topic_partitioned_unlike_its_state(kafka_bootstrap: str, tmp_path: Path,
+                                                                      which: str) -> None:
     worker = WorkerProcess(kafka_bootstrap, "t" + secrets.token_hex(5), tmp_path, partitions=3)
-    await ensure_topics(kafka_bootstrap, [TopicSpec(worker.names.intents, 2)])  # e.g. auto-created earlier
+    topic = worker.names.intents if which == "intents" else f"{worker.prefix}-worker-agent-state-changelog"
+    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 2)])  # e.g. auto-created, or an older deployment
     worker.start()
     assert worker.proc is not None
     code = await asyncio.to_thread(worker.proc.wait, 120)
     log = worker.log_tail()
     assert code != 0, log
-    assert f"{worker.names.intents} has 2 partitions, not 3" in log
+    assert f"{topic} has 2 partitions, not 3" in log
     assert "--partitions" in log
 
 
@@ -44,7 +46,7 @@ async def test_a_worker_blocks_intents_stamped_far_from_its_clock(kafka_bootstra
         now = datetime.now(UTC)
         ahead = await client.decide(make_intent("skew-a", occurred_at=now + timedelta(hours=1)))
         assert ahead.decision is DecisionKind.BLOCK and ahead.reasons[0].startswith(
-            "event_time_skew: occurred_at is 3,600 s ahead of the worker's clock (at most 300 s)")
+            "event_time_skew: occurred_at is 3,600 s after the intent reached Kafka (at most 300 s)")
         current = await client.decide(make_intent("skew-a", occurred_at=now))
         assert current.decision is DecisionKind.ALLOW
     finally:
