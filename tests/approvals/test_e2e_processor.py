@@ -88,10 +88,8 @@ def approval_worker(
 
 @pytest.fixture
 async def client(approval_worker: WorkerProcess) -> AsyncIterator[Client]:
-    result = Client(approval_worker.bootstrap, approval_worker.prefix)
-    await result.start()
-    yield result
-    await result.stop()
+    async with Client(approval_worker.bootstrap, approval_worker.prefix) as result:
+        yield result
 
 
 @pytest.fixture

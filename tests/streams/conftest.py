@@ -37,10 +37,8 @@ def fleet_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture
 async def fleet(fleet_worker: WorkerProcess) -> AsyncIterator[Client]:
     """A client of the fleet worker's topics."""
-    client = Client(fleet_worker.bootstrap, fleet_worker.prefix)
-    await client.start()
-    yield client
-    await client.stop()
+    async with Client(fleet_worker.bootstrap, fleet_worker.prefix) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +55,5 @@ def bare_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture
 async def bare(bare_worker: WorkerProcess) -> AsyncIterator[Client]:
     """A client of the bare worker's topics."""
-    client = Client(bare_worker.bootstrap, bare_worker.prefix)
-    await client.start()
-    yield client
-    await client.stop()
+    async with Client(bare_worker.bootstrap, bare_worker.prefix) as client:
+        yield client

@@ -40,9 +40,7 @@ async def test_join_and_kill_mid_stream_keep_every_answer_and_every_budget(
     pair: tuple[WorkerProcess, WorkerProcess],
 ) -> None:
     first, second = pair
-    client = Client(first.bootstrap, first.prefix)
-    await client.start()
-    try:
+    async with Client(first.bootstrap, first.prefix) as client:
         t0 = datetime(2030, 6, 1, 12, tzinfo=UTC)
         agents = [f"pair-{uuid.uuid4().hex[:8]}" for _ in range(AGENTS)]
         intents = [make_intent(a, params={"amount": AMOUNT}, occurred_at=t0 + timedelta(seconds=i))
@@ -79,5 +77,3 @@ async def test_join_and_kill_mid_stream_keep_every_answer_and_every_budget(
         assert probe[2].rules[-1] == "fleet-refunds-5000-per-24h"
         state = await second.wait_ready()
         assert state["partitions"] > 0
-    finally:
-        await client.stop()

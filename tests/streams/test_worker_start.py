@@ -39,16 +39,14 @@ async def test_a_worker_blocks_intents_stamped_far_from_its_clock(kafka_bootstra
     text = (POLICIES / "fleet_budget.yaml").read_text()
     await publish_policy(kafka_bootstrap, worker.names.policies, text, "fleet_budget.yaml")
     worker.start()
-    client = Client(kafka_bootstrap, worker.prefix)
     try:
         await worker.wait_ready()
-        await client.start()
-        now = datetime.now(UTC)
-        ahead = await client.decide(make_intent("skew-a", occurred_at=now + timedelta(hours=1)))
-        assert ahead.decision is DecisionKind.BLOCK and ahead.reasons[0].startswith(
-            "event_time_skew: occurred_at is 3,600 s after the intent reached Kafka (at most 300 s)")
-        current = await client.decide(make_intent("skew-a", occurred_at=now))
-        assert current.decision is DecisionKind.ALLOW
+        async with Client(kafka_bootstrap, worker.prefix) as client:
+            now = datetime.now(UTC)
+            ahead = await client.decide(make_intent("skew-a", occurred_at=now + timedelta(hours=1)))
+            assert ahead.decision is DecisionKind.BLOCK and ahead.reasons[0].startswith(
+                "event_time_skew: occurred_at is 3,600 s after the intent reached Kafka (at most 300 s)")
+            current = await client.decide(make_intent("skew-a", occurred_at=now))
+            assert current.decision is DecisionKind.ALLOW
     finally:
-        await client.stop()
         worker.stop()
