@@ -220,18 +220,19 @@ def register(p: Processor) -> None:
 
     ticked: dict[UUID, float] = {}
 
-    indexed_generation = [-1]
+    indexed_generation = -1  # the consumer generation the approval stage's due index was built for
 
     async def expire_approvals() -> None:
         """Tick the due approvals of this worker's partitions (see :mod:`streams.approval_stage`)."""
+        nonlocal indexed_generation
         try:
             p.approval_stage.reviewers.refresh()
             faust_app: Any = app
             if faust_app.rebalancing or not faust_app.tables.recovery.completed.is_set():
                 return  # the table is being restored: its markers are not all there yet
-            if faust_app.consumer_generation_id != indexed_generation[0]:
+            if faust_app.consumer_generation_id != indexed_generation:
                 p.approval_stage.reindex()  # restored or rebalanced: markers this stage did not write
-                indexed_generation[0] = faust_app.consumer_generation_id
+                indexed_generation = faust_app.consumer_generation_id
             now = time.monotonic()
             for request_id in [r for r, at in ticked.items() if now - at >= RETICK_S]:
                 del ticked[request_id]
