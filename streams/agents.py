@@ -1,5 +1,6 @@
 """The faust agents, tasks, timer and web pages of a worker: thin adapters around
-:mod:`streams.stages` and :mod:`streams.approval_stage`.
+:mod:`streams.stages` and :mod:`streams.approval_stage`. Stage 1 (the intents) runs beside them, in
+:mod:`streams.decider`.
 
 Each agent runs with concurrency 1: one actor handles the events of its partitions in order, so a
 partition's state is only ever changed by one coroutine, between two awaits.
@@ -18,15 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas import Decision
 from streams.app import Processor
-from streams.records import Count, Feedback, Forward, Open, Release, Resolved, Tick, kind_of
-from streams.stages import Outcome, Route, Send
+from streams.records import Count, Forward, Open, Release, Tick, kind_of
+from streams.stages import Route, Send
 
 log = logging.getLogger(__name__)
-_ROUTES = {
-    Route.DECISIONS: "decisions", Route.AUDIT: "audit", Route.SHARED: "shared",
-    Route.FEEDBACK: "feedback", Route.DEAD_LETTER: "dead_letter",
-    Route.APPROVAL_REQUESTS: "approval_requests", Route.APPROVAL_CONTROL: "approval_control",
-}
 EXPIRY_INTERVAL_S = 1.0
 RETICK_S = 10.0
 """A due approval is ticked again after this long if the first tick did not settle it."""
@@ -47,8 +43,7 @@ class Runtime:
     def __init__(self, processor: Processor) -> None:
         self.p = processor
         self.positions: dict[tuple[str, int], int] = {}
-        self.topic_names = {route: processor.channels[name].get_topic_name()
-                            for route, name in _ROUTES.items()}
+        self.topic_names = processor.decider.topics.routes
 
     async def send(self, sends: list[Send]) -> None:
         """Hand the messages to the app's producer (the one faust flushes before committing offsets).
@@ -60,20 +55,6 @@ class Runtime:
         for item in sends:
             topic = self.topic_names[item.route]
             await producer.send(topic, item.key, item.value, None, None, list(item.headers) or None)
-
-    def observe(self, outcome: Outcome, message: Any) -> None:
-        metrics = self.p.metrics
-        if outcome.duplicate:
-            metrics.duplicates.inc()
-        if outcome.forwarded and not outcome.duplicate:
-            metrics.forwarded.inc()
-        if any(item.route is Route.DEAD_LETTER for item in outcome.sends):
-            metrics.dead_letters.inc()
-        decision = outcome.decision
-        if decision is not None and not outcome.duplicate:
-            metrics.decisions.labels(decision.decision.value, str(decision.final).lower()).inc()
-            if message.timestamp:
-                metrics.latency.observe(max(0.0, time.time() - message.timestamp))
 
     def track(self, message: Any) -> None:
         self.positions[(message.topic, message.partition)] = message.offset
@@ -102,14 +83,15 @@ class Runtime:
                 continue
             done = self.positions.get((tp.topic, tp.partition))
             result[(tp.topic, tp.partition)] = max(0, high - (done + 1 if done is not None else 0))
-        return result
+        return result | self.p.decider.lag()
 
     def ready(self) -> bool:
         """Deciding: a policy read to the topic's end, partitions assigned and their tables restored."""
         app: Any = self.p.app  # faust's abstract types lack the concrete tables.recovery
         assigned = bool(app.consumer.assignment()) if app.consumer else False
         return (self.p.policies.caught_up.is_set() and self.p.policies.current is not None
-                and assigned and app.tables.recovery.completed.is_set() and not app.rebalancing)
+                and assigned and app.tables.recovery.completed.is_set() and not app.rebalancing
+                and self.p.decider.ready())
 
     def status(self) -> dict[str, Any]:
         """What an operator needs to see why a worker does not progress (the ``/status`` page)."""
@@ -132,7 +114,7 @@ class Runtime:
             "recovery_completed": app.tables.recovery.completed.is_set(),
             "flow_active": bool(consumer and consumer.flow_active),
             "flow_control_active": app.flow_control.is_active(),
-            "partitions": partitions,
+            "partitions": partitions | self.p.decider.status(),
         }
 
 
@@ -145,36 +127,14 @@ def register(p: Processor) -> None:
         p.metrics.decisions.labels(decision.decision.value, "true").inc()
 
     p.agent_stage.on_approved = p.approval_stage.on_refused = count_final
-    intents_topic, approvals_topic = p.topics.names.intents, p.topics.names.approvals
+    approvals_topic = p.topics.names.approvals
 
     async def read_policies() -> None:
         _quiet_clients(p.config.log_level)
         await p.policies.run()
 
-    # ``decide`` and ``shared`` are plain coroutines, not generators: faust then runs them as they are,
-    # without its per-event bookkeeping for yielded values (a formatted debug record, reply headers).
-    async def decide(stream: Any) -> None:
-        await p.policies.caught_up.wait()
-        async for event in stream.events():
-            message = event.message
-            try:
-                if message.topic == intents_topic:
-                    outcome = p.agent_stage.handle_intent(
-                        message.value, message.key, p.policies.current, message.partition, _now_ms(),
-                        _record_ms(message))
-                    await rt.send(outcome.sends)
-                    rt.observe(outcome, message)
-                elif kind_of(message.value) == "resolved":
-                    resolved = Resolved.model_validate_json(message.value)
-                    await rt.send(p.agent_stage.handle_resolved(resolved, message.partition, _now_ms()))
-                else:
-                    feedback = Feedback.model_validate_json(message.value)
-                    await rt.send(p.agent_stage.handle_feedback(feedback, message.partition, _now_ms()))
-            except Exception as exc:  # never crash the worker: park the message, say why
-                log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
-                await rt.send([_dead_letter(message, exc)])
-            rt.track(message)
-
+    # ``shared`` is a plain coroutine, not a generator: faust then runs it as it is, without its
+    # per-event bookkeeping for yielded values (a formatted debug record, reply headers).
     async def shared(stream: Any) -> None:
         await p.policies.caught_up.wait()
         async for event in stream.events():
@@ -193,7 +153,7 @@ def register(p: Processor) -> None:
                     policy = p.policies.version(forward.stage1.policy_version)
                     outcome = p.shared_stage.handle_forward(forward, policy, message.partition, _now_ms())
                     await rt.send(outcome.sends)
-                    rt.observe(outcome, message)
+                    p.metrics.observe(outcome, _record_ms(message))
             except Exception as exc:
                 log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
                 await rt.send([_dead_letter(message, exc)])
@@ -265,7 +225,6 @@ def register(p: Processor) -> None:
         return web.json(rt.status())
 
     app.task(read_policies)
-    app.agent(p.channels["agent_in"], name="decide", concurrency=1)(decide)
     app.agent(p.channels["shared_in"], name="shared-limits", concurrency=1)(shared)
     app.agent(p.channels["approvals_in"], name="approvals", concurrency=1)(approvals)
     app.timer(EXPIRY_INTERVAL_S)(expire_approvals)

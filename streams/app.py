@@ -27,14 +27,16 @@ import faust
 from schemas.topics import TopicNames
 from sluicegate.settings import DEFAULT_MAX_EVENT_SKEW_S, DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
 from streams.approval_stage import ApprovalStage, Reviewers
+from streams.changelog_store import ChangelogStore
+from streams.decider import Decider, DeciderTopics
 from streams.fetch_wait import shorten_fetch_wait
 from streams.flow_control import WorkerApp
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.rewind import rewind_uncommitted
-from streams.stages import DEFAULT_RETENTION_MS, AgentStage, SharedStage
+from streams.stages import DEFAULT_RETENTION_MS, AgentStage, Route, SharedStage
 from streams.tables import Tables, make_tables
-from streams.topics import WorkerTopics
+from streams.topics import WorkerTopics, worker_app_id
 
 LATENCY_SETTINGS: dict[str, Any] = {
     # Commit offsets often: a commit flushes the producer, and the offsets bound the redelivery after
@@ -77,7 +79,7 @@ class WorkerConfig:
     @property
     def app_id(self) -> str:
         """The faust app id: the consumer group and the changelog topics' prefix."""
-        return f"{self.topic_prefix}-worker"
+        return worker_app_id(self.topic_prefix)
 
 
 @dataclass(slots=True)
@@ -94,6 +96,7 @@ class Processor:
     agent_stage: AgentStage
     shared_stage: SharedStage
     approval_stage: ApprovalStage
+    decider: Decider
 
 
 def make_faust_app(config: WorkerConfig) -> faust.App:
@@ -115,6 +118,14 @@ def make_faust_app(config: WorkerConfig) -> faust.App:
     )
 
 
+ROUTES = {
+    Route.DECISIONS: "decisions", Route.AUDIT: "audit", Route.SHARED: "shared",
+    Route.FEEDBACK: "feedback", Route.DEAD_LETTER: "dead_letter",
+    Route.APPROVAL_REQUESTS: "approval_requests", Route.APPROVAL_CONTROL: "approval_control",
+}
+"""The channel of each route."""
+
+
 def _channels(app: faust.App, topics: WorkerTopics) -> dict[str, Any]:
     """faust topic objects (raw bytes in and out; we parse with pydantic ourselves)."""
 
@@ -124,7 +135,6 @@ def _channels(app: faust.App, topics: WorkerTopics) -> dict[str, Any]:
 
     n = topics.names
     return {
-        "agent_in": topic(n.intents, topics.agent_feedback),
         "shared_in": topic(topics.shared_limits),
         "approvals_in": topic(n.approvals, topics.approval_control),
         "decisions": topic(n.decisions),
@@ -135,6 +145,20 @@ def _channels(app: faust.App, topics: WorkerTopics) -> dict[str, Any]:
         "approval_requests": topic(n.approval_requests),
         "approval_control": topic(topics.approval_control),
     }
+
+
+def _decider(config: WorkerConfig, app: faust.App, topics: WorkerTopics, channels: dict[str, Any],
+             policies: PolicySource, metrics: Metrics) -> Decider:
+    """Stage 1 (:mod:`streams.decider`), its table stored beside faust's (discarded with them after a
+    crash, see :func:`streams.worker.discard_unclean_tables`)."""
+    store = ChangelogStore(Path(app.conf.tabledir) / "agent-state", topics.agent_state_changelog)
+    stage = AgentStage(store, config.retention_ms,
+                       round(config.max_event_skew_s * 1000) if config.max_event_skew_s else None)
+    routes = {route: channels[name].get_topic_name() for route, name in ROUTES.items()}
+    decider_topics = DeciderTopics(intents=topics.names.intents, feedback=topics.agent_feedback,
+                                   changelog=topics.agent_state_changelog, routes=routes)
+    return Decider(config.bootstrap, f"{config.app_id}-decide", decider_topics, stage, store, policies,
+                   metrics.observe)
 
 
 def build(config: WorkerConfig) -> Processor:
@@ -148,17 +172,19 @@ def build(config: WorkerConfig) -> Processor:
     topics = WorkerTopics(TopicNames(config.topic_prefix), config.partitions)
     tables = make_tables(app, config.partitions)
     metrics = Metrics()
+    channels = _channels(app, topics)
+    policies = PolicySource(config.bootstrap, topics.names.policies, metrics)
+    decider = _decider(config, app, topics, channels, policies, metrics)
     processor = Processor(
-        config=config, app=app, topics=topics, channels=_channels(app, topics), tables=tables,
-        metrics=metrics, policies=PolicySource(config.bootstrap, topics.names.policies, metrics),
-        agent_stage=AgentStage(tables.agent_state, config.retention_ms,
-                               round(config.max_event_skew_s * 1000) if config.max_event_skew_s else None),
+        config=config, app=app, topics=topics, channels=channels, tables=tables,
+        metrics=metrics, policies=policies, agent_stage=decider.stage,
         shared_stage=SharedStage(tables.shared_state, config.retention_ms),
         approval_stage=ApprovalStage(tables.approval_state, Reviewers(config.reviewers_file),
                                      config.retention_ms),
+        decider=decider,
     )
     shorten_fetch_wait()
-    rewind_uncommitted(app, {topics.names.intents, topics.agent_feedback, topics.shared_limits,
-                             topics.names.approvals, topics.approval_control})
+    rewind_uncommitted(app, {topics.shared_limits, topics.names.approvals, topics.approval_control})
+    app.add_dependency(decider)
     register(processor)
     return processor

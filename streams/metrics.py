@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from streams.stages import Outcome
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
@@ -59,6 +64,20 @@ class Metrics:
             registry=self.registry,
         )
         self.ready = Gauge("sluicegate_ready", "1 when the worker is ready.", registry=self.registry)
+
+    def observe(self, outcome: Outcome, record_ms: int | None) -> None:
+        """Count what handling one message produced; ``record_ms`` is its Kafka timestamp."""
+        if outcome.duplicate:
+            self.duplicates.inc()
+        if outcome.forwarded and not outcome.duplicate:
+            self.forwarded.inc()
+        if any(item.route == "dead_letter" for item in outcome.sends):
+            self.dead_letters.inc()
+        decision = outcome.decision
+        if decision is not None and not outcome.duplicate:
+            self.decisions.labels(decision.decision.value, str(decision.final).lower()).inc()
+            if record_ms:
+                self.latency.observe(max(0.0, time.time() - record_ms / 1000))
 
     def watch_lag(self, source: LagSource) -> None:
         """Export consumer lag computed by ``source`` at scrape time."""

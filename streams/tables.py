@@ -1,8 +1,8 @@
 """The worker's faust tables: rocksdict on disk, a compacted changelog topic each.
 
-``agent-state`` is co-partitioned with the intents (and the agent-feedback topic); ``shared-state``
-with the shared-limits topic; ``approval-state`` with the approvals topic (and approval-control).
-All map str keys (see :mod:`streams.state`) to raw bytes values.
+``shared-state`` is co-partitioned with the shared-limits topic; ``approval-state`` with the approvals
+topic (and approval-control). Both map str keys (see :mod:`streams.state`) to raw bytes values. Stage 1's
+``agent-state`` table is not a faust table (see :mod:`streams.decider`).
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ import faust
 class Tables:
     """The state tables of a worker."""
 
-    agent_state: Any
     shared_state: Any
     approval_state: Any
 
     def changelog_topics(self) -> list[str]:
         """The tables' changelog topics (their partition N restores the table's partition N)."""
         return [table.changelog_topic.get_topic_name()
-                for table in (self.agent_state, self.shared_state, self.approval_state)]
+                for table in (self.shared_state, self.approval_state)]
 
 
 def make_tables(app: faust.App, partitions: int) -> Tables:
@@ -36,7 +35,6 @@ def make_tables(app: faust.App, partitions: int) -> Tables:
                          help=help_)
 
     return Tables(
-        agent_state=table("agent-state", "Agent windows, histories, records, pending approvals."),
         shared_state=table("shared-state", "Windows of limits keyed by fleet, tool, target or role."),
         approval_state=table("approval-state", "Pending and recently closed approvals, by request id."),
     )

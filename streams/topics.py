@@ -1,4 +1,5 @@
-"""Every topic the worker reads or writes, with its partitions and configs, created at start.
+"""Every topic the worker reads or writes, with its partitions and configs, created at start (the
+faust tables' changelogs are created by faust).
 
 The public topics come from :class:`schemas.topics.TopicNames`; two internal ones carry the second
 stage (see :mod:`streams.stages`): ``<prefix>.internal.shared-limits`` (keyed by shared window key)
@@ -13,11 +14,17 @@ from dataclasses import dataclass
 
 from infra.kafka.admin import TopicSpec
 from schemas.topics import TopicNames
+from streams.changelog_store import changelog_topic
 
 COMPACTED = {"cleanup.policy": "compact"}
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 """Intents carry the broker's time of arrival, which agents cannot set: the reference of the event-time
 skew check (:class:`streams.stages.AgentStage`)."""
+
+
+def worker_app_id(prefix: str) -> str:
+    """The workers' faust app id: their consumer group and the prefix of their changelog topics."""
+    return f"{prefix}-worker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +46,18 @@ class WorkerTopics:
     def approval_control(self) -> str:
         return f"{self.names.prefix}.internal.approval-control"
 
+    @property
+    def agent_state_changelog(self) -> str:
+        """Stage 1's table changelog (:mod:`streams.changelog_store`; faust's naming)."""
+        return changelog_topic(worker_app_id(self.names.prefix), "agent-state")
+
     def co_partitioned(self) -> list[TopicSpec]:
         """The topics the worker reads: their partition N and the tables' partition N hold the same keys,
         so all of them must have ``partitions`` partitions."""
         n, p = self.names, self.partitions
         return [TopicSpec(name, p) for name in (n.intents, n.approvals, self.shared_limits,
-                                                self.agent_feedback, self.approval_control)]
+                                                self.agent_feedback, self.approval_control,
+                                                self.agent_state_changelog)]
 
     def specs(self) -> list[TopicSpec]:
         """Every topic with its partitions and configs (policies: one compacted partition)."""
@@ -56,4 +69,5 @@ class WorkerTopics:
             TopicSpec(n.policies, 1, configs=dict(COMPACTED)), TopicSpec(n.dead_letter, 1),
             TopicSpec(self.shared_limits, p), TopicSpec(self.agent_feedback, p),
             TopicSpec(self.approval_control, p),
+            TopicSpec(self.agent_state_changelog, p, configs=dict(COMPACTED)),
         ]

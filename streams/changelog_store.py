@@ -1,0 +1,170 @@
+"""Stage 1's table without faust: one rocksdict database per partition, a compacted changelog topic.
+
+It keeps faust's table model (str keys to bytes values, every write also sent to partition N of the
+changelog topic ``<app id>-agent-state-changelog``, a worker that takes a partition over rebuilds it from
+that partition) and faust's record format, so a deployment keeps its state across the change. What it
+drops is faust's per-write machinery (an event context per key, a buffered send with a callback, the
+persisted offset written per record), which cost more than the decision itself.
+
+Consistency with the changelog. A database may only be ahead of its changelog by writes that are still
+to be sent; :meth:`ChangelogStore.checkpoint` records, after the producer was flushed, the changelog
+offset the database holds everything up to. A later :meth:`restore` reads the changelog from there to
+its end (records other workers wrote while they owned the partition). A worker that crashed discards
+its databases at start (:func:`streams.worker.discard_unclean_tables`) and restores from the beginning.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rocksdict import Options, Rdict, WriteBatch
+
+CHECKPOINT_KEY = b"\x00sluicegate\x00changelog-offset"
+"""Where a database keeps the changelog offset it is complete up to (not a valid table key)."""
+RESTORE_BATCH = 2_000
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """The changelog topic of ``table`` (faust's naming, so both read the same topic)."""
+    return f"{app_id}-{table}-changelog"
+
+
+class ChangelogStore(MutableMapping[str, bytes]):
+    """The partitions of one table this worker owns; reads and writes go to the :meth:`use`\\ d one.
+
+    Writes are applied to the database at once and queued for the changelog; the owner sends
+    :meth:`take_writes` (in order) before the decision that follows from them.
+    """
+
+    def __init__(self, directory: Path, topic: str) -> None:
+        self.directory = directory
+        self.topic = topic
+        self.dbs: dict[int, Rdict] = {}
+        self.partition = -1
+        self.db: Rdict | None = None
+        self.writes: list[tuple[int, bytes, bytes | None]] = []
+
+    # -- partitions ----------------------------------------------------------------------------------
+
+    def path(self, partition: int) -> Path:
+        return self.directory / f"{partition}.db"
+
+    def open(self, partition: int) -> Rdict:
+        """The database of ``partition`` (opened, or created empty)."""
+        db = self.dbs.get(partition)
+        if db is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            options = Options(raw_mode=True)
+            options.create_if_missing(True)
+            db = self.dbs[partition] = Rdict(str(self.path(partition)), options)
+        return db
+
+    def use(self, partition: int) -> None:
+        """Direct reads and writes to ``partition`` (which must be open)."""
+        self.partition, self.db = partition, self.dbs[partition]
+
+    def close(self, partition: int) -> None:
+        db = self.dbs.pop(partition, None)
+        if db is not None:
+            db.close()
+        if self.partition == partition:
+            self.partition, self.db = -1, None
+
+    def discard(self, partition: int) -> None:
+        """Drop ``partition``'s database: it will be rebuilt from the whole changelog."""
+        self.close(partition)
+        shutil.rmtree(self.path(partition), ignore_errors=True)
+
+    def close_all(self) -> None:
+        for partition in list(self.dbs):
+            self.close(partition)
+
+    def checkpoint(self, partition: int, offset: int) -> None:
+        """Record that ``partition``'s database holds the changelog up to ``offset`` (flushed)."""
+        self.open(partition)[CHECKPOINT_KEY] = str(offset).encode()
+
+    def checkpointed(self, partition: int) -> int | None:
+        raw = self.open(partition).get(CHECKPOINT_KEY)
+        return None if raw is None else int(raw)
+
+    async def restore(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> int:
+        """Bring the databases of ``partitions`` up to their changelog's end; the records applied.
+
+        ``consumer`` is a group-less consumer used for nothing else meanwhile.
+        """
+        if not partitions:
+            return 0
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        ends = await consumer.end_offsets(tps)
+        todo: dict[TopicPartition, int] = {}
+        consumer.assign(tps)
+        for tp in tps:
+            start = self.checkpointed(tp.partition)
+            start = 0 if start is None else start + 1
+            if start < ends[tp]:
+                consumer.seek(tp, start)
+                todo[tp] = ends[tp]
+        applied = 0
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=RESTORE_BATCH)
+            for tp, records in fetched.items():
+                batch = WriteBatch(raw_mode=True)
+                for record in records:
+                    if record.offset < todo[tp]:
+                        if record.value is None:
+                            batch.delete(record.key)
+                        else:
+                            batch.put(record.key, record.value)
+                        applied += 1
+                self.open(tp.partition).write(batch)
+            for tp in list(todo):  # compaction leaves gaps: the position tells when the end is read
+                if await consumer.position(tp) >= todo[tp]:
+                    self.checkpoint(tp.partition, todo.pop(tp) - 1)
+        consumer.unsubscribe()
+        return applied
+
+    # -- the table ------------------------------------------------------------------------------------
+
+    def take_writes(self) -> list[tuple[int, bytes, bytes | None]]:
+        """The (partition, key, value or None for a delete) written since the last call, in order."""
+        writes, self.writes = self.writes, []
+        return writes
+
+    def _db(self) -> Rdict:
+        if self.db is None:
+            raise RuntimeError(f"{self.topic}: no partition in use")
+        return self.db
+
+    def __getitem__(self, key: str) -> bytes:
+        value = self._db().get(key.encode())
+        if value is None:
+            raise KeyError(key)
+        return bytes(value)
+
+    def get(self, key: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        value = self._db().get(key.encode())
+        return default if value is None else bytes(value)
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        raw = key.encode()
+        self._db()[raw] = value
+        self.writes.append((self.partition, raw, value))
+
+    def __delitem__(self, key: str) -> None:
+        raw = key.encode()
+        db = self._db()
+        if db.get(raw) is None:
+            raise KeyError(key)
+        del db[raw]
+        self.writes.append((self.partition, raw, None))
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._db().keys():  # noqa: SIM118 (an Rdict is not iterable)
+            if key != CHECKPOINT_KEY:
+                yield bytes(key).decode()  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -1,0 +1,274 @@
+"""Stage 1 on the worker's own event loop: intents (and the agent-feedback topic) read with aiokafka,
+decided by :class:`streams.stages.AgentStage` over a :class:`streams.changelog_store.ChangelogStore`.
+
+Why not a faust agent. Every intent is on this path, and faust's per-message layers (a consumer thread
+handing records over, a task pair per record in its drain loop, events, stream queues, acks, a buffered
+changelog send with a callback and a RocksDB offset write per table write) cost about 600 µs of CPU
+per intent, several times the decision itself. Measured with ``bench/e2e.py`` on the 2-core machine:
+see the README's speed table. The rest of the worker (shared-limit hops, approvals, timers, web pages)
+stays on faust, where the traffic is small.
+
+The same guarantees as the faust agent it replaces:
+
+- One consumer group (``<app id>-decide``), with the range assignor, so partition N of the intents and
+  of the agent-feedback topic go to the same worker, with partition N of the ``agent-state`` table.
+- One coroutine handles the records, in partition order; a rebalance waits for the batch in hand.
+- At least once: offsets are committed only after the producer flushed everything the handled records
+  produced (changelog records first, then decisions and audit records). A redelivered intent is
+  answered from its idempotency record.
+- A partition taken over is restored from its changelog before its first record is handled; one given
+  up is flushed and checkpointed (:mod:`streams.changelog_store`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+from mode import Service
+
+from streams.changelog_store import ChangelogStore
+from streams.policy_source import PolicySource
+from streams.records import Feedback, Resolved, kind_of
+from streams.stages import AgentStage, Outcome, Route, Send
+
+log = logging.getLogger(__name__)
+COMMIT_INTERVAL_S = 0.5
+"""How often handled offsets are committed (after a producer flush); bounds redelivery after a crash."""
+FETCH_MAX_WAIT_MS = 100
+MAX_RECORDS = 1_000
+SESSION_TIMEOUT_MS = 6_000
+"""Notice a dead worker within seconds (the broker's minimum)."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeciderTopics:
+    """What stage 1 reads and where its outputs go."""
+
+    intents: str
+    feedback: str
+    changelog: str
+    routes: dict[Route, str]
+
+
+Observer = Callable[[Outcome, int], None]
+"""Told of each intent's outcome, with the intent's Kafka timestamp (ms): the worker's metrics."""
+
+
+@dataclass
+class _Progress:
+    """Handled offsets not yet committed, and the last changelog send per partition."""
+
+    handled: dict[TopicPartition, int] = field(default_factory=dict)
+    changelog: dict[int, asyncio.Future[RecordMetadata]] = field(default_factory=dict)
+    last_commit: float = field(default_factory=time.monotonic)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, decider: Decider) -> None:
+        self.decider = decider
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.decider.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.decider.assigned(assigned)
+
+
+class Decider(Service):
+    """Stage 1 of one worker, started and stopped with the faust app (a dependency of it).
+
+    Should the loop fail (the producer cannot deliver, the broker refuses a commit), the worker
+    crashes: it restarts unclean, so its tables are rebuilt from the changelogs and the intents since
+    the last commit are redelivered.
+    """
+
+    def __init__(
+        self, bootstrap: str, group: str, topics: DeciderTopics, stage: AgentStage, store: ChangelogStore,
+        policies: PolicySource, observe: Observer,
+    ) -> None:
+        super().__init__()
+        self.bootstrap, self.group, self.topics = bootstrap, group, topics
+        self.stage, self.store, self.policies, self.observe = stage, store, policies, observe
+        self.lock = asyncio.Lock()
+        self.progress = _Progress()
+        self.positions: dict[tuple[str, int], int] = {}
+        self.restored = asyncio.Event()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.restorer: AIOKafkaConsumer | None = None
+        self.loop_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0,
+                                         max_batch_size=64 * 1024)
+        self.restorer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                         enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=1_000)
+        await self.producer.start()
+        await self.restorer.start()
+        await self.consumer.start()
+        self.loop_task = asyncio.create_task(self._run(), name="decider")
+
+    async def on_stop(self) -> None:
+        """Finish the batch in hand, flush, commit, checkpoint and close (a clean stop)."""
+        if self.loop_task is not None:
+            self.loop_task.cancel()
+            await asyncio.gather(self.loop_task, return_exceptions=True)
+        async with self.lock:
+            if self.consumer is not None and self.producer is not None:
+                try:
+                    await self._commit(self.consumer.assignment())
+                except Exception:  # the broker is gone: the next start redelivers and restores
+                    log.exception("could not commit on stop")
+        for client in (self.consumer, self.restorer, self.producer):
+            if client is not None:
+                await client.stop()
+        self.store.close_all()
+
+    # -- rebalance (aiokafka calls these between two batches: the lock makes sure) --------------------
+
+    async def revoked(self, revoked: set[TopicPartition]) -> None:
+        self.restored.clear()
+        async with self.lock:
+            await self._commit(revoked)
+
+    async def assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.lock:
+            mine = sorted({tp.partition for tp in assigned})
+            for partition in set(self.store.dbs) - set(mine):
+                self.store.close(partition)
+            for tp in list(self.progress.handled):
+                if tp not in assigned:
+                    del self.progress.handled[tp]
+            assert self.restorer is not None
+            started = time.monotonic()
+            applied = await self.store.restore(self.restorer, mine)
+            log.info("stage 1 owns partitions %s (restored %d changelog records in %.1f s)",
+                     mine, applied, time.monotonic() - started)
+            self.restored.set()
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._consume()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self.crash(exc)
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        await self.policies.caught_up.wait()
+        self.consumer.subscribe([self.topics.intents, self.topics.feedback], listener=_Listener(self))
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS, max_records=MAX_RECORDS)
+            async with self.lock:
+                assignment = self.consumer.assignment()
+                for tp, records in batches.items():
+                    if tp in assignment and records:
+                        await self._handle_batch(tp, records)
+                if time.monotonic() - self.progress.last_commit >= COMMIT_INTERVAL_S:
+                    await self._commit(assignment)
+
+    async def _handle_batch(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
+        self.store.use(tp.partition)
+        for record in records:
+            try:
+                sends = self._handle(record)
+            except Exception as exc:  # never stop deciding: park the record, say why
+                log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
+                sends = [_dead_letter(record, exc)]
+            await self._send_changelog()
+            await self._send(sends)
+            self.positions[(tp.topic, tp.partition)] = record.offset
+        self.progress.handled[tp] = records[-1].offset
+
+    def _handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
+        partition, now_ms = record.partition, _now_ms()
+        if record.topic == self.topics.intents:
+            outcome = self.stage.handle_intent(record.value, record.key, self.policies.current, partition,
+                                               now_ms, record.timestamp)
+            self.observe(outcome, record.timestamp)
+            return outcome.sends
+        if kind_of(record.value) == "resolved":
+            return self.stage.handle_resolved(Resolved.model_validate_json(record.value), partition, now_ms)
+        return self.stage.handle_feedback(Feedback.model_validate_json(record.value), partition, now_ms)
+
+    async def _send_changelog(self) -> None:
+        assert self.producer is not None
+        for partition, key, value in self.store.take_writes():
+            self.progress.changelog[partition] = await self.producer.send(
+                self.topics.changelog, value, key=key, partition=partition)
+
+    async def _send(self, sends: list[Send]) -> None:
+        assert self.producer is not None
+        for item in sends:
+            await self.producer.send(self.topics.routes[item.route], item.value, key=item.key,
+                                     headers=list(item.headers) or None)
+
+    async def _commit(self, tps: set[TopicPartition]) -> None:
+        """Flush the producer, then commit the handled offsets of ``tps`` and checkpoint their tables."""
+        assert self.producer is not None and self.consumer is not None
+        self.progress.last_commit = time.monotonic()
+        offsets = {tp: self.progress.handled.pop(tp) + 1 for tp in tps if tp in self.progress.handled}
+        changelog = {p: self.progress.changelog.pop(p) for p in {tp.partition for tp in tps}
+                     if p in self.progress.changelog}
+        if not offsets and not changelog:
+            return
+        await self.producer.flush()
+        if offsets:
+            await self.consumer.commit(offsets)
+        for partition, sent in changelog.items():
+            if partition in self.store.dbs:
+                self.store.checkpoint(partition, sent.result().offset)
+
+    # -- what the web pages show ----------------------------------------------------------------------
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet handled, per assigned partition (known once fetched)."""
+        result: dict[tuple[str, int], int] = {}
+        if self.consumer is None:
+            return result
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            done = self.positions.get((tp.topic, tp.partition))
+            result[(tp.topic, tp.partition)] = max(0, high - (done + 1 if done is not None else 0))
+        return result
+
+    def ready(self) -> bool:
+        """Partitions assigned and their table restored."""
+        return self.consumer is not None and bool(self.consumer.assignment()) and self.restored.is_set()
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        if self.consumer is None:
+            return {}
+        return {f"{tp.topic}[{tp.partition}]": {
+            "handled": self.positions.get((tp.topic, tp.partition)),
+            "highwater": self.consumer.highwater(tp), "paused": False,
+        } for tp in sorted(self.consumer.assignment())}
+
+
+def _dead_letter(record: ConsumerRecord[Any, Any], exc: Exception) -> Send:
+    error = f"{type(exc).__name__}: {exc}".encode()[:4000]
+    return Send(Route.DEAD_LETTER, record.key or b"", record.value or b"", (("error", error),))
