@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from schemas import Decision
 from streams.app import Processor
 from streams.records import Count, Forward, Open, Release, Tick, kind_of
-from streams.stages import Route, Send
+from streams.stages import Route, Send, dead_letter
 
 log = logging.getLogger(__name__)
 EXPIRY_INTERVAL_S = 1.0
@@ -156,7 +156,7 @@ def register(p: Processor) -> None:
                     p.metrics.observe(outcome, _record_ms(message))
             except Exception as exc:
                 log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
-                await rt.send([_dead_letter(message, exc)])
+                await rt.send([dead_letter(message.key, message.value, exc)])
             rt.track(message)
 
     async def approvals(stream: Any) -> AsyncIterator[None]:
@@ -174,7 +174,7 @@ def register(p: Processor) -> None:
                 await rt.send(sends)
             except Exception as exc:
                 log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
-                await rt.send([_dead_letter(message, exc)])
+                await rt.send([dead_letter(message.key, message.value, exc)])
             rt.track(message)
             yield None
 
@@ -239,7 +239,3 @@ def _quiet_clients(level_name: str) -> None:
     for name in ("aiokafka", "faust", "mode"):
         logging.getLogger(name).setLevel(level)
 
-
-def _dead_letter(message: Any, exc: Exception) -> Send:
-    error = f"{type(exc).__name__}: {exc}".encode()[:4000]
-    return Send(Route.DEAD_LETTER, message.key or b"", message.value or b"", (("error", error),))

@@ -123,7 +123,7 @@ class ChangelogStore(MutableMapping[str, bytes]):
             for tp in list(todo):  # compaction leaves gaps: the position tells when the end is read
                 if await consumer.position(tp) >= todo[tp]:
                     self.checkpoint(tp.partition, todo.pop(tp) - 1)
-        consumer.unsubscribe()
+        consumer.pause(*tps)  # fetch nothing until the next restore assigns again
         return applied
 
     # -- the table ------------------------------------------------------------------------------------

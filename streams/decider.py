@@ -31,13 +31,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 from mode import Service
 
 from streams.changelog_store import ChangelogStore
 from streams.policy_source import PolicySource
 from streams.records import Feedback, Resolved, kind_of
-from streams.stages import AgentStage, Outcome, Route, Send
+from streams.stages import AgentStage, Outcome, Route, Send, dead_letter
 
 log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 0.5
@@ -73,6 +74,13 @@ class _Progress:
     handled: dict[TopicPartition, int] = field(default_factory=dict)
     changelog: dict[int, asyncio.Future[RecordMetadata]] = field(default_factory=dict)
     last_commit: float = field(default_factory=time.monotonic)
+    failed: BaseException | None = None
+    """The first send the producer gave up on: nothing is committed after it."""
+
+    def check(self, sent: asyncio.Future[RecordMetadata]) -> None:
+        """A send's done-callback: remember a failure."""
+        if self.failed is None and not sent.cancelled() and sent.exception() is not None:
+            self.failed = sent.exception()
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -128,16 +136,22 @@ class Decider(Service):
         self.loop_task = asyncio.create_task(self._run(), name="decider")
 
     async def on_stop(self) -> None:
-        """Finish the batch in hand, flush, commit, checkpoint and close (a clean stop)."""
-        if self.loop_task is not None:
-            self.loop_task.cancel()
-            await asyncio.gather(self.loop_task, return_exceptions=True)
+        """Finish the batch in hand, flush, commit, checkpoint and close (a clean stop).
+
+        The loop is cancelled only once it released the lock, i.e. between two batches: a record is
+        never left with its table writes applied and not sent.
+        """
         async with self.lock:
+            if self.loop_task is not None:
+                self.loop_task.cancel()
+                await asyncio.gather(self.loop_task, return_exceptions=True)
             if self.consumer is not None and self.producer is not None:
                 try:
                     await self._commit(self.consumer.assignment())
-                except Exception:  # the broker is gone: the next start redelivers and restores
-                    log.exception("could not commit on stop")
+                except Exception:  # the tables may be ahead of their changelogs: rebuild them next time
+                    log.exception("could not flush and commit on stop: discarding stage 1's tables")
+                    for partition in list(self.store.dbs):
+                        self.store.discard(partition)
         for client in (self.consumer, self.restorer, self.producer):
             if client is not None:
                 await client.stop()
@@ -196,7 +210,7 @@ class Decider(Service):
                 sends = self._handle(record)
             except Exception as exc:  # never stop deciding: park the record, say why
                 log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
-                sends = [_dead_letter(record, exc)]
+                sends = [dead_letter(record.key, record.value, exc)]
             await self._send_changelog()
             await self._send(sends)
             self.positions[(tp.topic, tp.partition)] = record.offset
@@ -216,17 +230,25 @@ class Decider(Service):
     async def _send_changelog(self) -> None:
         assert self.producer is not None
         for partition, key, value in self.store.take_writes():
-            self.progress.changelog[partition] = await self.producer.send(
-                self.topics.changelog, value, key=key, partition=partition)
+            sent = await self.producer.send(self.topics.changelog, value, key=key, partition=partition)
+            sent.add_done_callback(self.progress.check)
+            self.progress.changelog[partition] = sent
 
     async def _send(self, sends: list[Send]) -> None:
         assert self.producer is not None
         for item in sends:
-            await self.producer.send(self.topics.routes[item.route], item.value, key=item.key,
-                                     headers=list(item.headers) or None)
+            sent = await self.producer.send(self.topics.routes[item.route], item.value, key=item.key,
+                                            headers=list(item.headers) or None)
+            sent.add_done_callback(self.progress.check)
 
     async def _commit(self, tps: set[TopicPartition]) -> None:
-        """Flush the producer, then commit the handled offsets of ``tps`` and checkpoint their tables."""
+        """Flush the producer, then commit the handled offsets of ``tps`` and checkpoint their tables.
+
+        Raises when a send failed (the caller crashes the worker: the records since the last commit
+        are redelivered, the tables rebuilt). A commit the group refuses (a rebalance began) is only
+        logged: those records are redelivered to whoever owns them next, and answered from their
+        idempotency records.
+        """
         assert self.producer is not None and self.consumer is not None
         self.progress.last_commit = time.monotonic()
         offsets = {tp: self.progress.handled.pop(tp) + 1 for tp in tps if tp in self.progress.handled}
@@ -235,8 +257,13 @@ class Decider(Service):
         if not offsets and not changelog:
             return
         await self.producer.flush()
+        if self.progress.failed is not None:
+            raise RuntimeError(f"the producer gave up on a send: {self.progress.failed!r}")
         if offsets:
-            await self.consumer.commit(offsets)
+            try:
+                await self.consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+                log.warning("offsets not committed (%r): they will be redelivered", exc)
         for partition, sent in changelog.items():
             if partition in self.store.dbs:
                 self.store.checkpoint(partition, sent.result().offset)
@@ -268,7 +295,3 @@ class Decider(Service):
             "highwater": self.consumer.highwater(tp), "paused": False,
         } for tp in sorted(self.consumer.assignment())}
 
-
-def _dead_letter(record: ConsumerRecord[Any, Any], exc: Exception) -> Send:
-    error = f"{type(exc).__name__}: {exc}".encode()[:4000]
-    return Send(Route.DEAD_LETTER, record.key or b"", record.value or b"", (("error", error),))

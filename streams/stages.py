@@ -192,6 +192,12 @@ class _Retention:
             table.pop(queue.popleft()[1], None)
 
 
+def dead_letter(key: bytes | None, value: bytes | None, exc: Exception) -> Send:
+    """A message no stage could handle, parked on the dead-letter topic with the error as a header."""
+    error = f"{type(exc).__name__}: {exc}".encode()[:4000]
+    return Send(Route.DEAD_LETTER, key or b"", value or b"", (("error", error),))
+
+
 def ignore_decision(decision: Decision) -> None:
     """The default hook: nothing to do."""
 
@@ -532,6 +538,6 @@ def _combined(policy: CompiledPolicy, forward: Forward, hits: tuple[AppliedItem,
 
 
 __all__ = [
-    "AgentStage", "Outcome", "Route", "Send", "SharedStage", "approval_request", "decision_sends",
-    "publish_sends", "utc",
+    "AgentStage", "Outcome", "Route", "Send", "SharedStage", "approval_request", "dead_letter",
+    "decision_sends", "publish_sends", "utc",
 ]

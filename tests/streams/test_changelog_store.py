@@ -1,0 +1,98 @@
+"""Stage 1's table: per-partition rocksdict with a changelog, restored from a real broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from infra.kafka.admin import TopicSpec, ensure_topics
+from streams.changelog_store import ChangelogStore
+
+
+def test_writes_and_deletes_are_queued_for_the_changelog_in_order(tmp_path: Path) -> None:
+    store = ChangelogStore(tmp_path, "cl")
+    store.open(0)
+    store.open(3)
+    store.use(3)
+    store["w|a"] = b"1"
+    store.use(0)
+    store["w|a"] = b"2"
+    assert store.pop("w|a", None) == b"2"
+    assert store.pop("w|missing", None) is None
+    assert store.take_writes() == [(3, b"w|a", b"1"), (0, b"w|a", b"2"), (0, b"w|a", None)]
+    assert store.take_writes() == []
+    store.use(3)
+    assert store.get("w|a") == b"1" and "w|a" in store
+
+
+def test_the_checkpoint_is_not_a_table_key_and_survives_reopening(tmp_path: Path) -> None:
+    store = ChangelogStore(tmp_path, "cl")
+    store.open(1)
+    store.use(1)
+    store["d|x"] = b"record"
+    store.checkpoint(1, 41)
+    assert list(store) == ["d|x"] and len(store) == 1
+    store.close_all()
+    again = ChangelogStore(tmp_path, "cl")
+    assert again.checkpointed(1) == 41
+    again.use(1)
+    assert again["d|x"] == b"record"
+    again.discard(1)
+    assert again.checkpointed(1) is None
+
+
+def test_no_partition_in_use_is_an_error_not_a_silent_write(tmp_path: Path) -> None:
+    store = ChangelogStore(tmp_path, "cl")
+    with pytest.raises(RuntimeError, match="no partition in use"):
+        store["w|a"] = b"1"
+    store.open(0)
+    store.use(0)
+    store.close(0)
+    with pytest.raises(RuntimeError):
+        store.get("w|a")
+
+
+async def _produce(bootstrap: str, topic: str, records: list[tuple[int, bytes, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for partition, key, value in records:
+            await producer.send(topic, value, key=key, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_restore_applies_the_changelog_then_only_what_came_after_the_checkpoint(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path,
+) -> None:
+    topic = f"{unique_name}-agent-state-changelog"
+    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 2, configs={"cleanup.policy": "compact"})])
+    await _produce(kafka_bootstrap, topic, [
+        (0, b"w|a", b"1"), (0, b"w|b", b"2"), (0, b"w|a", b"3"), (0, b"w|b", None), (1, b"h|c", b"9"),
+    ])
+    restorer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await restorer.start()
+    try:
+        store = ChangelogStore(tmp_path, topic)
+        assert await store.restore(restorer, [0, 1]) == 5
+        store.use(0)
+        assert dict(store.items()) == {"w|a": b"3"}
+        store.use(1)
+        assert dict(store.items()) == {"h|c": b"9"}
+        assert (store.checkpointed(0), store.checkpointed(1)) == (3, 0)
+
+        # Another worker owned partition 0 for a while; this one takes it back from its checkpoint.
+        await _produce(kafka_bootstrap, topic, [(0, b"w|a", b"4"), (0, b"d|r", b"rec")])
+        store.close_all()
+        again = ChangelogStore(tmp_path, topic)
+        assert await again.restore(restorer, [0, 1]) == 2
+        again.use(0)
+        assert dict(again.items()) == {"w|a": b"4", "d|r": b"rec"}
+        assert again.checkpointed(0) == 5
+        assert await again.restore(restorer, [0]) == 0
+        assert await again.restore(restorer, []) == 0
+    finally:
+        await restorer.stop()
