@@ -1,19 +1,19 @@
-"""The faust app of a worker, built from a :class:`WorkerConfig` (no module-level app, so tests and
-the CLI can build one per prefix).
+"""A worker, built from a :class:`WorkerConfig` (no module-level app, so tests and the CLI can build
+one per prefix): a faust app for the shared-limit hops, approvals, timers and web pages, and stage 1
+(:mod:`streams.decider`) beside it on the same event loop, started and stopped with the app.
 
-Scaling: every worker of a deployment uses the same app id (``<prefix>-worker``), i.e. one Kafka
-consumer group. Kafka spreads the intents' partitions (and with them the agent-state table) and the
-shared-limits partitions over the running workers; a worker that dies has its partitions and their
-state (restored from the changelog topics) taken over by the others. More partitions than workers
-leaves room to grow.
+Scaling: every worker of a deployment uses the same app id (``<prefix>-worker``), i.e. the same two
+Kafka consumer groups: ``<prefix>-worker`` (faust: shared-limits, approvals) and ``<prefix>-worker-decide``
+(stage 1: intents and agent feedback). Kafka spreads the partitions, and with them the tables, over
+the running workers; a worker that dies has its partitions and their state (restored from the
+changelog topics) taken over by the others. More partitions than workers leaves room to grow.
 
-Latency tuning (faust's defaults aim at throughput): see :data:`LATENCY_SETTINGS`. Measured with
-``bench/e2e.py``, what mattered most was not a setting: sending through the transport producer instead
-of faust's ``Topic.send`` layer (about half the per-intent CPU, see :mod:`streams.agents`) and keeping
-the Kafka clients' per-message debug logging off (~10%). Of the settings, ``producer_linger=0`` and a
-short commit interval matter; the stream buffer size did not measurably. Outside the settings, faust's
-hard-coded 1.5 s fetch wait is cut to 100 ms (:mod:`streams.fetch_wait`): it stalled intents behind
-fetches of idle partitions, and lifted the most one worker drains by about 14%.
+Latency tuning. The hot path is stage 1, on aiokafka without faust's per-message layers (why, and
+what it measured: :mod:`streams.decider`). For the faust side, see :data:`LATENCY_SETTINGS`: sending
+through the transport producer instead of faust's ``Topic.send`` layer, the Kafka clients'
+per-message debug logging off, ``producer_linger=0``, a short commit interval, and faust's hard-coded
+1.5 s fetch wait cut to 100 ms (:mod:`streams.fetch_wait`), which stalled records behind fetches of
+idle partitions.
 """
 
 from __future__ import annotations

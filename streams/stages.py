@@ -1,4 +1,5 @@
-"""The two deciding stages as plain objects over their tables: what the faust agents call.
+"""The two deciding stages as plain objects over their tables: what the worker's consumers call
+(stage 1 in :mod:`streams.decider`, stage 2 as a faust agent in :mod:`streams.agents`).
 
 Why two stages. Intents are keyed (and partitioned) by agent id, and a partition is processed by one
 worker at a time, so everything keyed by agent (rules, risk history, ``key: agent`` limits) is decided

@@ -1,4 +1,5 @@
-"""The engine's StateStore on a faust table: window and history states as compact bytes.
+"""The engine's StateStore on a worker's table (a faust table, or stage 1's
+:class:`streams.changelog_store.ChangelogStore`): window and history states as compact bytes.
 
 One table per stage holds everything that stage owns, under key prefixes: ``w|`` window states,
 ``h|`` histories, ``d|`` idempotency records (see :mod:`streams.records`). Keeping them in one table
@@ -33,7 +34,7 @@ MAX_TOKENS = 4096
 _COUNT = struct.Struct("<I")
 
 BytesTable = MutableMapping[str, bytes]
-"""What this module needs of a faust table (a plain dict works in unit tests)."""
+"""What this module needs of a table (a plain dict works in unit tests)."""
 
 
 class TableState:
