@@ -1,6 +1,5 @@
 """The faust agents, tasks, timer and web pages of a worker: thin adapters around
-:mod:`streams.stages` and :mod:`streams.approval_stage`. Stage 1 (the intents) runs beside them, in
-:mod:`streams.decider`.
+:mod:`streams.approval_stage`. The deciding stages run beside them, in :mod:`streams.runner`.
 
 Each agent runs with concurrency 1: one actor handles the events of its partitions in order, so a
 partition's state is only ever changed by one coroutine, between two awaits.
@@ -19,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas import Decision
 from streams.app import Processor
-from streams.records import Count, Forward, Open, Release, Tick, kind_of
+from streams.handlers import now_ms
+from streams.records import Open, Tick, kind_of
 from streams.stages import Route, Send, dead_letter
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,9 @@ RETICK_S = 10.0
 """A due approval is ticked again after this long if the first tick did not settle it."""
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _record_ms(message: Any) -> int:
     """The Kafka timestamp of a record in ms (the wall clock if it has none)."""
-    return int(message.timestamp * 1000) if message.timestamp else _now_ms()
+    return int(message.timestamp * 1000) if message.timestamp else now_ms()
 
 
 class Runtime:
@@ -43,7 +39,7 @@ class Runtime:
     def __init__(self, processor: Processor) -> None:
         self.p = processor
         self.positions: dict[tuple[str, int], int] = {}
-        self.topic_names = processor.decider.topics.routes
+        self.topic_names = processor.runners[0].topics.routes
 
     async def send(self, sends: list[Send]) -> None:
         """Hand the messages to the app's producer (the one faust flushes before committing offsets).
@@ -83,7 +79,9 @@ class Runtime:
                 continue
             done = self.positions.get((tp.topic, tp.partition))
             result[(tp.topic, tp.partition)] = max(0, high - (done + 1 if done is not None else 0))
-        return result | self.p.decider.lag()
+        for runner in self.p.runners:
+            result |= runner.lag()
+        return result
 
     def ready(self) -> bool:
         """Deciding: a policy read to the topic's end, partitions assigned and their tables restored."""
@@ -91,7 +89,7 @@ class Runtime:
         assigned = bool(app.consumer.assignment()) if app.consumer else False
         return (self.p.policies.caught_up.is_set() and self.p.policies.current is not None
                 and assigned and app.tables.recovery.completed.is_set() and not app.rebalancing
-                and self.p.decider.ready())
+                and all(runner.ready() for runner in self.p.runners))
 
     def status(self) -> dict[str, Any]:
         """What an operator needs to see why a worker does not progress (the ``/status`` page)."""
@@ -114,7 +112,7 @@ class Runtime:
             "recovery_completed": app.tables.recovery.completed.is_set(),
             "flow_active": bool(consumer and consumer.flow_active),
             "flow_control_active": app.flow_control.is_active(),
-            "partitions": partitions | self.p.decider.status(),
+            "partitions": partitions | {k: v for r in self.p.runners for k, v in r.status().items()},
         }
 
 
@@ -132,32 +130,6 @@ def register(p: Processor) -> None:
     async def read_policies() -> None:
         _quiet_clients(p.config.log_level)
         await p.policies.run()
-
-    # ``shared`` is a plain coroutine, not a generator: faust then runs it as it is, without its
-    # per-event bookkeeping for yielded values (a formatted debug record, reply headers).
-    async def shared(stream: Any) -> None:
-        await p.policies.caught_up.wait()
-        async for event in stream.events():
-            message = event.message
-            try:
-                body = message.value
-                kind = kind_of(body)
-                if kind == "release":
-                    release = Release.model_validate_json(body)
-                    p.shared_stage.handle_release(release, message.partition, _now_ms())
-                elif kind == "count":
-                    count = Count.model_validate_json(body)
-                    await rt.send(p.shared_stage.handle_count(count, message.partition, _now_ms()))
-                else:
-                    forward = Forward.model_validate_json(body)
-                    policy = p.policies.version(forward.stage1.policy_version)
-                    outcome = p.shared_stage.handle_forward(forward, policy, message.partition, _now_ms())
-                    await rt.send(outcome.sends)
-                    p.metrics.observe(outcome, _record_ms(message))
-            except Exception as exc:
-                log.exception("failed on %s[%d]@%d", message.topic, message.partition, message.offset)
-                await rt.send([dead_letter(message.key, message.value, exc)])
-            rt.track(message)
 
     async def approvals(stream: Any) -> AsyncIterator[None]:
         stage = p.approval_stage
@@ -198,7 +170,7 @@ def register(p: Processor) -> None:
                 del ticked[request_id]
             ticks: list[Send] = []
             ready: dict[int, bool] = {}
-            for request_id, part in p.approval_stage.due(_now_ms()):
+            for request_id, part in p.approval_stage.due(now_ms()):
                 if request_id in ticked:
                     continue
                 if part not in ready:
@@ -225,7 +197,6 @@ def register(p: Processor) -> None:
         return web.json(rt.status())
 
     app.task(read_policies)
-    app.agent(p.channels["shared_in"], name="shared-limits", concurrency=1)(shared)
     app.agent(p.channels["approvals_in"], name="approvals", concurrency=1)(approvals)
     app.timer(EXPIRY_INTERVAL_S)(expire_approvals)
     app.page("/metrics")(metrics_page)

@@ -1,19 +1,19 @@
 """A worker, built from a :class:`WorkerConfig` (no module-level app, so tests and the CLI can build
-one per prefix): a faust app for the shared-limit hops, approvals, timers and web pages, and stage 1
-(:mod:`streams.decider`) beside it on the same event loop, started and stopped with the app.
+one per prefix): the two deciding stages on :mod:`streams.runner` (stage 1: intents; stage 2: the
+shared-limit hops), and a faust app for approvals, timers and web pages, all on one event loop and
+started and stopped together (the runners are dependencies of the app).
 
-Scaling: every worker of a deployment uses the same app id (``<prefix>-worker``), i.e. the same two
-Kafka consumer groups: ``<prefix>-worker`` (faust: shared-limits, approvals) and ``<prefix>-worker-decide``
-(stage 1: intents and agent feedback). Kafka spreads the partitions, and with them the tables, over
-the running workers; a worker that dies has its partitions and their state (restored from the
-changelog topics) taken over by the others. More partitions than workers leaves room to grow.
+Scaling: every worker of a deployment uses the same app id (``<prefix>-worker``), i.e. the same three
+Kafka consumer groups: ``<prefix>-worker-decide`` (intents and agent feedback), ``<prefix>-worker-shared``
+(shared limits) and ``<prefix>-worker`` (faust: approvals). Kafka spreads the partitions, and with them
+the tables, over the running workers; a worker that dies has its partitions and their state (restored
+from the changelog topics) taken over by the others. More partitions than workers leaves room to grow.
 
-Latency tuning. The hot path is stage 1, on aiokafka without faust's per-message layers (why, and
-what it measured: :mod:`streams.decider`). For the faust side, see :data:`LATENCY_SETTINGS`: sending
-through the transport producer instead of faust's ``Topic.send`` layer, the Kafka clients'
-per-message debug logging off, ``producer_linger=0``, a short commit interval, and faust's hard-coded
-1.5 s fetch wait cut to 100 ms (:mod:`streams.fetch_wait`), which stalled records behind fetches of
-idle partitions.
+Latency tuning. The deciding stages run without faust's per-message layers (why, and what it
+measured: :mod:`streams.runner`). For the faust side, see :data:`LATENCY_SETTINGS`: sending through
+the transport producer instead of faust's ``Topic.send`` layer, the Kafka clients' per-message debug
+logging off, ``producer_linger=0``, a short commit interval, and faust's hard-coded 1.5 s fetch wait
+cut to 100 ms (:mod:`streams.fetch_wait`), which stalled records behind fetches of idle partitions.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from schemas.topics import TopicNames
 from sluicegate.settings import DEFAULT_MAX_EVENT_SKEW_S, DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
 from streams.approval_stage import ApprovalStage, Reviewers
 from streams.changelog_store import ChangelogStore
-from streams.decider import Decider, DeciderTopics
 from streams.fetch_wait import shorten_fetch_wait
 from streams.flow_control import WorkerApp
+from streams.handlers import agent_handler, shared_handler
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.rewind import rewind_uncommitted
+from streams.runner import StageRunner, StageTopics
 from streams.stages import DEFAULT_RETENTION_MS, AgentStage, Route, SharedStage
 from streams.tables import Tables, make_tables
 from streams.topics import WorkerTopics, worker_app_id
@@ -96,7 +97,8 @@ class Processor:
     agent_stage: AgentStage
     shared_stage: SharedStage
     approval_stage: ApprovalStage
-    decider: Decider
+    runners: tuple[StageRunner, ...]
+    """Stage 1 and stage 2 (:mod:`streams.runner`)."""
 
 
 def make_faust_app(config: WorkerConfig) -> faust.App:
@@ -135,7 +137,6 @@ def _channels(app: faust.App, topics: WorkerTopics) -> dict[str, Any]:
 
     n = topics.names
     return {
-        "shared_in": topic(topics.shared_limits),
         "approvals_in": topic(n.approvals, topics.approval_control),
         "decisions": topic(n.decisions),
         "audit": topic(n.audit),
@@ -147,20 +148,6 @@ def _channels(app: faust.App, topics: WorkerTopics) -> dict[str, Any]:
     }
 
 
-def _decider(config: WorkerConfig, app: faust.App, topics: WorkerTopics, channels: dict[str, Any],
-             policies: PolicySource, metrics: Metrics) -> Decider:
-    """Stage 1 (:mod:`streams.decider`), its table stored beside faust's (discarded with them after a
-    crash, see :func:`streams.worker.discard_unclean_tables`)."""
-    store = ChangelogStore(Path(app.conf.tabledir) / "agent-state", topics.agent_state_changelog)
-    stage = AgentStage(store, config.retention_ms,
-                       round(config.max_event_skew_s * 1000) if config.max_event_skew_s else None)
-    routes = {route: channels[name].get_topic_name() for route, name in ROUTES.items()}
-    decider_topics = DeciderTopics(intents=topics.names.intents, feedback=topics.agent_feedback,
-                                   changelog=topics.agent_state_changelog, routes=routes)
-    return Decider(config.bootstrap, f"{config.app_id}-decide", decider_topics, stage, store, policies,
-                   metrics.observe)
-
-
 def build(config: WorkerConfig) -> Processor:
     """Build the app, its topics, tables, stages, policy source, metrics and agents.
 
@@ -170,21 +157,38 @@ def build(config: WorkerConfig) -> Processor:
 
     app = make_faust_app(config)
     topics = WorkerTopics(TopicNames(config.topic_prefix), config.partitions)
+    n = topics.names
     tables = make_tables(app, config.partitions)
     metrics = Metrics()
     channels = _channels(app, topics)
-    policies = PolicySource(config.bootstrap, topics.names.policies, metrics)
-    decider = _decider(config, app, topics, channels, policies, metrics)
+    routes = {route: channels[name].get_topic_name() for route, name in ROUTES.items()}
+    policies = PolicySource(config.bootstrap, n.policies, metrics)
+    # The stages' tables live beside faust's, so they are discarded with them after a crash
+    # (see :func:`streams.worker.discard_unclean_tables`).
+    tabledir = Path(app.conf.tabledir)
+    agent_store = ChangelogStore(tabledir / "agent-state", topics.agent_state_changelog)
+    shared_store = ChangelogStore(tabledir / "shared-state", topics.shared_state_changelog)
+    agent_stage = AgentStage(agent_store, config.retention_ms,
+                             round(config.max_event_skew_s * 1000) if config.max_event_skew_s else None)
+    shared_stage = SharedStage(shared_store, config.retention_ms)
+    runners = (
+        StageRunner("decide", config.bootstrap, f"{config.app_id}-decide",
+                    StageTopics((n.intents, topics.agent_feedback), topics.agent_state_changelog, routes),
+                    agent_handler(agent_stage, n.intents, policies, metrics), agent_store, policies),
+        StageRunner("shared", config.bootstrap, f"{config.app_id}-shared",
+                    StageTopics((topics.shared_limits,), topics.shared_state_changelog, routes),
+                    shared_handler(shared_stage, policies, metrics), shared_store, policies),
+    )
     processor = Processor(
-        config=config, app=app, topics=topics, channels=channels, tables=tables,
-        metrics=metrics, policies=policies, agent_stage=decider.stage,
-        shared_stage=SharedStage(tables.shared_state, config.retention_ms),
+        config=config, app=app, topics=topics, channels=channels, tables=tables, metrics=metrics,
+        policies=policies, agent_stage=agent_stage, shared_stage=shared_stage,
         approval_stage=ApprovalStage(tables.approval_state, Reviewers(config.reviewers_file),
                                      config.retention_ms),
-        decider=decider,
+        runners=runners,
     )
     shorten_fetch_wait()
-    rewind_uncommitted(app, {topics.shared_limits, topics.names.approvals, topics.approval_control})
-    app.add_dependency(decider)
+    rewind_uncommitted(app, {n.approvals, topics.approval_control})
+    for runner in runners:
+        app.add_dependency(runner)
     register(processor)
     return processor

@@ -1,5 +1,5 @@
 """The two deciding stages as plain objects over their tables: what the worker's consumers call
-(stage 1 in :mod:`streams.decider`, stage 2 as a faust agent in :mod:`streams.agents`).
+(:mod:`streams.handlers`, run by :mod:`streams.runner`).
 
 Why two stages. Intents are keyed (and partitioned) by agent id, and a partition is processed by one
 worker at a time, so everything keyed by agent (rules, risk history, ``key: agent`` limits) is decided

@@ -1,5 +1,5 @@
 """Every topic the worker reads or writes, with its partitions and configs, created at start (the
-faust tables' changelogs are created by faust).
+faust table's changelog is created by faust).
 
 The public topics come from :class:`schemas.topics.TopicNames`; two internal ones carry the second
 stage (see :mod:`streams.stages`): ``<prefix>.internal.shared-limits`` (keyed by shared window key)
@@ -51,13 +51,18 @@ class WorkerTopics:
         """Stage 1's table changelog (:mod:`streams.changelog_store`; faust's naming)."""
         return changelog_topic(worker_app_id(self.names.prefix), "agent-state")
 
+    @property
+    def shared_state_changelog(self) -> str:
+        """Stage 2's table changelog."""
+        return changelog_topic(worker_app_id(self.names.prefix), "shared-state")
+
     def co_partitioned(self) -> list[TopicSpec]:
         """The topics the worker reads: their partition N and the tables' partition N hold the same keys,
         so all of them must have ``partitions`` partitions."""
         n, p = self.names, self.partitions
         return [TopicSpec(name, p) for name in (n.intents, n.approvals, self.shared_limits,
                                                 self.agent_feedback, self.approval_control,
-                                                self.agent_state_changelog)]
+                                                self.agent_state_changelog, self.shared_state_changelog)]
 
     def specs(self) -> list[TopicSpec]:
         """Every topic with its partitions and configs (policies: one compacted partition)."""
@@ -70,4 +75,5 @@ class WorkerTopics:
             TopicSpec(self.shared_limits, p), TopicSpec(self.agent_feedback, p),
             TopicSpec(self.approval_control, p),
             TopicSpec(self.agent_state_changelog, p, configs=dict(COMPACTED)),
+            TopicSpec(self.shared_state_changelog, p, configs=dict(COMPACTED)),
         ]

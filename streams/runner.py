@@ -1,20 +1,21 @@
-"""Stage 1 on the worker's own event loop: intents (and the agent-feedback topic) read with aiokafka,
-decided by :class:`streams.stages.AgentStage` over a :class:`streams.changelog_store.ChangelogStore`.
+"""The deciding stages on the worker's own event loop: records read with aiokafka, handled by a stage
+(:mod:`streams.handlers`) over a :class:`streams.changelog_store.ChangelogStore`, outputs produced with
+aiokafka. Stage 1 reads the intents and the agent-feedback topic, stage 2 the shared-limits topic; each
+runs as one :class:`StageRunner`.
 
-Why not a faust agent. Every intent is on this path, and faust's per-message layers (a consumer thread
+Why not faust agents. Every intent is on this path, and faust's per-message layers (a consumer thread
 handing records over, a task pair per record in its drain loop, events, stream queues, acks, a buffered
 changelog send with a callback and a RocksDB offset write per table write) cost about 600 µs of CPU
-per intent, several times the decision itself. Measured with ``bench/e2e.py`` on the 2-core machine:
-see the README's speed table. The rest of the worker (shared-limit hops, approvals, timers, web pages)
-stays on faust, where the traffic is small.
+per message, several times the decision itself. Measured with ``bench/e2e.py`` on the 2-core machine:
+see the README's speed table. Approvals, timers and web pages stay on faust, where traffic is human.
 
-The same guarantees as the faust agent it replaces:
+The same guarantees as the faust agents they replace:
 
-- One consumer group (``<app id>-decide``), with the range assignor, so partition N of the intents and
-  of the agent-feedback topic go to the same worker, with partition N of the ``agent-state`` table.
+- One consumer group per stage, with the range assignor, so partition N of every topic a stage reads
+  goes to the same worker, with partition N of the stage's table.
 - One coroutine handles the records, in partition order; a rebalance waits for the batch in hand.
 - At least once: offsets are committed only after the producer flushed everything the handled records
-  produced (changelog records first, then decisions and audit records). A redelivered intent is
+  produced (changelog records first, then decisions and audit records). A redelivered record is
   answered from its idempotency record.
 - A partition taken over is restored from its changelog before its first record is handled; one given
   up is flushed and checkpointed (:mod:`streams.changelog_store`).
@@ -37,8 +38,7 @@ from mode import Service
 
 from streams.changelog_store import ChangelogStore
 from streams.policy_source import PolicySource
-from streams.records import Feedback, Resolved, kind_of
-from streams.stages import AgentStage, Outcome, Route, Send, dead_letter
+from streams.stages import Route, Send, dead_letter
 
 log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 0.5
@@ -49,22 +49,17 @@ SESSION_TIMEOUT_MS = 6_000
 """Notice a dead worker within seconds (the broker's minimum)."""
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+Handler = Callable[[ConsumerRecord[Any, Any]], list[Send]]
+"""A stage's handling of one record: the messages to send (its table writes are in the store)."""
 
 
 @dataclass(frozen=True, slots=True)
-class DeciderTopics:
-    """What stage 1 reads and where its outputs go."""
+class StageTopics:
+    """What a stage reads (co-partitioned with its table's changelog) and where its outputs go."""
 
-    intents: str
-    feedback: str
+    sources: tuple[str, ...]
     changelog: str
     routes: dict[Route, str]
-
-
-Observer = Callable[[Outcome, int], None]
-"""Told of each intent's outcome, with the intent's Kafka timestamp (ms): the worker's metrics."""
 
 
 @dataclass
@@ -84,18 +79,18 @@ class _Progress:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, decider: Decider) -> None:
-        self.decider = decider
+    def __init__(self, runner: StageRunner) -> None:
+        self.runner = runner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.decider.revoked(revoked)
+        await self.runner.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.decider.assigned(assigned)
+        await self.runner.assigned(assigned)
 
 
-class Decider(Service):
-    """Stage 1 of one worker, started and stopped with the faust app (a dependency of it).
+class StageRunner(Service):
+    """One stage of one worker, started and stopped with the faust app (a dependency of it).
 
     Should the loop fail (the producer cannot deliver, the broker refuses a commit), the worker
     crashes: it restarts unclean, so its tables are rebuilt from the changelogs and the intents since
@@ -103,12 +98,12 @@ class Decider(Service):
     """
 
     def __init__(
-        self, bootstrap: str, group: str, topics: DeciderTopics, stage: AgentStage, store: ChangelogStore,
-        policies: PolicySource, observe: Observer,
+        self, name: str, bootstrap: str, group: str, topics: StageTopics, handle: Handler,
+        store: ChangelogStore, policies: PolicySource,
     ) -> None:
         super().__init__()
-        self.bootstrap, self.group, self.topics = bootstrap, group, topics
-        self.stage, self.store, self.policies, self.observe = stage, store, policies, observe
+        self.name, self.bootstrap, self.group, self.topics = name, bootstrap, group, topics
+        self.handle, self.store, self.policies = handle, store, policies
         self.lock = asyncio.Lock()
         self.progress = _Progress()
         self.positions: dict[tuple[str, int], int] = {}
@@ -133,7 +128,7 @@ class Decider(Service):
         await self.producer.start()
         await self.restorer.start()
         await self.consumer.start()
-        self.loop_task = asyncio.create_task(self._run(), name="decider")
+        self.loop_task = asyncio.create_task(self._run(), name=self.name)
 
     async def on_stop(self) -> None:
         """Finish the batch in hand, flush, commit, checkpoint and close (a clean stop).
@@ -149,7 +144,7 @@ class Decider(Service):
                 try:
                     await self._commit(self.consumer.assignment())
                 except Exception:  # the tables may be ahead of their changelogs: rebuild them next time
-                    log.exception("could not flush and commit on stop: discarding stage 1's tables")
+                    log.exception("%s: could not flush and commit on stop: discarding its tables", self.name)
                     for partition in list(self.store.dbs):
                         self.store.discard(partition)
         for client in (self.consumer, self.restorer, self.producer):
@@ -175,8 +170,8 @@ class Decider(Service):
             assert self.restorer is not None
             started = time.monotonic()
             applied = await self.store.restore(self.restorer, mine)
-            log.info("stage 1 owns partitions %s (restored %d changelog records in %.1f s)",
-                     mine, applied, time.monotonic() - started)
+            log.info("%s owns partitions %s (restored %d changelog records in %.1f s)",
+                     self.name, mine, applied, time.monotonic() - started)
             self.restored.set()
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -192,7 +187,7 @@ class Decider(Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         await self.policies.caught_up.wait()
-        self.consumer.subscribe([self.topics.intents, self.topics.feedback], listener=_Listener(self))
+        self.consumer.subscribe(list(self.topics.sources), listener=_Listener(self))
         while True:
             batches = await self.consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS, max_records=MAX_RECORDS)
             async with self.lock:
@@ -207,7 +202,7 @@ class Decider(Service):
         self.store.use(tp.partition)
         for record in records:
             try:
-                sends = self._handle(record)
+                sends = self.handle(record)
             except Exception as exc:  # never stop deciding: park the record, say why
                 log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
                 sends = [dead_letter(record.key, record.value, exc)]
@@ -215,17 +210,6 @@ class Decider(Service):
             await self._send(sends)
             self.positions[(tp.topic, tp.partition)] = record.offset
         self.progress.handled[tp] = records[-1].offset
-
-    def _handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
-        partition, now_ms = record.partition, _now_ms()
-        if record.topic == self.topics.intents:
-            outcome = self.stage.handle_intent(record.value, record.key, self.policies.current, partition,
-                                               now_ms, record.timestamp)
-            self.observe(outcome, record.timestamp)
-            return outcome.sends
-        if kind_of(record.value) == "resolved":
-            return self.stage.handle_resolved(Resolved.model_validate_json(record.value), partition, now_ms)
-        return self.stage.handle_feedback(Feedback.model_validate_json(record.value), partition, now_ms)
 
     async def _send_changelog(self) -> None:
         assert self.producer is not None
