@@ -14,6 +14,9 @@ from schemas.common import SCHEMA_VERSION, Action, UtcDatetime, WireModel, requi
 
 MAX_PARAMS_BYTES = 64 * 1024
 """Largest accepted ``params`` object, measured as compact JSON."""
+MAX_INTENT_BYTES = 128 * 1024
+"""The most an intent's JSON may weigh: a worker BLOCKs a larger one unread (``invalid_intent``), so the
+records derived from it (an approval parks it twice) stay under Kafka's default 1 MiB message limit."""
 
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 

@@ -174,10 +174,12 @@ def build(config: WorkerConfig) -> Processor:
     runners = (
         StageRunner("decide", config.bootstrap, f"{config.app_id}-decide",
                     StageTopics((n.intents, topics.agent_feedback), topics.agent_state_changelog, routes),
-                    agent_handler(agent_stage, n.intents, policies, metrics), agent_store, policies),
+                    agent_handler(agent_stage, n.intents, policies, metrics), agent_store, policies,
+                    legacy_group=config.app_id),
         StageRunner("shared", config.bootstrap, f"{config.app_id}-shared",
                     StageTopics((topics.shared_limits,), topics.shared_state_changelog, routes),
-                    shared_handler(shared_stage, policies, metrics), shared_store, policies),
+                    shared_handler(shared_stage, policies, metrics), shared_store, policies,
+                    legacy_group=config.app_id),
     )
     processor = Processor(
         config=config, app=app, topics=topics, channels=channels, tables=tables, metrics=metrics,

@@ -15,6 +15,7 @@ its databases at start (:func:`streams.worker.discard_unclean_tables`) and resto
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
+log = logging.getLogger(__name__)
 CHECKPOINT_KEY = b"\x00sluicegate\x00changelog-offset"
 """Where a database keeps the changelog offset it is complete up to (not a valid table key)."""
 RESTORE_BATCH = 2_000
@@ -93,17 +95,24 @@ class ChangelogStore(MutableMapping[str, bytes]):
     async def restore(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> int:
         """Bring the databases of ``partitions`` up to their changelog's end; the records applied.
 
-        ``consumer`` is a group-less consumer used for nothing else meanwhile.
+        ``consumer`` is a group-less consumer used for nothing else meanwhile, with no automatic offset
+        reset (records that vanish under it are an error, not a silent skip). A database whose
+        checkpoint is outside the changelog (the topic was recreated or truncated) is rebuilt.
         """
         if not partitions:
             return 0
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        ends = await consumer.end_offsets(tps)
+        begins, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
         todo: dict[TopicPartition, int] = {}
         consumer.assign(tps)
         for tp in tps:
-            start = self.checkpointed(tp.partition)
-            start = 0 if start is None else start + 1
+            checkpoint = self.checkpointed(tp.partition)
+            start = begins[tp] if checkpoint is None else checkpoint + 1
+            if not begins[tp] <= start <= ends[tp]:  # the changelog was recreated or truncated
+                log.warning("%s[%d]: checkpoint %s is outside the changelog (%d..%d): rebuilding",
+                            self.topic, tp.partition, checkpoint, begins[tp], ends[tp])
+                self.discard(tp.partition)
+                start = begins[tp]
             if start < ends[tp]:
                 consumer.seek(tp, start)
                 todo[tp] = ends[tp]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
@@ -45,6 +46,7 @@ COMMIT_INTERVAL_S = 0.5
 """How often handled offsets are committed (after a producer flush); bounds redelivery after a crash."""
 FETCH_MAX_WAIT_MS = 100
 MAX_RECORDS = 1_000
+STOP_TIMEOUT_S = 20.0
 SESSION_TIMEOUT_MS = 6_000
 """Notice a dead worker within seconds (the broker's minimum)."""
 
@@ -99,14 +101,21 @@ class StageRunner(Service):
 
     def __init__(
         self, name: str, bootstrap: str, group: str, topics: StageTopics, handle: Handler,
-        store: ChangelogStore, policies: PolicySource,
+        store: ChangelogStore, policies: PolicySource, legacy_group: str | None = None,
     ) -> None:
         super().__init__()
         self.name, self.bootstrap, self.group, self.topics = name, bootstrap, group, topics
         self.handle, self.store, self.policies = handle, store, policies
+        self.legacy_group = legacy_group
+        """The faust group that read these topics before this runner did: where a partition without a
+        committed offset in ``group`` resumes (an upgrade does not decide history again)."""
         self.lock = asyncio.Lock()
         self.progress = _Progress()
         self.positions: dict[tuple[str, int], int] = {}
+        self.to_take_over: set[TopicPartition] | None = None
+        """Assigned by the last rebalance, paused until :meth:`_take_over` restored them."""
+        self.owned: set[TopicPartition] = set()
+        """Restored and positioned: the partitions whose records are handled."""
         self.restored = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -119,7 +128,7 @@ class StageRunner(Service):
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0,
                                          max_batch_size=64 * 1024)
         self.restorer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                         enable_auto_commit=False)
+                                         enable_auto_commit=False, auto_offset_reset="none")
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
@@ -134,45 +143,105 @@ class StageRunner(Service):
         """Finish the batch in hand, flush, commit, checkpoint and close (a clean stop).
 
         The loop is cancelled only once it released the lock, i.e. between two batches: a record is
-        never left with its table writes applied and not sent.
+        never left with its table writes applied and not sent. Should that or the final commit take
+        longer than :data:`STOP_TIMEOUT_S` (the broker is gone), the tables are discarded instead, so
+        the next start rebuilds them from the changelogs.
         """
-        async with self.lock:
+        try:
+            await asyncio.wait_for(self.lock.acquire(), STOP_TIMEOUT_S)
+            locked = True
+        except TimeoutError:
+            locked = False
+        try:
             if self.loop_task is not None:
                 self.loop_task.cancel()
                 await asyncio.gather(self.loop_task, return_exceptions=True)
-            if self.consumer is not None and self.producer is not None:
+            clean = False
+            if locked and self.consumer is not None:
                 try:
-                    await self._commit(self.consumer.assignment())
-                except Exception:  # the tables may be ahead of their changelogs: rebuild them next time
-                    log.exception("%s: could not flush and commit on stop: discarding its tables", self.name)
-                    for partition in list(self.store.dbs):
-                        self.store.discard(partition)
+                    await asyncio.wait_for(self._commit(self.consumer.assignment()), STOP_TIMEOUT_S)
+                    clean = True
+                except Exception:
+                    log.exception("%s: could not flush and commit on stop", self.name)
+            if not clean:
+                log.warning("%s: discarding its tables: the next start rebuilds them", self.name)
+                for partition in list(self.store.dbs):
+                    self.store.discard(partition)
+        finally:
+            if locked:
+                self.lock.release()
         for client in (self.consumer, self.restorer, self.producer):
             if client is not None:
                 await client.stop()
         self.store.close_all()
 
-    # -- rebalance (aiokafka calls these between two batches: the lock makes sure) --------------------
+    # -- rebalance ------------------------------------------------------------------------------------
+    # aiokafka calls these while it is not heartbeating, so they stay short: the restore of a partition
+    # taken over runs in the loop (:meth:`_take_over`), which keeps the group membership alive. A batch
+    # in hand is finished first (the lock). An error here crashes the worker: aiokafka would only log it.
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         self.restored.clear()
-        async with self.lock:
-            await self._commit(revoked)
+        try:
+            async with self.lock:
+                self.owned -= revoked
+                await self._commit(revoked)
+        except Exception as exc:
+            await self.crash(exc)
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.consumer is not None and assigned:
+            self.consumer.pause(*assigned)
+        self.to_take_over = set(assigned)
+
+    async def _take_over(self) -> None:
+        """Restore the tables of the partitions just assigned, position them, then resume them."""
+        assert self.consumer is not None and self.restorer is not None
         async with self.lock:
+            assigned, self.to_take_over = self.to_take_over or set(), None
             mine = sorted({tp.partition for tp in assigned})
             for partition in set(self.store.dbs) - set(mine):
                 self.store.close(partition)
-            for tp in list(self.progress.handled):
-                if tp not in assigned:
-                    del self.progress.handled[tp]
-            assert self.restorer is not None
+            for tp in set(self.progress.handled) - assigned:
+                del self.progress.handled[tp]
             started = time.monotonic()
             applied = await self.store.restore(self.restorer, mine)
+            await self._position(assigned)
+            self.owned = set(assigned)
+            self.consumer.resume(*assigned)
+            self.restored.set()
             log.info("%s owns partitions %s (restored %d changelog records in %.1f s)",
                      self.name, mine, applied, time.monotonic() - started)
-            self.restored.set()
+
+    async def _position(self, tps: set[TopicPartition]) -> None:
+        """Seek each partition to its committed offset, else the legacy group's, else the beginning
+        (records fetched before the take-over were not handled)."""
+        assert self.consumer is not None
+        offsets = {tp: await self.consumer.committed(tp) for tp in tps}
+        missing = [tp for tp, offset in offsets.items() if offset is None]
+        if missing and self.legacy_group:
+            offsets |= await self._legacy_offsets(missing)
+        for tp, offset in offsets.items():
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+
+    async def _legacy_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        assert self.legacy_group is not None
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            found = await admin.list_consumer_group_offsets(self.legacy_group, partitions=tps)
+        finally:
+            await admin.close()
+        result: dict[TopicPartition, int | None] = {}
+        for tp in tps:
+            meta = found.get(tp)
+            result[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
+        if any(offset is not None for offset in result.values()):
+            log.warning("%s: resuming from the offsets of %s (upgrade)", self.name, self.legacy_group)
+        return result
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -189,14 +258,15 @@ class StageRunner(Service):
         await self.policies.caught_up.wait()
         self.consumer.subscribe(list(self.topics.sources), listener=_Listener(self))
         while True:
+            if self.to_take_over is not None:
+                await self._take_over()
             batches = await self.consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS, max_records=MAX_RECORDS)
             async with self.lock:
-                assignment = self.consumer.assignment()
                 for tp, records in batches.items():
-                    if tp in assignment and records:
+                    if tp in self.owned and records:  # else fetched before a rebalance: fetched again
                         await self._handle_batch(tp, records)
                 if time.monotonic() - self.progress.last_commit >= COMMIT_INTERVAL_S:
-                    await self._commit(assignment)
+                    await self._commit(self.owned)
 
     async def _handle_batch(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
         self.store.use(tp.partition)
@@ -206,8 +276,13 @@ class StageRunner(Service):
             except Exception as exc:  # never stop deciding: park the record, say why
                 log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
                 sends = [dead_letter(record.key, record.value, exc)]
-            await self._send_changelog()
-            await self._send(sends)
+            await self._send_changelog()  # a failure here crashes the worker (tables ahead of changelog)
+            try:
+                await self._send(sends)
+            except Exception as exc:  # e.g. larger than the broker takes: park the record instead
+                log.exception("could not send the outputs of %s[%d]@%d", record.topic, record.partition,
+                              record.offset)
+                await self._send([dead_letter(record.key, record.value, exc)])
             self.positions[(tp.topic, tp.partition)] = record.offset
         self.progress.handled[tp] = records[-1].offset
 
@@ -235,6 +310,8 @@ class StageRunner(Service):
         """
         assert self.producer is not None and self.consumer is not None
         self.progress.last_commit = time.monotonic()
+        if self.progress.failed is not None:
+            raise RuntimeError(f"the producer gave up on a send: {self.progress.failed!r}")
         offsets = {tp: self.progress.handled.pop(tp) + 1 for tp in tps if tp in self.progress.handled}
         changelog = {p: self.progress.changelog.pop(p) for p in {tp.partition for tp in tps}
                      if p in self.progress.changelog}
@@ -269,13 +346,15 @@ class StageRunner(Service):
 
     def ready(self) -> bool:
         """Partitions assigned and their table restored."""
-        return self.consumer is not None and bool(self.consumer.assignment()) and self.restored.is_set()
+        return bool(self.owned) and self.restored.is_set()
 
     def status(self) -> dict[str, dict[str, Any]]:
+        """Per assigned partition: the last handled offset, the high watermark, paused (restoring)."""
         if self.consumer is None:
             return {}
+        paused = self.consumer.paused()
         return {f"{tp.topic}[{tp.partition}]": {
             "handled": self.positions.get((tp.topic, tp.partition)),
-            "highwater": self.consumer.highwater(tp), "paused": False,
+            "highwater": self.consumer.highwater(tp), "paused": tp in paused,
         } for tp in sorted(self.consumer.assignment())}
 

@@ -51,7 +51,7 @@ from schemas.approval import ApprovalRequest
 from schemas.audit import AuditEventType, AuditRecord
 from schemas.common import DecisionKind
 from schemas.decision import Decision
-from schemas.intent import Intent
+from schemas.intent import MAX_INTENT_BYTES, Intent
 from schemas.policy import Approval, duration_ms
 from streams.approvals import new_request
 from streams.engine import (
@@ -90,6 +90,7 @@ from streams.state import RECORD_PREFIX, BytesTable, TableState
 PENDING_PREFIX = "p|"
 DEFAULT_RETENTION_MS = 6 * 3_600_000
 EVICT_PER_EVENT = 8
+MAX_DEAD_LETTER_BYTES = 256 * 1024
 _ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
 _EMPTY = InMemoryState()
 
@@ -193,10 +194,16 @@ class _Retention:
             table.pop(queue.popleft()[1], None)
 
 
-def dead_letter(key: bytes | None, value: bytes | None, exc: Exception) -> Send:
-    """A message no stage could handle, parked on the dead-letter topic with the error as a header."""
-    error = f"{type(exc).__name__}: {exc}".encode()[:4000]
-    return Send(Route.DEAD_LETTER, key or b"", value or b"", (("error", error),))
+def dead_letter(key: bytes | None, value: bytes | None, error: Exception | str) -> Send:
+    """A message no stage could handle, parked on the dead-letter topic with the error as a header
+    (cut to :data:`MAX_DEAD_LETTER_BYTES`, with its original size in a ``size`` header, when larger)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    value = value or b""
+    headers: tuple[tuple[str, bytes], ...] = (("error", text.encode()[:4000]),)
+    if len(value) > MAX_DEAD_LETTER_BYTES:
+        headers += (("size", str(len(value)).encode()),)
+        value = value[:MAX_DEAD_LETTER_BYTES]
+    return Send(Route.DEAD_LETTER, (key or b"")[:1024], value, headers)
 
 
 def ignore_decision(decision: Decision) -> None:
@@ -239,6 +246,9 @@ class AgentStage:
         ``now_ms`` is the worker's clock (``decided_at``, approval deadlines); ``appended_ms`` the intent
         record's Kafka timestamp (``now_ms`` when unknown)."""
         self.retention.evict(self.table, partition, now_ms)
+        if len(raw) > MAX_INTENT_BYTES:
+            too_large = ValueError(f"the intent is {len(raw)} bytes; the limit is {MAX_INTENT_BYTES}")
+            return self._invalid(raw, key, too_large, policy, now_ms)
         try:
             intent = parse_intent(raw)
         except Exception as exc:
@@ -268,8 +278,7 @@ class AgentStage:
     ) -> Outcome:
         decision = invalid_intent(raw, exc, policy.version if policy else "")
         if decision.request_id.int == 0:  # no request id to answer to
-            error = decision.reasons[0].encode()[:4000]
-            return Outcome([Send(Route.DEAD_LETTER, key or b"", raw, (("error", error),))])
+            return Outcome([dead_letter(key, raw, decision.reasons[0])])
         if not decision.agent_id and key:
             decision = decision.model_copy(update={"agent_id": key.decode("utf-8", "replace")[:256]})
         sent, sends = decision_sends(None, decision, now_ms)

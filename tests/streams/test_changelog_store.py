@@ -73,7 +73,8 @@ async def test_restore_applies_the_changelog_then_only_what_came_after_the_check
     await _produce(kafka_bootstrap, topic, [
         (0, b"w|a", b"1"), (0, b"w|b", b"2"), (0, b"w|a", b"3"), (0, b"w|b", None), (1, b"h|c", b"9"),
     ])
-    restorer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    restorer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="none")
     await restorer.start()
     try:
         store = ChangelogStore(tmp_path, topic)
@@ -94,5 +95,14 @@ async def test_restore_applies_the_changelog_then_only_what_came_after_the_check
         assert again.checkpointed(0) == 5
         assert await again.restore(restorer, [0]) == 0
         assert await again.restore(restorer, []) == 0
+
+        # A checkpoint past the changelog's end: the topic was recreated under the database.
+        again.checkpoint(1, 99)
+        again.use(1)
+        again["w|stale"] = b"from another life"
+        assert await again.restore(restorer, [1]) == 1
+        again.use(1)
+        assert dict(again.items()) == {"h|c": b"9"}
+        assert again.checkpointed(1) == 0
     finally:
         await restorer.stop()

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas import DecisionKind
+from schemas.intent import MAX_INTENT_BYTES
+from streams.stages import MAX_DEAD_LETTER_BYTES
 from tests.streams.harness import Client, WorkerProcess, make_intent
 
 pytestmark = pytest.mark.integration
@@ -111,6 +113,20 @@ async def test_invalid_intents_never_crash_the_worker(fleet: Client, fleet_worke
                          what="dead letter")
     headers = next(h for v, h in fleet.dead_letters if v == b"\xff not json")
     assert headers["error"].startswith(b"invalid_intent")
+    # Too large to decide, or even to park whole: a BLOCK for the one with a request id, a cut copy of
+    # the other on the dead-letter topic, and the worker decides on.
+    big = uuid.uuid4()
+    padding = "x" * MAX_INTENT_BYTES
+    await fleet.send_raw(b"big", f'{{"request_id": "{big}", "labels": {{"pad": "{padding}"}}}}'.encode())
+    huge = b"\xfe" * 1_000_000
+    await fleet.send_raw(b"huge", huge)
+    await fleet.wait_for(lambda: big in fleet.decisions, what="a BLOCK for the oversized intent")
+    assert fleet.decisions[big][0].decision is BLOCK
+    assert "the limit is 131072" in fleet.decisions[big][0].reasons[0]
+    await fleet.wait_for(lambda: any(h.get("size") == b"1000000" for _, h in fleet.dead_letters),
+                         what="the cut dead letter")
+    cut = next(v for v, h in fleet.dead_letters if h.get("size") == b"1000000")
+    assert cut == huge[:MAX_DEAD_LETTER_BYTES]
     ok = await fleet.decide(make_intent(agent("after"), params={"amount": 1}, occurred_at=day(5)))
     assert ok.decision is ALLOW
 
