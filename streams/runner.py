@@ -102,10 +102,13 @@ class StageRunner(Service):
     def __init__(
         self, name: str, bootstrap: str, group: str, topics: StageTopics, handle: Handler,
         store: ChangelogStore, policies: PolicySource, legacy_group: str | None = None,
+        on_owned: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
         self.name, self.bootstrap, self.group, self.topics = name, bootstrap, group, topics
         self.handle, self.store, self.policies = handle, store, policies
+        self.on_owned = on_owned
+        """Called for each partition taken over, its table restored and in use (the stage adopts it)."""
         self.legacy_group = legacy_group
         """The faust group that read these topics before this runner did: where a partition without a
         committed offset in ``group`` resumes (an upgrade does not decide history again)."""
@@ -206,6 +209,10 @@ class StageRunner(Service):
                 del self.progress.handled[tp]
             started = time.monotonic()
             applied = await self.store.restore(self.restorer, mine)
+            for partition in mine:
+                self.store.use(partition)
+                if self.on_owned is not None:
+                    self.on_owned(partition)
             await self._position(assigned)
             self.owned = set(assigned)
             self.consumer.resume(*assigned)

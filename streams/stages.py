@@ -186,6 +186,13 @@ class _Retention:
     def note(self, partition: int, now_ms: int, key: str) -> None:
         self.queues[partition].append((now_ms, key))
 
+    def adopt(self, table: BytesTable, partition: int, now_ms: int) -> None:
+        """Queue every idempotency record in ``table`` (in use on ``partition``) as if written at
+        ``now_ms``: records restored from a changelog or kept from before a restart were queued by no
+        one, and would never be evicted. At most one retention late."""
+        queue = self.queues[partition] = collections.deque()
+        queue.extend((now_ms, key) for key in table if key.startswith(RECORD_PREFIX))
+
     def evict(self, table: BytesTable, partition: int, now_ms: int) -> None:
         queue = self.queues.get(partition)
         for _ in range(EVICT_PER_EVENT):
@@ -224,6 +231,10 @@ class AgentStage:
         is judged as when it arrived, so lag never turns into skew and an answer never changes."""
         self.on_approved: Callable[[Decision], None] = ignore_decision
         """Called once per approved action, when its final ALLOW is recorded (the metrics' hook)."""
+
+    def adopt(self, partition: int, now_ms: int) -> None:
+        """Taken over ``partition`` (its table in use): queue its idempotency records for eviction."""
+        self.retention.adopt(self.table, partition, now_ms)
 
     def _record(self, request_id: UUID) -> Record | None:
         raw = self.table.get(f"{RECORD_PREFIX}{request_id}")
@@ -410,6 +421,10 @@ class SharedStage:
         self.table = table
         self.state = TableState(table)
         self.retention = _Retention(retention_ms)
+
+    def adopt(self, partition: int, now_ms: int) -> None:
+        """Taken over ``partition`` (its table in use): queue its idempotency records for eviction."""
+        self.retention.adopt(self.table, partition, now_ms)
 
     def handle_forward(
         self, forward: Forward, policy: CompiledPolicy | None, partition: int, now_ms: int,

@@ -200,6 +200,21 @@ def test_records_expire_after_the_retention() -> None:
     assert not any(key.startswith("d|") for key in table)
 
 
+def test_records_a_stage_did_not_write_expire_once_it_adopts_the_partition() -> None:
+    table: dict[str, bytes] = {}
+    AgentStage(table, retention_ms=1000).handle_intent(
+        make_intent("a1", tool="crm.get_account", action="read", target="crm:accounts")
+        .model_dump_json().encode(), b"a1", POLICY, 0, now_ms=0)
+    restarted = AgentStage(table, retention_ms=1000)  # e.g. restored from the changelog
+    restarted.handle_intent(b"{}", b"a1", POLICY, 0, now_ms=5000)
+    assert any(key.startswith("d|") for key in table)  # queued by no one: kept
+    restarted.adopt(0, now_ms=5000)
+    restarted.handle_intent(b"{}", b"a1", POLICY, 0, now_ms=5500)
+    assert any(key.startswith("d|") for key in table)  # one retention from the take-over
+    restarted.handle_intent(b"{}", b"a1", POLICY, 0, now_ms=6000)
+    assert not any(key.startswith("d|") for key in table)
+
+
 def test_a_change_persisted_without_its_record_is_not_counted_twice() -> None:
     pump = Pump()
     raw = refund()
