@@ -39,10 +39,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from infra.kafka import BrokerConfig, start_broker, stop_broker  # noqa: E402
+from bench.broker import bootstrap_servers, report  # noqa: E402
 from infra.kafka.process import free_port  # noqa: E402
 from schemas import TopicNames  # noqa: E402
-from sluicegate.settings import Settings  # noqa: E402
 from streams.policy_source import publish_policy  # noqa: E402
 
 AGENTS = 500
@@ -308,27 +307,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--policy", default="customer_support.yaml")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp:
-        workdir = Path(tmp)
-        broker = None
-        bootstrap = args.bootstrap
-        if not bootstrap:
-            settings = Settings()
-            broker = BrokerConfig(port=free_port(), data_dir=workdir / "kafka",
-                                  cache_dir=settings.artifact_cache_dir.resolve(),
-                                  version=settings.kafka_version)
-            start_broker(broker)
-            bootstrap = f"127.0.0.1:{broker.port}"
-        try:
-            result = asyncio.run(run(args, bootstrap, workdir))
-        finally:
-            if broker is not None:
-                stop_broker(broker.data_dir)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
+    with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp, \
+            bootstrap_servers(args.bootstrap, Path(tmp)) as bootstrap:
+        result = asyncio.run(run(args, bootstrap, Path(tmp)))
+    report(result, args.json)
 
 
 if __name__ == "__main__":

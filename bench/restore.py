@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import secrets
@@ -29,10 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from infra.kafka import BrokerConfig, start_broker, stop_broker  # noqa: E402
+from bench.broker import bootstrap_servers, report  # noqa: E402
 from infra.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
-from infra.kafka.process import free_port  # noqa: E402
-from sluicegate.settings import Settings  # noqa: E402
 from streams.changelog_store import ChangelogStore  # noqa: E402
 
 AGENTS = 5_000
@@ -93,27 +90,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp:
-        workdir = Path(tmp)
-        broker = None
-        bootstrap = args.bootstrap
-        if not bootstrap:
-            settings = Settings()
-            broker = BrokerConfig(port=free_port(), data_dir=workdir / "kafka",
-                                  cache_dir=settings.artifact_cache_dir.resolve(),
-                                  version=settings.kafka_version)
-            start_broker(broker)
-            bootstrap = f"127.0.0.1:{broker.port}"
-        try:
-            result = asyncio.run(run(args, bootstrap, workdir))
-        finally:
-            if broker is not None:
-                stop_broker(broker.data_dir)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
+    with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp, \
+            bootstrap_servers(args.bootstrap, Path(tmp)) as bootstrap:
+        result = asyncio.run(run(args, bootstrap, Path(tmp)))
+    report(result, args.json)
 
 
 if __name__ == "__main__":
