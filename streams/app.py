@@ -30,7 +30,7 @@ from streams.approval_stage import ApprovalStage, Reviewers
 from streams.changelog_store import ChangelogStore
 from streams.fetch_wait import shorten_fetch_wait
 from streams.flow_control import WorkerApp
-from streams.handlers import agent_handler, now_ms, shared_handler
+from streams.handlers import agent_handler, shared_handler
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.rewind import rewind_uncommitted
@@ -174,12 +174,12 @@ def build(config: WorkerConfig) -> Processor:
     runners = (
         StageRunner("decide", config.bootstrap, f"{config.app_id}-decide",
                     StageTopics((n.intents, topics.agent_feedback), topics.agent_state_changelog, routes),
-                    agent_handler(agent_stage, n.intents, policies, metrics), agent_store, policies,
-                    legacy_group=config.app_id, on_owned=lambda part: agent_stage.adopt(part, now_ms())),
+                    agent_handler(agent_stage, n.intents, policies, metrics), agent_store,
+                    agent_stage.retention, policies, legacy_group=config.app_id),
         StageRunner("shared", config.bootstrap, f"{config.app_id}-shared",
                     StageTopics((topics.shared_limits,), topics.shared_state_changelog, routes),
-                    shared_handler(shared_stage, policies, metrics), shared_store, policies,
-                    legacy_group=config.app_id, on_owned=lambda part: shared_stage.adopt(part, now_ms())),
+                    shared_handler(shared_stage, policies, metrics), shared_store,
+                    shared_stage.retention, policies, legacy_group=config.app_id),
     )
     processor = Processor(
         config=config, app=app, topics=topics, channels=channels, tables=tables, metrics=metrics,

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, MutableMapping
+import time
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_KEY = b"\x00sluicegate\x00changelog-offset"
 """Where a database keeps the changelog offset it is complete up to (not a valid table key)."""
 RESTORE_BATCH = 2_000
+MAX_CHECKPOINT_AGE_MS = 20 * 3_600_000
+"""An older checkpoint is not restored from: compaction may since have dropped tombstones written after
+it (Kafka keeps them ``delete.retention.ms``, 24 h by default), and the deleted keys would come back."""
 
 
 def changelog_topic(app_id: str, table: str) -> str:
@@ -86,18 +90,35 @@ class ChangelogStore(MutableMapping[str, bytes]):
 
     def checkpoint(self, partition: int, offset: int) -> None:
         """Record that ``partition``'s database holds the changelog up to ``offset`` (flushed)."""
-        self.open(partition)[CHECKPOINT_KEY] = str(offset).encode()
+        self.open(partition)[CHECKPOINT_KEY] = f"{offset}:{time.time_ns() // 1_000_000}".encode()
 
     def checkpointed(self, partition: int) -> int | None:
+        """The changelog offset ``partition``'s database is complete up to (None: unknown, or too old
+        to restore from, see :data:`MAX_CHECKPOINT_AGE_MS`)."""
         raw = self.open(partition).get(CHECKPOINT_KEY)
-        return None if raw is None else int(raw)
+        if raw is None:
+            return None
+        offset, _, written_ms = bytes(raw).decode().partition(":")
+        if time.time_ns() // 1_000_000 - int(written_ms or 0) > MAX_CHECKPOINT_AGE_MS:
+            return None
+        return int(offset)
 
-    async def restore(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> int:
+    def keys_with_prefix(self, prefix: str) -> Iterator[str]:
+        """The keys starting with ``prefix`` in the partition in use, in order."""
+        start = prefix.encode()
+        for key in self._db().keys(from_key=start):
+            if not bytes(key).startswith(start):  # type: ignore[arg-type]
+                return
+            yield bytes(key).decode()  # type: ignore[arg-type]
+
+    async def restore(self, consumer: AIOKafkaConsumer, partitions: list[int],
+                      abort: Callable[[], bool] = lambda: False) -> int:
         """Bring the databases of ``partitions`` up to their changelog's end; the records applied.
 
         ``consumer`` is a group-less consumer used for nothing else meanwhile, with no automatic offset
         reset (records that vanish under it are an error, not a silent skip). A database whose
-        checkpoint is outside the changelog (the topic was recreated or truncated) is rebuilt.
+        checkpoint is outside the changelog (the topic was recreated or truncated), or too old, is
+        rebuilt. Stops early, leaving the checkpoints where they were, once ``abort()`` is true.
         """
         if not partitions:
             return 0
@@ -108,6 +129,8 @@ class ChangelogStore(MutableMapping[str, bytes]):
         for tp in tps:
             checkpoint = self.checkpointed(tp.partition)
             start = begins[tp] if checkpoint is None else checkpoint + 1
+            if checkpoint is None and self.open(tp.partition).get(CHECKPOINT_KEY) is not None:
+                self.discard(tp.partition)  # a checkpoint too old to trust
             if not begins[tp] <= start <= ends[tp]:  # the changelog was recreated or truncated
                 log.warning("%s[%d]: checkpoint %s is outside the changelog (%d..%d): rebuilding",
                             self.topic, tp.partition, checkpoint, begins[tp], ends[tp])
@@ -117,7 +140,7 @@ class ChangelogStore(MutableMapping[str, bytes]):
                 consumer.seek(tp, start)
                 todo[tp] = ends[tp]
         applied = 0
-        while todo:
+        while todo and not abort():
             fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=RESTORE_BATCH)
             for tp, records in fetched.items():
                 batch = WriteBatch(raw_mode=True)

@@ -24,6 +24,7 @@ The same guarantees as the faust agents they replace:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -33,13 +34,19 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    MessageSizeTooLargeError,
+    RebalanceInProgressError,
+)
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 from mode import Service
 
 from streams.changelog_store import ChangelogStore
 from streams.policy_source import PolicySource
-from streams.stages import Route, Send, dead_letter
+from streams.stages import Retention, Route, Send, dead_letter
+from streams.state import RECORD_PREFIX
 
 log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 0.5
@@ -48,6 +55,11 @@ FETCH_MAX_WAIT_MS = 100
 MAX_RECORDS = 1_000
 STOP_TIMEOUT_S = 20.0
 SESSION_TIMEOUT_MS = 6_000
+REBALANCE_TIMEOUT_MS = 60_000
+"""How long the group waits for a member to finish its revocation (a batch in hand, a take-over
+stopping) before it drops it; aiokafka's default is the session timeout."""
+ADOPT_CHUNK = 5_000
+"""Idempotency records queued between two yields to the event loop while taking over a partition."""
 """Notice a dead worker within seconds (the broker's minimum)."""
 
 
@@ -101,14 +113,14 @@ class StageRunner(Service):
 
     def __init__(
         self, name: str, bootstrap: str, group: str, topics: StageTopics, handle: Handler,
-        store: ChangelogStore, policies: PolicySource, legacy_group: str | None = None,
-        on_owned: Callable[[int], None] | None = None,
+        store: ChangelogStore, retention: Retention, policies: PolicySource,
+        legacy_group: str | None = None,
     ) -> None:
         super().__init__()
         self.name, self.bootstrap, self.group, self.topics = name, bootstrap, group, topics
         self.handle, self.store, self.policies = handle, store, policies
-        self.on_owned = on_owned
-        """Called for each partition taken over, its table restored and in use (the stage adopts it)."""
+        self.retention = retention
+        """The stage's queue of idempotency records to evict, told of partitions taken over and given up."""
         self.legacy_group = legacy_group
         """The faust group that read these topics before this runner did: where a partition without a
         committed offset in ``group`` resumes (an upgrade does not decide history again)."""
@@ -119,6 +131,8 @@ class StageRunner(Service):
         """Assigned by the last rebalance, paused until :meth:`_take_over` restored them."""
         self.owned: set[TopicPartition] = set()
         """Restored and positioned: the partitions whose records are handled."""
+        self.revoking = False
+        """A rebalance began: a take-over in progress stops at its next step (the revoke waits for it)."""
         self.restored = asyncio.Event()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -136,7 +150,8 @@ class StageRunner(Service):
             bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             partition_assignment_strategy=(RangePartitionAssignor,),
-            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=1_000)
+            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=1_000,
+            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS)
         await self.producer.start()
         await self.restorer.start()
         await self.consumer.start()
@@ -185,40 +200,65 @@ class StageRunner(Service):
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         self.restored.clear()
+        self.revoking = True
         try:
             async with self.lock:
+                self.to_take_over = None
                 self.owned -= revoked
                 await self._commit(revoked)
         except Exception as exc:
             await self.crash(exc)
 
     async def assigned(self, assigned: set[TopicPartition]) -> None:
+        self.revoking = False
         if self.consumer is not None and assigned:
             self.consumer.pause(*assigned)
         self.to_take_over = set(assigned)
 
     async def _take_over(self) -> None:
-        """Restore the tables of the partitions just assigned, position them, then resume them."""
+        """Restore the tables of the partitions just assigned, position them, then resume them.
+
+        A partition given up has its database discarded (a later take-over rebuilds it from the
+        changelog: the tombstones written meanwhile may be compacted away by then). A rebalance that
+        begins meanwhile stops the take-over; the next assignment starts a new one.
+        """
         assert self.consumer is not None and self.restorer is not None
         async with self.lock:
-            assigned, self.to_take_over = self.to_take_over or set(), None
+            assigned, self.to_take_over = (self.to_take_over or set()) & self.consumer.assignment(), None
             mine = sorted({tp.partition for tp in assigned})
-            for partition in set(self.store.dbs) - set(mine):
-                self.store.close(partition)
+            kept = set(self.store.dbs)
+            for partition in kept - set(mine):
+                self.store.discard(partition)
+                self.retention.forget(partition)
             for tp in set(self.progress.handled) - assigned:
                 del self.progress.handled[tp]
             started = time.monotonic()
-            applied = await self.store.restore(self.restorer, mine)
-            for partition in mine:
-                self.store.use(partition)
-                if self.on_owned is not None:
-                    self.on_owned(partition)
+            applied = await self.store.restore(self.restorer, mine, lambda: self.revoking)
+            for partition in sorted(set(mine) - kept):
+                if self.revoking or not await self._adopt(partition):
+                    return
+            if self.revoking:
+                return
             await self._position(assigned)
             self.owned = set(assigned)
             self.consumer.resume(*assigned)
             self.restored.set()
             log.info("%s owns partitions %s (restored %d changelog records in %.1f s)",
                      self.name, mine, applied, time.monotonic() - started)
+
+    async def _adopt(self, partition: int) -> bool:
+        """Queue the idempotency records of a partition taken over for eviction, yielding to the loop
+        as it goes; False when a rebalance began meanwhile."""
+        self.store.use(partition)
+        keys = self.store.keys_with_prefix(RECORD_PREFIX)
+        now_ms = time.time_ns() // 1_000_000
+        while chunk := list(itertools.islice(keys, ADOPT_CHUNK)):
+            self.retention.adopt(partition, chunk, now_ms)
+            await asyncio.sleep(0)
+            if self.revoking:
+                return False
+            self.store.use(partition)
+        return True
 
     async def _position(self, tps: set[TopicPartition]) -> None:
         """Seek each partition to its committed offset, else the legacy group's, else the beginning
@@ -237,8 +277,8 @@ class StageRunner(Service):
     async def _legacy_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
         assert self.legacy_group is not None
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
         try:
+            await admin.start()
             found = await admin.list_consumer_group_offsets(self.legacy_group, partitions=tps)
         finally:
             await admin.close()
@@ -286,7 +326,7 @@ class StageRunner(Service):
             await self._send_changelog()  # a failure here crashes the worker (tables ahead of changelog)
             try:
                 await self._send(sends)
-            except Exception as exc:  # e.g. larger than the broker takes: park the record instead
+            except MessageSizeTooLargeError as exc:  # larger than the broker takes: park the record instead
                 log.exception("could not send the outputs of %s[%d]@%d", record.topic, record.partition,
                               record.offset)
                 await self._send([dead_letter(record.key, record.value, exc)])

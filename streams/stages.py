@@ -41,7 +41,7 @@ again and nothing is counted twice. Records are dropped after ``retention_ms``.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -175,7 +175,7 @@ def publish_sends(intent: Intent | None, decision: Decision) -> list[Send]:
     ]
 
 
-class _Retention:
+class Retention:
     """Per-partition FIFO of idempotency records, evicted a few at a time while handling events."""
 
     def __init__(self, retention_ms: int) -> None:
@@ -186,12 +186,15 @@ class _Retention:
     def note(self, partition: int, now_ms: int, key: str) -> None:
         self.queues[partition].append((now_ms, key))
 
-    def adopt(self, table: BytesTable, partition: int, now_ms: int) -> None:
-        """Queue every idempotency record in ``table`` (in use on ``partition``) as if written at
-        ``now_ms``: records restored from a changelog or kept from before a restart were queued by no
-        one, and would never be evicted. At most one retention late."""
-        queue = self.queues[partition] = collections.deque()
-        queue.extend((now_ms, key) for key in table if key.startswith(RECORD_PREFIX))
+    def adopt(self, partition: int, keys: Iterable[str], now_ms: int) -> None:
+        """Queue idempotency records of a partition taken over as if written at ``now_ms``: records
+        restored from a changelog, or kept from before a restart, were queued by no one and would never
+        be evicted (they are evicted at most one retention late)."""
+        self.queues[partition].extend((now_ms, key) for key in keys)
+
+    def forget(self, partition: int) -> None:
+        """A partition given up: its records are another worker's to evict."""
+        self.queues.pop(partition, None)
 
     def evict(self, table: BytesTable, partition: int, now_ms: int) -> None:
         queue = self.queues.get(partition)
@@ -224,17 +227,13 @@ class AgentStage:
                  max_event_skew_ms: int | None = None) -> None:
         self.table = table
         self.state = TableState(table)
-        self.retention = _Retention(retention_ms)
+        self.retention = Retention(retention_ms)
         self.max_event_skew_ms = max_event_skew_ms
         """BLOCK intents whose ``occurred_at`` is further than this from when they reached Kafka (None:
         any). The broker's append time, not the worker's clock: a backlog or a redelivery after an outage
         is judged as when it arrived, so lag never turns into skew and an answer never changes."""
         self.on_approved: Callable[[Decision], None] = ignore_decision
         """Called once per approved action, when its final ALLOW is recorded (the metrics' hook)."""
-
-    def adopt(self, partition: int, now_ms: int) -> None:
-        """Taken over ``partition`` (its table in use): queue its idempotency records for eviction."""
-        self.retention.adopt(self.table, partition, now_ms)
 
     def _record(self, request_id: UUID) -> Record | None:
         raw = self.table.get(f"{RECORD_PREFIX}{request_id}")
@@ -420,11 +419,7 @@ class SharedStage:
     def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
         self.table = table
         self.state = TableState(table)
-        self.retention = _Retention(retention_ms)
-
-    def adopt(self, partition: int, now_ms: int) -> None:
-        """Taken over ``partition`` (its table in use): queue its idempotency records for eviction."""
-        self.retention.adopt(self.table, partition, now_ms)
+        self.retention = Retention(retention_ms)
 
     def handle_forward(
         self, forward: Forward, policy: CompiledPolicy | None, partition: int, now_ms: int,
@@ -563,6 +558,6 @@ def _combined(policy: CompiledPolicy, forward: Forward, hits: tuple[AppliedItem,
 
 
 __all__ = [
-    "AgentStage", "Outcome", "Route", "Send", "SharedStage", "approval_request", "dead_letter",
+    "AgentStage", "Outcome", "Retention", "Route", "Send", "SharedStage", "approval_request", "dead_letter",
     "decision_sends", "publish_sends", "utc",
 ]
