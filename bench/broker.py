@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
-from collections.abc import Iterator
+import os
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,3 +40,21 @@ def report(result: dict[str, Any], as_json: bool) -> None:
     else:
         for key, value in result.items():
             print(f"{key}: {value}")
+
+
+Run = Callable[[argparse.Namespace, str, Path], Coroutine[Any, Any, dict[str, Any]]]
+"""A benchmark: its arguments, the bootstrap servers and a scratch directory -> its figures."""
+
+
+def main(doc: str, add_arguments: Callable[[argparse.ArgumentParser], None], run: Run) -> None:
+    """The command line of a Kafka benchmark: ``--json``, ``--bootstrap`` (default
+    ``KAFKA_BOOTSTRAP_SERVERS``, else a throwaway broker) and its own arguments."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    add_arguments(parser)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp, \
+            bootstrap_servers(args.bootstrap, Path(tmp)) as bootstrap:
+        result = asyncio.run(run(args, bootstrap, Path(tmp)))
+    report(result, args.json)

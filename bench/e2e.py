@@ -26,7 +26,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.broker import bootstrap_servers, report  # noqa: E402
+from bench.broker import main as bench_main  # noqa: E402
 from infra.kafka.process import free_port  # noqa: E402
 from schemas import TopicNames  # noqa: E402
 from streams.policy_source import publish_policy  # noqa: E402
@@ -298,20 +297,14 @@ async def burst(producer: AIOKafkaProducer, topic: str, tracker: Tracker, counte
     return drained, overall
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per rate")
-    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--policy", default="customer_support.yaml")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp, \
-            bootstrap_servers(args.bootstrap, Path(tmp)) as bootstrap:
-        result = asyncio.run(run(args, bootstrap, Path(tmp)))
-    report(result, args.json)
 
+
+def main() -> None:
+    bench_main(__doc__ or "", arguments, run)
 
 if __name__ == "__main__":
     main()

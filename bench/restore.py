@@ -13,12 +13,10 @@ starts a throwaway local broker.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import secrets
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.broker import bootstrap_servers, report  # noqa: E402
+from bench.broker import main as bench_main  # noqa: E402
 from infra.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from streams.changelog_store import ChangelogStore  # noqa: E402
 
@@ -82,19 +80,13 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[s
             "clean_restart_records": again, "load": round(os.getloadavg()[0], 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sluicegate-bench-") as tmp, \
-            bootstrap_servers(args.bootstrap, Path(tmp)) as bootstrap:
-        result = asyncio.run(run(args, bootstrap, Path(tmp)))
-    report(result, args.json)
 
+
+def main() -> None:
+    bench_main(__doc__ or "", arguments, run)
 
 if __name__ == "__main__":
     main()
