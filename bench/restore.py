@@ -1,7 +1,7 @@
-"""Stage 1's takeover cost: how fast a worker rebuilds its ``agent-state`` table from the changelog.
+"""A take-over's cost: how fast a worker rebuilds a deciding stage's table from its changelog.
 
 A worker that crashed, or that takes over another worker's partitions, reads their changelog before it
-decides there (stage 1 keeps no standby copy). This fills a changelog topic with ``--records`` records
+decides there (the stages keep no standby copy). This fills a changelog topic with ``--records`` records
 shaped like stage 1's (window states, histories, idempotency records of a few hundred bytes, keys
 rewritten as agents act again), then times :meth:`ChangelogStore.restore` into empty databases, and
 once more from the checkpoint it left (a clean restart: nothing to read). Uses ``--bootstrap``, else

@@ -18,9 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas import Decision
 from streams.app import Processor
-from streams.handlers import now_ms
+from streams.metrics import unhandled
 from streams.records import Open, Tick, kind_of
-from streams.stages import Route, Send, dead_letter
+from streams.stages import Route, Send, dead_letter, now_ms
 
 log = logging.getLogger(__name__)
 EXPIRY_INTERVAL_S = 1.0
@@ -39,7 +39,6 @@ class Runtime:
     def __init__(self, processor: Processor) -> None:
         self.p = processor
         self.positions: dict[tuple[str, int], int] = {}
-        self.topic_names = processor.runners[0].topics.routes
 
     async def send(self, sends: list[Send]) -> None:
         """Hand the messages to the app's producer (the one faust flushes before committing offsets).
@@ -49,7 +48,7 @@ class Runtime:
         """
         producer = self.p.app.producer
         for item in sends:
-            topic = self.topic_names[item.route]
+            topic = self.p.routes[item.route]
             await producer.send(topic, item.key, item.value, None, None, list(item.headers) or None)
 
     def track(self, message: Any) -> None:
@@ -77,8 +76,7 @@ class Runtime:
                 continue
             if high is None:
                 continue
-            done = self.positions.get((tp.topic, tp.partition))
-            result[(tp.topic, tp.partition)] = max(0, high - (done + 1 if done is not None else 0))
+            result[(tp.topic, tp.partition)] = unhandled(high, self.positions.get((tp.topic, tp.partition)))
         for runner in self.p.runners:
             result |= runner.lag()
         return result

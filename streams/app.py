@@ -97,6 +97,8 @@ class Processor:
     agent_stage: AgentStage
     shared_stage: SharedStage
     approval_stage: ApprovalStage
+    routes: dict[Route, str]
+    """The topic of each route."""
     runners: tuple[StageRunner, ...]
     """Stage 1 and stage 2 (:mod:`streams.runner`)."""
 
@@ -186,7 +188,7 @@ def build(config: WorkerConfig) -> Processor:
         policies=policies, agent_stage=agent_stage, shared_stage=shared_stage,
         approval_stage=ApprovalStage(tables.approval_state, Reviewers(config.reviewers_file),
                                      config.retention_ms),
-        runners=runners,
+        routes=routes, runners=runners,
     )
     shorten_fetch_wait()
     rewind_uncommitted(app, {n.approvals, topics.approval_control})

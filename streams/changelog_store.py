@@ -1,15 +1,17 @@
-"""Stage 1's table without faust: one rocksdict database per partition, a compacted changelog topic.
+"""A deciding stage's table without faust: one rocksdict database per partition, a compacted changelog.
 
 It keeps faust's table model (str keys to bytes values, every write also sent to partition N of the
-changelog topic ``<app id>-agent-state-changelog``, a worker that takes a partition over rebuilds it from
-that partition) and faust's record format, so a deployment keeps its state across the change. What it
-drops is faust's per-write machinery (an event context per key, a buffered send with a callback, the
-persisted offset written per record), which cost more than the decision itself.
+changelog topic, ``<app id>-agent-state-changelog`` or ``-shared-state-changelog``, a worker that takes
+a partition over rebuilds it from that partition) and faust's record format, so a deployment keeps its
+state across the change. What it drops is faust's per-write machinery (an event context per key, a
+buffered send with a callback, the persisted offset written per record), which cost more than the
+decision itself.
 
 Consistency with the changelog. A database may only be ahead of its changelog by writes that are still
 to be sent; :meth:`ChangelogStore.checkpoint` records, after the producer was flushed, the changelog
 offset the database holds everything up to. A later :meth:`restore` reads the changelog from there to
-its end (records other workers wrote while they owned the partition). A worker that crashed discards
+its end (records other workers wrote while they owned the partition); without a checkpoint it can
+trust, it rebuilds the partition from the whole changelog. A worker that crashed discards
 its databases at start (:func:`streams.worker.discard_unclean_tables`) and restores from the beginning.
 """
 
@@ -128,13 +130,13 @@ class ChangelogStore(MutableMapping[str, bytes]):
         consumer.assign(tps)
         for tp in tps:
             checkpoint = self.checkpointed(tp.partition)
-            start = begins[tp] if checkpoint is None else checkpoint + 1
-            if checkpoint is None and self.open(tp.partition).get(CHECKPOINT_KEY) is not None:
-                self.discard(tp.partition)  # a checkpoint too old to trust
-            if not begins[tp] <= start <= ends[tp]:  # the changelog was recreated or truncated
-                log.warning("%s[%d]: checkpoint %s is outside the changelog (%d..%d): rebuilding",
-                            self.topic, tp.partition, checkpoint, begins[tp], ends[tp])
+            start = None if checkpoint is None else checkpoint + 1
+            if start is None or not begins[tp] <= start <= ends[tp]:  # none to trust: rebuild
+                if start is not None:  # the changelog was recreated or truncated
+                    log.warning("%s[%d]: checkpoint %s is outside the changelog (%d..%d): rebuilding",
+                                self.topic, tp.partition, checkpoint, begins[tp], ends[tp])
                 self.discard(tp.partition)
+                self.open(tp.partition)
                 start = begins[tp]
             if start < ends[tp]:
                 consumer.seek(tp, start)

@@ -6,7 +6,6 @@ exception is handled by the runner (the record goes to the dead-letter topic wit
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
@@ -15,12 +14,7 @@ from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.records import Count, Feedback, Forward, Release, Resolved, kind_of
 from streams.runner import Handler
-from streams.stages import AgentStage, Send, SharedStage
-
-
-def now_ms() -> int:
-    """The worker's wall clock in ms."""
-    return time.time_ns() // 1_000_000
+from streams.stages import AgentStage, Send, SharedStage, now_ms
 
 
 def agent_handler(stage: AgentStage, intents: str, policies: PolicySource, metrics: Metrics) -> Handler:

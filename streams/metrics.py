@@ -18,6 +18,11 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02
 LagSource = Callable[[], Mapping[tuple[str, int], int]]
 
 
+def unhandled(highwater: int, handled: int | None) -> int:
+    """Records of a partition not handled yet: up to its high watermark, after the last handled offset."""
+    return max(0, highwater - (handled + 1 if handled is not None else 0))
+
+
 class _LagCollector(Collector):
     """Consumer lag per topic partition, computed at scrape time."""
 

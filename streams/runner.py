@@ -44,8 +44,9 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 from mode import Service
 
 from streams.changelog_store import ChangelogStore
+from streams.metrics import unhandled
 from streams.policy_source import PolicySource
-from streams.stages import Retention, Route, Send, dead_letter
+from streams.stages import Retention, Route, Send, dead_letter, now_ms
 from streams.state import RECORD_PREFIX
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,12 @@ FETCH_MAX_WAIT_MS = 100
 MAX_RECORDS = 1_000
 STOP_TIMEOUT_S = 20.0
 SESSION_TIMEOUT_MS = 6_000
+"""Notice a dead worker within seconds (the broker's minimum)."""
 REBALANCE_TIMEOUT_MS = 60_000
 """How long the group waits for a member to finish its revocation (a batch in hand, a take-over
 stopping) before it drops it; aiokafka's default is the session timeout."""
 ADOPT_CHUNK = 5_000
 """Idempotency records queued between two yields to the event loop while taking over a partition."""
-"""Notice a dead worker within seconds (the broker's minimum)."""
 
 
 Handler = Callable[[ConsumerRecord[Any, Any]], list[Send]]
@@ -90,6 +91,11 @@ class _Progress:
         """A send's done-callback: remember a failure."""
         if self.failed is None and not sent.cancelled() and sent.exception() is not None:
             self.failed = sent.exception()
+
+    def raise_failure(self) -> None:
+        """Refuse to go on (commit) once a send failed."""
+        if self.failed is not None:
+            raise RuntimeError(f"the producer gave up on a send: {self.failed!r}")
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -251,9 +257,9 @@ class StageRunner(Service):
         as it goes; False when a rebalance began meanwhile."""
         self.store.use(partition)
         keys = self.store.keys_with_prefix(RECORD_PREFIX)
-        now_ms = time.time_ns() // 1_000_000
+        at_ms = now_ms()
         while chunk := list(itertools.islice(keys, ADOPT_CHUNK)):
-            self.retention.adopt(partition, chunk, now_ms)
+            self.retention.adopt(partition, chunk, at_ms)
             await asyncio.sleep(0)
             if self.revoking:
                 return False
@@ -357,16 +363,14 @@ class StageRunner(Service):
         """
         assert self.producer is not None and self.consumer is not None
         self.progress.last_commit = time.monotonic()
-        if self.progress.failed is not None:
-            raise RuntimeError(f"the producer gave up on a send: {self.progress.failed!r}")
+        self.progress.raise_failure()
         offsets = {tp: self.progress.handled.pop(tp) + 1 for tp in tps if tp in self.progress.handled}
         changelog = {p: self.progress.changelog.pop(p) for p in {tp.partition for tp in tps}
                      if p in self.progress.changelog}
         if not offsets and not changelog:
             return
         await self.producer.flush()
-        if self.progress.failed is not None:
-            raise RuntimeError(f"the producer gave up on a send: {self.progress.failed!r}")
+        self.progress.raise_failure()
         if offsets:
             try:
                 await self.consumer.commit(offsets)
@@ -387,8 +391,7 @@ class StageRunner(Service):
             high = self.consumer.highwater(tp)
             if high is None:
                 continue
-            done = self.positions.get((tp.topic, tp.partition))
-            result[(tp.topic, tp.partition)] = max(0, high - (done + 1 if done is not None else 0))
+            result[(tp.topic, tp.partition)] = unhandled(high, self.positions.get((tp.topic, tp.partition)))
         return result
 
     def ready(self) -> bool:

@@ -41,6 +41,7 @@ again and nothing is counted twice. Records are dropped after ``retention_ms``.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -125,6 +126,11 @@ class Outcome:
     decision: Decision | None = None
     duplicate: bool = False
     forwarded: bool = False
+
+
+def now_ms() -> int:
+    """The worker's wall clock in ms."""
+    return time.time_ns() // 1_000_000
 
 
 def utc(now_ms: int) -> datetime:
@@ -559,5 +565,5 @@ def _combined(policy: CompiledPolicy, forward: Forward, hits: tuple[AppliedItem,
 
 __all__ = [
     "AgentStage", "Outcome", "Retention", "Route", "Send", "SharedStage", "approval_request", "dead_letter",
-    "decision_sends", "publish_sends", "utc",
+    "decision_sends", "now_ms", "publish_sends", "utc",
 ]

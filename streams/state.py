@@ -1,4 +1,4 @@
-"""The engine's StateStore on a worker's table (a faust table, or stage 1's
+"""The engine's StateStore on a deciding stage's table (a
 :class:`streams.changelog_store.ChangelogStore`): window and history states as compact bytes.
 
 One table per stage holds everything that stage owns, under key prefixes: ``w|`` window states,

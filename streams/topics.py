@@ -57,8 +57,8 @@ class WorkerTopics:
         return changelog_topic(worker_app_id(self.names.prefix), "shared-state")
 
     def co_partitioned(self) -> list[TopicSpec]:
-        """The topics the worker reads: their partition N and the tables' partition N hold the same keys,
-        so all of them must have ``partitions`` partitions."""
+        """The topics the worker reads and its stages' changelogs: their partition N and the tables'
+        partition N hold the same keys, so all of them must have ``partitions`` partitions."""
         n, p = self.names, self.partitions
         return [TopicSpec(name, p) for name in (n.intents, n.approvals, self.shared_limits,
                                                 self.agent_feedback, self.approval_control,

@@ -26,7 +26,8 @@ def worker_command(
     max_event_skew: Annotated[
         float | None, typer.Option(
             "--max-event-skew", min=0,
-            help="Seconds an intent's occurred_at may be from the clock; 0: any (default: settings)."),
+            help="Seconds an intent's occurred_at may be from when it reached Kafka; 0: any "
+                 "(default: settings)."),
     ] = None,
 ) -> None:
     """Run a worker: decide intents until stopped (Ctrl-C / SIGTERM).

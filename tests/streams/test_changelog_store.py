@@ -1,4 +1,4 @@
-"""Stage 1's table: per-partition rocksdict with a changelog, restored from a real broker."""
+"""A deciding stage's table: per-partition rocksdict with a changelog, restored from a real broker."""
 
 from __future__ import annotations
 
