@@ -7,6 +7,8 @@
 |                    |            |                      | so an agent reads only its own partition   |
 | approval-requests  | request_id | ApprovalRequest JSON | read by the Slack bot and the CLI          |
 | approvals          | request_id | ApprovalVerdict JSON | the reviewer topic                         |
+| approval-results   | request_id | Decision JSON        | compacted; the final decision of each      |
+|                    |            |                      | approval (read by the Slack bot and CLI)   |
 | audit              | request_id | AuditRecord JSON     | stored in ClickHouse by the audit sink     |
 | outcomes           | agent_id   | ExecutionOutcome JSON|                                            |
 | policies           | "active"   | policy YAML text     | compacted; the last value is the policy    |
@@ -45,6 +47,10 @@ class TopicNames:
     @property
     def approvals(self) -> str:
         return self._name("approvals")
+
+    @property
+    def approval_results(self) -> str:
+        return self._name("approval-results")
 
     @property
     def audit(self) -> str:

@@ -70,7 +70,8 @@ class WorkerTopics:
         return [
             TopicSpec(n.intents, p, configs=dict(APPEND_TIME)), TopicSpec(n.decisions, p),
             TopicSpec(n.approval_requests, p),
-            TopicSpec(n.approvals, p), TopicSpec(n.audit, p), TopicSpec(n.outcomes, p),
+            TopicSpec(n.approvals, p), TopicSpec(n.approval_results, p, configs=dict(COMPACTED)),
+            TopicSpec(n.audit, p), TopicSpec(n.outcomes, p),
             TopicSpec(n.policies, 1, configs=dict(COMPACTED)), TopicSpec(n.dead_letter, 1),
             TopicSpec(self.shared_limits, p), TopicSpec(self.agent_feedback, p),
             TopicSpec(self.approval_control, p),
