@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.broker import main as bench_main  # noqa: E402
 from infra.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
-from streams.changelog_store import ChangelogStore  # noqa: E402
+from streams.state.changelog_store import ChangelogStore  # noqa: E402
 
 AGENTS = 5_000
 

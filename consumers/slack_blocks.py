@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from schemas import ApprovalRequest, Decision, DecisionKind
-from streams.approvals import APPROVAL_DENIED, APPROVAL_EXPIRED
+from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED
 
 ACTION_APPROVE = "sluicegate_approve"
 ACTION_DENY = "sluicegate_deny"

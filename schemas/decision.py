@@ -9,6 +9,13 @@ from pydantic import Field
 
 from schemas.common import SCHEMA_VERSION, DecisionKind, UtcDatetime, WireModel
 
+APPROVAL_GRANTED = "approval_granted"
+"""The reason of the final ALLOW of an approved request."""
+APPROVAL_DENIED = "approval_denied"
+"""The reason of the final BLOCK of a denied request."""
+APPROVAL_EXPIRED = "approval_expired"
+"""The reason of the final BLOCK of a request nobody decided before its deadline."""
+
 
 class RiskFactor(WireModel):
     """One named contribution to the risk score."""

@@ -38,10 +38,10 @@ from schemas import (
     OutcomeStatus,
     TopicNames,
 )
+from schemas.decision import APPROVAL_EXPIRED
 from sluicegate.breaker import CircuitBreaker, Permit
 from sluicegate.errors import GateNotStarted, InvalidIntent
 from sluicegate.guard import (
-    APPROVAL_EXPIRED,
     AsyncGuard,
     Authorization,
     GuardBinding,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from schemas import Action, Decision, DecisionKind, Intent, OutcomeStatus
+from schemas.decision import APPROVAL_EXPIRED
 from sluicegate.errors import (
     ActionBlocked,
     ApprovalDenied,
@@ -26,7 +27,6 @@ from sluicegate.identity import AgentIdentity
 P = ParamSpec("P")
 R = TypeVar("R")
 
-APPROVAL_EXPIRED = "approval_expired"
 MAX_ERROR_CHARS = 4000
 
 ParamsSpec = Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None

@@ -1,5 +1,5 @@
 """The faust agents, tasks, timer and web pages of a worker: thin adapters around
-:mod:`streams.approval_stage`. The deciding stages run beside them, in :mod:`streams.runner`.
+:mod:`streams.stages.approval`. The deciding stages run beside them, in :mod:`streams.runtime.runner`.
 
 Each agent runs with concurrency 1: one actor handles the events of its partitions in order, so a
 partition's state is only ever changed by one coroutine, between two awaits.
@@ -18,9 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas import Decision
 from streams.app import Processor
+from streams.messages import Open, Tick, kind_of
 from streams.metrics import unhandled
-from streams.records import Open, Tick, kind_of
-from streams.stages import Route, Send, dead_letter, now_ms
+from streams.stages.outputs import Route, Send, dead_letter, now_ms
 
 log = logging.getLogger(__name__)
 EXPIRY_INTERVAL_S = 1.0
@@ -122,7 +122,7 @@ def register(p: Processor) -> None:
     def count_final(decision: Decision) -> None:  # approval finals: not an outcome of an agent's message
         p.metrics.decisions.labels(decision.decision.value, "true").inc()
 
-    p.agent_stage.on_approved = p.approval_stage.on_refused = count_final
+    p.decide_stage.on_approved = p.approval_stage.on_refused = count_final
     approvals_topic = p.topics.names.approvals
 
     async def read_policies() -> None:
@@ -153,7 +153,7 @@ def register(p: Processor) -> None:
     indexed_generation = -1  # the consumer generation the approval stage's due index was built for
 
     async def expire_approvals() -> None:
-        """Tick the due approvals of this worker's partitions (see :mod:`streams.approval_stage`)."""
+        """Tick the due approvals of this worker's partitions (see :mod:`streams.stages.approval`)."""
         nonlocal indexed_generation
         try:
             p.approval_stage.reviewers.refresh()

@@ -1,5 +1,5 @@
 """A worker, built from a :class:`WorkerConfig` (no module-level app, so tests and the CLI can build
-one per prefix): the two deciding stages on :mod:`streams.runner` (stage 1: intents; stage 2: the
+one per prefix): the two deciding stages on :mod:`streams.runtime.runner` (stage 1: intents; stage 2: the
 shared-limit hops), and a faust app for approvals, timers and web pages, all on one event loop and
 started and stopped together (the runners are dependencies of the app).
 
@@ -10,7 +10,7 @@ the tables, over the running workers; a worker that dies has its partitions and 
 from the changelog topics) taken over by the others. More partitions than workers leaves room to grow.
 
 Latency tuning. The deciding stages run without faust's per-message layers (why, and what it
-measured: :mod:`streams.runner`). For the faust side, see :data:`LATENCY_SETTINGS`: sending through
+measured: :mod:`streams.runtime.runner`). For the faust side, see :data:`LATENCY_SETTINGS`: sending through
 the transport producer instead of faust's ``Topic.send`` layer, the Kafka clients' per-message debug
 logging off, ``producer_linger=0``, a short commit interval, and faust's hard-coded 1.5 s fetch wait
 cut to 100 ms (:mod:`streams.fetch_wait`), which stalled records behind fetches of idle partitions.
@@ -26,18 +26,21 @@ import faust
 
 from schemas.topics import TopicNames
 from sluicegate.settings import DEFAULT_MAX_EVENT_SKEW_S, DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
-from streams.approval_stage import ApprovalStage, Reviewers
-from streams.changelog_store import ChangelogStore
 from streams.fetch_wait import shorten_fetch_wait
 from streams.flow_control import WorkerApp
 from streams.handlers import agent_handler, shared_handler
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.rewind import rewind_uncommitted
-from streams.runner import StageRunner, StageTopics
-from streams.stages import DEFAULT_RETENTION_MS, AgentStage, Route, SharedStage
+from streams.runtime.runner import StageRunner, StageTopics
+from streams.stages.approval import ApprovalStage, Reviewers
+from streams.stages.decide import DecideStage
+from streams.stages.outputs import Route
+from streams.stages.retention import DEFAULT_RETENTION_MS
+from streams.stages.shared import SharedStage
+from streams.state.changelog_store import ChangelogStore
 from streams.tables import Tables, make_tables
-from streams.topics import WorkerTopics, worker_app_id
+from streams.topology import WorkerTopics, worker_app_id
 
 LATENCY_SETTINGS: dict[str, Any] = {
     # Commit offsets often: a commit flushes the producer, and the offsets bound the redelivery after
@@ -94,13 +97,13 @@ class Processor:
     tables: Tables
     metrics: Metrics
     policies: PolicySource
-    agent_stage: AgentStage
+    decide_stage: DecideStage
     shared_stage: SharedStage
     approval_stage: ApprovalStage
     routes: dict[Route, str]
     """The topic of each route."""
     runners: tuple[StageRunner, ...]
-    """Stage 1 and stage 2 (:mod:`streams.runner`)."""
+    """Stage 1 and stage 2 (:mod:`streams.runtime.runner`)."""
 
 
 def make_faust_app(config: WorkerConfig) -> faust.App:
@@ -153,7 +156,7 @@ def _channels(app: faust.App, topics: WorkerTopics) -> dict[str, Any]:
 def build(config: WorkerConfig) -> Processor:
     """Build the app, its topics, tables, stages, policy source, metrics and agents.
 
-    Raises :class:`streams.approvals.ApprovalError` when the reviewers file cannot be read.
+    Raises :class:`streams.stages.approval_machine.ApprovalError` when the reviewers file cannot be read.
     """
     from streams.agents import register  # the agents need the built Processor
 
@@ -170,14 +173,14 @@ def build(config: WorkerConfig) -> Processor:
     tabledir = Path(app.conf.tabledir)
     agent_store = ChangelogStore(tabledir / "agent-state", topics.agent_state_changelog)
     shared_store = ChangelogStore(tabledir / "shared-state", topics.shared_state_changelog)
-    agent_stage = AgentStage(agent_store, config.retention_ms,
+    decide_stage = DecideStage(agent_store, config.retention_ms,
                              round(config.max_event_skew_s * 1000) if config.max_event_skew_s else None)
     shared_stage = SharedStage(shared_store, config.retention_ms)
     runners = (
         StageRunner("decide", config.bootstrap, f"{config.app_id}-decide",
                     StageTopics((n.intents, topics.agent_feedback), topics.agent_state_changelog, routes),
-                    agent_handler(agent_stage, n.intents, policies, metrics), agent_store,
-                    agent_stage.retention, policies, legacy_group=config.app_id),
+                    agent_handler(decide_stage, n.intents, policies, metrics), agent_store,
+                    decide_stage.retention, policies, legacy_group=config.app_id),
         StageRunner("shared", config.bootstrap, f"{config.app_id}-shared",
                     StageTopics((topics.shared_limits,), topics.shared_state_changelog, routes),
                     shared_handler(shared_stage, policies, metrics), shared_store,
@@ -185,7 +188,7 @@ def build(config: WorkerConfig) -> Processor:
     )
     processor = Processor(
         config=config, app=app, topics=topics, channels=channels, tables=tables, metrics=metrics,
-        policies=policies, agent_stage=agent_stage, shared_stage=shared_stage,
+        policies=policies, decide_stage=decide_stage, shared_stage=shared_stage,
         approval_stage=ApprovalStage(tables.approval_state, Reviewers(config.reviewers_file),
                                      config.retention_ms),
         routes=routes, runners=runners,

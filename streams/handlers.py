@@ -1,4 +1,5 @@
-"""What each deciding stage does with one record it reads (run by :class:`streams.runner.StageRunner`).
+"""What each deciding stage does with one record it reads (run by
+:class:`streams.runtime.runner.StageRunner`).
 
 Thin adapters: parse the internal message, call the stage, count the outcome in the metrics. An
 exception is handled by the runner (the record goes to the dead-letter topic with the error).
@@ -10,14 +11,16 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
+from streams.messages import Count, Feedback, Forward, Release, Resolved, kind_of
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
-from streams.records import Count, Feedback, Forward, Release, Resolved, kind_of
-from streams.runner import Handler
-from streams.stages import AgentStage, Send, SharedStage, now_ms
+from streams.runtime.runner import Handler
+from streams.stages.decide import DecideStage
+from streams.stages.outputs import Send, now_ms
+from streams.stages.shared import SharedStage
 
 
-def agent_handler(stage: AgentStage, intents: str, policies: PolicySource, metrics: Metrics) -> Handler:
+def agent_handler(stage: DecideStage, intents: str, policies: PolicySource, metrics: Metrics) -> Handler:
     """Stage 1: an intent (``intents`` topic), or a feedback / resolved message for one it forwarded."""
 
     def handle(record: ConsumerRecord[Any, Any]) -> list[Send]:

@@ -2,7 +2,7 @@
 co-partitioned with the approvals topic (and approval-control). It maps str keys to raw bytes values.
 
 The deciding stages' tables (``agent-state``, ``shared-state``) are not faust tables: see
-:mod:`streams.runner` and :mod:`streams.changelog_store`.
+:mod:`streams.runtime.runner` and :mod:`streams.state.changelog_store`.
 """
 
 from __future__ import annotations

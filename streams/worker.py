@@ -18,7 +18,7 @@ import faust
 from infra.kafka.admin import TopicSpec, ensure_topics, partition_mismatches
 from sluicegate.settings import Settings
 from streams.app import WorkerConfig, build
-from streams.approvals import ApprovalError
+from streams.stages.approval_machine import ApprovalError
 
 log = logging.getLogger(__name__)
 CLEAN_MARKER = "clean-shutdown"

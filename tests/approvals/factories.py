@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import Action, ApprovalRequest, ApprovalVerdict, Decision, DecisionKind, Intent, VerdictKind
-from streams.approvals import ReviewerDirectory, new_request
+from streams.stages.approval_machine import ReviewerDirectory, new_request
 
 T0 = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
 

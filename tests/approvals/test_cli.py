@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas import ApprovalVerdict, Decision, DecisionKind, TopicNames, VerdictKind
+from schemas.decision import APPROVAL_EXPIRED
 from sluicegate.approvals_cli import ApprovalsCliError, pending_requests, submit_verdict
 from sluicegate.cli import _register, app
-from streams.approvals import APPROVAL_EXPIRED
 from tests.approvals.factories import T0, make_request
 from tests.approvals.kafka_util import create_topics, produce, read_all
 

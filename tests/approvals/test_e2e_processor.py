@@ -19,13 +19,13 @@ import pytest
 from consumers.slack_blocks import ACTION_APPROVE
 from consumers.slack_bot import SlackApprovalBot
 from schemas import ApprovalRequest, ApprovalVerdict, Decision, DecisionKind, TopicNames, VerdictKind
+from schemas.decision import APPROVAL_EXPIRED, APPROVAL_GRANTED
 from sluicegate import Gate
 from sluicegate.approvals_cli import submit_verdict
 from sluicegate.errors import ActionBlocked, ApprovalDenied
 from sluicegate.settings import Settings
-from streams.approval_stage import UNKNOWN_REQUEST
-from streams.approvals import APPROVAL_EXPIRED, APPROVAL_GRANTED
 from streams.policy_source import publish_policy
+from streams.stages.approval import UNKNOWN_REQUEST
 from tests.approvals.conftest import bot_config
 from tests.approvals.kafka_util import produce
 from tests.approvals.slack_fake import FakeSlackApi

@@ -10,7 +10,7 @@ import pytest
 from consumers.slack_blocks import ACTION_APPROVE, ACTION_DENY, DENY_CALLBACK, ActionRef
 from consumers.slack_bot import SlackApprovalBot
 from schemas import ApprovalRequest, ApprovalVerdict, Decision, DecisionKind, TopicNames, VerdictKind
-from streams.approvals import APPROVAL_EXPIRED, APPROVAL_GRANTED
+from schemas.decision import APPROVAL_EXPIRED, APPROVAL_GRANTED
 from tests.approvals.conftest import BOT_TOKEN, SIGNING_SECRET, BotFactory
 from tests.approvals.factories import T0, make_request, make_verdict
 from tests.approvals.kafka_util import collect, create_topics, produce, read_all

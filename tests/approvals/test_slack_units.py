@@ -23,7 +23,7 @@ from consumers.slack_bot import SlackApprovalBot, SlackBotConfig, SlackConfigErr
 from consumers.slack_identity import SlackIdentityError, SlackIdentityMap
 from consumers.slack_store import PostedMessage, PostedStore
 from schemas import Decision, DecisionKind, Risk, RiskFactor
-from streams.approvals import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
+from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
 from tests.approvals.conftest import BOT_TOKEN, SIGNING_SECRET, bot_config
 from tests.approvals.factories import T0, make_intent, make_request
 from tests.approvals.slack_fake import block_action, sign

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 from schemas import AuditEventType, DecisionKind, VerdictKind
-from streams.approvals import (
-    APPROVAL_DENIED,
-    APPROVAL_EXPIRED,
-    APPROVAL_GRANTED,
+from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
+from streams.stages.approval_machine import (
     ApprovalError,
     ApprovalStatus,
     PendingApproval,

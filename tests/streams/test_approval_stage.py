@@ -10,17 +10,12 @@ from typing import Any
 import pytest
 
 from schemas import ApprovalVerdict, AuditEventType, Decision, DecisionKind, VerdictKind
-from streams.approval_stage import DUE_PREFIX, UNKNOWN_REQUEST, Reviewers
-from streams.approvals import (
-    APPROVAL_DENIED,
-    APPROVAL_EXPIRED,
-    APPROVAL_GRANTED,
-    ApprovalError,
-    ReviewerDirectory,
-)
+from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
 from streams.engine import compile_policy
-from streams.records import Open, Tick
-from streams.stages import Route
+from streams.messages import Open, Tick
+from streams.stages.approval import DUE_PREFIX, UNKNOWN_REQUEST, Reviewers
+from streams.stages.approval_machine import ApprovalError, ReviewerDirectory
+from streams.stages.outputs import Route
 from tests.streams.harness import make_intent
 from tests.streams.test_stages import Pump, window_count
 

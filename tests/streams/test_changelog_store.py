@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.kafka.admin import TopicSpec, ensure_topics
-from streams.changelog_store import CHECKPOINT_KEY, ChangelogStore
+from streams.state.changelog_store import CHECKPOINT_KEY, ChangelogStore
 
 
 def test_writes_and_deletes_are_queued_for_the_changelog_in_order(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from schemas import DecisionKind
 from schemas.intent import MAX_INTENT_BYTES
-from streams.stages import MAX_DEAD_LETTER_BYTES
+from streams.stages.outputs import MAX_DEAD_LETTER_BYTES
 from tests.streams.harness import Client, WorkerProcess, make_intent
 
 pytestmark = pytest.mark.integration

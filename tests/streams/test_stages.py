@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import ApprovalRequest, ApprovalVerdict, AuditRecord, Decision, DecisionKind
-from streams.approval_stage import ApprovalStage, Reviewers
-from streams.approvals import ReviewerDirectory
 from streams.engine import CompiledPolicy, compile_policy
-from streams.records import Count, Feedback, Forward, Open, Release, Reservation, Resolved, Tick, kind_of
-from streams.stages import AgentStage, Outcome, Route, Send, SharedStage
-from streams.state import TableState
+from streams.messages import Count, Feedback, Forward, Open, Release, Reservation, Resolved, Tick, kind_of
+from streams.stages.approval import ApprovalStage, Reviewers
+from streams.stages.approval_machine import ReviewerDirectory
+from streams.stages.decide import DecideStage
+from streams.stages.outputs import Outcome, Route, Send
+from streams.stages.shared import SharedStage
+from streams.state.table_state import TableState
 from tests.streams.harness import make_intent
 
 ALLOW, APPROVAL, BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
@@ -40,7 +42,7 @@ class Pump:
         self.agent_table: dict[str, bytes] = {}
         self.shared_table: dict[str, bytes] = {}
         self.approval_table: dict[str, bytes] = {}
-        self.agent = AgentStage(self.agent_table)
+        self.agent = DecideStage(self.agent_table)
         self.shared = SharedStage(self.shared_table)
         self.approvals = ApprovalStage(self.approval_table, Reviewers(None))
         self.approvals.reviewers.current = reviewers or ReviewerDirectory()
@@ -192,7 +194,7 @@ def test_invalid_input_and_missing_policy() -> None:
 
 def test_records_expire_after_the_retention() -> None:
     table: dict[str, bytes] = {}
-    stage = AgentStage(table, retention_ms=1000)
+    stage = DecideStage(table, retention_ms=1000)
     raw = make_intent("a1", tool="crm.get_account", action="read", target="crm:accounts").model_dump_json()
     stage.handle_intent(raw.encode(), b"a1", POLICY, 0, now_ms=0)
     assert any(key.startswith("d|") for key in table)
@@ -202,10 +204,10 @@ def test_records_expire_after_the_retention() -> None:
 
 def test_records_a_stage_did_not_write_expire_once_it_adopts_the_partition() -> None:
     table: dict[str, bytes] = {}
-    AgentStage(table, retention_ms=1000).handle_intent(
+    DecideStage(table, retention_ms=1000).handle_intent(
         make_intent("a1", tool="crm.get_account", action="read", target="crm:accounts")
         .model_dump_json().encode(), b"a1", POLICY, 0, now_ms=0)
-    restarted = AgentStage(table, retention_ms=1000)  # e.g. restored from the changelog
+    restarted = DecideStage(table, retention_ms=1000)  # e.g. restored from the changelog
     restarted.handle_intent(b"{}", b"a1", POLICY, 0, now_ms=5000)
     assert any(key.startswith("d|") for key in table)  # queued by no one: kept
     restarted.retention.adopt(0, [key for key in table if key.startswith("d|")], now_ms=5000)

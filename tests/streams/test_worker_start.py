@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from infra.kafka.admin import TopicSpec, ensure_topics
 from schemas import DecisionKind
 from streams.policy_source import publish_policy
-from streams.topics import WorkerTopics
+from streams.topology import WorkerTopics
 from tests.streams.harness import POLICIES, Client, WorkerProcess, make_intent
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """The deciding stages on the worker's own event loop: records read with aiokafka, handled by a stage
-(:mod:`streams.handlers`) over a :class:`streams.changelog_store.ChangelogStore`, outputs produced with
+(:mod:`streams.handlers`) over a :class:`streams.state.changelog_store.ChangelogStore`, outputs produced with
 aiokafka. Stage 1 reads the intents and the agent-feedback topic, stage 2 the shared-limits topic; each
 runs as one :class:`StageRunner`.
 
@@ -18,7 +18,7 @@ The same guarantees as the faust agents they replace:
   produced (changelog records first, then decisions and audit records). A redelivered record is
   answered from its idempotency record.
 - A partition taken over is restored from its changelog before its first record is handled; one given
-  up is flushed and checkpointed (:mod:`streams.changelog_store`).
+  up is flushed and checkpointed (:mod:`streams.state.changelog_store`).
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ from aiokafka.errors import (
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 from mode import Service
 
-from streams.changelog_store import ChangelogStore
 from streams.metrics import unhandled
 from streams.policy_source import PolicySource
-from streams.stages import Retention, Route, Send, dead_letter, now_ms
-from streams.state import RECORD_PREFIX
+from streams.stages.outputs import Route, Send, dead_letter, now_ms
+from streams.stages.retention import Retention
+from streams.state.changelog_store import ChangelogStore
+from streams.state.table_state import RECEIPT_PREFIX
 
 log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 0.5
@@ -256,7 +257,7 @@ class StageRunner(Service):
         """Queue the idempotency records of a partition taken over for eviction, yielding to the loop
         as it goes; False when a rebalance began meanwhile."""
         self.store.use(partition)
-        keys = self.store.keys_with_prefix(RECORD_PREFIX)
+        keys = self.store.keys_with_prefix(RECEIPT_PREFIX)
         at_ms = now_ms()
         while chunk := list(itertools.islice(keys, ADOPT_CHUNK)):
             self.retention.adopt(partition, chunk, at_ms)

@@ -33,12 +33,10 @@ from schemas import (
     VerdictKind,
 )
 from schemas.common import UtcDatetime, WireModel
+from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
 
 DEFAULT_APPROVER_GROUP = "reviewers"
 DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=15)
-APPROVAL_EXPIRED = "approval_expired"
-APPROVAL_DENIED = "approval_denied"
-APPROVAL_GRANTED = "approval_granted"
 
 
 class ApprovalError(ValueError):
@@ -331,9 +329,6 @@ def verdict_audit(result: VerdictResult, verdict: ApprovalVerdict, now: datetime
 
 
 __all__ = [
-    "APPROVAL_DENIED",
-    "APPROVAL_EXPIRED",
-    "APPROVAL_GRANTED",
     "DEFAULT_APPROVAL_TIMEOUT",
     "DEFAULT_APPROVER_GROUP",
     "ApprovalError",

@@ -3,7 +3,7 @@
 Where an approval lives. Verdicts come back on the public ``approvals`` topic keyed by request id and
 name no agent. So pending approvals are kept in the ``approval-state`` table, co-partitioned with
 ``approvals``: stage 1 (the agent's partition, see :mod:`streams.stages`) parks the intent and sends an
-:class:`~streams.records.Open` keyed by request id to the internal ``approval-control`` topic, which
+:class:`~streams.messages.Open` keyed by request id to the internal ``approval-control`` topic, which
 has the partition count of ``approvals``. With Kafka's default (murmur2) partitioner the Open, every
 verdict and every timer tick of one request land on the same partition number, which faust assigns to
 one worker together with the table's changelog partition; one actor (concurrency 1) handles them in
@@ -12,13 +12,13 @@ agent table keyed by request id anyway, plus one more hop per verdict.
 
 The flow:
 1. stage 1 sends the pending decision at once (``final=False``, the wall-clock deadline) and the Open;
-2. here an Open opens a :class:`~streams.approvals.PendingApproval` and publishes the ApprovalRequest
-   (approval-requests topic) and its ``APPROVAL_REQUESTED`` audit record;
-3. a verdict is applied with :func:`~streams.approvals.apply_verdict` (``now`` = the verdict record's
-   Kafka timestamp) and audited, accepted or rejected with why (``unknown_request`` for an id with no
+2. here an Open opens a :class:`~streams.stages.approval_machine.PendingApproval` and publishes the
+   ApprovalRequest (approval-requests topic) and its ``APPROVAL_REQUESTED`` audit record;
+3. a verdict is applied with :func:`~streams.stages.approval_machine.apply_verdict` (``now`` = the verdict
+   record's Kafka timestamp) and audited, accepted or rejected with why (``unknown_request`` for an id with no
    approval here); reviewers come from :class:`Reviewers` (no file: nobody can approve);
 4. once resolved (approved, denied, or expired by a late verdict or the timer) a
-   :class:`~streams.records.Resolved` goes to the agent's partition. A denied or expired approval's
+   :class:`~streams.messages.Resolved` goes to the agent's partition. A denied or expired approval's
    final BLOCK goes out from here at once (decisions topic keyed by agent id, the pending decision's
    route, and the audit). An approved action is counted first: stage 1 counts its agent windows and
    history, a chain of ``Count`` hops its shared windows, and whichever counts last sends the final
@@ -26,7 +26,7 @@ The flow:
 
 Deadlines are enforced here. A timer on each worker (:meth:`ApprovalStage.due`) looks at the approvals
 of the partitions assigned to it (faust iterates a table's active partitions only, never standby
-copies) and sends a :class:`~streams.records.Tick` keyed by request id for each one due. Table writes
+copies) and sends a :class:`~streams.messages.Tick` keyed by request id for each one due. Table writes
 happen only while handling a message (the changelog partition is the message's), so the timer writes
 nothing itself; the tick, handled in order with the verdicts, expires the approval (``now`` = the
 tick's timestamp). After a restart or a rebalance the table is restored from its changelog and the
@@ -57,7 +57,8 @@ from schemas.approval import ApprovalRequest, ApprovalVerdict
 from schemas.audit import AuditEventType, AuditRecord
 from schemas.common import DecisionKind
 from schemas.decision import Decision
-from streams.approvals import (
+from streams.messages import ApprovalEntry, Open, Resolved, Tick
+from streams.stages.approval_machine import (
     ApprovalError,
     PendingApproval,
     RejectReason,
@@ -71,9 +72,9 @@ from streams.approvals import (
     requested_audit,
     verdict_audit,
 )
-from streams.records import ApprovalEntry, Open, Resolved, Tick
-from streams.stages import DEFAULT_RETENTION_MS, Route, Send, ignore_decision, publish_sends, utc
-from streams.state import BytesTable
+from streams.stages.outputs import Route, Send, ignore_decision, publish_sends, utc
+from streams.stages.retention import DEFAULT_RETENTION_MS
+from streams.state.table_state import BytesTable
 
 log = logging.getLogger(__name__)
 APPROVAL_PREFIX = "a|"
@@ -113,7 +114,7 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def verdict_id(verdict: ApprovalVerdict) -> str:
-    """A verdict's identity: the digest :func:`streams.approvals.verdict_audit` names it by."""
+    """A verdict's identity: the digest :func:`streams.stages.approval_machine.verdict_audit` names it by."""
     return hashlib.sha256(verdict.model_dump_json().encode()).hexdigest()[:32]
 
 

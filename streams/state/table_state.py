@@ -1,8 +1,8 @@
 """The engine's StateStore on a deciding stage's table (a
-:class:`streams.changelog_store.ChangelogStore`): window and history states as compact bytes.
+:class:`streams.state.changelog_store.ChangelogStore`): window and history states as compact bytes.
 
 One table per stage holds everything that stage owns, under key prefixes: ``w|`` window states,
-``h|`` histories, ``d|`` idempotency records (see :mod:`streams.records`). Keeping them in one table
+``h|`` histories, ``d|`` idempotency records (see :mod:`streams.messages`). Keeping them in one table
 keeps them in one changelog partition, so Kafka's per-partition order makes "the idempotency record
 was persisted" imply "the state changes written before it were persisted" after a crash.
 
@@ -29,7 +29,7 @@ from streams.engine.state import HistoryState, WindowState
 
 WINDOW_PREFIX = "w|"
 HISTORY_PREFIX = "h|"
-RECORD_PREFIX = "d|"
+RECEIPT_PREFIX = "d|"
 MAX_TOKENS = 4096
 _COUNT = struct.Struct("<I")
 

@@ -16,8 +16,8 @@ from schemas.approval import ApprovalRequest
 from schemas.common import DecisionKind
 from schemas.decision import Decision
 from schemas.intent import Intent
-from streams.approvals import PendingApproval
 from streams.engine import Applied, Change, HistoryChange, LimitScope, WindowChange
+from streams.stages.approval_machine import PendingApproval
 
 _KIND = re.compile(rb'^\{"kind":"([a-z]+)"')
 
@@ -170,7 +170,7 @@ class Resolved(_Model):
     decision: Decision
 
 
-class Record(_Model):
+class Receipt(_Model):
     """Idempotency record of a request on one stage (``d|<request_id>`` in that stage's table).
 
     ``decision`` is set once the decision is known (the pending one, then the final one after an

@@ -5,7 +5,7 @@ The public topics come from :class:`schemas.topics.TopicNames`; two internal one
 stage (see :mod:`streams.stages`): ``<prefix>.internal.shared-limits`` (keyed by shared window key)
 and ``<prefix>.internal.agent-feedback`` (keyed by agent id, partitioned exactly like intents); a third,
 ``<prefix>.internal.approval-control`` (keyed by request id, partitioned exactly like the approvals
-topic), carries opened approvals and timer ticks to the approval stage (:mod:`streams.approval_stage`).
+topic), carries opened approvals and timer ticks to the approval stage (:mod:`streams.stages.approval`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from infra.kafka.admin import TopicSpec
 from schemas.topics import TopicNames
-from streams.changelog_store import changelog_topic
+from streams.state.changelog_store import changelog_topic
 
 COMPACTED = {"cleanup.policy": "compact"}
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 """Intents carry the broker's time of arrival, which agents cannot set: the reference of the event-time
-skew check (:class:`streams.stages.AgentStage`)."""
+skew check (:class:`streams.stages.DecideStage`)."""
 
 
 def worker_app_id(prefix: str) -> str:
@@ -48,7 +48,7 @@ class WorkerTopics:
 
     @property
     def agent_state_changelog(self) -> str:
-        """Stage 1's table changelog (:mod:`streams.changelog_store`; faust's naming)."""
+        """Stage 1's table changelog (:mod:`streams.state.changelog_store`; faust's naming)."""
         return changelog_topic(worker_app_id(self.names.prefix), "agent-state")
 
     @property

@@ -1,0 +1,308 @@
+"""The two deciding stages as plain objects over their tables: what the worker's consumers call
+(:mod:`streams.handlers`, run by :mod:`streams.runtime.runner`).
+
+Why two stages. Intents are keyed (and partitioned) by agent id, and a partition is processed by one
+worker at a time, so everything keyed by agent (rules, risk history, ``key: agent`` limits) is decided
+where it lives without coordination. A limit keyed by fleet, tool, target or role (a *shared* key) has
+one state for intents from many agents, i.e. from many partitions, possibly on several workers. Its
+state therefore lives on the partition of its own key, on an internal topic:
+
+1. **Stage 1** (intents partition, table ``agent-state``) evaluates rules, risk and agent-keyed
+   limits. If that is BLOCK, or no shared-key limit matches the intent, it decides right there: one
+   hop, the common case. Otherwise it *forwards* the intent to the ``shared-limits`` topic keyed by
+   the first shared window key.
+2. **Stage 2** (``shared-limits`` partition, table ``shared-state``) evaluates the limit of that key,
+   then forwards to the next shared key (keys are visited in sorted order), and the last hop combines
+   everything with the engine's one combining rule and emits the decision and its audit record. It
+   also sends a :class:`Feedback` back to the agent's partition (``agent-feedback`` topic, keyed and
+   partitioned like intents) so stage 1 settles its own state.
+
+Counting without double-spending or overshooting. While an intent travels, later intents must see
+it counted, or two intents could both fit under a budget that holds one. So each stage *reserves*:
+when the decision so far is ALLOW it counts the action at once (stage 1 its agent windows, each hop its
+shared window) and remembers the reservation. If the final decision is not ALLOW, the reservations are
+released (stage 1 on feedback, hops by a :class:`Release` message). In between, a reservation can only
+make another intent stricter: the design fails closed. History (risk learning) is applied only once the
+final ALLOW is known.
+
+Approvals. A REQUIRE_APPROVAL is sent pending at once by whichever stage decides it, with an
+:class:`ApprovalRequest` made there (the rule's approval settings, deadline = that worker's wall clock
++ timeout). Stage 1 parks the intent with its changes (``p|<request_id>``) and sends an :class:`Open`
+to the approval stage (:mod:`streams.stages.approval`), which publishes the request and later answers
+with a :class:`Resolved`; on an approval stage 1 then counts the agent windows and sends a
+:class:`Count` to each shared-limit partition. Nothing is reserved while an approval is pending.
+
+Idempotency. Each stage keeps a record ``d|<request_id>`` (hops: ``d|<request_id>|<key>``) in the same
+table as the state it changed, written after the state, so after a crash the record implies the state.
+A redelivered intent or forward replays the record: the same decision (or the same forward) is sent
+again and nothing is counted twice. Records are dropped after ``retention_ms``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from schemas.common import DecisionKind
+from schemas.decision import Decision
+from schemas.intent import MAX_INTENT_BYTES, Intent
+from streams.engine import (
+    AGENT_SCOPES,
+    Change,
+    CompiledPolicy,
+    Evaluation,
+    InMemoryState,
+    LimitOutcome,
+    WindowChange,
+    apply,
+    block_event_time,
+    block_no_policy,
+    combine,
+    evaluate,
+    evaluate_limits,
+    invalid_intent,
+    parse_intent,
+)
+from streams.messages import (
+    AppliedItem,
+    ChangeItem,
+    Count,
+    Feedback,
+    Forward,
+    Pending,
+    Receipt,
+    Reservation,
+    Resolved,
+)
+from streams.stages.outputs import (
+    Outcome,
+    Route,
+    Send,
+    count_send,
+    dead_letter,
+    decision_sends,
+    forward_send,
+    ignore_decision,
+    open_send,
+    publish_sends,
+    request_of,
+)
+from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
+from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
+
+PENDING_PREFIX = "p|"
+_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
+_EMPTY = InMemoryState()
+
+
+class DecideStage:
+    """Stage 1, on the intents' partition (agent id): rules, risk, agent-keyed limits, idempotency."""
+
+    def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS,
+                 max_event_skew_ms: int | None = None) -> None:
+        self.table = table
+        self.state = TableState(table)
+        self.retention = Retention(retention_ms)
+        self.max_event_skew_ms = max_event_skew_ms
+        """BLOCK intents whose ``occurred_at`` is further than this from when they reached Kafka (None:
+        any). The broker's append time, not the worker's clock: a backlog or a redelivery after an outage
+        is judged as when it arrived, so lag never turns into skew and an answer never changes."""
+        self.on_approved: Callable[[Decision], None] = ignore_decision
+        """Called once per approved action, when its final ALLOW is recorded (the metrics' hook)."""
+
+    def _receipt(self, request_id: UUID) -> Receipt | None:
+        raw = self.table.get(f"{RECEIPT_PREFIX}{request_id}")
+        return None if raw is None else Receipt.model_validate_json(raw)
+
+    def _write(
+        self, request_id: UUID, record: Receipt | bytes, partition: int, now_ms: int, new: bool,
+    ) -> None:
+        key = f"{RECEIPT_PREFIX}{request_id}"
+        self.table[key] = record if isinstance(record, bytes) else record.model_dump_json().encode()
+        if new:
+            self.retention.note(partition, now_ms, key)
+
+    def handle_intent(
+        self, raw: bytes, key: bytes | None, policy: CompiledPolicy | None, partition: int, now_ms: int,
+        appended_ms: int | None = None,
+    ) -> Outcome:
+        """Decide one raw intent (or answer a redelivery from its record). Never raises.
+
+        ``now_ms`` is the worker's clock (``decided_at``, approval deadlines); ``appended_ms`` the intent
+        record's Kafka timestamp (``now_ms`` when unknown)."""
+        self.retention.evict(self.table, partition, now_ms)
+        if len(raw) > MAX_INTENT_BYTES:
+            too_large = ValueError(f"the intent is {len(raw)} bytes; the limit is {MAX_INTENT_BYTES}")
+            return self._invalid(raw, key, too_large, policy, now_ms)
+        try:
+            intent = parse_intent(raw)
+        except Exception as exc:
+            return self._invalid(raw, key, exc, policy, now_ms)
+        record = self._receipt(intent.request_id)
+        if record is not None:
+            return self._replay(intent, record)
+        if policy is None:
+            return self._settle(intent, block_no_policy(intent), (), None, partition, now_ms)
+        skew_ms = intent.occurred_at_ms - (now_ms if appended_ms is None else appended_ms)
+        if self.max_event_skew_ms is not None and abs(skew_ms) > self.max_event_skew_ms:
+            blocked = block_event_time(intent, policy, skew_ms, self.max_event_skew_ms)
+            return self._settle(intent, blocked, (), None, partition, now_ms)
+        evaluation = evaluate(policy, self.state, intent, AGENT_SCOPES)
+        if policy.has_fleet_limits and evaluation.decision.decision is not _BLOCK:
+            static = evaluate_limits(policy, _EMPTY, intent)
+            counted = {change.limit_id for change in static.changes}
+            errors = tuple(entry for entry in static.applied if entry.id not in counted)
+            if errors:  # a shared limit that cannot be evaluated never grants: BLOCK here
+                evaluation = combine(policy, evaluation, LimitOutcome(errors, ()), intent)
+            elif static.changes:
+                return self._forward(intent, evaluation, static.changes, partition, now_ms)
+        return self._settle(intent, evaluation.decision, evaluation.changes, policy, partition, now_ms)
+
+    def _invalid(
+        self, raw: bytes, key: bytes | None, exc: Exception, policy: CompiledPolicy | None, now_ms: int,
+    ) -> Outcome:
+        decision = invalid_intent(raw, exc, policy.version if policy else "")
+        if decision.request_id.int == 0:  # no request id to answer to
+            return Outcome([dead_letter(key, raw, decision.reasons[0])])
+        if not decision.agent_id and key:
+            decision = decision.model_copy(update={"agent_id": key.decode("utf-8", "replace")[:256]})
+        sent, sends = decision_sends(None, decision, now_ms)
+        return Outcome(sends, sent)
+
+    def _replay(self, intent: Intent, record: Receipt) -> Outcome:
+        if record.decision is not None:
+            body = record.decision.model_dump_json().encode()
+            sends = [Send(Route.DECISIONS, intent.agent_id.encode(), body), *self._reopen(record.decision)]
+            return Outcome(sends, record.decision, True)
+        assert record.forward is not None
+        return Outcome([forward_send(record.forward)], None, True, True)
+
+    def _reopen(self, decision: Decision) -> list[Send]:
+        """The Open of a still pending approval again (a redelivery may follow a crash before it was
+        sent; the approval stage ignores an Open it has seen)."""
+        if decision.final or decision.decision is not _APPROVAL:
+            return []
+        raw = self.table.get(f"{PENDING_PREFIX}{decision.request_id}")
+        return [] if raw is None else [open_send(Pending.model_validate_json(raw))]
+
+    def _forward(
+        self, intent: Intent, evaluation: Evaluation, shared: tuple[WindowChange, ...], partition: int,
+        now_ms: int,
+    ) -> Outcome:
+        keys = sorted({change.key for change in shared})
+        reserve = evaluation.decision.decision is _ALLOW
+        reserved: list[Reservation] = []
+        if reserve:
+            windows = [c for c in evaluation.changes if isinstance(c, WindowChange)]
+            for change in windows:
+                self.state.add_once(change, intent.request_id)
+            reserved = [Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in windows]
+        forward = Forward(
+            intent=intent, stage1=evaluation.decision, decided_ms=now_ms,
+            applied=tuple(AppliedItem.of(entry) for entry in evaluation.applied),
+            keys=tuple(keys), reserve=reserve,
+        )
+        changes = tuple(ChangeItem.of(change) for change in evaluation.changes)
+        record = Receipt(changes=changes, shared=tuple(ChangeItem.of(change) for change in shared),
+                        forward=forward, reserved=tuple(reserved))
+        self._write(intent.request_id, record, partition, now_ms, new=True)
+        return Outcome([forward_send(forward)], None, False, True)
+
+    def _settle(
+        self, intent: Intent, decision: Decision, changes: tuple[Change, ...],
+        policy: CompiledPolicy | None, partition: int, now_ms: int,
+    ) -> Outcome:
+        """Stage 1 decides alone: count an ALLOW, park a REQUIRE_APPROVAL, record, send."""
+        if decision.decision is _ALLOW:
+            _count(self.state, changes, intent.request_id)
+        request = request_of(intent, decision, policy, now_ms)
+        sent, sends = decision_sends(intent, decision, now_ms, request)
+        if request is not None:
+            items = tuple(ChangeItem.of(change) for change in changes)
+            sends.append(self._park(Pending(intent=intent, decision=sent, request=request, changes=items)))
+        self._write(intent.request_id, _decided(sends[0].value), partition, now_ms, new=True)
+        return Outcome(sends, sent)
+
+    def _park(self, pending: Pending) -> Send:
+        """Keep a pending approval's intent and changes here; the Open to send to the approval stage."""
+        self.table[f"{PENDING_PREFIX}{pending.intent.request_id}"] = pending.model_dump_json().encode()
+        return open_send(pending)
+
+    def handle_feedback(self, feedback: Feedback, partition: int, now_ms: int) -> list[Send]:
+        """Settle a forwarded intent: keep or release the reservation, learn history, park approvals.
+
+        Returns the Open of an approval (again, for a redelivered feedback of a pending one).
+        """
+        request_id = feedback.intent.request_id
+        record = self._receipt(request_id)
+        if record is None:
+            return []  # unknown (expired)
+        if record.decision is not None:
+            return self._reopen(record.decision)  # already settled: a redelivery changes nothing
+        kind = feedback.decision.decision
+        if kind is _APPROVAL and feedback.request is None:
+            raise ValueError(f"request {request_id}: a REQUIRE_APPROVAL feedback without its request")
+        if kind is _ALLOW:
+            apply(self.state, [c.to_change() for c in record.changes if c.kind == "history"])
+        else:
+            for reservation in record.reserved:
+                self.state.release(reservation.key, reservation.at_ms, reservation.value, request_id)
+        sends: list[Send] = []
+        if feedback.request is not None and kind is _APPROVAL:
+            sends.append(self._park(Pending(
+                intent=feedback.intent, decision=feedback.decision, request=feedback.request,
+                changes=record.changes, shared=record.shared,
+            )))
+        self._write(request_id, Receipt(decision=feedback.decision), partition, now_ms, new=False)
+        return sends
+
+    def handle_resolved(self, resolved: Resolved, partition: int, now_ms: int) -> list[Send]:
+        """The final decision of a parked approval: record it (a redelivered intent gets it) and, when
+        approved, count the action (agent windows and history here, shared windows by a chain of
+        :class:`Count` hops) before the ALLOW goes out: from here, or from the chain's last hop. A
+        denied or expired one was already sent by the approval stage and counts nothing.
+
+        Idempotent: a redelivery finds the final decision recorded and re-sends what follows from it
+        (each window counts a request once).
+        """
+        request_id = resolved.decision.request_id
+        pending_key = f"{PENDING_PREFIX}{request_id}"
+        raw = self.table.get(pending_key)
+        if raw is None:
+            return []  # never parked here, or settled long ago
+        pending = Pending.model_validate_json(raw)
+        approved = resolved.decision.decision is _ALLOW
+        record = self._receipt(request_id)
+        if record is None or record.decision is None or not record.decision.final:
+            if approved:
+                _count(self.state, tuple(c.to_change() for c in pending.changes), request_id)
+                self.on_approved(resolved.decision)
+            receipt = Receipt(decision=resolved.decision)
+            self._write(request_id, receipt, partition, now_ms, new=record is None)
+            self.retention.note(partition, now_ms, pending_key)
+        if not approved:
+            return []
+        if not pending.shared:
+            return publish_sends(pending.intent, resolved.decision)
+        count = Count(request_id=request_id, changes=_by_key(pending.shared), decision=resolved.decision,
+                      intent=pending.intent)
+        return [count_send(count)]
+
+
+def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> None:
+    """Apply an ALLOW's changes: windows once per request (:mod:`streams.state.table_state`), then
+    history."""
+    for change in changes:
+        if isinstance(change, WindowChange):
+            state.add_once(change, request_id)
+    apply(state, [change for change in changes if not isinstance(change, WindowChange)])
+
+
+def _decided(body: bytes) -> bytes:
+    """The JSON of ``Receipt(decision=...)`` around the decision's JSON as sent (serialised once)."""
+    return b'{"decision":' + body + b"}"
+
+
+def _by_key(items: tuple[ChangeItem, ...]) -> tuple[ChangeItem, ...]:
+    """Changes in the order their hops visit them (sorted keys, as forwards do)."""
+    return tuple(sorted(items, key=lambda item: item.key))

@@ -1,0 +1,152 @@
+"""What the stages send: routes, messages to produce, and the decision and audit records every stage
+builds the same way."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from schemas.approval import ApprovalRequest
+from schemas.audit import AuditEventType, AuditRecord
+from schemas.common import DecisionKind
+from schemas.decision import Decision
+from schemas.intent import Intent
+from schemas.policy import Approval, duration_ms
+from streams.engine import (
+    CompiledPolicy,
+    InMemoryState,
+)
+from streams.messages import (
+    Count,
+    Forward,
+    Open,
+    Pending,
+)
+from streams.stages.approval_machine import new_request
+
+MAX_DEAD_LETTER_BYTES = 256 * 1024
+_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
+_EMPTY = InMemoryState()
+
+
+class Route(StrEnum):
+    """Where an output goes."""
+
+    DECISIONS = "decisions"
+    AUDIT = "audit"
+    SHARED = "shared"
+    FEEDBACK = "feedback"
+    DEAD_LETTER = "dead_letter"
+    APPROVAL_REQUESTS = "approval_requests"
+    APPROVAL_CONTROL = "approval_control"
+    APPROVAL_RESULTS = "approval_results"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One message to produce."""
+
+    route: Route
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What handling one message produced: the messages to send and the decision made (if any)."""
+
+    sends: list[Send] = field(default_factory=list)
+    decision: Decision | None = None
+    duplicate: bool = False
+    forwarded: bool = False
+
+
+def now_ms() -> int:
+    """The worker's wall clock in ms."""
+    return time.time_ns() // 1_000_000
+
+
+def utc(now_ms: int) -> datetime:
+    """A wall-clock time in ms as an aware datetime."""
+    return datetime.fromtimestamp(now_ms / 1000, UTC)
+
+
+def approval_request(
+    intent: Intent, decision: Decision, policy: CompiledPolicy | None, now_ms: int,
+) -> ApprovalRequest:
+    """The request for a REQUIRE_APPROVAL: the approval settings of the rule that required it, and a
+    deadline on the worker's wall clock (``now_ms`` + timeout; intents may be stamped in the past)."""
+    settings = policy.approval_for(decision.rules) if policy is not None else Approval()
+    return new_request(
+        intent, decision, now=utc(now_ms), approver_group=settings.group, quorum=settings.quorum,
+        timeout=timedelta(milliseconds=duration_ms(settings.timeout)), channel=settings.channel,
+    )
+
+
+def decision_sends(
+    intent: Intent | None, decision: Decision, now_ms: int, request: ApprovalRequest | None = None,
+) -> tuple[Decision, list[Send]]:
+    """The decision as sent (keyed by agent id) and its audit record; REQUIRE_APPROVAL goes out
+    pending, with the deadline of its ``request``.
+
+    ``decided_at`` becomes the worker's clock (``now_ms``): the engine stamps the intent's event time,
+    which may be long past (a backdated intent) and would misplace the decision in the audit.
+    """
+    update: dict[str, object] = {"decided_at": utc(now_ms)}
+    if decision.decision is _APPROVAL and decision.final:
+        if request is None:
+            raise ValueError(f"request {decision.request_id}: a REQUIRE_APPROVAL needs its approval request")
+        update |= {"final": False, "approval_deadline_at": request.deadline_at}
+    decision = decision.model_copy(update=update)
+    return decision, publish_sends(intent, decision)
+
+
+def publish_sends(intent: Intent | None, decision: Decision) -> list[Send]:
+    """A decision as it is (keyed by agent id) and its audit record."""
+    final = "final" if decision.final else "pending"
+    audit = AuditRecord(
+        event_id=f"{decision.request_id}:decision:{final}", event_type=AuditEventType.DECISION,
+        event_time=decision.decided_at, request_id=decision.request_id, intent=intent, decision=decision,
+    )
+    return [
+        Send(Route.DECISIONS, decision.agent_id.encode(), decision.model_dump_json().encode()),
+        Send(Route.AUDIT, str(decision.request_id).encode(), audit.model_dump_json().encode()),
+    ]
+
+
+def dead_letter(key: bytes | None, value: bytes | None, error: Exception | str) -> Send:
+    """A message no stage could handle, parked on the dead-letter topic with the error as a header
+    (cut to :data:`MAX_DEAD_LETTER_BYTES`, with its original size in a ``size`` header, when larger)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    value = value or b""
+    headers: tuple[tuple[str, bytes], ...] = (("error", text.encode()[:4000]),)
+    if len(value) > MAX_DEAD_LETTER_BYTES:
+        headers += (("size", str(len(value)).encode()),)
+        value = value[:MAX_DEAD_LETTER_BYTES]
+    return Send(Route.DEAD_LETTER, (key or b"")[:1024], value, headers)
+
+
+def ignore_decision(decision: Decision) -> None:
+    """The default hook: nothing to do."""
+
+
+def count_send(count: Count) -> Send:
+    return Send(Route.SHARED, count.changes[0].key.encode(), count.model_dump_json().encode())
+
+
+def forward_send(forward: Forward) -> Send:
+    return Send(Route.SHARED, forward.keys[0].encode(), forward.model_dump_json().encode())
+
+
+def request_of(
+    intent: Intent, decision: Decision, policy: CompiledPolicy | None, now_ms: int,
+) -> ApprovalRequest | None:
+    return approval_request(intent, decision, policy, now_ms) if decision.decision is _APPROVAL else None
+
+
+def open_send(pending: Pending) -> Send:
+    body = Open(request=pending.request, policy_name=pending.decision.policy_name).model_dump_json().encode()
+    return Send(Route.APPROVAL_CONTROL, str(pending.request.request_id).encode(), body)

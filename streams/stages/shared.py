@@ -1,0 +1,150 @@
+"""The shared stage: limits keyed by fleet, tool, target or role, on the partition of their own key
+(see :mod:`streams.stages.decide` for the two-stage design)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from schemas.common import DecisionKind
+from schemas.decision import Decision
+from streams.engine import (
+    Applied,
+    CompiledPolicy,
+    Evaluation,
+    InMemoryState,
+    LimitOutcome,
+    WindowChange,
+    combine,
+    evaluate_limits,
+)
+from streams.messages import (
+    AppliedItem,
+    Count,
+    Feedback,
+    Forward,
+    Receipt,
+    Release,
+    Reservation,
+)
+from streams.stages.outputs import (
+    Outcome,
+    Route,
+    Send,
+    count_send,
+    decision_sends,
+    forward_send,
+    publish_sends,
+    request_of,
+)
+from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
+from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
+
+_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
+_EMPTY = InMemoryState()
+
+
+class SharedStage:
+    """Stage 2, on the ``shared-limits`` partition of one shared window key."""
+
+    def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
+        self.table = table
+        self.state = TableState(table)
+        self.retention = Retention(retention_ms)
+
+    def handle_forward(
+        self, forward: Forward, policy: CompiledPolicy | None, partition: int, now_ms: int,
+    ) -> Outcome:
+        """Check this hop's limit (or replay it), then forward to the next key or decide."""
+        self.retention.evict(self.table, partition, now_ms)
+        key = forward.keys[0]
+        record_key = f"{RECEIPT_PREFIX}{forward.intent.request_id}|{key}"
+        raw = self.table.get(record_key)
+        duplicate = raw is not None
+        if raw is not None:
+            record = Receipt.model_validate_json(raw)
+        else:
+            record = self._check(forward, key, policy)
+            self.table[record_key] = record.model_dump_json().encode()
+            self.retention.note(partition, now_ms, record_key)
+        hits = (*forward.hits, *record.hits)
+        reserved = (*forward.reserved, *record.reserved)
+        reserve = forward.reserve and all(hit.decision is _ALLOW for hit in hits)
+        if len(forward.keys) > 1:
+            nxt = forward.model_copy(update={
+                "keys": forward.keys[1:], "hits": hits, "reserved": reserved, "reserve": reserve,
+            })
+            return Outcome([forward_send(nxt)], None, duplicate, True)
+        return self._decide(forward, policy, hits, reserved, duplicate)
+
+    def _check(self, forward: Forward, key: str, policy: CompiledPolicy | None) -> Receipt:
+        if policy is None:
+            reason = f"policy_unavailable: version {forward.stage1.policy_version} is no longer known"
+            return Receipt(hits=(AppliedItem(order=1 << 30, id="policy", decision=_BLOCK, reason=reason),))
+        outcome = evaluate_limits(policy, self.state, forward.intent)
+        mine = [change for change in outcome.changes if change.key == key]
+        ids = {change.limit_id for change in mine}
+        hits = tuple(AppliedItem.of(entry) for entry in outcome.applied if entry.id in ids)
+        reserved: tuple[Reservation, ...] = ()
+        if forward.reserve and all(h.decision is _ALLOW for h in (*forward.hits, *hits)):
+            for change in mine:
+                self.state.add_once(change, forward.intent.request_id)
+            reserved = tuple(Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in mine)
+        return Receipt(hits=hits, reserved=reserved)
+
+    def _decide(
+        self, forward: Forward, policy: CompiledPolicy | None, hits: tuple[AppliedItem, ...],
+        reserved: tuple[Reservation, ...], duplicate: bool,
+    ) -> Outcome:
+        if policy is None:
+            reasons = (*forward.stage1.reasons, *(hit.reason for hit in hits))
+            decision = forward.stage1.model_copy(update={"decision": _BLOCK, "reasons": reasons})
+        else:
+            decision = _combined(policy, forward, hits)
+        intent = forward.intent
+        request = request_of(intent, decision, policy, forward.decided_ms)
+        sent, sends = decision_sends(intent, decision, forward.decided_ms, request)
+        if sent.decision is not _ALLOW and not duplicate:
+            sends.extend(self._release(intent.request_id, reserved))
+        feedback = Feedback(intent=intent, decision=sent, request=request)
+        sends.append(Send(Route.FEEDBACK, intent.agent_id.encode(), feedback.model_dump_json().encode()))
+        return Outcome(sends, sent, duplicate)
+
+    def _release(self, request_id: UUID, reserved: tuple[Reservation, ...]) -> list[Send]:
+        return [
+            Send(Route.SHARED, r.key.encode(),
+                 Release(request_id=request_id, reservation=r).model_dump_json().encode())
+            for r in reserved
+        ]
+
+    def handle_release(self, release: Release, partition: int, now_ms: int) -> None:
+        """Undo one reservation, once."""
+        marker = f"{RECEIPT_PREFIX}{release.request_id}|{release.reservation.key}|released"
+        if marker in self.table:
+            return
+        r = release.reservation
+        self.state.release(r.key, r.at_ms, r.value, release.request_id)
+        self.table[marker] = b"1"
+        self.retention.note(partition, now_ms, marker)
+
+    def handle_count(self, count: Count, partition: int, now_ms: int) -> list[Send]:
+        """Count an approved action on this hop's windows (once per request: see
+        :mod:`streams.state.table_state`), then pass the rest on; the last hop sends the final ALLOW."""
+        self.retention.evict(self.table, partition, now_ms)
+        key = count.changes[0].key
+        for item in count.changes:
+            change = item.to_change()
+            if item.key == key and isinstance(change, WindowChange):
+                self.state.add_once(change, count.request_id)
+        rest = tuple(item for item in count.changes if item.key != key)
+        if rest:
+            return [count_send(count.model_copy(update={"changes": rest}))]
+        return publish_sends(count.intent, count.decision)
+
+
+def _applied(items: tuple[AppliedItem, ...]) -> list[Applied]:
+    return [item.to_applied() for item in items]
+
+
+def _combined(policy: CompiledPolicy, forward: Forward, hits: tuple[AppliedItem, ...]) -> Decision:
+    stage1 = Evaluation(forward.stage1, (), tuple(_applied(forward.applied)))
+    return combine(policy, stage1, LimitOutcome(tuple(_applied(hits)), ()), forward.intent).decision
