@@ -1,4 +1,5 @@
-"""``sluicegate approvals list|approve|deny``: the CLI reviewer (logic in ``sluicegate.approvals_cli``)."""
+"""``sluicegate approvals list|approve|deny``: the CLI reviewer's commands (their Kafka side is
+:mod:`sluicegate.cli.review`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import TopicNames, VerdictKind
-from sluicegate.approvals_cli import ApprovalsCliError, PendingRequest, pending_requests, submit_verdict
+from sluicegate.cli.review import PendingRequest, ReviewError, pending_requests, submit_verdict
 from sluicegate.settings import Settings
 
 app = typer.Typer(name="approvals", help="List pending approval requests and approve or deny them.")
@@ -23,7 +24,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per li
 RequestArgument = Annotated[str, typer.Argument(help="The request id, or a unique prefix of it.")]
 
 
-def _fail(exc: ApprovalsCliError) -> typer.Exit:
+def _fail(exc: ReviewError) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(1)
 
@@ -50,7 +51,7 @@ def list_command(as_json: JsonOption = False) -> None:
     bootstrap, topics = _where()
     try:
         pending = asyncio.run(pending_requests(bootstrap, topics, datetime.now(UTC)))
-    except ApprovalsCliError as exc:
+    except ReviewError as exc:
         raise _fail(exc) from None
     if as_json:
         for item in pending:
@@ -79,7 +80,7 @@ def _send(request_id: str, reviewer: str, verdict: VerdictKind, reason: str | No
         sent = asyncio.run(submit_verdict(
             bootstrap, topics, request_id, reviewer=reviewer, verdict=verdict, reason=reason, now=now
         ))
-    except ApprovalsCliError as exc:
+    except ReviewError as exc:
         raise _fail(exc) from None
     typer.echo(f"{sent.verdict.value} by {sent.reviewer} sent for {sent.request_id}; the processor checks it "
                "(group, owner, digest, deadline) and the agent gets the final decision.")

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from schemas import ApprovalVerdict, Decision, DecisionKind, TopicNames, VerdictKind
 from schemas.decision import APPROVAL_EXPIRED
-from sluicegate.approvals_cli import ApprovalsCliError, pending_requests, submit_verdict
 from sluicegate.cli import _register, app
+from sluicegate.cli.review import ReviewError, pending_requests, submit_verdict
 from tests.approvals.factories import T0, make_request
 from tests.approvals.kafka_util import create_topics, produce, read_all
 
@@ -107,7 +107,7 @@ async def test_verdict_errors(
     final = Decision(request_id=decided.request_id, decision=DecisionKind.ALLOW, decided_at=T0, final=True)
     await produce(kafka_bootstrap, topics.decisions, "a", final)
     target = {"REQ": str(request.request_id), "DECIDED": str(decided.request_id)}.get(request_id, request_id)
-    with pytest.raises(ApprovalsCliError, match=error):
+    with pytest.raises(ReviewError, match=error):
         await submit_verdict(
             kafka_bootstrap, topics, target, reviewer=reviewer, verdict=kind, reason=reason, now=T0
         )

@@ -21,7 +21,7 @@ from consumers.slack_bot import SlackApprovalBot
 from schemas import ApprovalRequest, ApprovalVerdict, Decision, DecisionKind, TopicNames, VerdictKind
 from schemas.decision import APPROVAL_EXPIRED, APPROVAL_GRANTED
 from sluicegate import Gate
-from sluicegate.approvals_cli import submit_verdict
+from sluicegate.cli.review import submit_verdict
 from sluicegate.errors import ActionBlocked, ApprovalDenied
 from sluicegate.settings import Settings
 from streams.policy_source import publish_policy

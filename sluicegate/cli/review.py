@@ -1,4 +1,4 @@
-"""The CLI reviewer: list pending approval requests, send verdicts on the reviewer topic.
+"""The CLI reviewer's Kafka side: list pending approval requests, send verdicts on the reviewer topic.
 
 Pending = requests on the approval-requests topic without a final decision on the decisions topic.
 Verdicts take the same path as Slack's (the approvals topic, keyed by request id, with the request's
@@ -24,7 +24,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 MIN_PREFIX = 4
 
 
-class ApprovalsCliError(Exception):
+class ReviewError(Exception):
     """A reviewer command cannot be carried out; the message says why."""
 
 
@@ -56,7 +56,7 @@ async def _records(
             records.extend(r for tp, rs in batch.items() for r in rs if r.offset < ends[tp])
         return records
     except KafkaError as exc:
-        raise ApprovalsCliError(f"cannot read {topic} from Kafka at {bootstrap}: {exc}") from exc
+        raise ReviewError(f"cannot read {topic} from Kafka at {bootstrap}: {exc}") from exc
     finally:
         await consumer.stop()
 
@@ -114,12 +114,12 @@ async def pending_requests(bootstrap: str, topics: TopicNames, now: datetime) ->
 def _match(requests: Iterable[ApprovalRequest], request_id: str) -> ApprovalRequest:
     wanted = request_id.strip().lower()
     if len(wanted) < MIN_PREFIX:
-        raise ApprovalsCliError(f"request id {request_id!r} is too short: give {MIN_PREFIX}+ characters")
+        raise ReviewError(f"request id {request_id!r} is too short: give {MIN_PREFIX}+ characters")
     matches = [r for r in requests if str(r.request_id).startswith(wanted)]
     if not matches:
-        raise ApprovalsCliError(f"no pending approval request {request_id}")
+        raise ReviewError(f"no pending approval request {request_id}")
     if len(matches) > 1:
-        raise ApprovalsCliError(f"request id {request_id} is ambiguous: {len(matches)} requests match")
+        raise ReviewError(f"request id {request_id} is ambiguous: {len(matches)} requests match")
     return matches[0]
 
 
@@ -129,9 +129,9 @@ async def submit_verdict(
 ) -> ApprovalVerdict:
     """Send a verdict for the request ``request_id`` (a full id or a unique prefix) still pending."""
     if verdict is VerdictKind.DENY and not (reason and reason.strip()):
-        raise ApprovalsCliError("a deny needs a reason (--reason)")
+        raise ReviewError("a deny needs a reason (--reason)")
     if not reviewer.strip():
-        raise ApprovalsCliError("a verdict needs a reviewer (--reviewer)")
+        raise ReviewError("a verdict needs a reviewer (--reviewer)")
     request = _match([p.request for p in await pending_requests(bootstrap, topics, now)], request_id)
     answer = ApprovalVerdict(
         request_id=request.request_id, intent_digest=request.intent_digest, reviewer=reviewer.strip(),
@@ -143,7 +143,7 @@ async def submit_verdict(
         key, value = str(request.request_id).encode(), answer.model_dump_json().encode()
         await producer.send_and_wait(topics.approvals, key=key, value=value)
     except KafkaError as exc:
-        raise ApprovalsCliError(f"cannot send the verdict to Kafka at {bootstrap}: {exc}") from exc
+        raise ReviewError(f"cannot send the verdict to Kafka at {bootstrap}: {exc}") from exc
     finally:
         await producer.stop()
     return answer
