@@ -1,6 +1,13 @@
-"""The CLI reviewer's Kafka side: list pending approval requests, send verdicts on the reviewer topic.
+"""The CLI reviewer's Kafka side: which approval requests are pending, and sending verdicts on them.
 
-Pending = requests on the approval-requests topic without a final decision on the decisions topic.
+Pending = a request on the approval-requests topic without a final decision on the approval-results
+topic. Both are keyed by request id, so the default partitioner puts a request and its final in the
+same partition of each topic (the partition the key's hash gives among the topic's partitions):
+- ``approve`` / ``deny`` with a full request id read that one partition of each topic;
+- ``list`` and a prefix read every partition.
+approval-results is compacted (one final per request), so it is read from its beginning; only the
+records keyed by a request just read are decoded. The fleet-wide decisions topic is never read.
+
 Verdicts take the same path as Slack's (the approvals topic, keyed by request id, with the request's
 intent digest); the processor applies the same checks to both.
 """
@@ -8,9 +15,10 @@ intent digest); the processor applies the same checks to both.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import TypeAlias
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -18,10 +26,12 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas import ApprovalRequest, ApprovalVerdict, TopicNames, VerdictKind
+from sluicegate.routing import partition_for
 
-CLOCK_SKEW = timedelta(minutes=5)
-"""How far before a request's creation its decisions are looked for (producers' clocks differ)."""
 MIN_PREFIX = 4
+"""The shortest request id prefix ``approve`` and ``deny`` accept."""
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 class ReviewError(Exception):
@@ -36,44 +46,30 @@ class PendingRequest:
     overdue: bool
 
 
-async def _records(
-    bootstrap: str, topic: str, since: datetime | None = None
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``topic`` up to its current end (from ``since`` by timestamp when given)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        await consumer.start()
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or [])]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        await _seek(consumer, partitions, since)
-        ends = await consumer.end_offsets(partitions)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            batch = await consumer.getmany(*partitions, timeout_ms=1000)
-            records.extend(r for tp, rs in batch.items() for r in rs if r.offset < ends[tp])
-        return records
-    except KafkaError as exc:
-        raise ReviewError(f"cannot read {topic} from Kafka at {bootstrap}: {exc}") from exc
-    finally:
-        await consumer.stop()
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, key: bytes | None) -> list[TopicPartition]:
+    """Every partition of ``topic``, or only the one that holds ``key`` when given ([] if no topic)."""
+    cluster = await consumer._client.fetch_all_metadata()
+    numbers = sorted(cluster.partitions_for_topic(topic) or [])
+    if numbers and key is not None:
+        numbers = [partition_for(key, len(numbers))]
+    return [TopicPartition(topic, p) for p in numbers]
 
 
-async def _seek(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None) -> None:
+async def _read(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], keep: Callable[[Record], bool]
+) -> list[Record]:
+    """The records of ``partitions`` that ``keep`` accepts, from the beginning to the current end."""
+    consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
-    if since is None:
-        return
-    found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
-    for tp, offset in found.items():
-        if offset is None:
-            await consumer.seek_to_end(tp)
-        else:
-            consumer.seek(tp, offset.offset)
+    ends = await consumer.end_offsets(partitions)
+    records: list[Record] = []
+    while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+        batch = await consumer.getmany(*partitions, timeout_ms=1000)
+        records.extend(r for tp, rs in batch.items() for r in rs if r.offset < ends[tp] and keep(r))
+    return records
 
 
-def _parse_requests(records: Iterable[ConsumerRecord[bytes, bytes]]) -> dict[UUID, ApprovalRequest]:
+def _parse_requests(records: Iterable[Record]) -> dict[UUID, ApprovalRequest]:
     requests: dict[UUID, ApprovalRequest] = {}
     for record in records:
         try:
@@ -84,7 +80,8 @@ def _parse_requests(records: Iterable[ConsumerRecord[bytes, bytes]]) -> dict[UUI
     return requests
 
 
-def _final_ids(records: Iterable[ConsumerRecord[bytes, bytes]], wanted: set[UUID]) -> set[UUID]:
+def _final_ids(records: Iterable[Record]) -> set[UUID]:
+    """The request ids with a final decision: a JSON object with ``final`` set, under its own key."""
     finals: set[UUID] = set()
     for record in records:
         try:
@@ -94,28 +91,72 @@ def _final_ids(records: Iterable[ConsumerRecord[bytes, bytes]], wanted: set[UUID
             request_id = UUID(str(fields["request_id"]))
         except ValueError:
             continue
-        if request_id in wanted:
+        if record.key == str(request_id).encode():
             finals.add(request_id)
     return finals
 
 
-async def pending_requests(bootstrap: str, topics: TopicNames, now: datetime) -> list[PendingRequest]:
-    """Requests with no final decision yet, earliest deadline first."""
-    requests = _parse_requests(await _records(bootstrap, topics.approval_requests))
+async def _read_pending(
+    consumer: AIOKafkaConsumer, topics: TopicNames, request_id: UUID | None
+) -> list[ApprovalRequest]:
+    key = str(request_id).encode() if request_id is not None else None
+    partitions = await _partitions(consumer, topics.approval_requests, key)
+    requests = _parse_requests(await _read(consumer, partitions, lambda _: True))
+    if request_id is not None:
+        requests = {k: v for k, v in requests.items() if k == request_id}
     if not requests:
         return []
-    since = min(r.created_at for r in requests.values()) - CLOCK_SKEW
-    finals = _final_ids(await _records(bootstrap, topics.decisions, since), set(requests))
-    open_ = [r for r in requests.values() if r.request_id not in finals]
+    results = await _partitions(consumer, topics.approval_results, key)
+    if not results:
+        raise ReviewError(f"topic {topics.approval_results} does not exist (a worker creates it)")
+    wanted = {str(r).encode() for r in requests}
+    finals = _final_ids(await _read(consumer, results, lambda record: record.key in wanted))
+    return [r for r in requests.values() if r.request_id not in finals]
+
+
+async def pending_requests(
+    bootstrap: str, topics: TopicNames, now: datetime, *, request_id: UUID | None = None
+) -> list[PendingRequest]:
+    """Requests with no final decision yet, earliest deadline first (only ``request_id`` when given).
+
+    The results are read after the requests, so a request decided before it was read is never listed.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        open_ = await _read_pending(consumer, topics, request_id)
+    except KafkaError as exc:
+        where = f"{topics.approval_requests} and {topics.approval_results}"
+        raise ReviewError(f"cannot read {where} from Kafka at {bootstrap}: {exc}") from exc
+    finally:
+        await consumer.stop()
     pending = [PendingRequest(r, now >= r.deadline_at) for r in open_]
     return sorted(pending, key=lambda p: p.request.deadline_at)
 
 
-def _match(requests: Iterable[ApprovalRequest], request_id: str) -> ApprovalRequest:
+def _prefix(request_id: str) -> str:
     wanted = request_id.strip().lower()
     if len(wanted) < MIN_PREFIX:
         raise ReviewError(f"request id {request_id!r} is too short: give {MIN_PREFIX}+ characters")
-    matches = [r for r in requests if str(r.request_id).startswith(wanted)]
+    return wanted
+
+
+def _full_id(prefix: str) -> UUID | None:
+    try:
+        return UUID(prefix)
+    except ValueError:
+        return None
+
+
+async def _find_pending(
+    bootstrap: str, topics: TopicNames, request_id: str, now: datetime
+) -> ApprovalRequest:
+    """The pending request ``request_id`` names: a full id (read in its partitions only) or a prefix."""
+    prefix = _prefix(request_id)
+    full = _full_id(prefix)
+    pending = await pending_requests(bootstrap, topics, now, request_id=full)
+    wanted = str(full) if full is not None else prefix
+    matches = [p.request for p in pending if str(p.request.request_id).startswith(wanted)]
     if not matches:
         raise ReviewError(f"no pending approval request {request_id}")
     if len(matches) > 1:
@@ -132,7 +173,7 @@ async def submit_verdict(
         raise ReviewError("a deny needs a reason (--reason)")
     if not reviewer.strip():
         raise ReviewError("a verdict needs a reviewer (--reviewer)")
-    request = _match([p.request for p in await pending_requests(bootstrap, topics, now)], request_id)
+    request = await _find_pending(bootstrap, topics, request_id, now)
     answer = ApprovalVerdict(
         request_id=request.request_id, intent_digest=request.intent_digest, reviewer=reviewer.strip(),
         verdict=verdict, reason=reason.strip() if reason else None, source="cli", decided_at=now,

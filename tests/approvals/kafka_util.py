@@ -16,7 +16,9 @@ async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 1)
     await admin.start()
     try:
         names = [topics.approval_requests, topics.approvals, topics.decisions, topics.dead_letter]
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        compacted = {"cleanup.policy": "compact"}
+        results = NewTopic(topics.approval_results, partitions, 1, topic_configs=compacted)
+        await admin.create_topics([*(NewTopic(n, partitions, 1) for n in names), results])
     finally:
         await admin.close()
 

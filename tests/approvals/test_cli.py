@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
+from uuid import UUID
 
 import pytest
 from typer.testing import CliRunner
 
-from schemas import ApprovalVerdict, Decision, DecisionKind, TopicNames, VerdictKind
+from schemas import ApprovalRequest, ApprovalVerdict, Decision, DecisionKind, TopicNames, VerdictKind
 from schemas.decision import APPROVAL_EXPIRED
 from sluicegate.cli import _register, app
 from sluicegate.cli.review import ReviewError, pending_requests, submit_verdict
@@ -24,6 +25,10 @@ async def topics(kafka_bootstrap: str, unique_name: str) -> TopicNames:
     names = TopicNames(unique_name)
     await create_topics(kafka_bootstrap, names, partitions=2)
     return names
+
+
+async def approvals(bootstrap: str, topics: TopicNames) -> list[ApprovalVerdict]:
+    return [ApprovalVerdict.model_validate_json(v) for v in await read_all(bootstrap, topics.approvals)]
 
 
 async def test_list_hides_decided_requests_and_flags_overdue(
@@ -48,13 +53,46 @@ async def test_list_hides_decided_requests_and_flags_overdue(
         decided_at=T0,
         final=True,
     )
-    for decision in (pending_d, final):
-        await produce(kafka_bootstrap, topics.decisions, decision.agent_id, decision)
+    for decision in (pending_d, final):  # a record that is not final settles nothing
+        await produce(kafka_bootstrap, topics.approval_results, str(decision.request_id), decision)
     pending = await pending_requests(kafka_bootstrap, topics, T0 + timedelta(minutes=5))
     assert [(p.request.request_id, p.overdue) for p in pending] == [
         (late.request_id, True),
         (waiting.request_id, False),
     ]
+
+
+async def test_only_a_final_on_approval_results_settles_a_request(
+    kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    """Finals on the fleet-wide decisions topic, or under another key, leave a request pending."""
+    a, b, c = make_request(), make_request(), make_request()
+    for request in (a, b, c):
+        await produce(kafka_bootstrap, topics.approval_requests, str(request.request_id), request)
+
+    def final(request: ApprovalRequest) -> Decision:
+        return Decision(request_id=request.request_id, agent_id="refund-bot-1", decision=DecisionKind.ALLOW,
+                        approved_by=("alice",), decided_at=T0, final=True)
+
+    async def pending_ids() -> set[UUID]:
+        return {p.request.request_id for p in await pending_requests(kafka_bootstrap, topics, T0)}
+
+    async def approve(request: ApprovalRequest) -> ApprovalVerdict:
+        return await submit_verdict(kafka_bootstrap, topics, str(request.request_id), reviewer="bob",
+                                    verdict=VerdictKind.APPROVE, reason=None, now=T0)
+
+    await produce(kafka_bootstrap, topics.decisions, "refund-bot-1", final(a))
+    await produce(kafka_bootstrap, topics.approval_results, str(b.request_id), final(b))
+    await produce(kafka_bootstrap, topics.approval_results, str(a.request_id), final(c))  # misfiled
+    assert await pending_ids() == {a.request_id, c.request_id}
+    assert (await approve(a)).request_id == a.request_id
+    with pytest.raises(ReviewError, match="no pending approval request"):
+        await approve(b)
+    await produce(kafka_bootstrap, topics.approval_results, str(a.request_id), final(a))
+    assert await pending_ids() == {c.request_id}
+    with pytest.raises(ReviewError, match="no pending approval request"):
+        await approve(a)
+    assert [v.request_id for v in await approvals(kafka_bootstrap, topics)] == [a.request_id]
 
 
 async def test_approve_and_deny_send_bound_verdicts(kafka_bootstrap: str, topics: TopicNames) -> None:
@@ -73,7 +111,7 @@ async def test_approve_and_deny_send_bound_verdicts(kafka_bootstrap: str, topics
         reason=" too big ",
         now=T0,
     )
-    sent = [ApprovalVerdict.model_validate_json(v) for v in await read_all(kafka_bootstrap, topics.approvals)]
+    sent = await approvals(kafka_bootstrap, topics)
     assert sent == [approved, denied]
     assert {v.intent_digest for v in sent} == {request.intent_digest}
     assert [(v.reviewer, v.verdict, v.reason, v.source) for v in sent] == [
@@ -105,7 +143,7 @@ async def test_verdict_errors(
     for item in (request, decided):
         await produce(kafka_bootstrap, topics.approval_requests, str(item.request_id), item)
     final = Decision(request_id=decided.request_id, decision=DecisionKind.ALLOW, decided_at=T0, final=True)
-    await produce(kafka_bootstrap, topics.decisions, "a", final)
+    await produce(kafka_bootstrap, topics.approval_results, str(decided.request_id), final)
     target = {"REQ": str(request.request_id), "DECIDED": str(decided.request_id)}.get(request_id, request_id)
     with pytest.raises(ReviewError, match=error):
         await submit_verdict(
