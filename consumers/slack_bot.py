@@ -5,27 +5,30 @@ producer, so one asyncio loop serves Slack's interactivity requests and Kafka, w
 dependencies (aiohttp is already used by slack_sdk's async client). Bolt verifies Slack's request
 signature (v0 HMAC-SHA256 over the timestamped body) and answers 401 to anything forged or stale.
 
-One consumer group reads three topics and commits after each batch is fully handled:
+One consumer group reads three topics, all keyed by request id, and commits after each batch is fully
+handled:
 - approval-requests: post the message (skipped when this request was already handled: the posted-store
   file survives restarts, so a redelivered request is never posted twice);
 - approvals: show verdicts received (from Slack or the CLI) on the message;
-- decisions: a final decision for a posted request replaces the buttons with the outcome.
+- approval-results: the final decision of an approval (compacted, one per request) replaces the buttons
+  with the outcome; a final read before its request is applied when the request is posted.
+The fleet-wide decisions topic, where agents get the same finals among every other decision, is not read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import aiohttp
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp
@@ -54,6 +57,8 @@ TRANSIENT_SLACK_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_erro
                                     "request_timeout"})
 MAX_EARLY_FINALS = 10_000
 STORE_RETENTION = timedelta(days=7)
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 class SlackConfigError(ValueError):
@@ -147,7 +152,7 @@ class SlackApprovalBot:
                                           enable_idempotence=True)
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
-            topics.approval_requests, topics.approvals, topics.decisions,
+            topics.approval_requests, topics.approvals, topics.approval_results,
             bootstrap_servers=self.config.bootstrap_servers, group_id=self.config.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
         )
@@ -198,16 +203,16 @@ class SlackApprovalBot:
             raise RuntimeError("the bot is not started")
         return self._consumer
 
-    async def _handle_batch(self, batch: dict[Any, list[Any]]) -> None:
-        handlers = {
+    async def _handle_batch(self, batch: dict[Any, list[Record]]) -> None:
+        handlers: dict[str, Callable[[Record], Awaitable[None]]] = {
             self.config.topics.approval_requests: self._on_request_record,
             self.config.topics.approvals: self._on_verdict_record,
-            self.config.topics.decisions: self._on_decision_record,
+            self.config.topics.approval_results: self._on_result_record,
         }
         for partition, records in batch.items():
             for record in records:
                 try:
-                    await handlers[partition.topic](record.value)
+                    await handlers[partition.topic](record)
                 except Exception:  # one bad record never stops the bot
                     log.exception("failed to handle %s@%s", partition, record.offset)
         if batch:
@@ -223,7 +228,8 @@ class SlackApprovalBot:
             self.config.topics.dead_letter, value=value, headers=[("error", error[:1000].encode())]
         )
 
-    async def _on_request_record(self, value: bytes | None) -> None:
+    async def _on_request_record(self, record: Record) -> None:
+        value = record.value
         try:
             request = ApprovalRequest.model_validate_json(value or b"")
         except ValidationError as exc:
@@ -277,9 +283,9 @@ class SlackApprovalBot:
                 delay = min(delay * 2, 30.0)
         return None
 
-    async def _on_verdict_record(self, value: bytes | None) -> None:
+    async def _on_verdict_record(self, record: Record) -> None:
         try:
-            verdict = ApprovalVerdict.model_validate_json(value or b"")
+            verdict = ApprovalVerdict.model_validate_json(record.value or b"")
         except ValidationError as exc:
             log.warning("ignoring an invalid verdict on the approvals topic: %s", exc)
             return
@@ -295,17 +301,20 @@ class SlackApprovalBot:
             status = posted.status.with_denial(verdict.reviewer, verdict.reason or "no reason given")
         await self._update(posted, status)
 
-    async def _on_decision_record(self, value: bytes | None) -> None:
+    async def _on_result_record(self, record: Record) -> None:
+        """A final decision on approval-results: the outcome replaces the buttons of its message."""
         try:
-            decision = Decision.model_validate_json(value or b"")
-        except ValidationError:
-            return  # the processor's topic; a bad record there is not ours to judge
-        if not decision.final:
+            decision = Decision.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            log.warning("ignoring an invalid decision on the approval-results topic: %s", exc)
+            return
+        if not decision.final or record.key != str(decision.request_id).encode():
+            log.warning("ignoring a record on the approval-results topic that is not the final decision of "
+                        "its key (request %s)", decision.request_id)
             return
         posted = self._store.get(decision.request_id)
         if posted is None:
-            if decision.approval_deadline_at is not None:
-                self._remember_early(decision)
+            self._remember_early(decision)
             return
         if posted.status.outcome is None:
             await self._update(posted, posted.status.model_copy(update={"outcome": outcome_text(decision)}))

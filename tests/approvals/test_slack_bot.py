@@ -183,12 +183,42 @@ async def test_final_decisions_and_other_verdicts_update_the_message(
         ),
     ]
     for decision in finals:
-        await produce(kafka_bootstrap, topics.decisions, decision.agent_id, decision)
+        await produce(kafka_bootstrap, topics.approval_results, str(decision.request_id), decision)
     done = await fake_slack.wait_for("chat.update", lambda p: "Approved by carol, dave" in str(p["blocks"]))
     assert done["blocks"][-1]["type"] != "actions"
     gone = await fake_slack.wait_for("chat.update", lambda p: "Expired" in str(p["blocks"]))
     assert gone["blocks"][-1]["type"] != "actions"
     assert "mallory" not in str(fake_slack.of("chat.update")), "a verdict for another digest is not shown"
+
+
+def approval_final(request: ApprovalRequest, kind: DecisionKind, *reasons: str, by: str = "") -> Decision:
+    return Decision(request_id=request.request_id, agent_id="refund-bot-1", decision=kind, reasons=reasons,
+                    approved_by=(by,) if by else (), decided_at=T0, final=True,
+                    approval_deadline_at=request.deadline_at)
+
+
+async def test_only_a_final_on_approval_results_replaces_the_buttons(
+    start_bot: BotFactory, fake_slack: FakeSlackApi, kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    """A final on the fleet-wide decisions topic is not read; one under another key is ignored."""
+    await start_bot()
+    first, second = future_request(), future_request()
+    for request in (first, second):
+        await publish(kafka_bootstrap, topics, request)
+        await fake_slack.wait_for("chat.postMessage", for_request(request))
+    expired = approval_final(first, DecisionKind.BLOCK, APPROVAL_EXPIRED)
+    await produce(kafka_bootstrap, topics.decisions, expired.agent_id, expired)
+    await produce(kafka_bootstrap, topics.approval_results, str(second.request_id), expired)  # misfiled
+    # The records above are read no later than this one, in the batch of its update or before it.
+    await produce(kafka_bootstrap, topics.approval_results, str(second.request_id),
+                  approval_final(second, DecisionKind.ALLOW, APPROVAL_GRANTED, by="erin"))
+    await fake_slack.wait_for("chat.update", lambda p: "Approved by erin" in str(p["blocks"]))
+    await produce(kafka_bootstrap, topics.approval_results, str(first.request_id),
+                  approval_final(first, DecisionKind.ALLOW, APPROVAL_GRANTED, by="carol"))
+    done = await fake_slack.wait_for("chat.update", lambda p: "Approved by carol" in str(p["blocks"])
+                                     or "Expired" in str(p["blocks"]))
+    assert "Approved by carol" in str(done["blocks"]) and done["blocks"][-1]["type"] != "actions"
+    assert "Expired" not in str(fake_slack.of("chat.update"))
 
 
 async def test_restart_does_not_repost(
