@@ -152,17 +152,6 @@ class Open(_Model):
     policy_name: str = ""
 
 
-class Tick(_Model):
-    """The timer -> the approval stage: act on a due approval (expire it, or forget it once closed).
-
-    ``tick`` is unique per message, so a redelivered tick is told apart from a later one.
-    """
-
-    kind: Literal["tick"] = "tick"
-    request_id: UUID
-    tick: str
-
-
 class Resolved(_Model):
     """The approval stage -> the agent's partition (agent-feedback topic): the final decision."""
 
@@ -206,7 +195,7 @@ class ApprovalEntry(_Model):
 
     ``state`` is the state machine's; ``seen`` the verdicts that changed it, as (verdict id, reject
     reason or "", detail) to replay their audit records; ``closed_by`` the id of the message that
-    resolved it (a verdict's id or ``tick:<tick>``), whose redelivery re-sends ``final``.
+    resolved it (a verdict's id, or ``expiry``), whose redelivery re-sends ``final``.
     """
 
     state: PendingApproval

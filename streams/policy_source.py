@@ -2,7 +2,7 @@
 
 The latest valid policy under :data:`schemas.ACTIVE_POLICY_KEY` is in force; an invalid one is logged
 and ignored (the last good one stays). The switch is one reference assignment, read once per intent by
-the deciding agent, so it is atomic between two intents. Recently used versions are kept so a second
+the decide stage, so it is atomic between two intents. Recently used versions are kept so a second
 stage decides with the same version as the first, even across a switch.
 """
 
@@ -18,6 +18,7 @@ from infra.kafka.admin import TopicSpec, ensure_topics
 from schemas.topics import ACTIVE_POLICY_KEY
 from streams.engine import CompiledPolicy, PolicyError, compile_policy
 from streams.metrics import Metrics
+from streams.runtime.kafka import reader
 
 log = logging.getLogger(__name__)
 KEEP_VERSIONS = 8
@@ -60,10 +61,7 @@ class PolicySource:
 
     async def run(self) -> None:
         """Read the topic from the beginning forever; ``caught_up`` is set at the initial end."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            fetch_max_wait_ms=100,
-        )
+        consumer = reader(self.bootstrap)
         await consumer.start()
         try:
             partitions = [TopicPartition(self.topic, p)

@@ -1,11 +1,13 @@
-"""Every topic the worker reads or writes, with its partitions and configs, created at start (the
-faust table's changelog is created by faust).
+"""The worker's topology: every topic it reads or writes, with its partitions and configs (created at
+start), and the topic of each output route.
 
-The public topics come from :class:`schemas.topics.TopicNames`; two internal ones carry the second
-stage (see :mod:`streams.stages`): ``<prefix>.internal.shared-limits`` (keyed by shared window key)
-and ``<prefix>.internal.agent-feedback`` (keyed by agent id, partitioned exactly like intents); a third,
-``<prefix>.internal.approval-control`` (keyed by request id, partitioned exactly like the approvals
-topic), carries opened approvals and timer ticks to the approval stage (:mod:`streams.stages.approval`).
+The public topics come from :class:`schemas.topics.TopicNames`. Three internal ones connect the stages
+(:mod:`streams.stages.decide` has the design): ``<prefix>.internal.shared-limits`` (keyed by shared
+window key) carries intents to the shared stage, ``<prefix>.internal.agent-feedback`` (keyed by agent
+id, partitioned exactly like intents) brings the shared stage's and the approval stage's answers back to
+the decide stage, and ``<prefix>.internal.approval-control`` (keyed by request id, partitioned exactly
+like the approvals topic) carries opened approvals to the approval stage. Each stage's table has a
+compacted changelog, ``<prefix>-worker-<table>-changelog``, co-partitioned with what the stage reads.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from infra.kafka.admin import TopicSpec
 from schemas.topics import TopicNames
+from streams.stages.outputs import Route
 from streams.state.changelog_store import changelog_topic
 
 COMPACTED = {"cleanup.policy": "compact"}
@@ -23,13 +26,13 @@ skew check (:class:`streams.stages.DecideStage`)."""
 
 
 def worker_app_id(prefix: str) -> str:
-    """The workers' faust app id: their consumer group and the prefix of their changelog topics."""
+    """The workers' app id: their one consumer group and the prefix of their changelog topics."""
     return f"{prefix}-worker"
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerTopics:
-    """Topic names of a worker: the public contract plus the internal stage-2 topics."""
+    """Topic names of a worker: the public contract, the internal topics and the changelogs."""
 
     names: TopicNames
     partitions: int
@@ -48,13 +51,28 @@ class WorkerTopics:
 
     @property
     def agent_state_changelog(self) -> str:
-        """Stage 1's table changelog (:mod:`streams.state.changelog_store`; faust's naming)."""
+        """The decide stage's table changelog (:mod:`streams.state.changelog_store`)."""
         return changelog_topic(worker_app_id(self.names.prefix), "agent-state")
 
     @property
     def shared_state_changelog(self) -> str:
-        """Stage 2's table changelog."""
+        """The shared stage's table changelog."""
         return changelog_topic(worker_app_id(self.names.prefix), "shared-state")
+
+    @property
+    def approval_state_changelog(self) -> str:
+        """The approval stage's table changelog."""
+        return changelog_topic(worker_app_id(self.names.prefix), "approval-state")
+
+    def routes(self) -> dict[Route, str]:
+        """The topic of each output route."""
+        n = self.names
+        return {
+            Route.DECISIONS: n.decisions, Route.AUDIT: n.audit, Route.SHARED: self.shared_limits,
+            Route.FEEDBACK: self.agent_feedback, Route.DEAD_LETTER: n.dead_letter,
+            Route.APPROVAL_REQUESTS: n.approval_requests, Route.APPROVAL_CONTROL: self.approval_control,
+            Route.APPROVAL_RESULTS: n.approval_results,
+        }
 
     def co_partitioned(self) -> list[TopicSpec]:
         """The topics the worker reads and its stages' changelogs: their partition N and the tables'
@@ -62,7 +80,8 @@ class WorkerTopics:
         n, p = self.names, self.partitions
         return [TopicSpec(name, p) for name in (n.intents, n.approvals, self.shared_limits,
                                                 self.agent_feedback, self.approval_control,
-                                                self.agent_state_changelog, self.shared_state_changelog)]
+                                                self.agent_state_changelog, self.shared_state_changelog,
+                                                self.approval_state_changelog)]
 
     def specs(self) -> list[TopicSpec]:
         """Every topic with its partitions and configs (policies: one compacted partition)."""
@@ -77,4 +96,5 @@ class WorkerTopics:
             TopicSpec(self.approval_control, p),
             TopicSpec(self.agent_state_changelog, p, configs=dict(COMPACTED)),
             TopicSpec(self.shared_state_changelog, p, configs=dict(COMPACTED)),
+            TopicSpec(self.approval_state_changelog, p, configs=dict(COMPACTED)),
         ]

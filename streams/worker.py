@@ -1,8 +1,9 @@
 """Run a worker programmatically: ``python -m streams.worker --bootstrap HOST:PORT ...``.
 
 Creates the topics (idempotently), builds the app and runs it under faust's Worker (SIGTERM/SIGINT
-stop it cleanly; a SIGKILL loses nothing: uncommitted intents are redelivered and answered from state
-restored from the changelogs). Defaults come from :class:`sluicegate.settings.Settings`.
+stop it cleanly; a SIGKILL loses nothing: the tables resume from their checkpoints and changelogs, and
+uncommitted intents are redelivered and answered from their receipts). Defaults come from
+:class:`sluicegate.settings.Settings`.
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import shutil
 from pathlib import Path
 
 import faust
 
-from infra.kafka.admin import TopicSpec, ensure_topics, partition_mismatches
+from infra.kafka.admin import ensure_topics, partition_mismatches
 from sluicegate.settings import Settings
 from streams.app import WorkerConfig, build
 from streams.stages.approval_machine import ApprovalError
+from streams.upgrade import legacy_groups
 
 log = logging.getLogger(__name__)
-CLEAN_MARKER = "clean-shutdown"
 
 
 def _seconds(text: str) -> float:
@@ -54,24 +54,6 @@ def config_from_args(argv: list[str] | None = None, settings: Settings | None = 
     )
 
 
-def discard_unclean_tables(workdir: Path, tabledir: Path) -> bool:
-    """After a crash, drop the local table files so every table is rebuilt from its changelog.
-
-    A killed worker's RocksDB can be *ahead* of its changelog (writes whose changelog records were
-    still in the producer's buffer); faust would then replay the changelog tail over newer local
-    values and, e.g., forget counted actions while keeping their idempotency records. The changelog
-    alone is a consistent prefix (one partition, in order), so it is the state to resume from.
-    Returns True when files were discarded.
-    """
-    marker = workdir / CLEAN_MARKER
-    discard = tabledir.exists() and not marker.exists()
-    if discard:
-        log.warning("previous run did not stop cleanly: rebuilding tables from the changelogs")
-        shutil.rmtree(tabledir)
-    marker.unlink(missing_ok=True)
-    return discard
-
-
 def run(config: WorkerConfig) -> None:
     """Create the topics, then run the worker until it is stopped (does not return normally)."""
     config.workdir.mkdir(parents=True, exist_ok=True)
@@ -84,13 +66,13 @@ def run(config: WorkerConfig) -> None:
     if config.reviewers_file is None:
         log.warning("no reviewers file (--reviewers / SLUICEGATE_REVIEWERS_FILE): nobody can approve, "
                     "every approval will be rejected or expire")
-    discard_unclean_tables(config.workdir, Path(processor.app.conf.tabledir))
+    stale = loop.run_until_complete(legacy_groups(config.bootstrap, config.app_id))
+    if stale:
+        raise SystemExit(f"streams.worker: {stale}")
     created = loop.run_until_complete(ensure_topics(config.bootstrap, processor.topics.specs()))
     if created:
         log.info("created topics: %s", ", ".join(created))
-    changelogs = [TopicSpec(name, config.partitions) for name in processor.tables.changelog_topics()]
-    wrong = loop.run_until_complete(
-        partition_mismatches(config.bootstrap, [*processor.topics.co_partitioned(), *changelogs]))
+    wrong = loop.run_until_complete(partition_mismatches(config.bootstrap, processor.topics.co_partitioned()))
     if wrong:
         raise SystemExit(
             f"streams.worker: {'; '.join(wrong)}. The worker keeps its state per partition across the "
@@ -98,12 +80,7 @@ def run(config: WorkerConfig) -> None:
             "(SLUICEGATE_PARTITIONS) partitions: start it with their count, or recreate all of them.")
     worker = faust.Worker(processor.app, loop=loop, loglevel=config.log_level, workdir=str(config.workdir),
                           redirect_stdouts=False)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        if exc.code in (0, None):  # stopped cleanly: local tables match the changelogs
-            (config.workdir / CLEAN_MARKER).touch()
-        raise
+    worker.execute_from_commandline()
 
 
 def main(argv: list[str] | None = None) -> None:

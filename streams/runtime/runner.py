@@ -1,39 +1,39 @@
-"""The deciding stages on the worker's own event loop: records read with aiokafka, handled by a stage
-(:mod:`streams.handlers`) over a :class:`streams.state.changelog_store.ChangelogStore`, outputs produced with
-aiokafka. Stage 1 reads the intents and the agent-feedback topic, stage 2 the shared-limits topic; each
-runs as one :class:`StageRunner`.
+"""The worker's one record path: every stage's records read with one aiokafka consumer, handled on the
+worker's event loop over the stages' changelog-backed tables, outputs produced with one producer.
 
-Why not faust agents. Every intent is on this path, and faust's per-message layers (a consumer thread
-handing records over, a task pair per record in its drain loop, events, stream queues, acks, a buffered
-changelog send with a callback and a RocksDB offset write per table write) cost about 600 µs of CPU
-per message, several times the decision itself. Measured with ``bench/e2e.py`` on the 2-core machine:
-see the README's speed table. Approvals, timers and web pages stay on faust, where traffic is human.
+Why not faust's consumer and agents. Every intent is on this path, and faust's per-message layers (a
+consumer thread handing records over, a task pair per record in its drain loop, events, stream queues,
+acks, a buffered changelog send with a callback and a RocksDB offset write per table write) cost about
+600 µs of CPU per message, several times the decision itself; on this path a decision costs 124-134 µs
+of worker CPU in full batches (``bench/e2e.py``, the README's speed table). faust-streaming hosts the
+worker (:mod:`streams.app`): its service tree and lifecycle, web pages and the worker command.
 
-The same guarantees as the faust agents they replace:
+Guarantees:
 
-- One consumer group per stage, with the range assignor, so partition N of every topic a stage reads
-  goes to the same worker, with partition N of the stage's table.
-- One coroutine handles the records, in partition order; a rebalance waits for the batch in hand.
-- At least once: offsets are committed only after the producer flushed everything the handled records
-  produced (changelog records first, then decisions and audit records). A redelivered record is
-  answered from its idempotency record.
-- A partition taken over is restored from its changelog before its first record is handled; one given
-  up is flushed and checkpointed (:mod:`streams.state.changelog_store`).
+- One consumer group (``<prefix>-worker``) for every topic the stages read, with the range assignor: all
+  those topics have the same partition count, so partition N of each goes to the same worker, together
+  with partition N of every stage's table.
+- One coroutine handles the records, in partition order, under one lock; a rebalance, the tick and a
+  stop wait for the batch in hand.
+- At least once, one commit order that survives a crash at any instruction: a record's table writes
+  are sent to the changelog before its outputs; then the producer is flushed, the input offsets are
+  committed, and only then the tables' held writes and their changelog offset are written to RocksDB
+  (:mod:`streams.state.changelog_store`). A failed send stops all commits and crashes the worker; the
+  restart restores the tables from their checkpoints and the changelogs, and the records since the last
+  commit are redelivered and answered from their idempotency receipts.
+- A partition taken over is restored from its changelogs before its first record is handled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -45,46 +45,49 @@ from mode import Service
 
 from streams.metrics import unhandled
 from streams.policy_source import PolicySource
+from streams.runtime import kafka
 from streams.stages.outputs import Route, Send, dead_letter, now_ms
-from streams.stages.retention import Retention
 from streams.state.changelog_store import ChangelogStore
-from streams.state.table_state import RECEIPT_PREFIX
 
 log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 0.5
 """How often handled offsets are committed (after a producer flush); bounds redelivery after a crash."""
-FETCH_MAX_WAIT_MS = 100
-MAX_RECORDS = 1_000
+TICK_INTERVAL_S = 1.0
+"""How often the stages' :meth:`Stage.tick` runs (approval deadlines)."""
 STOP_TIMEOUT_S = 20.0
-SESSION_TIMEOUT_MS = 6_000
-"""Notice a dead worker within seconds (the broker's minimum)."""
-REBALANCE_TIMEOUT_MS = 60_000
-"""How long the group waits for a member to finish its revocation (a batch in hand, a take-over
-stopping) before it drops it; aiokafka's default is the session timeout."""
-ADOPT_CHUNK = 5_000
-"""Idempotency records queued between two yields to the event loop while taking over a partition."""
 
 
-Handler = Callable[[ConsumerRecord[Any, Any]], list[Send]]
-"""A stage's handling of one record: the messages to send (its table writes are in the store)."""
+class Stage(Protocol):
+    """A stage as the runner drives it. Its table is ``store``, on the partition in use."""
 
-
-@dataclass(frozen=True, slots=True)
-class StageTopics:
-    """What a stage reads (co-partitioned with its table's changelog) and where its outputs go."""
-
+    name: str
     sources: tuple[str, ...]
-    changelog: str
-    routes: dict[Route, str]
+    store: ChangelogStore
+
+    def handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
+        """One record read from ``sources``: the messages to send (table writes are in the store)."""
+
+    async def took_over(self, partition: int, abort: Callable[[], bool]) -> list[Send] | None:
+        """A partition just restored: prepare it; None when ``abort()`` became true meanwhile."""
+
+    def gave_up(self, partition: int) -> None:
+        """A partition another worker owns now."""
+
+    def tick(self, partition: int, now_ms: int) -> list[Send]:
+        """Work due by the clock on a partition whose records are handled up to the broker's end."""
+
+    def flushed(self, partition: int) -> None:
+        """Everything sent for the partition so far was delivered."""
 
 
 @dataclass
 class _Progress:
-    """Handled offsets not yet committed, and the last changelog send per partition."""
+    """Handled offsets not yet committed, and the last changelog send per table partition."""
 
     handled: dict[TopicPartition, int] = field(default_factory=dict)
-    changelog: dict[int, asyncio.Future[RecordMetadata]] = field(default_factory=dict)
+    changelog: dict[tuple[str, int], asyncio.Future[RecordMetadata]] = field(default_factory=dict)
     last_commit: float = field(default_factory=time.monotonic)
+    last_tick: float = field(default_factory=time.monotonic)
     failed: BaseException | None = None
     """The first send the producer gave up on: nothing is committed after it."""
 
@@ -100,7 +103,7 @@ class _Progress:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: StageRunner) -> None:
+    def __init__(self, runner: Runner) -> None:
         self.runner = runner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -110,27 +113,21 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.runner.assigned(assigned)
 
 
-class StageRunner(Service):
-    """One stage of one worker, started and stopped with the faust app (a dependency of it).
+class Runner(Service):
+    """Every stage of one worker, started and stopped with the faust app (a dependency of it).
 
-    Should the loop fail (the producer cannot deliver, the broker refuses a commit), the worker
-    crashes: it restarts unclean, so its tables are rebuilt from the changelogs and the intents since
-    the last commit are redelivered.
+    Should the loop fail (the producer cannot deliver, the broker refuses a commit), the worker crashes;
+    the restart resumes from the tables' checkpoints and the last committed offsets.
     """
 
     def __init__(
-        self, name: str, bootstrap: str, group: str, topics: StageTopics, handle: Handler,
-        store: ChangelogStore, retention: Retention, policies: PolicySource,
-        legacy_group: str | None = None,
+        self, bootstrap: str, group: str, stages: tuple[Stage, ...], routes: dict[Route, str],
+        policies: PolicySource,
     ) -> None:
         super().__init__()
-        self.name, self.bootstrap, self.group, self.topics = name, bootstrap, group, topics
-        self.handle, self.store, self.policies = handle, store, policies
-        self.retention = retention
-        """The stage's queue of idempotency records to evict, told of partitions taken over and given up."""
-        self.legacy_group = legacy_group
-        """The faust group that read these topics before this runner did: where a partition without a
-        committed offset in ``group`` resumes (an upgrade does not decide history again)."""
+        self.bootstrap, self.group, self.stages, self.routes = bootstrap, group, stages, routes
+        self.policies = policies
+        self.by_topic = {topic: stage for stage in stages for topic in stage.sources}
         self.lock = asyncio.Lock()
         self.progress = _Progress()
         self.positions: dict[tuple[str, int], int] = {}
@@ -146,31 +143,28 @@ class StageRunner(Service):
         self.restorer: AIOKafkaConsumer | None = None
         self.loop_task: asyncio.Task[None] | None = None
 
+    @property
+    def partitions(self) -> set[int]:
+        """The partition numbers owned."""
+        return {tp.partition for tp in self.owned}
+
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0,
-                                         max_batch_size=64 * 1024)
-        self.restorer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                         enable_auto_commit=False, auto_offset_reset="none")
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=1_000,
-            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS)
+        self.producer = kafka.producer(self.bootstrap)
+        self.restorer = kafka.restore_consumer(self.bootstrap)
+        self.consumer = kafka.group_consumer(self.bootstrap, self.group)
         await self.producer.start()
         await self.restorer.start()
         await self.consumer.start()
-        self.loop_task = asyncio.create_task(self._run(), name=self.name)
+        self.loop_task = asyncio.create_task(self._run(), name="runner")
 
     async def on_stop(self) -> None:
         """Finish the batch in hand, flush, commit, checkpoint and close (a clean stop).
 
-        The loop is cancelled only once it released the lock, i.e. between two batches: a record is
-        never left with its table writes applied and not sent. Should that or the final commit take
-        longer than :data:`STOP_TIMEOUT_S` (the broker is gone), the tables are discarded instead, so
-        the next start rebuilds them from the changelogs.
+        The loop is cancelled only once it released the lock, i.e. between two batches. Should that or
+        the final commit take longer than :data:`STOP_TIMEOUT_S` (the broker is gone), the tables are
+        closed at their last checkpoint: the next start restores the rest from the changelogs.
         """
         try:
             await asyncio.wait_for(self.lock.acquire(), STOP_TIMEOUT_S)
@@ -181,24 +175,20 @@ class StageRunner(Service):
             if self.loop_task is not None:
                 self.loop_task.cancel()
                 await asyncio.gather(self.loop_task, return_exceptions=True)
-            clean = False
             if locked and self.consumer is not None:
                 try:
-                    await asyncio.wait_for(self._commit(self.consumer.assignment()), STOP_TIMEOUT_S)
-                    clean = True
+                    await asyncio.wait_for(self._commit(self.owned), STOP_TIMEOUT_S)
                 except Exception:
-                    log.exception("%s: could not flush and commit on stop", self.name)
-            if not clean:
-                log.warning("%s: discarding its tables: the next start rebuilds them", self.name)
-                for partition in list(self.store.dbs):
-                    self.store.discard(partition)
+                    log.exception("could not flush and commit on stop: the next start restores from the "
+                                  "last checkpoints")
         finally:
             if locked:
                 self.lock.release()
         for client in (self.consumer, self.restorer, self.producer):
             if client is not None:
                 await client.stop()
-        self.store.close_all()
+        for stage in self.stages:
+            stage.store.close_all()
 
     # -- rebalance ------------------------------------------------------------------------------------
     # aiokafka calls these while it is not heartbeating, so they stay short: the restore of a partition
@@ -223,79 +213,54 @@ class StageRunner(Service):
         self.to_take_over = set(assigned)
 
     async def _take_over(self) -> None:
-        """Restore the tables of the partitions just assigned, position them, then resume them.
+        """Restore the tables of the partitions just assigned, prepare them, position them, resume.
 
-        A partition given up has its database discarded (a later take-over rebuilds it from the
-        changelog: the tombstones written meanwhile may be compacted away by then). A rebalance that
+        A partition given up has its databases discarded (a later take-over rebuilds them from the
+        changelogs: the tombstones written meanwhile may be compacted away by then). A rebalance that
         begins meanwhile stops the take-over; the next assignment starts a new one.
         """
         assert self.consumer is not None and self.restorer is not None
         async with self.lock:
             assigned, self.to_take_over = (self.to_take_over or set()) & self.consumer.assignment(), None
             mine = sorted({tp.partition for tp in assigned})
-            kept = set(self.store.dbs)
-            for partition in kept - set(mine):
-                self.store.discard(partition)
-                self.retention.forget(partition)
+            started, applied = time.monotonic(), 0
+            for stage in self.stages:
+                kept = set(stage.store.dbs)
+                for partition in kept - set(mine):
+                    stage.store.discard(partition)
+                    stage.gave_up(partition)
+                applied += await stage.store.restore(self.restorer, mine, lambda: self.revoking)
+                for partition in sorted(set(mine) - kept):
+                    if self.revoking:
+                        return
+                    stage.store.use(partition)
+                    sends = await stage.took_over(partition, lambda: self.revoking)
+                    if sends is None:
+                        return
+                    stage.store.use(partition)
+                    await self._send_changelog(stage.store)
+                    await self._send(sends)
             for tp in set(self.progress.handled) - assigned:
                 del self.progress.handled[tp]
-            started = time.monotonic()
-            applied = await self.store.restore(self.restorer, mine, lambda: self.revoking)
-            for partition in sorted(set(mine) - kept):
-                if self.revoking or not await self._adopt(partition):
-                    return
             if self.revoking:
                 return
             await self._position(assigned)
             self.owned = set(assigned)
             self.consumer.resume(*assigned)
             self.restored.set()
-            log.info("%s owns partitions %s (restored %d changelog records in %.1f s)",
-                     self.name, mine, applied, time.monotonic() - started)
-
-    async def _adopt(self, partition: int) -> bool:
-        """Queue the idempotency records of a partition taken over for eviction, yielding to the loop
-        as it goes; False when a rebalance began meanwhile."""
-        self.store.use(partition)
-        keys = self.store.keys_with_prefix(RECEIPT_PREFIX)
-        at_ms = now_ms()
-        while chunk := list(itertools.islice(keys, ADOPT_CHUNK)):
-            self.retention.adopt(partition, chunk, at_ms)
-            await asyncio.sleep(0)
-            if self.revoking:
-                return False
-            self.store.use(partition)
-        return True
+            log.info("owns partitions %s (restored %d changelog records in %.1f s)",
+                     mine, applied, time.monotonic() - started)
 
     async def _position(self, tps: set[TopicPartition]) -> None:
-        """Seek each partition to its committed offset, else the legacy group's, else the beginning
-        (records fetched before the take-over were not handled)."""
+        """Seek each partition to its committed offset, else its beginning (records fetched before the
+        take-over were not handled)."""
         assert self.consumer is not None
-        offsets = {tp: await self.consumer.committed(tp) for tp in tps}
-        missing = [tp for tp, offset in offsets.items() if offset is None]
-        if missing and self.legacy_group:
-            offsets |= await self._legacy_offsets(missing)
-        for tp, offset in offsets.items():
-            if offset is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, offset)
-
-    async def _legacy_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]:
-        assert self.legacy_group is not None
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        try:
-            await admin.start()
-            found = await admin.list_consumer_group_offsets(self.legacy_group, partitions=tps)
-        finally:
-            await admin.close()
-        result: dict[TopicPartition, int | None] = {}
         for tp in tps:
-            meta = found.get(tp)
-            result[tp] = meta.offset if meta is not None and meta.offset >= 0 else None
-        if any(offset is not None for offset in result.values()):
-            log.warning("%s: resuming from the offsets of %s (upgrade)", self.name, self.legacy_group)
-        return result
+            offset = await self.consumer.committed(tp)
+            if offset is None:
+                offset = (await self.consumer.beginning_offsets([tp]))[tp]
+            self.consumer.seek(tp, offset)
+            self.positions[(tp.topic, tp.partition)] = offset - 1  # handled up to here
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -310,27 +275,32 @@ class StageRunner(Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         await self.policies.caught_up.wait()
-        self.consumer.subscribe(list(self.topics.sources), listener=_Listener(self))
+        self.consumer.subscribe(sorted(self.by_topic), listener=_Listener(self))
         while True:
             if self.to_take_over is not None:
                 await self._take_over()
-            batches = await self.consumer.getmany(timeout_ms=FETCH_MAX_WAIT_MS, max_records=MAX_RECORDS)
+            batches = await self.consumer.getmany(timeout_ms=kafka.FETCH_MAX_WAIT_MS,
+                                                  max_records=kafka.MAX_RECORDS)
             async with self.lock:
                 for tp, records in batches.items():
                     if tp in self.owned and records:  # else fetched before a rebalance: fetched again
                         await self._handle_batch(tp, records)
-                if time.monotonic() - self.progress.last_commit >= COMMIT_INTERVAL_S:
+                clock = time.monotonic()
+                if clock - self.progress.last_tick >= TICK_INTERVAL_S:
+                    await self._tick()
+                if clock - self.progress.last_commit >= COMMIT_INTERVAL_S:
                     await self._commit(self.owned)
 
     async def _handle_batch(self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]) -> None:
-        self.store.use(tp.partition)
+        stage = self.by_topic[tp.topic]
+        stage.store.use(tp.partition)
         for record in records:
             try:
-                sends = self.handle(record)
+                sends = stage.handle(record)
             except Exception as exc:  # never stop deciding: park the record, say why
                 log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
                 sends = [dead_letter(record.key, record.value, exc)]
-            await self._send_changelog()  # a failure here crashes the worker (tables ahead of changelog)
+            await self._send_changelog(stage.store)  # a failure here crashes the worker
             try:
                 await self._send(sends)
             except MessageSizeTooLargeError as exc:  # larger than the broker takes: park the record instead
@@ -340,34 +310,56 @@ class StageRunner(Service):
             self.positions[(tp.topic, tp.partition)] = record.offset
         self.progress.handled[tp] = records[-1].offset
 
-    async def _send_changelog(self) -> None:
+    async def _tick(self) -> None:
+        """Each stage's clock-driven work, on the partitions whose records are handled up to the end the
+        broker reported (so nothing recorded before a deadline is overtaken by its expiry)."""
+        self.progress.last_tick = time.monotonic()
+        at_ms = now_ms()
+        for stage in self.stages:
+            for partition in sorted(self.partitions):
+                if not self._caught_up(stage, partition):
+                    continue
+                stage.store.use(partition)
+                sends = stage.tick(partition, at_ms)
+                await self._send_changelog(stage.store)
+                await self._send(sends)
+
+    def _caught_up(self, stage: Stage, partition: int) -> bool:
+        assert self.consumer is not None
+        for topic in stage.sources:
+            high = self.consumer.highwater(TopicPartition(topic, partition))
+            if high is None or unhandled(high, self.positions.get((topic, partition))) > 0:
+                return False
+        return True
+
+    async def _send_changelog(self, store: ChangelogStore) -> None:
         assert self.producer is not None
-        for partition, key, value in self.store.take_writes():
-            sent = await self.producer.send(self.topics.changelog, value, key=key, partition=partition)
+        for partition, key, value in store.take_writes():
+            sent = await self.producer.send(store.topic, value, key=key, partition=partition)
             sent.add_done_callback(self.progress.check)
-            self.progress.changelog[partition] = sent
+            self.progress.changelog[(store.topic, partition)] = sent
 
     async def _send(self, sends: list[Send]) -> None:
         assert self.producer is not None
         for item in sends:
-            sent = await self.producer.send(self.topics.routes[item.route], item.value, key=item.key,
+            sent = await self.producer.send(self.routes[item.route], item.value, key=item.key,
                                             headers=list(item.headers) or None)
             sent.add_done_callback(self.progress.check)
 
     async def _commit(self, tps: set[TopicPartition]) -> None:
-        """Flush the producer, then commit the handled offsets of ``tps`` and checkpoint their tables.
+        """Flush the producer, commit the handled offsets of ``tps``, then checkpoint their tables.
 
-        Raises when a send failed (the caller crashes the worker: the records since the last commit
-        are redelivered, the tables rebuilt). A commit the group refuses (a rebalance began) is only
-        logged: those records are redelivered to whoever owns them next, and answered from their
-        idempotency records.
+        Raises when a send failed (the caller crashes the worker). A commit the group refuses (a
+        rebalance began) is only logged: those records are redelivered to whoever owns them next, and
+        answered from their idempotency receipts; the checkpoint is still safe (the flush came first).
         """
         assert self.producer is not None and self.consumer is not None
         self.progress.last_commit = time.monotonic()
         self.progress.raise_failure()
+        partitions = {tp.partition for tp in tps}
         offsets = {tp: self.progress.handled.pop(tp) + 1 for tp in tps if tp in self.progress.handled}
-        changelog = {p: self.progress.changelog.pop(p) for p in {tp.partition for tp in tps}
-                     if p in self.progress.changelog}
+        changelog = {key: self.progress.changelog.pop(key) for key in list(self.progress.changelog)
+                     if key[1] in partitions}
         if not offsets and not changelog:
             return
         await self.producer.flush()
@@ -377,9 +369,14 @@ class StageRunner(Service):
                 await self.consumer.commit(offsets)
             except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
                 log.warning("offsets not committed (%r): they will be redelivered", exc)
-        for partition, sent in changelog.items():
-            if partition in self.store.dbs:
-                self.store.checkpoint(partition, sent.result().offset)
+        for stage in self.stages:
+            for partition in sorted(partitions & set(stage.store.dbs)):
+                sent = changelog.get((stage.store.topic, partition))
+                if sent is not None:
+                    stage.store.checkpoint(partition, sent.result().offset)
+                stage.store.use(partition)
+                stage.flushed(partition)
+                await self._send_changelog(stage.store)
 
     # -- what the web pages show ----------------------------------------------------------------------
 
@@ -396,7 +393,7 @@ class StageRunner(Service):
         return result
 
     def ready(self) -> bool:
-        """Partitions assigned and their table restored."""
+        """Partitions assigned and their tables restored."""
         return bool(self.owned) and self.restored.is_set()
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -408,4 +405,3 @@ class StageRunner(Service):
             "handled": self.positions.get((tp.topic, tp.partition)),
             "highwater": self.consumer.highwater(tp), "paused": tp in paused,
         } for tp in sorted(self.consumer.assignment())}
-

@@ -2,12 +2,12 @@
 
 Where an approval lives. Verdicts come back on the public ``approvals`` topic keyed by request id and
 name no agent. So pending approvals are kept in the ``approval-state`` table, co-partitioned with
-``approvals``: stage 1 (the agent's partition, see :mod:`streams.stages`) parks the intent and sends an
-:class:`~streams.messages.Open` keyed by request id to the internal ``approval-control`` topic, which
-has the partition count of ``approvals``. With Kafka's default (murmur2) partitioner the Open, every
-verdict and every timer tick of one request land on the same partition number, which faust assigns to
-one worker together with the table's changelog partition; one actor (concurrency 1) handles them in
-order. The other choice, re-keying each verdict to its agent's partition, needs the same request ->
+``approvals``: the decide stage (the agent's partition, :mod:`streams.stages.decide`) parks the intent
+and sends an :class:`~streams.messages.Open` keyed by request id to the internal ``approval-control``
+topic, which has the partition count of ``approvals``. With Kafka's default (murmur2) partitioner the
+Open and every verdict of one request land on the same partition number, which the worker's consumer
+group assigns to one worker together with the table's changelog partition, where one loop handles them
+in order. The other choice, re-keying each verdict to its agent's partition, needs the same request ->
 agent table keyed by request id anyway, plus one more hop per verdict.
 
 The flow:
@@ -24,29 +24,33 @@ The flow:
    history, a chain of ``Count`` hops its shared windows, and whichever counts last sends the final
    ALLOW, so no intent the agent sends on hearing of it can slip under a limit it fills.
 
-Deadlines are enforced here. A timer on each worker (:meth:`ApprovalStage.due`) looks at the approvals
-of the partitions assigned to it (faust iterates a table's active partitions only, never standby
-copies) and sends a :class:`~streams.messages.Tick` keyed by request id for each one due. Table writes
-happen only while handling a message (the changelog partition is the message's), so the timer writes
-nothing itself; the tick, handled in order with the verdicts, expires the approval (``now`` = the
-tick's timestamp). After a restart or a rebalance the table is restored from its changelog and the
-timer of whichever worker holds the partition carries on, so nothing stays pending forever. Ticks are
-only sent for a partition whose verdicts are processed up to the end of what was fetched, so a
-verdict recorded before the deadline is not overtaken by an expiry produced after a restart.
+Deadlines are enforced here, by the runner's tick (:meth:`ApprovalStage.expire_due`): once a second,
+under the runner's lock, for each partition it owns whose approvals and approval-control records are
+handled up to what the broker had, it expires the pending approvals whose deadline passed
+:data:`EXPIRY_GRACE_MS` ago (``now`` = the worker's clock) and forgets the closed ones past their
+retention. The grace and the caught-up check keep a verdict recorded before the deadline (judged by its
+record's timestamp) from being overtaken by the expiry. The due times come from an in-memory index per
+partition, kept by this stage's writes and rebuilt from the table when a partition is taken over
+(:meth:`ApprovalStage.took_over`), so a tick reads no table.
 
-Idempotency. Verdicts are identified by a digest of their content and ticks by a unique id. The entry
+An expiry is not the answer to a Kafka record, so no redelivery would repeat its outputs: it also
+writes an outbox marker (``o|<request_id>``), deleted once the producer flushed its outputs
+(:meth:`ApprovalStage.flushed`). A worker that takes the partition over after a crash re-sends the
+finals of the markers it finds; the receivers ignore a final they already have.
+
+Idempotency. Verdicts are identified by a digest of their content. The entry
 keeps the verdicts it accepted and the message that closed it, and the final decision is computed once
-and stored: a redelivered verdict or tick that already acted re-sends its outputs (same ids and bytes)
+and stored: a redelivered verdict that already acted re-sends its outputs (same ids and bytes)
 and changes nothing, a duplicate Open re-publishes the request only while it is pending. So nothing is
 counted twice and no two different finals are ever sent. Closed approvals are kept ``retention_ms``
-(late verdicts are rejected as ``not_pending``, redeliveries replayed), then dropped by a tick.
+(late verdicts are rejected as ``not_pending``, redeliveries replayed), then dropped by the tick.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID
@@ -57,7 +61,7 @@ from schemas.approval import ApprovalRequest, ApprovalVerdict
 from schemas.audit import AuditEventType, AuditRecord
 from schemas.common import DecisionKind
 from schemas.decision import Decision
-from streams.messages import ApprovalEntry, Open, Resolved, Tick
+from streams.messages import ApprovalEntry, Open, Resolved
 from streams.stages.approval_machine import (
     ApprovalError,
     PendingApproval,
@@ -72,13 +76,19 @@ from streams.stages.approval_machine import (
     requested_audit,
     verdict_audit,
 )
-from streams.stages.outputs import Route, Send, ignore_decision, publish_sends, utc
+from streams.stages.outputs import Route, Send, approval_final_sends, ignore_decision, utc
 from streams.stages.retention import DEFAULT_RETENTION_MS
 from streams.state.table_state import BytesTable
 
 log = logging.getLogger(__name__)
 APPROVAL_PREFIX = "a|"
 DUE_PREFIX = "t|"
+OUTBOX_PREFIX = "o|"
+EXPIRED_BY = "expiry"
+"""``closed_by`` of an approval the tick expired."""
+EXPIRY_GRACE_MS = 1_000
+"""How long after its deadline a pending approval is expired: a verdict recorded just before the
+deadline is handled first."""
 UNKNOWN_REQUEST = "unknown_request"
 
 
@@ -130,7 +140,10 @@ class ApprovalStage:
         self.on_refused: Callable[[Decision], None] = ignore_decision
         """Called once per denied or expired approval, with its final BLOCK (the metrics' hook); an
         approved one is reported by stage 1, which records it."""
-        self._due: dict[UUID, tuple[int, int]] | None = None  # request id -> (due ms, partition)
+        self._due: dict[int, dict[UUID, int]] = {}
+        """Per partition owned: request id -> when the tick has to act on it (ms)."""
+        self._unsent: dict[int, list[UUID]] = {}
+        """Per partition: expiries whose outbox marker goes once the producer flushed their outputs."""
 
     # -- the table -----------------------------------------------------------------------------
 
@@ -142,48 +155,77 @@ class ApprovalStage:
     def _write(self, entry: ApprovalEntry, partition: int) -> None:
         request_id = entry.state.request_id
         self.table[f"{APPROVAL_PREFIX}{request_id}"] = entry.model_dump_json(exclude_defaults=True).encode()
+        due_ms = self._due_ms(entry)
+        self.table[f"{DUE_PREFIX}{request_id}"] = f"{due_ms}:{partition}".encode()
+        self._due.setdefault(partition, {})[request_id] = due_ms
+
+    def _due_ms(self, entry: ApprovalEntry) -> int:
         state = entry.state
         if state.is_pending:
-            due_ms = _ms(state.deadline_at)
-        else:
-            due_ms = _ms(state.closed_at or state.deadline_at) + self.retention_ms
-        self.table[f"{DUE_PREFIX}{request_id}"] = f"{due_ms}:{partition}".encode()
-        if self._due is not None:
-            self._due[request_id] = (due_ms, partition)
+            return _ms(state.deadline_at) + EXPIRY_GRACE_MS
+        return _ms(state.closed_at or state.deadline_at) + self.retention_ms
 
-    def _forget(self, request_id: UUID) -> None:
+    def _forget(self, request_id: UUID, partition: int) -> None:
         self.table.pop(f"{APPROVAL_PREFIX}{request_id}", None)
         self.table.pop(f"{DUE_PREFIX}{request_id}", None)
-        if self._due is not None:
-            self._due.pop(request_id, None)
+        self._due.get(partition, {}).pop(request_id, None)
 
-    def due(self, now_ms: int) -> list[tuple[UUID, int]]:
-        """(request id, partition) of the approvals kept here whose deadline (pending) or retention
-        (closed) has passed at ``now_ms``. Reads only: the timer sends a :class:`Tick` for each.
+    # -- partitions ----------------------------------------------------------------------------
 
-        Served from an in-memory index of the due markers, kept current by this stage's own writes and
-        built from the table on first use after :meth:`reindex` (the timer runs every second; scanning
-        every approval kept for the retention each time would stall the worker's loop)."""
-        if self._due is None:
-            self._due = self._scan_due()
-        return [(request_id, partition) for request_id, (due_ms, partition) in self._due.items()
-                if due_ms <= now_ms]
+    def took_over(self, partition: int) -> list[Send]:
+        """A partition just restored (its table in use): index its due times, and re-send the finals
+        of expiries whose outputs may not have been flushed before the last owner stopped."""
+        due: dict[UUID, int] = {}
+        unsent: list[UUID] = []
+        for key, value in list(self.table.items()):
+            if key.startswith(DUE_PREFIX):
+                due[UUID(key[len(DUE_PREFIX):])] = int(value.decode().partition(":")[0])
+            elif key.startswith(OUTBOX_PREFIX):
+                unsent.append(UUID(key[len(OUTBOX_PREFIX):]))
+        self._due[partition] = due
+        sends: list[Send] = []
+        for request_id in unsent:
+            entry = self.entry(request_id)
+            if entry is not None and entry.final is not None:
+                sends += _final_sends(entry)
+        self._unsent[partition] = unsent
+        return sends
 
-    def reindex(self) -> None:
-        """Rebuild the due index from the table at the next :meth:`due` (after a restore or a
-        rebalance filled the table with markers this stage did not write)."""
-        self._due = None
+    def gave_up(self, partition: int) -> None:
+        """A partition another worker owns now."""
+        self._due.pop(partition, None)
+        self._unsent.pop(partition, None)
 
-    def _scan_due(self) -> dict[UUID, tuple[int, int]]:
-        found: dict[UUID, tuple[int, int]] = {}
-        items: Iterable[tuple[object, bytes]] = self.table.items()
-        for key, value in items:
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            if not name.startswith(DUE_PREFIX) or value is None:
-                continue
-            due_ms, _, partition = value.decode().partition(":")
-            found[UUID(name[len(DUE_PREFIX):])] = (int(due_ms), int(partition))
-        return found
+    def flushed(self, partition: int) -> None:
+        """The producer delivered everything sent so far: the expiries' outbox markers can go."""
+        for request_id in self._unsent.pop(partition, []):
+            self.table.pop(f"{OUTBOX_PREFIX}{request_id}", None)
+
+    def expire_due(self, partition: int, now_ms: int) -> list[Send]:
+        """The tick on one partition (its table in use): expire the pending approvals past their
+        deadline and the grace, forget the closed ones past their retention."""
+        due = self._due.get(partition, {})
+        sends: list[Send] = []
+        for request_id in [r for r, at_ms in due.items() if at_ms <= now_ms]:
+            entry = self.entry(request_id)
+            if entry is None:
+                due.pop(request_id, None)
+            elif entry.state.is_pending:
+                sends += self._expire(entry, partition, now_ms)
+            else:
+                self._forget(request_id, partition)
+        return sends
+
+    def _expire(self, entry: ApprovalEntry, partition: int, now_ms: int) -> list[Send]:
+        now = utc(now_ms)
+        expired = expire(entry.state, now)
+        if expired is None:  # not past its deadline (cannot happen after the grace): look again later
+            self._due.setdefault(partition, {})[entry.state.request_id] = now_ms + EXPIRY_GRACE_MS
+            return []
+        request_id = entry.state.request_id
+        self.table[f"{OUTBOX_PREFIX}{request_id}"] = b"1"
+        self._unsent.setdefault(partition, []).append(request_id)
+        return self._close(entry, expired[0], expired[1], EXPIRED_BY, now, partition)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -226,25 +268,6 @@ class ApprovalStage:
             return sends
         return sends + self._close(entry, result.state, result.resolution, vid, now, partition)
 
-    def handle_tick(self, tick: Tick, partition: int, now_ms: int) -> list[Send]:
-        """Expire a pending approval past its deadline, or drop a closed one past its retention."""
-        entry = self.entry(tick.request_id)
-        if entry is None:
-            return []
-        closed_by = f"tick:{tick.tick}"
-        if entry.closed_by == closed_by:
-            return _final_sends(entry)  # redelivered tick
-        now = utc(now_ms)
-        if entry.state.is_pending:
-            expired = expire(entry.state, now)
-            if expired is None:
-                return []  # not yet by this record's time: a later tick will come
-            return self._close(entry, expired[0], expired[1], closed_by, now, partition)
-        closed_at = entry.state.closed_at
-        if closed_at is None or _ms(closed_at) + self.retention_ms <= now_ms:
-            self._forget(tick.request_id)
-        return []
-
     def _close(
         self, entry: ApprovalEntry, state: PendingApproval, resolution: Resolution, closed_by: str,
         now: datetime, partition: int,
@@ -281,7 +304,7 @@ def _final_sends(entry: ApprovalEntry) -> list[Send]:
     feedback = Send(Route.FEEDBACK, final.agent_id.encode(), resolved)
     if final.decision is DecisionKind.ALLOW:
         return [feedback]
-    return [*publish_sends(entry.state.intent, final), feedback]
+    return [*approval_final_sends(entry.state.intent, final), feedback]
 
 
 def _unknown_audit(verdict: ApprovalVerdict, vid: str, now: datetime) -> AuditRecord:

@@ -45,23 +45,16 @@ from uuid import UUID
 
 from schemas.common import DecisionKind
 from schemas.decision import Decision
-from schemas.intent import MAX_INTENT_BYTES, Intent
+from schemas.intent import Intent
 from streams.engine import (
     AGENT_SCOPES,
     Change,
     CompiledPolicy,
-    Evaluation,
-    InMemoryState,
-    LimitOutcome,
+    Context,
+    Result,
     WindowChange,
     apply,
-    block_event_time,
-    block_no_policy,
-    combine,
-    evaluate,
-    evaluate_limits,
-    invalid_intent,
-    parse_intent,
+    evaluate_raw,
 )
 from streams.messages import (
     AppliedItem,
@@ -78,21 +71,20 @@ from streams.stages.outputs import (
     Outcome,
     Route,
     Send,
+    approval_final_sends,
     count_send,
     dead_letter,
     decision_sends,
     forward_send,
     ignore_decision,
     open_send,
-    publish_sends,
     request_of,
 )
 from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
 from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
 
 PENDING_PREFIX = "p|"
-_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
-_EMPTY = InMemoryState()
+_ALLOW, _APPROVAL = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL
 
 
 class DecideStage:
@@ -129,44 +121,24 @@ class DecideStage:
         """Decide one raw intent (or answer a redelivery from its record). Never raises.
 
         ``now_ms`` is the worker's clock (``decided_at``, approval deadlines); ``appended_ms`` the intent
-        record's Kafka timestamp (``now_ms`` when unknown)."""
+        record's Kafka timestamp (``now_ms`` when unknown). The engine decides; this routes its result."""
         self.retention.evict(self.table, partition, now_ms)
-        if len(raw) > MAX_INTENT_BYTES:
-            too_large = ValueError(f"the intent is {len(raw)} bytes; the limit is {MAX_INTENT_BYTES}")
-            return self._invalid(raw, key, too_large, policy, now_ms)
-        try:
-            intent = parse_intent(raw)
-        except Exception as exc:
-            return self._invalid(raw, key, exc, policy, now_ms)
+        context = Context(now_ms, appended_ms, self.max_event_skew_ms, AGENT_SCOPES, key)
+        result = evaluate_raw(policy, self.state, raw, context)
+        intent = result.intent
+        if intent is None:
+            return self._invalid(raw, key, result.decision)
         record = self._receipt(intent.request_id)
         if record is not None:
             return self._replay(intent, record)
-        if policy is None:
-            return self._settle(intent, block_no_policy(intent), (), None, partition, now_ms)
-        skew_ms = intent.occurred_at_ms - (now_ms if appended_ms is None else appended_ms)
-        if self.max_event_skew_ms is not None and abs(skew_ms) > self.max_event_skew_ms:
-            blocked = block_event_time(intent, policy, skew_ms, self.max_event_skew_ms)
-            return self._settle(intent, blocked, (), None, partition, now_ms)
-        evaluation = evaluate(policy, self.state, intent, AGENT_SCOPES)
-        if policy.has_fleet_limits and evaluation.decision.decision is not _BLOCK:
-            static = evaluate_limits(policy, _EMPTY, intent)
-            counted = {change.limit_id for change in static.changes}
-            errors = tuple(entry for entry in static.applied if entry.id not in counted)
-            if errors:  # a shared limit that cannot be evaluated never grants: BLOCK here
-                evaluation = combine(policy, evaluation, LimitOutcome(errors, ()), intent)
-            elif static.changes:
-                return self._forward(intent, evaluation, static.changes, partition, now_ms)
-        return self._settle(intent, evaluation.decision, evaluation.changes, policy, partition, now_ms)
+        if result.shared:
+            return self._forward(intent, result, partition, now_ms)
+        return self._settle(intent, result.decision, result.changes, policy, partition, now_ms)
 
-    def _invalid(
-        self, raw: bytes, key: bytes | None, exc: Exception, policy: CompiledPolicy | None, now_ms: int,
-    ) -> Outcome:
-        decision = invalid_intent(raw, exc, policy.version if policy else "")
+    def _invalid(self, raw: bytes, key: bytes | None, decision: Decision) -> Outcome:
         if decision.request_id.int == 0:  # no request id to answer to
             return Outcome([dead_letter(key, raw, decision.reasons[0])])
-        if not decision.agent_id and key:
-            decision = decision.model_copy(update={"agent_id": key.decode("utf-8", "replace")[:256]})
-        sent, sends = decision_sends(None, decision, now_ms)
+        sent, sends = decision_sends(None, decision)
         return Outcome(sends, sent)
 
     def _replay(self, intent: Intent, record: Receipt) -> Outcome:
@@ -185,25 +157,22 @@ class DecideStage:
         raw = self.table.get(f"{PENDING_PREFIX}{decision.request_id}")
         return [] if raw is None else [open_send(Pending.model_validate_json(raw))]
 
-    def _forward(
-        self, intent: Intent, evaluation: Evaluation, shared: tuple[WindowChange, ...], partition: int,
-        now_ms: int,
-    ) -> Outcome:
-        keys = sorted({change.key for change in shared})
-        reserve = evaluation.decision.decision is _ALLOW
+    def _forward(self, intent: Intent, result: Result, partition: int, now_ms: int) -> Outcome:
+        keys = sorted({change.key for change in result.shared})
+        reserve = result.decision.decision is _ALLOW
         reserved: list[Reservation] = []
         if reserve:
-            windows = [c for c in evaluation.changes if isinstance(c, WindowChange)]
+            windows = [c for c in result.changes if isinstance(c, WindowChange)]
             for change in windows:
                 self.state.add_once(change, intent.request_id)
             reserved = [Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in windows]
         forward = Forward(
-            intent=intent, stage1=evaluation.decision, decided_ms=now_ms,
-            applied=tuple(AppliedItem.of(entry) for entry in evaluation.applied),
+            intent=intent, stage1=result.decision, decided_ms=now_ms,
+            applied=tuple(AppliedItem.of(entry) for entry in result.applied),
             keys=tuple(keys), reserve=reserve,
         )
-        changes = tuple(ChangeItem.of(change) for change in evaluation.changes)
-        record = Receipt(changes=changes, shared=tuple(ChangeItem.of(change) for change in shared),
+        changes = tuple(ChangeItem.of(change) for change in result.changes)
+        record = Receipt(changes=changes, shared=tuple(ChangeItem.of(change) for change in result.shared),
                         forward=forward, reserved=tuple(reserved))
         self._write(intent.request_id, record, partition, now_ms, new=True)
         return Outcome([forward_send(forward)], None, False, True)
@@ -216,7 +185,7 @@ class DecideStage:
         if decision.decision is _ALLOW:
             _count(self.state, changes, intent.request_id)
         request = request_of(intent, decision, policy, now_ms)
-        sent, sends = decision_sends(intent, decision, now_ms, request)
+        sent, sends = decision_sends(intent, decision, request)
         if request is not None:
             items = tuple(ChangeItem.of(change) for change in changes)
             sends.append(self._park(Pending(intent=intent, decision=sent, request=request, changes=items)))
@@ -283,7 +252,7 @@ class DecideStage:
         if not approved:
             return []
         if not pending.shared:
-            return publish_sends(pending.intent, resolved.decision)
+            return approval_final_sends(pending.intent, resolved.decision)
         count = Count(request_id=request_id, changes=_by_key(pending.shared), decision=resolved.decision,
                       intent=pending.intent)
         return [count_send(count)]

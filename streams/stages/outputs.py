@@ -117,6 +117,13 @@ def publish_sends(intent: Intent | None, decision: Decision) -> list[Send]:
     ]
 
 
+def approval_final_sends(intent: Intent, decision: Decision) -> list[Send]:
+    """An approval's final decision: like any decision, plus its copy on the compacted approval-results
+    topic (keyed by request id), where reviewers' tools find it without reading the fleet's decisions."""
+    sends = publish_sends(intent, decision)
+    return [*sends, Send(Route.APPROVAL_RESULTS, str(decision.request_id).encode(), sends[0].value)]
+
+
 def dead_letter(key: bytes | None, value: bytes | None, error: Exception | str) -> Send:
     """A message no stage could handle, parked on the dead-letter topic with the error as a header
     (cut to :data:`MAX_DEAD_LETTER_BYTES`, with its original size in a ``size`` header, when larger)."""

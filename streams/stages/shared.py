@@ -30,10 +30,10 @@ from streams.stages.outputs import (
     Outcome,
     Route,
     Send,
+    approval_final_sends,
     count_send,
     decision_sends,
     forward_send,
-    publish_sends,
     request_of,
 )
 from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
@@ -138,7 +138,7 @@ class SharedStage:
         rest = tuple(item for item in count.changes if item.key != key)
         if rest:
             return [count_send(count.model_copy(update={"changes": rest}))]
-        return publish_sends(count.intent, count.decision)
+        return approval_final_sends(count.intent, count.decision)
 
 
 def _applied(items: tuple[AppliedItem, ...]) -> list[Applied]:

@@ -7,16 +7,20 @@ state across the change. What it drops is faust's per-write machinery (an event 
 buffered send with a callback, the persisted offset written per record), which cost more than the
 decision itself.
 
-Consistency with the changelog. A database may only be ahead of its changelog by writes that are still
-to be sent; :meth:`ChangelogStore.checkpoint` records, after the producer was flushed, the changelog
-offset the database holds everything up to. A later :meth:`restore` reads the changelog from there to
-its end (records other workers wrote while they owned the partition); without a checkpoint it can
-trust, it rebuilds the partition from the whole changelog. A worker that crashed discards
-its databases at start (:func:`streams.worker.discard_unclean_tables`) and restores from the beginning.
+Consistency with the changelog: one order, safe at any instruction. Writes are held in memory (per
+partition, read through) and queued for the changelog; the runner sends those records, flushes the
+producer, commits the input offsets, and only then calls :meth:`ChangelogStore.checkpoint`, which writes
+the held writes and the changelog offset they reach to RocksDB in one atomic batch. So a database is
+never ahead of its changelog: after a crash at any point it holds exactly the state at its checkpoint,
+and :meth:`ChangelogStore.restore` reads the changelog from there to its end (what this worker sent
+after the checkpoint, and what other workers wrote while they owned the partition). Without a checkpoint
+it can trust (none, outside the changelog, or older than :data:`MAX_CHECKPOINT_AGE_MS`), the partition
+is rebuilt from the whole changelog. That is the worker's one recovery rule.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import shutil
 import time
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_KEY = b"\x00sluicegate\x00changelog-offset"
 """Where a database keeps the changelog offset it is complete up to (not a valid table key)."""
 RESTORE_BATCH = 2_000
+_ABSENT = b"\x00absent"
+"""Marks a key with no held write (held values are bytes or None)."""
 MAX_CHECKPOINT_AGE_MS = 20 * 3_600_000
 """An older checkpoint is not restored from: compaction may since have dropped tombstones written after
 it (Kafka keeps them ``delete.retention.ms``, 24 h by default), and the deleted keys would come back."""
@@ -53,6 +59,10 @@ class ChangelogStore(MutableMapping[str, bytes]):
         self.dbs: dict[int, Rdict] = {}
         self.partition = -1
         self.db: Rdict | None = None
+        self.held: dict[int, dict[bytes, bytes | None]] = {}
+        """Per partition: writes not yet in its database (None: a delete), until the next checkpoint."""
+        self.overlay: dict[bytes, bytes | None] = {}
+        """The held writes of the partition in use."""
         self.writes: list[tuple[int, bytes, bytes | None]] = []
 
     # -- partitions ----------------------------------------------------------------------------------
@@ -73,13 +83,17 @@ class ChangelogStore(MutableMapping[str, bytes]):
     def use(self, partition: int) -> None:
         """Direct reads and writes to ``partition`` (which must be open)."""
         self.partition, self.db = partition, self.dbs[partition]
+        self.overlay = self.held.setdefault(partition, {})
 
     def close(self, partition: int) -> None:
+        """Close ``partition``'s database; writes held since its checkpoint are dropped (a restore
+        reads them back from the changelog)."""
         db = self.dbs.pop(partition, None)
         if db is not None:
             db.close()
+        self.held.pop(partition, None)
         if self.partition == partition:
-            self.partition, self.db = -1, None
+            self.partition, self.db, self.overlay = -1, None, {}
 
     def discard(self, partition: int) -> None:
         """Drop ``partition``'s database: it will be rebuilt from the whole changelog."""
@@ -91,8 +105,18 @@ class ChangelogStore(MutableMapping[str, bytes]):
             self.close(partition)
 
     def checkpoint(self, partition: int, offset: int) -> None:
-        """Record that ``partition``'s database holds the changelog up to ``offset`` (flushed)."""
-        self.open(partition)[CHECKPOINT_KEY] = f"{offset}:{time.time_ns() // 1_000_000}".encode()
+        """Write the held writes of ``partition`` and the changelog ``offset`` they reach to its
+        database, atomically. Only once the changelog records up to ``offset`` are flushed."""
+        batch = WriteBatch(raw_mode=True)
+        held = self.held.get(partition, {})
+        for key, value in held.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(CHECKPOINT_KEY, f"{offset}:{time.time_ns() // 1_000_000}".encode())
+        self.open(partition).write(batch)
+        held.clear()
 
     def checkpointed(self, partition: int) -> int | None:
         """The changelog offset ``partition``'s database is complete up to (None: unknown, or too old
@@ -108,10 +132,19 @@ class ChangelogStore(MutableMapping[str, bytes]):
     def keys_with_prefix(self, prefix: str) -> Iterator[str]:
         """The keys starting with ``prefix`` in the partition in use, in order."""
         start = prefix.encode()
+        held = sorted(key for key in self.overlay if key.startswith(start))
+        stored = self._stored_with_prefix(start)
+        for key in heapq.merge(stored, held):
+            if self.overlay.get(key, b"") is not None:  # held deletes hide stored keys
+                yield key.decode()
+
+    def _stored_with_prefix(self, start: bytes) -> Iterator[bytes]:
         for key in self._db().keys(from_key=start):
-            if not bytes(key).startswith(start):  # type: ignore[arg-type]
+            raw = bytes(key)  # type: ignore[arg-type]
+            if not raw.startswith(start):
                 return
-            yield bytes(key).decode()  # type: ignore[arg-type]
+            if raw not in self.overlay and raw != CHECKPOINT_KEY:
+                yield raw
 
     async def restore(self, consumer: AIOKafkaConsumer, partitions: list[int],
                       abort: Callable[[], bool] = lambda: False) -> int:
@@ -125,6 +158,8 @@ class ChangelogStore(MutableMapping[str, bytes]):
         if not partitions:
             return 0
         tps = [TopicPartition(self.topic, p) for p in partitions]
+        for partition in partitions:  # nothing held: the changelog is read from the checkpoint
+            self.held.pop(partition, None)
         begins, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
         todo: dict[TopicPartition, int] = {}
         consumer.assign(tps)
@@ -172,33 +207,41 @@ class ChangelogStore(MutableMapping[str, bytes]):
             raise RuntimeError(f"{self.topic}: no partition in use")
         return self.db
 
+    def _get(self, raw: bytes) -> bytes | None:
+        held = self.overlay.get(raw, _ABSENT)
+        if held is not _ABSENT:
+            return held
+        value = self._db().get(raw)
+        return None if value is None else bytes(value)
+
     def __getitem__(self, key: str) -> bytes:
-        value = self._db().get(key.encode())
+        value = self._get(key.encode())
         if value is None:
             raise KeyError(key)
-        return bytes(value)
+        return value
 
     def get(self, key: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
-        value = self._db().get(key.encode())
-        return default if value is None else bytes(value)
+        value = self._get(key.encode())
+        return default if value is None else value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._get(key.encode()) is not None
 
     def __setitem__(self, key: str, value: bytes) -> None:
         raw = key.encode()
-        self._db()[raw] = value
+        self._db()  # a partition must be in use
+        self.overlay[raw] = value
         self.writes.append((self.partition, raw, value))
 
     def __delitem__(self, key: str) -> None:
         raw = key.encode()
-        db = self._db()
-        if db.get(raw) is None:
+        if self._get(raw) is None:
             raise KeyError(key)
-        del db[raw]
+        self.overlay[raw] = None
         self.writes.append((self.partition, raw, None))
 
     def __iter__(self) -> Iterator[str]:
-        for key in self._db().keys():  # noqa: SIM118 (an Rdict is not iterable)
-            if key != CHECKPOINT_KEY:
-                yield bytes(key).decode()  # type: ignore[arg-type]
+        return self.keys_with_prefix("")
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

@@ -12,8 +12,8 @@ import pytest
 from schemas import ApprovalVerdict, AuditEventType, Decision, DecisionKind, VerdictKind
 from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
 from streams.engine import compile_policy
-from streams.messages import Open, Tick
-from streams.stages.approval import DUE_PREFIX, UNKNOWN_REQUEST, Reviewers
+from streams.messages import Open
+from streams.stages.approval import EXPIRY_GRACE_MS, OUTBOX_PREFIX, UNKNOWN_REQUEST, ApprovalStage, Reviewers
 from streams.stages.approval_machine import ApprovalError, ReviewerDirectory
 from streams.stages.outputs import Route
 from tests.streams.harness import make_intent
@@ -172,27 +172,25 @@ def test_rejected_verdicts_are_audited_with_why() -> None:
     assert unknown_audit[0].verdict == unknown
 
 
-def test_the_timer_expires_and_later_verdicts_are_rejected() -> None:
+def test_the_tick_expires_after_the_grace_and_later_verdicts_are_rejected() -> None:
     p = pump()
     pending = p.decide(raw())
-    p.now_ms = ms(WALL_T0 + timedelta(minutes=10)) - 1
+    deadline = ms(WALL_T0 + timedelta(minutes=10))
+    p.now_ms = deadline + EXPIRY_GRACE_MS - 1  # a verdict recorded before the deadline may still come
     p.tick()
-    assert not finals(p, pending) and not p.approvals.due(p.now_ms)
+    assert not finals(p, pending)
     p.now_ms += 1
-    [(request_id, partition)] = p.approvals.due(p.now_ms)
-    tick = Tick(request_id=request_id, tick="t1")
-    p.run(p.approvals.handle_tick(tick, partition, p.now_ms))
-    p.run(p.approvals.handle_tick(tick, partition, p.now_ms))  # redelivered: the same final again
-    p.run(p.approvals.handle_tick(Tick(request_id=request_id, tick="t2"), partition, p.now_ms))
-    first, second = finals(p, pending)
-    assert first == second and (first.decision, first.reasons[0]) == (BLOCK, APPROVAL_EXPIRED)
+    p.tick()
+    p.tick()  # expired once: a second tick sends nothing
+    [first] = finals(p, pending)
+    assert (first.decision, first.reasons[0]) == (BLOCK, APPROVAL_EXPIRED)
     p.verdict(verdict(p, pending))
     assert notes(p, AuditEventType.VERDICT_REJECTED) == ["not_pending: approval is already expired"]
-    assert len(finals(p, pending)) == 2 and window_count(p.agent_table, "per-agent|agent=a1") == 0
-    # Closed approvals are forgotten after the retention, by a tick like any other.
+    assert len(finals(p, pending)) == 1 and window_count(p.agent_table, "per-agent|agent=a1") == 0
+    # Closed approvals are forgotten after the retention, by the tick.
     p.now_ms += p.approvals.retention_ms + 1
     p.tick()
-    assert p.approvals.entry(request_id) is None and not p.approval_table
+    assert p.approvals.entry(pending.request_id) is None and not p.approval_table
 
 
 def test_a_late_verdict_expires_a_pending_approval() -> None:
@@ -292,7 +290,7 @@ def test_each_final_of_an_approval_is_reported_once_to_the_metrics_hooks() -> No
     deny = verdict(p, denied, kind=VerdictKind.DENY, reason="not this one")
     p.verdict(deny)
     p.verdict(deny)
-    p.now_ms = ms(WALL_T0 + timedelta(minutes=10))
+    p.now_ms = ms(WALL_T0 + timedelta(minutes=10)) + EXPIRY_GRACE_MS
     p.tick()
     p.tick()
     assert [(d.request_id, d.decision) for d in approved] == [(granted.request_id, ALLOW)]
@@ -300,20 +298,28 @@ def test_each_final_of_an_approval_is_reported_once_to_the_metrics_hooks() -> No
         (denied.request_id, BLOCK, APPROVAL_DENIED), (expired.request_id, BLOCK, APPROVAL_EXPIRED)]
 
 
-def test_the_due_index_follows_the_stages_writes_and_rebuilds_on_reindex() -> None:
+def test_a_partition_taken_over_is_indexed_and_unflushed_expiries_are_sent_again() -> None:
     p = pump()
-    pending = p.decide(raw())
+    first = p.decide(raw(seconds=0))
+    p.now_ms += 60_000
+    second = p.decide(raw(seconds=1))
     deadline = ms(WALL_T0 + timedelta(minutes=10))
-    assert p.approvals.due(deadline - 1) == []
-    [(request_id, partition)] = p.approvals.due(deadline)
-    assert request_id == pending.request_id
-    # A marker restored from the changelog (written by another worker) is seen after a reindex.
-    restored = uuid.uuid4()
-    p.approval_table[f"{DUE_PREFIX}{restored}"] = f"{deadline}:{partition}".encode()
-    assert {r for r, _ in p.approvals.due(deadline)} == {pending.request_id}
-    p.approvals.reindex()
-    assert {r for r, _ in p.approvals.due(deadline)} == {pending.request_id, restored}
-    # Closing one moves its marker to the end of the retention.
-    p.now_ms = deadline
-    p.run(p.approvals.handle_tick(Tick(request_id=pending.request_id, tick="t1"), partition, p.now_ms))
-    assert {r for r, _ in p.approvals.due(deadline)} == {restored}
+    # The worker expires the first one and stops before the producer flushed its outputs.
+    p.now_ms = deadline + EXPIRY_GRACE_MS
+    p.run(p.approvals.expire_due(0, p.now_ms))
+    assert f"{OUTBOX_PREFIX}{first.request_id}" in p.approval_table
+    # Another worker takes the partition over: the same table, a new stage with an empty index.
+    taker = ApprovalStage(p.approval_table, Reviewers(None))
+    resent = taker.took_over(0)
+    [final] = [Decision.model_validate_json(s.value) for s in resent if s.route is Route.DECISIONS]
+    assert (final.request_id, final.reasons[0]) == (first.request_id, APPROVAL_EXPIRED)
+    taker.flushed(0)
+    assert not any(key.startswith(OUTBOX_PREFIX) for key in p.approval_table)
+    assert taker.took_over(0) == []  # nothing left to re-send
+    # Its index came from the table: the second one expires on the taker's tick; nothing is due early.
+    assert taker.expire_due(0, p.now_ms + 59_999) == []
+    expired = [Decision.model_validate_json(s.value) for s in taker.expire_due(0, p.now_ms + 60_000)
+               if s.route is Route.DECISIONS]
+    assert [d.request_id for d in expired] == [second.request_id]
+    taker.gave_up(0)
+    assert taker.expire_due(0, p.now_ms + 10 * p.approvals.retention_ms) == []

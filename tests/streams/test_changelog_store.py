@@ -46,6 +46,35 @@ def test_the_checkpoint_is_not_a_table_key_and_survives_reopening(tmp_path: Path
     assert again.checkpointed(1) is None
 
 
+def test_writes_reach_the_database_only_with_their_checkpoint(tmp_path: Path) -> None:
+    """A crash at any point leaves the database exactly at its last checkpoint, never ahead of the
+    changelog: writes are held (and read through) until the checkpoint that follows the flush."""
+    store = ChangelogStore(tmp_path, "cl")
+    store.open(0)
+    store.use(0)
+    store["w|a"] = b"1"
+    store["w|b"] = b"2"
+    store.checkpoint(0, 7)
+    store["w|a"] = b"changed"
+    del store["w|b"]
+    store["w|c"] = b"new"
+    assert dict(store.items()) == {"w|a": b"changed", "w|c": b"new"} and "w|b" not in store
+    assert [bytes(k) for k in store.dbs[0].keys() if k != CHECKPOINT_KEY] == [b"w|a", b"w|b"]  # noqa: SIM118
+    store.dbs[0].close()  # the process dies before the next checkpoint
+    crashed = ChangelogStore(tmp_path, "cl")
+    crashed.open(0)
+    crashed.use(0)
+    assert dict(crashed.items()) == {"w|a": b"1", "w|b": b"2"} and crashed.checkpointed(0) == 7
+    crashed["w|a"] = b"changed"
+    del crashed["w|b"]
+    crashed.checkpoint(0, 9)
+    crashed.close_all()
+    again = ChangelogStore(tmp_path, "cl")
+    again.open(0)
+    again.use(0)
+    assert dict(again.items()) == {"w|a": b"changed"} and again.checkpointed(0) == 9
+
+
 def test_no_partition_in_use_is_an_error_not_a_silent_write(tmp_path: Path) -> None:
     store = ChangelogStore(tmp_path, "cl")
     with pytest.raises(RuntimeError, match="no partition in use"):

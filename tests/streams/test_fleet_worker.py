@@ -144,7 +144,7 @@ async def test_metrics_and_readiness(fleet_worker: WorkerProcess) -> None:
     status, body = await asyncio.to_thread(fleet_worker.get, "/status")
     state = json.loads(body)
     assert status == 200
-    assert (state["ready"], state["policy_caught_up"], state["recovery_completed"]) == (True, True, True)
+    assert (state["ready"], state["policy_caught_up"], state["tables_restored"]) == (True, True, True)
     intents = state["partitions"][f"{fleet_worker.names.intents}[0]"]
     assert intents["paused"] is False and intents["highwater"] is not None
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from schemas import ApprovalRequest, ApprovalVerdict, AuditRecord, Decision, DecisionKind
 from streams.engine import CompiledPolicy, compile_policy
-from streams.messages import Count, Feedback, Forward, Open, Release, Reservation, Resolved, Tick, kind_of
+from streams.messages import Count, Feedback, Forward, Open, Release, Reservation, Resolved, kind_of
 from streams.stages.approval import ApprovalStage, Reviewers
 from streams.stages.approval_machine import ReviewerDirectory
 from streams.stages.decide import DecideStage
@@ -79,8 +79,6 @@ class Pump:
             return self.agent.handle_resolved(Resolved.model_validate_json(send.value), 0, now)
         elif send.route is Route.FEEDBACK:
             return self.agent.handle_feedback(Feedback.model_validate_json(send.value), 0, now)
-        elif send.route is Route.APPROVAL_CONTROL and kind == "tick":
-            return self.approvals.handle_tick(Tick.model_validate_json(send.value), 0, now)
         elif send.route is Route.APPROVAL_CONTROL:
             return self.approvals.handle_open(Open.model_validate_json(send.value), 0)
         return []
@@ -97,10 +95,9 @@ class Pump:
         self.run(self.approvals.handle_verdict(verdict.model_dump_json().encode(), key, 0, self.now_ms))
 
     def tick(self) -> None:
-        """One round of the expiry timer at ``now_ms``."""
-        for request_id, _ in self.approvals.due(self.now_ms):
-            self.run(self.approvals.handle_tick(Tick(request_id=request_id, tick=uuid.uuid4().hex), 0,
-                                                self.now_ms))
+        """One round of the expiry tick at ``now_ms``, its outputs flushed."""
+        self.run(self.approvals.expire_due(0, self.now_ms))
+        self.approvals.flushed(0)
 
 
 def refund(agent: str = "a1", amount: float = 10, seconds: int = 0, **extra: Any) -> bytes:

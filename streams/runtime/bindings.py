@@ -1,0 +1,148 @@
+"""The three stages as the runner drives them (:class:`streams.runtime.runner.Stage`): which topics each
+reads, how a record becomes a call of the stage, and what happens when a partition is taken over.
+
+Thin adapters: parse the internal message, call the stage, count the outcome in the metrics. An
+exception is handled by the runner (the record goes to the dead-letter topic with the error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord
+
+from streams.messages import Count, Feedback, Forward, Open, Release, Resolved, kind_of
+from streams.metrics import Metrics
+from streams.policy_source import PolicySource
+from streams.stages.approval import ApprovalStage
+from streams.stages.decide import DecideStage
+from streams.stages.outputs import Send, now_ms
+from streams.stages.retention import Retention
+from streams.stages.shared import SharedStage
+from streams.state.changelog_store import ChangelogStore
+from streams.state.table_state import RECEIPT_PREFIX
+
+ADOPT_CHUNK = 5_000
+"""Idempotency receipts queued between two yields to the event loop while taking over a partition."""
+
+
+async def _adopt(store: ChangelogStore, retention: Retention, partition: int,
+                 abort: Callable[[], bool]) -> list[Send] | None:
+    """Queue the receipts of a partition taken over for eviction (restored from a changelog or kept
+    from before a restart, nobody queued them), yielding to the loop as it goes."""
+    keys = store.keys_with_prefix(RECEIPT_PREFIX)
+    at_ms = now_ms()
+    while chunk := list(itertools.islice(keys, ADOPT_CHUNK)):
+        retention.adopt(partition, chunk, at_ms)
+        await asyncio.sleep(0)
+        if abort():
+            return None
+        store.use(partition)
+    return []
+
+
+class DecideBinding:
+    """The decide stage reads intents and, for the intents it forwarded or parked, the agent-feedback
+    topic (feedback from the shared stage, resolved approvals)."""
+
+    name = "decide"
+
+    def __init__(self, stage: DecideStage, store: ChangelogStore, intents: str, feedback: str,
+                 policies: PolicySource, metrics: Metrics) -> None:
+        self.stage, self.store, self.intents = stage, store, intents
+        self.sources: tuple[str, ...] = (intents, feedback)
+        self.policies, self.metrics = policies, metrics
+
+    def handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
+        partition, body = record.partition, record.value
+        if record.topic == self.intents:
+            outcome = self.stage.handle_intent(body, record.key, self.policies.current, partition, now_ms(),
+                                               record.timestamp)
+            self.metrics.observe(outcome, record.timestamp)
+            return outcome.sends
+        if kind_of(body) == "resolved":
+            return self.stage.handle_resolved(Resolved.model_validate_json(body), partition, now_ms())
+        return self.stage.handle_feedback(Feedback.model_validate_json(body), partition, now_ms())
+
+    async def took_over(self, partition: int, abort: Callable[[], bool]) -> list[Send] | None:
+        return await _adopt(self.store, self.stage.retention, partition, abort)
+
+    def gave_up(self, partition: int) -> None:
+        self.stage.retention.forget(partition)
+
+    def tick(self, partition: int, now_ms: int) -> list[Send]:
+        return []
+
+    def flushed(self, partition: int) -> None:
+        pass
+
+
+class SharedBinding:
+    """The shared stage reads the shared-limits topic: forwarded intents' hops, releases of
+    reservations, and approved actions' counts."""
+
+    name = "shared"
+
+    def __init__(self, stage: SharedStage, store: ChangelogStore, topic: str, policies: PolicySource,
+                 metrics: Metrics) -> None:
+        self.stage, self.store = stage, store
+        self.sources: tuple[str, ...] = (topic,)
+        self.policies, self.metrics = policies, metrics
+
+    def handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
+        partition, body = record.partition, record.value
+        kind = kind_of(body)
+        if kind == "release":
+            self.stage.handle_release(Release.model_validate_json(body), partition, now_ms())
+            return []
+        if kind == "count":
+            return self.stage.handle_count(Count.model_validate_json(body), partition, now_ms())
+        forward = Forward.model_validate_json(body)
+        policy = self.policies.version(forward.stage1.policy_version)
+        outcome = self.stage.handle_forward(forward, policy, partition, now_ms())
+        self.metrics.observe(outcome, record.timestamp)
+        return outcome.sends
+
+    async def took_over(self, partition: int, abort: Callable[[], bool]) -> list[Send] | None:
+        return await _adopt(self.store, self.stage.retention, partition, abort)
+
+    def gave_up(self, partition: int) -> None:
+        self.stage.retention.forget(partition)
+
+    def tick(self, partition: int, now_ms: int) -> list[Send]:
+        return []
+
+    def flushed(self, partition: int) -> None:
+        pass
+
+
+class ApprovalBinding:
+    """The approval stage reads the reviewer topic (verdicts) and approval-control (approvals opened by
+    the decide stage); its tick expires approvals."""
+
+    name = "approval"
+
+    def __init__(self, stage: ApprovalStage, store: ChangelogStore, approvals: str, control: str) -> None:
+        self.stage, self.store, self.approvals = stage, store, approvals
+        self.sources: tuple[str, ...] = (approvals, control)
+
+    def handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
+        at_ms = record.timestamp or now_ms()
+        if record.topic == self.approvals:
+            return self.stage.handle_verdict(record.value, record.key, record.partition, at_ms)
+        return self.stage.handle_open(Open.model_validate_json(record.value), record.partition)
+
+    async def took_over(self, partition: int, abort: Callable[[], bool]) -> list[Send] | None:
+        return self.stage.took_over(partition)
+
+    def gave_up(self, partition: int) -> None:
+        self.stage.gave_up(partition)
+
+    def tick(self, partition: int, now_ms: int) -> list[Send]:
+        return self.stage.expire_due(partition, now_ms)
+
+    def flushed(self, partition: int) -> None:
+        self.stage.flushed(partition)

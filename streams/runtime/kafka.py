@@ -1,0 +1,58 @@
+"""Every Kafka client a worker uses, built in one place with its settings named once.
+
+A worker has four: the group consumer of the runner (every stage's input), the restorer (group-less,
+reads changelogs when a partition is taken over), the producer (every output and changelog record) and
+the policy reader (group-less, the compacted policies topic from the beginning).
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+FETCH_MAX_WAIT_MS = 100
+"""How long a fetch waits for records: bounds the delay of an intent behind fetches of idle partitions."""
+MAX_RECORDS = 1_000
+"""Records handled per batch (one lock, then a commit when due)."""
+SESSION_TIMEOUT_MS = 6_000
+"""Notice a dead worker within seconds (the broker's minimum)."""
+HEARTBEAT_INTERVAL_MS = 1_000
+REBALANCE_TIMEOUT_MS = 60_000
+"""How long the group waits for a member to finish its revocation (a batch in hand, a take-over
+stopping) before it drops it; aiokafka's default is the session timeout."""
+PRODUCER_LINGER_MS = 0
+"""Send decisions at once: a linger batches for throughput at the price of latency."""
+PRODUCER_MAX_BATCH_BYTES = 64 * 1024
+PRODUCER_ACKS = "all"
+"""Every in-sync replica acknowledges: a decision (and the changelog record behind a limit) survives a
+leader failover. On a single broker this costs nothing over acks=1."""
+
+
+def producer(bootstrap: str) -> AIOKafkaProducer:
+    """The worker's one producer: outputs and changelog records, flushed before every commit."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks=PRODUCER_ACKS, linger_ms=PRODUCER_LINGER_MS,
+                            max_batch_size=PRODUCER_MAX_BATCH_BYTES)
+
+
+def group_consumer(bootstrap: str, group: str) -> AIOKafkaConsumer:
+    """The runner's consumer: offsets committed by hand, and the range assignor, so partition N of every
+    topic the worker reads goes to the same worker (with partition N of every table)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        partition_assignment_strategy=(RangePartitionAssignor,),
+        session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+        rebalance_timeout_ms=REBALANCE_TIMEOUT_MS)
+
+
+def restore_consumer(bootstrap: str) -> AIOKafkaConsumer:
+    """Reads changelogs: no group, and no automatic offset reset (records that vanish under it are an
+    error, not a silent skip)."""
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                            auto_offset_reset="none")
+
+
+def reader(bootstrap: str) -> AIOKafkaConsumer:
+    """A group-less reader of a whole topic (the policies)."""
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                            fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
