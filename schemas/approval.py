@@ -22,6 +22,9 @@ class ApprovalRequest(WireModel):
     intent_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
     reasons: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
+    determining: tuple[str, ...] = Field(
+        default=(), description="What determined the REQUIRE_APPROVAL (see Decision.determining).",
+    )
     risk: Risk = Field(default_factory=Risk)
     policy_version: str = ""
     approver_group: str

@@ -16,6 +16,39 @@ APPROVAL_DENIED = "approval_denied"
 APPROVAL_EXPIRED = "approval_expired"
 """The reason of the final BLOCK of a request nobody decided before its deadline."""
 
+DEFAULT = "default"
+"""In ``determining``: the policy's ``default`` (no rule applied, and the default is the decision)."""
+INVALID_INTENT = "invalid_intent"
+"""In ``determining`` (and the reason's prefix): the input was not a valid intent."""
+NO_POLICY = "no_policy"
+"""In ``determining`` (and the reason's prefix): the worker had no valid policy."""
+EVENT_TIME_SKEW = "event_time_skew"
+"""In ``determining`` (and the reason's prefix): ``occurred_at`` was too far from the intent's arrival."""
+ENGINE_ERROR = "engine_error"
+"""In ``determining`` (and the reason's prefix): the engine failed (not a rule: a rule that cannot be
+evaluated names itself)."""
+POLICY_UNAVAILABLE = "policy_unavailable"
+"""In ``determining`` (and the reason's prefix): a shared-limit hop no longer knew the intent's policy."""
+GOVERNANCE_UNAVAILABLE = "governance_unavailable"
+"""In ``determining`` (and the reason's prefix): the SDK got no decision in time and failed closed."""
+MARKERS = frozenset({
+    DEFAULT, INVALID_INTENT, NO_POLICY, EVENT_TIME_SKEW, ENGINE_ERROR, POLICY_UNAVAILABLE,
+    GOVERNANCE_UNAVAILABLE, APPROVAL_GRANTED, APPROVAL_DENIED, APPROVAL_EXPIRED,
+})
+"""The ids ``determining`` uses for what is not a rule, limit or risk threshold (no policy may use them)."""
+
+DETERMINING_DESCRIPTION = (
+    "What determined the decision (Cedar's determining policies): the ids, in policy order, of the "
+    "rules, limits and risk thresholds (`risk>=<at_least>`) that applied and whose decision is the "
+    "final one; `rules` names everything that applied. `default` (first) when no rule applied and the "
+    "policy's default is the decision. A rule or limit that could not be evaluated BLOCKs and names "
+    "itself. Otherwise one marker: `invalid_intent`, `no_policy`, `event_time_skew`, `engine_error`, "
+    "`policy_unavailable` (a shared-limit hop no longer knew the policy) or `governance_unavailable` "
+    "(the SDK failed closed). The final decision of an approval: `approval_granted`, `approval_denied` "
+    "or `approval_expired`, then what determined the pending REQUIRE_APPROVAL. Empty in decisions "
+    "stored before the field existed."
+)
+
 
 class RiskFactor(WireModel):
     """One named contribution to the risk score."""
@@ -40,7 +73,10 @@ class Decision(WireModel):
     agent_id: str = ""
     decision: DecisionKind
     reasons: tuple[str, ...] = ()
-    rules: tuple[str, ...] = Field(default=(), description="Ids of the rules and limits that applied.")
+    rules: tuple[str, ...] = Field(
+        default=(), description="Ids of everything that applied: rules, limits and risk thresholds.",
+    )
+    determining: tuple[str, ...] = Field(default=(), description=DETERMINING_DESCRIPTION)
     risk: Risk = Field(default_factory=Risk)
     policy_version: str = Field(default="", description="Content hash of the policy used.")
     policy_name: str = Field(default="", description="Name of the policy used (its `policy:` field).")

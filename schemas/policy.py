@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from schemas.common import Action, DecisionKind
+from schemas.decision import MARKERS
 
 _DURATION_RE = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -347,14 +348,17 @@ def _conditions(cond: Any, loc: Loc) -> Iterator[tuple[Any, Loc]]:
 
 
 def check_document(doc: PolicyDocument) -> list[tuple[Loc, str]]:
-    """Cross-reference checks pydantic cannot do locally: ids, schedule names, approval placement
-    (on rules, limits and risk thresholds)."""
+    """Cross-reference checks pydantic cannot do locally: ids (unique, none of the markers decisions
+    use in ``determining``), schedule names, approval placement (on rules, limits and risk thresholds)."""
     issues: list[tuple[Loc, str]] = []
     seen: dict[str, str] = {}
     entries: list[tuple[str, int, Rule | Limit]] = [("rules", i, r) for i, r in enumerate(doc.rules)]
     entries += [("limits", i, lim) for i, lim in enumerate(doc.limits)]
     for section, index, entry in entries:
         where = f"{section}[{index}]"
+        if entry.id in MARKERS:
+            message = f"id {entry.id!r} is reserved: decisions use it in determining"
+            issues.append(((section, index, "id"), message))
         if entry.id in seen:
             message = f"duplicate id {entry.id!r} (first used by {seen[entry.id]})"
             issues.append(((section, index, "id"), message))

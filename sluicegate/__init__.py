@@ -1,5 +1,6 @@
 """sluicegate: the agent-facing SDK (``Gate``, ``SyncGate``, ``guard``, exceptions) and the command line."""
 
+from schemas.decision import GOVERNANCE_UNAVAILABLE
 from sluicegate.breaker import Backoff, BreakerState, CircuitBreaker
 from sluicegate.errors import (
     ActionBlocked,
@@ -10,7 +11,7 @@ from sluicegate.errors import (
     InvalidIntent,
     SluicegateError,
 )
-from sluicegate.gate import GOVERNANCE_UNAVAILABLE, Gate
+from sluicegate.gate import Gate
 from sluicegate.guard import Authorization
 from sluicegate.identity import AgentIdentity
 from sluicegate.routing import partition_for

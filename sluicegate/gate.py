@@ -38,7 +38,7 @@ from schemas import (
     OutcomeStatus,
     TopicNames,
 )
-from schemas.decision import APPROVAL_EXPIRED
+from schemas.decision import APPROVAL_EXPIRED, GOVERNANCE_UNAVAILABLE
 from sluicegate.breaker import CircuitBreaker, Permit
 from sluicegate.errors import GateNotStarted, InvalidIntent
 from sluicegate.guard import (
@@ -56,7 +56,6 @@ from sluicegate.transport import KafkaTransport, Transport, TransportError
 
 log = logging.getLogger(__name__)
 
-GOVERNANCE_UNAVAILABLE = "governance_unavailable"
 DEFAULT_MAX_APPROVAL_WAIT_S = 3600.0
 DEFAULT_FLUSH_TIMEOUT_S = 5.0
 
@@ -251,6 +250,7 @@ class Gate:
             agent_id=intent.agent_id,
             decision=DecisionKind.BLOCK,
             reasons=(f"{GOVERNANCE_UNAVAILABLE}: {detail}",),
+            determining=(GOVERNANCE_UNAVAILABLE,),
             decided_at=_now(),
         )
         return Authorization(intent, decision, unavailable=True)
@@ -262,6 +262,7 @@ class Gate:
             update={
                 "decision": DecisionKind.BLOCK,
                 "reasons": (f"{APPROVAL_EXPIRED}: no final decision by {deadline}", *pending.reasons),
+                "determining": (APPROVAL_EXPIRED, *pending.determining),
                 "decided_at": _now(),
                 "final": True,
             }

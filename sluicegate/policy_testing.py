@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.console import Console
 from rich.markup import escape
@@ -28,7 +27,8 @@ from schemas.common import DecisionKind
 from schemas.decision import Decision
 from schemas.intent import Intent
 from schemas.policy import Duration, duration_ms
-from streams.engine import CompiledPolicy, InMemoryState, decide, load_policy
+from streams.engine import CompiledPolicy, InMemoryState, PolicyError, decide, load_policy
+from streams.engine.loader import Lines, line_of, parse_yaml
 
 __all__ = [
     "Case",
@@ -61,79 +61,18 @@ class CaseFileError(Exception):
 # --- reading YAML with lines ------------------------------------------------------------------------
 
 
-class _LineDict(dict[str, Any]):
-    """A mapping that remembers the line it started on and the line of each key."""
-
-    line: int = 1
-    key_lines: dict[str, int]
-
-
-class _LineList(list[Any]):
-    """A sequence that remembers the line of each item."""
-
-    item_lines: list[int]
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences carry line numbers (1-based)."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Any:
-    data = _LineDict()
-    data.line = node.start_mark.line + 1
-    data.key_lines = {}
-    yield data
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str):
-            raise CaseFileError("", key_node.start_mark.line + 1, f"keys must be strings, got {key!r}")
-        if key in data:
-            raise CaseFileError("", key_node.start_mark.line + 1, f"duplicate key {key!r}")
-        data.key_lines[key] = key_node.start_mark.line + 1
-        data[key] = loader.construct_object(value_node, deep=True)
-
-
-def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> Any:
-    data = _LineList()
-    data.item_lines = [item.start_mark.line + 1 for item in node.value]
-    yield data
-    data.extend(loader.construct_object(item, deep=True) for item in node.value)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
-
-
-def _line_at(data: Any, loc: Sequence[str | int]) -> int:
-    """Line of the deepest node of ``loc`` that exists in ``data``."""
-    line = getattr(data, "line", 1)
-    for part in loc:
-        if isinstance(data, _LineDict) and isinstance(part, str) and part in data:
-            line = data.key_lines[part]
-            data = data[part]
-            line = getattr(data, "line", line)
-        elif isinstance(data, _LineList) and isinstance(part, int) and 0 <= part < len(data):
-            line = data.item_lines[part]
-            data = data[part]
-        else:
-            break
-    return line
-
-
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path) -> tuple[Any, Lines]:
+    """The data of a case file and the line of every key and item (the policy loader's reader)."""
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CaseFileError(path, 1, f"cannot read the case file: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CaseFileError(path, 1, f"cannot read the case file: {detail}") from None
     try:
-        return yaml.load(text, Loader=_Loader)
-    except CaseFileError as exc:
-        raise CaseFileError(path, exc.line, exc.message) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise CaseFileError(path, mark.line + 1 if mark else 1, f"YAML: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise CaseFileError(path, 1, f"YAML: {exc}") from None
+        return parse_yaml(text, str(path))
+    except PolicyError as exc:
+        first = exc.issues[0]
+        raise CaseFileError(path, first.line, first.message) from None
 
 
 # --- the document ------------------------------------------------------------------------------------
@@ -195,7 +134,7 @@ class _FileDoc(_Doc):
     cases: list[_CaseDoc] = Field(min_length=1)
 
 
-def _validate_file(data: Any, path: Path) -> _FileDoc:
+def _validate_file(data: Any, lines: Lines, path: Path) -> _FileDoc:
     """Check the structure of a case file; the first problem is raised with its line."""
     try:
         return _FileDoc.model_validate(data)
@@ -211,7 +150,7 @@ def _validate_file(data: Any, path: Path) -> _FileDoc:
             message = f"{loc[-1]}: bad duration {error['input']!r} (use e.g. 500ms, 30s, 10m, 1h, 1d)"
         elif loc:
             message = f"{'.'.join(str(part) for part in loc)}: {message}"
-        raise CaseFileError(path, _line_at(data, loc), message) from None
+        raise CaseFileError(path, line_of(loc, lines), message) from None
 
 
 # --- the loaded form ---------------------------------------------------------------------------------
@@ -322,14 +261,14 @@ def _expand_step(
 def load_case_file(path: Path | str) -> CaseFile:
     """Read and check a case file; every intent is built and validated now. Raises CaseFileError."""
     path = Path(path)
-    data = _read_yaml(path)
+    data, lines = _read_yaml(path)
     if not isinstance(data, dict):
         raise CaseFileError(path, 1, "a case file is a YAML mapping with policy:, defaults: and cases:")
-    doc = _validate_file(data, path)
+    doc = _validate_file(data, lines, path)
     cases: list[Case] = []
     seen: dict[str, int] = {}
     for index, case_doc in enumerate(doc.cases):
-        case_line = _line_at(data, ("cases", index))
+        case_line = line_of(("cases", index), lines)
         if case_doc.name in seen:
             first = seen[case_doc.name]
             raise CaseFileError(path, case_line, f"duplicate case name {case_doc.name!r} (line {first})")
@@ -339,7 +278,7 @@ def load_case_file(path: Path | str) -> CaseFile:
         for number, step_doc in enumerate(case_doc.as_steps()):
             loc: tuple[str | int, ...] = ("cases", index, "steps", number, "intent") if case_doc.steps \
                 else ("cases", index, "intent")
-            line = _line_at(data, loc)
+            line = line_of(loc, lines)
             intents = _expand_step(step_doc, doc.defaults, after, (path, case_doc.name, number), line)
             after = intents[-1].occurred_at
             expect = Expectation(

@@ -4,15 +4,23 @@ Public API::
 
     policy = load_policy("policies/examples/financial.yaml")   # or compile_policy(text, source)
     state = InMemoryState()                                     # or any StateStore
-    result = evaluate(policy, state, intent)                    # Evaluation; reads state only
-    if result.kind is DecisionKind.ALLOW:                       # the verdict (or after an approval)
+    result = evaluate_raw(policy, state, raw_json, context)     # THE entry: bytes in, one Result out
+    result.intent, result.decision, result.changes              # parsed intent (None: invalid), decision
+    if result.decision.decision is DecisionKind.ALLOW:          # the verdict (or after an approval)
         apply(state, result.changes)                            # only allowed actions count/teach
-    result.decision                                             # the wire Decision, built on first access
-    decide(policy, state, intent)                               # evaluate + apply on ALLOW
-    decide_raw(policy, state, raw_json)                         # + parse; invalid -> BLOCK invalid_intent
+    decide_raw(policy, state, raw_json)                         # replays: evaluate_raw + apply on ALLOW
+    decide(policy, state, intent)                               # the same for a parsed intent
+    evaluate(policy, state, intent)                             # the core: rules, limits, risk (Evaluation)
     policy.approval_for(decision.rules)                         # approval settings of a REQUIRE_APPROVAL
 
-Every Decision carries ``policy_version`` (content hash) and ``policy_name`` (the policy's ``policy:``).
+``context`` (:class:`Context`) is what a worker knows besides the bytes: its clock (``decided_at``), the
+intent record's arrival time and the event-time skew it accepts, the limit scopes whose state it holds
+and the record's key; :data:`REPLAY` (the default) is a replay's: event time, no bound, every scope.
+``sluicegate evaluate``, backtests and policy tests use the same path as the workers.
+
+Every Decision carries ``policy_version`` (content hash) and ``policy_name`` (the policy's ``policy:``),
+``rules`` (everything that applied) and ``determining`` (what decided it: the entries whose decision is
+the final one, ``default``, or a marker such as ``invalid_intent``; see ``schemas.decision``).
 
 Errors: ``load_policy``/``compile_policy`` raise :class:`PolicyError` (root :class:`EngineError`) whose
 ``issues`` carry source, line and message. Evaluation never raises: a rule or limit that errors BLOCKs
@@ -25,13 +33,13 @@ window of lateness).
 
 Partitioned workers. Intents are partitioned by agent id, so only limits whose key includes ``agent``
 (:attr:`LimitScope.AGENT`) have their state on the agent's partition; limits keyed by fleet, tool,
-target or role are :attr:`LimitScope.SHARED`. A worker evaluates
-``evaluate(policy, local, intent, scopes=AGENT_SCOPES)`` on the agent's partition,
-``evaluate_limits(policy, shared, intent, scopes=SHARED_SCOPES)`` where the shared keys live, and
-``combine(policy, evaluation, outcome, intent)`` merges them. Every change names its ``scope`` and its
-string ``key``: window keys start with the limit id and encode the key values
-(``budget|fleet``, ``tx-per-hour|agent=agent-7``; see :mod:`streams.engine.keys`); history changes
-are keyed ``<agent>|<tool>`` and always agent-scoped. Route each change to the partition owning its key.
+target or role are :attr:`LimitScope.SHARED`. A worker calls ``evaluate_raw`` with
+``Context(scopes=AGENT_SCOPES, ...)`` on the agent's partition; when shared limits match, the result's
+``shared`` names their window changes, each partition owning one of those keys checks it with
+``evaluate_hop`` and the last one decides with ``combine_hops``. Every change names its ``scope`` and
+its string ``key``: window keys start with the limit id and encode the key values (``budget|fleet``,
+``tx-per-hour|agent=agent-7``; see :mod:`streams.engine.keys`); history changes are keyed
+``<agent>|<tool>`` and always agent-scoped. Route each change to the partition owning its key.
 State values serialise with ``WindowState.to_bytes``/``HistoryState.to_bytes`` (and ``from_bytes``).
 """
 
@@ -44,6 +52,17 @@ from streams.engine.compiler import (
     compile_policy,
     load_policy,
 )
+from streams.engine.entry import (
+    REPLAY,
+    Context,
+    Result,
+    combine_hops,
+    decide,
+    decide_raw,
+    evaluate_hop,
+    evaluate_intent,
+    evaluate_raw,
+)
 from streams.engine.errors import ConditionError, EngineError, PolicyError, PolicyIssue
 from streams.engine.evaluate import (
     AGENT_SCOPES,
@@ -54,15 +73,7 @@ from streams.engine.evaluate import (
     LimitOutcome,
     WindowChange,
     apply,
-    block_event_time,
-    block_no_policy,
-    combine,
-    decide,
-    decide_raw,
     evaluate,
-    evaluate_limits,
-    invalid_intent,
-    parse_intent,
 )
 from streams.engine.keys import history_key, window_key
 from streams.engine.risk import HistoryChange
@@ -71,6 +82,7 @@ from streams.engine.state import HistoryState, InMemoryState, StateStore, Window
 __all__ = [
     "AGENT_SCOPES",
     "ALL_SCOPES",
+    "REPLAY",
     "SHARED_SCOPES",
     "Applied",
     "Change",
@@ -78,6 +90,7 @@ __all__ = [
     "CompiledPolicy",
     "CompiledRule",
     "ConditionError",
+    "Context",
     "EngineError",
     "Evaluation",
     "HistoryChange",
@@ -87,21 +100,20 @@ __all__ = [
     "LimitScope",
     "PolicyError",
     "PolicyIssue",
+    "Result",
     "StateStore",
     "WindowChange",
     "WindowState",
     "apply",
-    "block_event_time",
-    "block_no_policy",
-    "combine",
+    "combine_hops",
     "compile_policy",
     "decide",
     "decide_raw",
     "evaluate",
-    "evaluate_limits",
+    "evaluate_hop",
+    "evaluate_intent",
+    "evaluate_raw",
     "history_key",
-    "invalid_intent",
     "load_policy",
-    "parse_intent",
     "window_key",
 ]

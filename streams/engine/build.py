@@ -73,13 +73,15 @@ def risk(score: float, factors: tuple[RiskFactor, ...]) -> Risk:
 
 def decision(
     request_id: UUID, agent_id: str, kind: DecisionKind, reasons: tuple[str, ...], rules: tuple[str, ...],
-    risk_: Risk, policy_version: str, decided_at: datetime, policy_name: str = "",
+    determining: tuple[str, ...], risk_: Risk, policy_version: str, decided_at: datetime,
+    policy_name: str = "",
 ) -> Decision:
     """A final Decision (no approval fields yet)."""
     instance: Decision = _new(Decision)  # trusted(), inlined: once per intent
     _set_dict(instance, {
         "schema_version": SCHEMA_VERSION, "request_id": request_id, "agent_id": agent_id, "decision": kind,
-        "reasons": reasons, "rules": rules, "risk": risk_, "policy_version": policy_version,
+        "reasons": reasons, "rules": rules, "determining": determining, "risk": risk_,
+        "policy_version": policy_version,
         "policy_name": policy_name, "decided_at": decided_at, "final": True, "approval_deadline_at": None,
         "approved_by": (),
     })

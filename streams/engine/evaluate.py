@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from schemas.common import DecisionKind
-from schemas.decision import Decision, Risk
+from schemas.decision import DEFAULT, ENGINE_ERROR, INVALID_INTENT, Decision, Risk
 from schemas.intent import Intent
 from streams.engine import build
 from streams.engine.build import Applied
@@ -62,7 +62,9 @@ class Evaluation:
     access: a caller that needs only the verdict does not pay for it, and it is built once.
     """
 
-    __slots__ = ("_decision", "_intent", "_policy", "_risk", "applied", "changes", "default_used", "kind")
+    __slots__ = (
+        "_at", "_decision", "_intent", "_policy", "_risk", "applied", "changes", "default_used", "kind",
+    )
 
     def __init__(
         self, decision: Decision, changes: tuple[Change, ...], applied: tuple[Applied, ...] = (),
@@ -76,6 +78,7 @@ class Evaluation:
         self._policy: CompiledPolicy | None = None
         self._intent: Intent | None = None
         self._risk: Risk = decision.risk
+        self._at: datetime | None = decision.decided_at
 
     @property
     def decision(self) -> Decision:
@@ -84,7 +87,7 @@ class Evaluation:
         if decision is None:
             assert self._policy is not None and self._intent is not None
             decision = self._decision = _decision_of(
-                self._policy, self._intent, self.kind, self.applied, self.default_used, self._risk,
+                self._policy, self._intent, self.kind, self.applied, self.default_used, self._risk, self._at,
             )
             self._policy = self._intent = None
         return decision
@@ -93,14 +96,15 @@ class Evaluation:
         return f"Evaluation({self.kind.value}, {len(self.applied)} applied, {len(self.changes)} changes)"
 
 
-def _decision(
-    intent: Intent, policy: CompiledPolicy | None, kind: DecisionKind, reasons: tuple[str, ...],
+def blocked(
+    intent: Intent, policy: CompiledPolicy | None, marker: str, detail: str, at: datetime | None = None,
 ) -> Decision:
-    """A Decision without rules or risk (engine errors, no policy)."""
+    """BLOCK without a rule (no policy, event-time skew, an engine failure): ``determining`` is the
+    marker, the reason ``<marker>: <detail>``; decided at ``at`` (default: the intent's event time)."""
     version, name = (policy.version, policy.name) if policy is not None else ("", "")
     return build.decision(
-        intent.request_id, intent.agent_id, kind, reasons, (), build.NO_RISK, version, intent.occurred_at,
-        name,
+        intent.request_id, intent.agent_id, _BLOCK, (f"{marker}: {detail}",), (), (marker,), build.NO_RISK,
+        version, intent.occurred_at if at is None else at, name,
     )
 
 
@@ -124,17 +128,22 @@ def _verdict(
 
 def _decision_of(
     policy: CompiledPolicy, intent: Intent, kind: DecisionKind, applied: tuple[Applied, ...],
-    default_used: bool, risk: Risk,
+    default_used: bool, risk: Risk, at: datetime | None,
 ) -> Decision:
-    """The wire Decision: a reason and an id for everything that applied (the default's reason first)."""
+    """The wire Decision: a reason and an id for everything that applied (the default's reason first),
+    and what determined it: the entries whose decision is ``kind`` (after ``default`` when the default
+    was used and is ``kind``). Decided at ``at`` (None: the intent's event time)."""
     reasons = [policy.default_reason] if default_used else []
+    determining = [DEFAULT] if default_used and policy.default is kind else []
     rules = []
     for entry in applied:
         reasons.append(entry.reason)
         rules.append(entry.id)
+        if entry.decision is kind:
+            determining.append(entry.id)
     return build.decision(
-        intent.request_id, intent.agent_id, kind, tuple(reasons), tuple(rules), risk, policy.version,
-        intent.occurred_at, policy.name,
+        intent.request_id, intent.agent_id, kind, tuple(reasons), tuple(rules), tuple(determining), risk,
+        policy.version, intent.occurred_at if at is None else at, policy.name,
     )
 
 
@@ -200,11 +209,13 @@ def _limits(
 
 def evaluate(
     policy: CompiledPolicy, state: StateStore, intent: Intent, scopes: frozenset[LimitScope] = ALL_SCOPES,
+    decided_at: datetime | None = None,
 ) -> Evaluation:
     """Decide on ``intent``: rules, risk and the limits of ``scopes``. Reads state, never writes it.
 
     Never raises: an internal failure BLOCKs with reason ``engine_error: ...``. The Decision is built
-    when ``.decision`` is first read (``.kind`` is the verdict).
+    when ``.decision`` is first read (``.kind`` is the verdict), stamped ``decided_at`` (default: the
+    intent's event time).
     """
     try:
         plan = policy.plans.get((intent.tool, intent.action._value_))
@@ -230,7 +241,7 @@ def evaluate(
                 changes.append(lesson)
         kind, default_used = _verdict(policy, applied)
     except Exception as exc:
-        return Evaluation(_decision(intent, policy, _BLOCK, (f"engine_error: {exc}",)), ())
+        return Evaluation(blocked(intent, policy, ENGINE_ERROR, str(exc), decided_at), ())
     evaluation: Evaluation = _new(Evaluation)  # the Decision is built from these parts when asked for
     evaluation._decision = None
     evaluation.kind = kind
@@ -240,6 +251,7 @@ def evaluate(
     evaluation._policy = policy
     evaluation._intent = intent
     evaluation._risk = risk
+    evaluation._at = decided_at
     return evaluation
 
 
@@ -253,22 +265,28 @@ def evaluate_limits(
         limits = policy.plan(intent.tool, intent.action).limits
         _limits(limits, state, intent, intent.occurred_at_ms, scopes, applied, changes)
     except Exception as exc:
-        return LimitOutcome((Applied(policy.risk_order, "limits", _BLOCK, f"engine_error: {exc}"),), ())
+        return LimitOutcome((Applied(policy.risk_order, ENGINE_ERROR, _BLOCK, f"engine_error: {exc}"),), ())
     return LimitOutcome(tuple(applied), tuple(c for c in changes if isinstance(c, WindowChange)))
 
 
 def combine(
     policy: CompiledPolicy, evaluation: Evaluation, outcome: LimitOutcome, intent: Intent,
+    decided_at: datetime | None = None,
 ) -> Evaluation:
-    """Merge limits evaluated separately into an evaluation (most restrictive wins, policy order kept)."""
+    """Merge limits evaluated separately into an evaluation (most restrictive wins, policy order kept).
+
+    The merged Decision keeps the first one's risk, and its ``decided_at`` unless one is given; an
+    engine failure stays as it is.
+    """
     applied = tuple(sorted([*evaluation.applied, *outcome.applied], key=lambda entry: entry.order))
     changes = (*evaluation.changes, *outcome.changes)
     first = evaluation.decision
-    if first.reasons and first.reasons[0].startswith("engine_error"):
+    if first.reasons and first.reasons[0].startswith(ENGINE_ERROR):
         return Evaluation(first, changes, applied, evaluation.default_used)
     kind, default_used = _verdict(policy, applied)
-    return Evaluation(_decision_of(policy, intent, kind, applied, default_used, first.risk), changes, applied,
-                      default_used)
+    at = first.decided_at if decided_at is None else decided_at
+    decision = _decision_of(policy, intent, kind, applied, default_used, first.risk, at)
+    return Evaluation(decision, changes, applied, default_used)
 
 
 def apply(state: StateStore, changes: tuple[Change, ...] | list[Change]) -> None:
@@ -284,44 +302,22 @@ def apply(state: StateStore, changes: tuple[Change, ...] | list[Change]) -> None
             state.put_history(change.key, history)
 
 
-def decide(policy: CompiledPolicy, state: StateStore, intent: Intent) -> Decision:
-    """Evaluate and, when the decision is ALLOW, apply its changes (replays and the CLI)."""
-    result = evaluate(policy, state, intent)
-    if result.kind is _ALLOW:
-        apply(state, result.changes)
-    return result.decision
-
-
-def block_no_policy(intent: Intent) -> Decision:
-    """BLOCK with reason ``no_policy``: what a worker decides before any policy was loaded."""
-    return _decision(intent, None, _BLOCK, ("no_policy: no valid policy is loaded",))
-
-
-def block_event_time(intent: Intent, policy: CompiledPolicy, skew_ms: int, max_skew_ms: int) -> Decision:
-    """BLOCK with reason ``event_time_skew``: ``occurred_at`` is ``skew_ms`` away from when the intent
-    reached Kafka (positive: ahead), more than the worker accepts. Windows count in event time, so an
-    intent stamped far from then could otherwise spread a burst over windows that never fill."""
-    where = "after" if skew_ms > 0 else "before"
-    reason = (f"event_time_skew: occurred_at is {abs(skew_ms) / 1000:,.0f} s {where} the intent reached "
-              f"Kafka (at most {max_skew_ms / 1000:,.0f} s)")
-    return _decision(intent, policy, _BLOCK, (reason,))
-
-
 def parse_intent(raw: bytes | str) -> Intent:
     """Parse and validate one JSON intent; raises pydantic's ValidationError."""
     return Intent.model_validate_json(raw)
 
 
 def invalid_intent(
-    raw: bytes | str, error: Exception, policy_version: str = "", fallback_time: datetime = EPOCH,
-    policy_name: str = "",
+    raw: bytes | str, error: Exception, policy: CompiledPolicy | None, at: datetime | None = None,
+    agent_id: str = "",
 ) -> Decision:
     """BLOCK ``invalid_intent: <message>`` for input that is not a valid intent.
 
-    ``request_id`` comes from the raw object when it is a valid UUID (else the nil UUID);
-    ``decided_at`` from its ``occurred_at`` when that is an aware timestamp, else ``fallback_time``.
+    ``request_id`` comes from the raw object when it is a valid UUID (else the nil UUID), ``agent_id``
+    from it when it is a string (else the ``agent_id`` given); ``decided_at`` is ``at`` or, without
+    one, the raw ``occurred_at`` when that is an aware timestamp, else the epoch.
     """
-    request_id, decided_at, agent_id = NIL_UUID, fallback_time, ""
+    request_id, decided_at = NIL_UUID, EPOCH if at is None else at
     try:
         obj = from_json(raw)
     except Exception:
@@ -329,18 +325,19 @@ def invalid_intent(
     if isinstance(obj, dict):
         with contextlib.suppress(ValueError):
             request_id = UUID(str(obj.get("request_id")))
-        try:
-            when = datetime.fromisoformat(str(obj.get("occurred_at")))
-            if when.tzinfo is not None:
-                decided_at = when.astimezone(UTC)
-        except (ValueError, OverflowError):
-            pass
-        if isinstance(obj.get("agent_id"), str):
-            agent_id = obj["agent_id"][:256]
-    message = _message(error)
+        if at is None:
+            try:
+                when = datetime.fromisoformat(str(obj.get("occurred_at")))
+                if when.tzinfo is not None:
+                    decided_at = when.astimezone(UTC)
+            except (ValueError, OverflowError):
+                pass
+        if isinstance(obj.get("agent_id"), str) and obj["agent_id"]:
+            agent_id = obj["agent_id"]
+    version, name = (policy.version, policy.name) if policy is not None else ("", "")
     return build.decision(
-        request_id, agent_id, _BLOCK, (f"invalid_intent: {message}",), (), build.NO_RISK, policy_version,
-        decided_at, policy_name,
+        request_id, agent_id[:256], _BLOCK, (f"{INVALID_INTENT}: {_message(error)}",), (), (INVALID_INTENT,),
+        build.NO_RISK, version, decided_at, name,
     )
 
 
@@ -354,20 +351,3 @@ def _message(error: Exception) -> str:
     else:
         text = str(error) or type(error).__name__
     return text[:_MAX_MESSAGE]
-
-
-def decide_raw(
-    policy: CompiledPolicy | None, state: StateStore, raw: bytes | str, fallback_time: datetime = EPOCH,
-) -> Decision:
-    """Parse, validate and decide one raw JSON intent; never raises.
-
-    Invalid input → BLOCK ``invalid_intent: ...``; no policy (None) → BLOCK ``no_policy``.
-    """
-    version, name = (policy.version, policy.name) if policy is not None else ("", "")
-    try:
-        intent = parse_intent(raw)
-    except Exception as exc:
-        return invalid_intent(raw, exc, version, fallback_time, name)
-    if policy is None:
-        return block_no_policy(intent)
-    return decide(policy, state, intent)

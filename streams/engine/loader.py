@@ -1,4 +1,7 @@
-"""Read a policy file into a validated :class:`PolicyDocument`, with every error on its line."""
+"""Read a policy file into a validated :class:`PolicyDocument`, with every error on its line.
+
+:func:`parse_yaml` and :func:`line_of` are the one YAML-with-line-numbers reader: policy case files
+(:mod:`sluicegate.policy_testing`) use them too."""
 
 from __future__ import annotations
 
@@ -46,12 +49,14 @@ def line_of(loc: Loc, lines: Lines) -> int:
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, Lines]:
-    """Parse YAML, returning the data and the line of every node; syntax errors raise PolicyError."""
+    """Parse one YAML document, returning the data (None when empty) and the line of every mapping key
+    and sequence item by location (see :func:`line_of`). Syntax errors and duplicate keys raise
+    PolicyError, each issue on its line."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            raise PolicyError([PolicyIssue(source, 1, "the policy file is empty")])
+            return None, {}
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -83,6 +88,8 @@ def _describe(error: Any, lines: Lines) -> str:
 def load_document(text: str, source: str) -> PolicyDocument:
     """Validate the YAML text of a policy; every problem is reported with its line."""
     data, lines = parse_yaml(text, source)
+    if data is None:
+        raise PolicyError([PolicyIssue(source, 1, "the policy file is empty")])
     if not isinstance(data, dict):
         raise PolicyError([PolicyIssue(source, 1, "a policy must be a YAML mapping (policy:, rules:, ...)")])
     try:

@@ -160,11 +160,17 @@ class PendingApproval(WireModel):
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """The final outcome of an approval: what the agent finally gets."""
+    """The final outcome of an approval: what the agent finally gets. ``reasons`` start with the
+    marker of how it ended (``approval_granted``, ``approval_denied`` or ``approval_expired``)."""
 
     decision: DecisionKind
     reasons: tuple[str, ...]
     approved_by: tuple[str, ...] = ()
+
+    @property
+    def marker(self) -> str:
+        """How the approval ended: ``approval_granted``, ``approval_denied`` or ``approval_expired``."""
+        return self.reasons[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +203,7 @@ def new_request(
         raise ApprovalError(f"approval timeout must be positive, got {timeout}")
     return ApprovalRequest(
         request_id=intent.request_id, intent=intent, intent_digest=intent.digest(),
-        reasons=decision.reasons, rules=decision.rules, risk=decision.risk,
+        reasons=decision.reasons, rules=decision.rules, determining=decision.determining, risk=decision.risk,
         policy_version=decision.policy_version, approver_group=approver_group, quorum=quorum,
         channel=channel, created_at=now, deadline_at=now + timeout,
     )
@@ -292,17 +298,20 @@ def pending_decision(request: ApprovalRequest, now: datetime) -> Decision:
     return Decision(
         request_id=request.request_id, agent_id=request.intent.agent_id,
         decision=DecisionKind.REQUIRE_APPROVAL, reasons=request.reasons, rules=request.rules,
-        risk=request.risk, policy_version=request.policy_version, decided_at=now, final=False,
+        determining=request.determining, risk=request.risk, policy_version=request.policy_version,
+        decided_at=now, final=False,
         approval_deadline_at=request.deadline_at,
     )
 
 
 def final_decision(pending: PendingApproval, resolution: Resolution, now: datetime) -> Decision:
-    """The final decision sent on the agent's decision route once the approval is resolved."""
+    """The final decision sent on the agent's decision route once the approval is resolved: determined
+    by how the approval ended, then by what required the approval."""
     request = pending.request
     return Decision(
         request_id=request.request_id, agent_id=request.intent.agent_id, decision=resolution.decision,
-        reasons=(*resolution.reasons, *request.reasons), rules=request.rules, risk=request.risk,
+        reasons=(*resolution.reasons, *request.reasons), rules=request.rules,
+        determining=(resolution.marker, *request.determining), risk=request.risk,
         policy_version=request.policy_version, decided_at=now, final=True,
         approval_deadline_at=request.deadline_at, approved_by=resolution.approved_by,
     )

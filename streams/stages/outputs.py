@@ -14,10 +14,7 @@ from schemas.common import DecisionKind
 from schemas.decision import Decision
 from schemas.intent import Intent
 from schemas.policy import Approval, duration_ms
-from streams.engine import (
-    CompiledPolicy,
-    InMemoryState,
-)
+from streams.engine import CompiledPolicy
 from streams.messages import (
     Count,
     Forward,
@@ -27,8 +24,7 @@ from streams.messages import (
 from streams.stages.approval_machine import new_request
 
 MAX_DEAD_LETTER_BYTES = 256 * 1024
-_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
-_EMPTY = InMemoryState()
+_APPROVAL = DecisionKind.REQUIRE_APPROVAL
 
 
 class Route(StrEnum):
@@ -87,20 +83,15 @@ def approval_request(
 
 
 def decision_sends(
-    intent: Intent | None, decision: Decision, now_ms: int, request: ApprovalRequest | None = None,
+    intent: Intent | None, decision: Decision, request: ApprovalRequest | None = None,
 ) -> tuple[Decision, list[Send]]:
     """The decision as sent (keyed by agent id) and its audit record; REQUIRE_APPROVAL goes out
-    pending, with the deadline of its ``request``.
-
-    ``decided_at`` becomes the worker's clock (``now_ms``): the engine stamps the intent's event time,
-    which may be long past (a backdated intent) and would misplace the decision in the audit.
-    """
-    update: dict[str, object] = {"decided_at": utc(now_ms)}
+    pending, with the deadline of its ``request``. The engine stamped ``decided_at`` with the worker's
+    clock (the intent's event time may be long past, and would misplace the decision in the audit)."""
     if decision.decision is _APPROVAL and decision.final:
         if request is None:
             raise ValueError(f"request {decision.request_id}: a REQUIRE_APPROVAL needs its approval request")
-        update |= {"final": False, "approval_deadline_at": request.deadline_at}
-    decision = decision.model_copy(update=update)
+        decision = decision.model_copy(update={"final": False, "approval_deadline_at": request.deadline_at})
     return decision, publish_sends(intent, decision)
 
 

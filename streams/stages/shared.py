@@ -6,17 +6,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from schemas.common import DecisionKind
-from schemas.decision import Decision
-from streams.engine import (
-    Applied,
-    CompiledPolicy,
-    Evaluation,
-    InMemoryState,
-    LimitOutcome,
-    WindowChange,
-    combine,
-    evaluate_limits,
-)
+from streams.engine import CompiledPolicy, WindowChange, combine_hops, evaluate_hop
 from streams.messages import (
     AppliedItem,
     Count,
@@ -39,8 +29,7 @@ from streams.stages.outputs import (
 from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
 from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
 
-_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
-_EMPTY = InMemoryState()
+_ALLOW = DecisionKind.ALLOW
 
 
 class SharedStage:
@@ -68,7 +57,7 @@ class SharedStage:
             self.retention.note(partition, now_ms, record_key)
         hits = (*forward.hits, *record.hits)
         reserved = (*forward.reserved, *record.reserved)
-        reserve = forward.reserve and all(hit.decision is _ALLOW for hit in hits)
+        reserve = _reserves(forward, record.hits)
         if len(forward.keys) > 1:
             nxt = forward.model_copy(update={
                 "keys": forward.keys[1:], "hits": hits, "reserved": reserved, "reserve": reserve,
@@ -77,32 +66,25 @@ class SharedStage:
         return self._decide(forward, policy, hits, reserved, duplicate)
 
     def _check(self, forward: Forward, key: str, policy: CompiledPolicy | None) -> Receipt:
-        if policy is None:
-            reason = f"policy_unavailable: version {forward.stage1.policy_version} is no longer known"
-            return Receipt(hits=(AppliedItem(order=1 << 30, id="policy", decision=_BLOCK, reason=reason),))
-        outcome = evaluate_limits(policy, self.state, forward.intent)
-        mine = [change for change in outcome.changes if change.key == key]
-        ids = {change.limit_id for change in mine}
-        hits = tuple(AppliedItem.of(entry) for entry in outcome.applied if entry.id in ids)
+        """This hop's limits (the engine's), and the action counted on them while it is still ALLOW."""
+        outcome = evaluate_hop(policy, self.state, forward.intent, key, forward.stage1.policy_version)
+        hits = tuple(AppliedItem.of(entry) for entry in outcome.applied)
         reserved: tuple[Reservation, ...] = ()
-        if forward.reserve and all(h.decision is _ALLOW for h in (*forward.hits, *hits)):
-            for change in mine:
+        if _reserves(forward, hits):
+            for change in outcome.changes:
                 self.state.add_once(change, forward.intent.request_id)
-            reserved = tuple(Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in mine)
+            reserved = tuple(Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in outcome.changes)
         return Receipt(hits=hits, reserved=reserved)
 
     def _decide(
         self, forward: Forward, policy: CompiledPolicy | None, hits: tuple[AppliedItem, ...],
         reserved: tuple[Reservation, ...], duplicate: bool,
     ) -> Outcome:
-        if policy is None:
-            reasons = (*forward.stage1.reasons, *(hit.reason for hit in hits))
-            decision = forward.stage1.model_copy(update={"decision": _BLOCK, "reasons": reasons})
-        else:
-            decision = _combined(policy, forward, hits)
         intent = forward.intent
+        decision = combine_hops(policy, forward.stage1, tuple(item.to_applied() for item in forward.applied),
+                                tuple(hit.to_applied() for hit in hits), intent, forward.decided_ms)
         request = request_of(intent, decision, policy, forward.decided_ms)
-        sent, sends = decision_sends(intent, decision, forward.decided_ms, request)
+        sent, sends = decision_sends(intent, decision, request)
         if sent.decision is not _ALLOW and not duplicate:
             sends.extend(self._release(intent.request_id, reserved))
         feedback = Feedback(intent=intent, decision=sent, request=request)
@@ -141,10 +123,6 @@ class SharedStage:
         return approval_final_sends(count.intent, count.decision)
 
 
-def _applied(items: tuple[AppliedItem, ...]) -> list[Applied]:
-    return [item.to_applied() for item in items]
-
-
-def _combined(policy: CompiledPolicy, forward: Forward, hits: tuple[AppliedItem, ...]) -> Decision:
-    stage1 = Evaluation(forward.stage1, (), tuple(_applied(forward.applied)))
-    return combine(policy, stage1, LimitOutcome(tuple(_applied(hits)), ()), forward.intent).decision
+def _reserves(forward: Forward, hits: tuple[AppliedItem, ...]) -> bool:
+    """Whether the decision is still ALLOW after this hop's ``hits``, so the action is counted now."""
+    return forward.reserve and all(hit.decision is _ALLOW for hit in (*forward.hits, *hits))

@@ -14,11 +14,11 @@ from streams.engine import (
     InMemoryState,
     PolicyError,
     apply,
-    block_no_policy,
     compile_policy,
     decide,
     decide_raw,
     evaluate,
+    evaluate_intent,
 )
 from tests.engine.helpers import intent, policy
 
@@ -133,4 +133,4 @@ def test_every_decision_names_its_policy() -> None:
     failed = evaluate(compiled, None, intent())  # type: ignore[arg-type]  # engine error: still named
     assert failed.kind is BLOCK and failed.decision.policy_name == "refunds-policy"
     assert decide_raw(None, state, intent().model_dump_json()).policy_name == ""
-    assert block_no_policy(intent()).policy_name == ""
+    assert evaluate_intent(None, state, intent()).decision.policy_name == ""

@@ -71,6 +71,24 @@ def test_evaluate_the_51st_transaction_in_an_hour(runner: CliRunner, tmp_path: P
     ]
 
 
+def test_evaluate_names_what_determined_each_decision(runner: CliRunner, tmp_path: Path) -> None:
+    """51 payments of 10 by one agent inside an hour: the rule allows the first 50, the limit blocks the
+    51st; ``determining`` names each, while ``rules`` names everything that applied."""
+    source = tmp_path / "payments.jsonl"
+    source.write_text("".join(_line("payments.create", "fin-1", minute, amount=10) + "\n"
+                              for minute in range(51)))
+    policy = str(EXAMPLES / "financial.yaml")
+    result = runner.invoke(app, ["evaluate", "--policy", policy, "--input", str(source)])
+    assert result.exit_code == 0, result.output
+    decisions = [json.loads(line) for line in result.output.splitlines()]
+    assert len(decisions) == 51
+    first, last = decisions[0], decisions[50]
+    assert (first["decision"], first["determining"]) == ("ALLOW", ["payment-under-1000"])
+    assert (last["decision"], last["determining"]) == ("BLOCK", ["transactions-per-agent-per-hour"])
+    assert last["rules"] == ["payment-under-1000", "transactions-per-agent-per-hour"]
+    assert all(d["determining"] == ["payment-under-1000"] for d in decisions[:50])
+
+
 def test_evaluate_the_refund_that_crosses_the_fleet_budget(runner: CliRunner) -> None:
     amounts = [100] * 49 + [60, 40, 0.01]  # 4,900 + 60 = 4,960; + 40 = 5,000 exactly; + 0.01 is past it
     lines = [_line("payments.refund", f"agent-{i % 7}", i * 10, amount=a) for i, a in enumerate(amounts)]

@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 
 from schemas import Decision, DecisionKind
-from streams.engine import Evaluation, InMemoryState, LimitOutcome, apply, combine, evaluate
+from streams.engine import Evaluation, InMemoryState, apply, evaluate
+from streams.engine.evaluate import LimitOutcome, combine
 from tests.engine.helpers import intent, policy
 
 ALLOW, APPROVAL, BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK

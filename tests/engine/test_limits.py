@@ -9,17 +9,18 @@ import pytest
 from schemas import DecisionKind
 from streams.engine import (
     AGENT_SCOPES,
-    SHARED_SCOPES,
+    Context,
     HistoryState,
     InMemoryState,
     LimitScope,
     WindowChange,
     WindowState,
     apply,
-    combine,
+    combine_hops,
     decide,
     evaluate,
-    evaluate_limits,
+    evaluate_hop,
+    evaluate_intent,
 )
 from tests.engine.helpers import intent, policy
 
@@ -130,14 +131,17 @@ def test_scopes_split_and_combine_like_one_evaluation() -> None:
     for index, amount in enumerate([60, 60, 60, 20, 20, 20]):
         item = intent(agent_id=f"agent-{index % 2}", at=timedelta(minutes=index), params={"amount": amount})
         expected = decide(compiled, whole, item)
-        part = evaluate(compiled, local, item, scopes=AGENT_SCOPES)
-        outcome = evaluate_limits(compiled, shared, item, scopes=SHARED_SCOPES)
-        merged = combine(compiled, part, outcome, item)
-        assert merged.decision == expected
-        assert {c.scope for c in outcome.changes} <= {LimitScope.SHARED}
-        if merged.decision.decision is ALLOW:
-            apply(local, [c for c in merged.changes if c.scope == "agent"])
-            apply(shared, [c for c in merged.changes if c.scope == "shared"])
+        part = evaluate_intent(compiled, local, item, Context(scopes=AGENT_SCOPES))
+        assert {c.scope for c in part.shared} <= {LimitScope.SHARED}
+        assert bool(part.shared) is (part.decision.decision is not BLOCK)  # BLOCKed at once, else hops
+        hops = [evaluate_hop(compiled, shared, item, key) for key in sorted({c.key for c in part.shared})]
+        hits = tuple(hit for hop in hops for hit in hop.applied)
+        merged = combine_hops(compiled, part.decision, part.applied, hits, item, item.occurred_at_ms) \
+            if part.shared else part.decision
+        assert merged == expected
+        if merged.decision is ALLOW:
+            apply(local, part.changes)
+            apply(shared, [change for hop in hops for change in hop.changes])
 
 
 def test_window_state_round_trips_compactly() -> None:
