@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-MYPY_DIRS := $(wildcard schemas streams consumers sluicegate infra bench)
+MYPY_DIRS := $(wildcard schemas streams consumers sluicegate infra policies bench)
 PYTEST_TIMEOUT ?= 300
 
 .PHONY: setup lint test demo
@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)

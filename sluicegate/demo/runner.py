@@ -18,12 +18,12 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 
 from infra.kafka import BrokerConfig, start_broker, stop_broker
+from policies import DEMO_POLICY
 from schemas import TopicNames
 from sluicegate.demo.fleet import FleetSimulator, ToolCall, build_fleet
 from sluicegate.demo.processes import Child, DemoError, free_port, wait_for
@@ -33,7 +33,6 @@ from sluicegate.gate import Gate
 from sluicegate.settings import Settings
 from streams.policy_source import publish_policy
 
-DEMO_POLICY = Path(__file__).resolve().parents[2] / "policies" / "demo.yaml"
 WORKER_START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 10.0
 SINK_FLUSH_S = 2.0
