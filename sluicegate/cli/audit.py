@@ -2,7 +2,8 @@
 
 They open the audit store from ``Settings.audit_url``. On the embedded engine (one process per data
 path) a running sink owns the store, so these commands then go through its loopback query endpoint
-(see :mod:`consumers.audit_store`); otherwise they open the store themselves.
+(see :mod:`consumers.audit_store`); otherwise they open the store themselves. They need the ``audit``
+extra (clickhouse-connect with chDB, pyarrow), imported when a command runs.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import sys
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from consumers.analytics import Report, build_report
-from consumers.audit_store import QueryResult, StoreError, open_store, require_read_only
-from consumers.backtest import BacktestError, BacktestResult, backtest
 from infra.clickhouse.migrate import DEFAULT_DATABASE, DEFAULT_TTL_DAYS, MigrationError
+from sluicegate.cli.extras import require
 from sluicegate.settings import Settings
 from streams.engine import PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from consumers.analytics import Report
+    from consumers.audit_store import QueryResult
+    from consumers.backtest import BacktestResult
 
 app = typer.Typer(help="The audit in ClickHouse: schema, queries, reports, the sink.", no_args_is_help=True)
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -80,6 +84,8 @@ def migrate(database: Database = DEFAULT_DATABASE,
             ttl_days: Annotated[int | None, typer.Option(help="Retention; re-applied when given.")] = None
             ) -> None:
     """Create or upgrade the audit schema (idempotent, versioned in schema_migrations)."""
+    with require("audit", command="audit migrate"):
+        from consumers.audit_store import StoreError, open_store
     try:
         applied = open_store(Settings().audit_url).migrate(database, ttl_days or DEFAULT_TTL_DAYS,
                                                            set_ttl=ttl_days is not None)
@@ -92,6 +98,8 @@ def migrate(database: Database = DEFAULT_DATABASE,
 def query(sql: Annotated[str, typer.Argument(help="Read-only SQL, e.g. on sluicegate.audit_events.")],
           fmt: Annotated[Format, typer.Option("--format")] = Format.TABLE) -> None:
     """Run one read-only SQL query against the audit."""
+    with require("audit", command="audit query"):
+        from consumers.audit_store import StoreError, open_store, require_read_only
     try:
         result = open_store(Settings().audit_url).query(require_read_only(sql))
     except StoreError as exc:
@@ -122,6 +130,9 @@ def report(since: Annotated[str, typer.Option(help="Window, e.g. 24h or 7d.")] =
            database: Database = DEFAULT_DATABASE,
            fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.TABLE) -> None:
     """Decision distribution, top blocked, approval latency, expired approvals, risk, deviating agents."""
+    with require("audit", command="audit report"):
+        from consumers.analytics import build_report
+        from consumers.audit_store import StoreError, open_store
     try:
         built = build_report(open_store(Settings().audit_url), database, parse_duration(since))
     except (StoreError, MigrationError) as exc:
@@ -138,7 +149,8 @@ def sink(database: Database = DEFAULT_DATABASE,
          max_delay: Annotated[float, typer.Option(help="Flush this many seconds after a batch began.")] = 1.0,
          group: Annotated[str, typer.Option(help="Consumer group.")] = "sluicegate-audit-sink") -> None:
     """Run the audit sink (audit + outcome topics -> ClickHouse) until interrupted."""
-    from consumers.audit_sink import main
+    with require("audit", command="audit sink"):
+        from consumers.audit_sink import main
 
     settings = Settings()
     main(["--url", settings.audit_url, "--database", database, "--bootstrap", settings.bootstrap_servers,
@@ -168,6 +180,9 @@ def backtest_command(
     fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.TABLE,
 ) -> None:
     """Replay audited intents through a candidate policy and show how decisions would change."""
+    with require("audit", command="backtest"):
+        from consumers.audit_store import StoreError, open_store
+        from consumers.backtest import BacktestError, backtest
     try:
         candidate = load_policy(policy)
         result = backtest(open_store(Settings().audit_url), database, candidate, parse_duration(since))

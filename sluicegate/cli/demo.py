@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sluicegate.cli.extras import require
 from sluicegate.settings import Settings
 
 
@@ -18,9 +19,11 @@ def demo_command(
     live: Annotated[bool, typer.Option(help="Refresh the live view (off: only the summary).")] = True,
 ) -> None:
     """Start Kafka, a worker, the audit sink and a reviewer; run a fleet; print the audit report."""
-    from infra.kafka import LauncherError
-    from sluicegate.demo.processes import DemoError
-    from sluicegate.demo.runner import DemoConfig, run_demo
+    # The demo runs a worker and the audit sink as child processes: both extras, checked up front.
+    with require("worker", "audit", command="demo"):
+        from infra.kafka import LauncherError
+        from sluicegate.demo.processes import DemoError
+        from sluicegate.demo.runner import DemoConfig, run_demo
 
     console = Console()
     try:

@@ -9,6 +9,7 @@ import typer
 from pydantic import SecretStr
 
 from schemas import TopicNames
+from sluicegate.cli.extras import require
 from sluicegate.settings import Settings
 
 app = typer.Typer(help="The Slack reviewer bot.", no_args_is_help=True)
@@ -17,7 +18,8 @@ app = typer.Typer(help="The Slack reviewer bot.", no_args_is_help=True)
 @app.command("run")
 def run() -> None:
     """Post approval requests to Slack and turn button clicks into verdicts (until Ctrl-C)."""
-    from consumers.slack_bot import SlackBotConfig, SlackConfigError, serve
+    with require("slack", command="slack run"):
+        from consumers.slack_bot import SlackBotConfig, SlackConfigError, serve
 
     settings = Settings()
     try:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sluicegate.cli.extras import require
 from sluicegate.settings import Settings
 
 
@@ -35,8 +36,9 @@ def worker_command(
     Start the same command on several machines (same topic prefix): Kafka's consumer group shares the
     partitions between them and moves a dead worker's partitions, with their state, to the others.
     """
-    from streams.app import WorkerConfig
-    from streams.worker import run
+    with require("worker", command="worker"):
+        from streams.app import WorkerConfig
+        from streams.worker import run
 
     settings = Settings()
     run(WorkerConfig(
