@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra.kafka.admin import TopicSpec, ensure_topics
 from schemas.topics import ACTIVE_POLICY_KEY
 from streams.engine import CompiledPolicy, PolicyError, compile_policy
-from streams.metrics import Metrics
 from streams.runtime.kafka import reader
+
+if TYPE_CHECKING:
+    from streams.metrics import Metrics
 
 log = logging.getLogger(__name__)
 KEEP_VERSIONS = 8

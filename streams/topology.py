@@ -20,6 +20,9 @@ from streams.stages.outputs import Route
 from streams.state.changelog_store import changelog_topic
 
 COMPACTED = {"cleanup.policy": "compact"}
+RESULTS = {"cleanup.policy": "compact,delete", "retention.ms": str(7 * 24 * 3_600_000)}
+"""approval-results: one final per request id, kept a week (as long as the Slack bot remembers a post),
+so reviewers' tools read a bounded topic."""
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 """Intents carry the broker's time of arrival, which agents cannot set: the reference of the event-time
 skew check (:class:`streams.stages.DecideStage`)."""
@@ -89,7 +92,7 @@ class WorkerTopics:
         return [
             TopicSpec(n.intents, p, configs=dict(APPEND_TIME)), TopicSpec(n.decisions, p),
             TopicSpec(n.approval_requests, p),
-            TopicSpec(n.approvals, p), TopicSpec(n.approval_results, p, configs=dict(COMPACTED)),
+            TopicSpec(n.approvals, p), TopicSpec(n.approval_results, p, configs=dict(RESULTS)),
             TopicSpec(n.audit, p), TopicSpec(n.outcomes, p),
             TopicSpec(n.policies, 1, configs=dict(COMPACTED)), TopicSpec(n.dead_letter, 1),
             TopicSpec(self.shared_limits, p), TopicSpec(self.agent_feedback, p),

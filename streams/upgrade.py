@@ -1,4 +1,4 @@
-"""The one-step upgrade from workers that ran a consumer group per stage (``sluicegate worker upgrade``).
+"""The one-step upgrade from workers that ran a consumer group per stage (``sluicegate worker --upgrade``).
 
 Up to this release the decide and shared stages read with the groups ``<app id>-decide`` and
 ``<app id>-shared``, and faust's consumer read the approvals with ``<app id>``. Now every stage reads
@@ -48,7 +48,7 @@ async def legacy_groups(bootstrap: str, group: str) -> str:
         return ""
     topics = ", ".join(sorted({tp.topic for tp in missing}))
     return (f"the consumer groups {', '.join(group + s for s in LEGACY_SUFFIXES)} hold offsets of {topics} "
-            f"that {group} lacks: stop every worker, run `sluicegate worker upgrade`, then start them")
+            f"that {group} lacks: stop every worker, run `sluicegate worker --upgrade`, then start them")
 
 
 async def upgrade(bootstrap: str, group: str) -> dict[TopicPartition, int]:

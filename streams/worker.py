@@ -19,7 +19,8 @@ from infra.kafka.admin import ensure_topics, partition_mismatches
 from sluicegate.settings import Settings
 from streams.app import WorkerConfig, build
 from streams.stages.approval_machine import ApprovalError
-from streams.upgrade import legacy_groups
+from streams.topology import worker_app_id
+from streams.upgrade import legacy_groups, upgrade
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,14 @@ def run(config: WorkerConfig) -> None:
     worker = faust.Worker(processor.app, loop=loop, loglevel=config.log_level, workdir=str(config.workdir),
                           redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+def run_upgrade(bootstrap: str, topic_prefix: str) -> None:
+    """Copy the per-stage groups' offsets into the worker's group (:mod:`streams.upgrade`) and say what."""
+    copied = asyncio.run(upgrade(bootstrap, worker_app_id(topic_prefix)))
+    for tp, offset in sorted(copied.items()):
+        print(f"{tp.topic}[{tp.partition}]: resumes at offset {offset}")
+    print(f"upgraded: {len(copied)} partitions" if copied else "nothing to upgrade")
 
 
 def main(argv: list[str] | None = None) -> None:

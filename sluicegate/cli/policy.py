@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from sluicegate.cli.extras import require
 from streams.engine import PolicyError, load_policy
 
 app = typer.Typer(name="policy", help="Validate, test and publish policies.", no_args_is_help=True)
@@ -77,11 +76,7 @@ def publish(
 
     from schemas.topics import TopicNames
     from sluicegate.settings import Settings
-
-    # streams.policy_source imports streams.metrics (prometheus-client, the worker extra) at import time;
-    # publishing itself needs only aiokafka. Until that import moves, say so instead of a traceback.
-    with require("worker", command="policy publish", check_installed=False):
-        from streams.policy_source import publish_policy
+    from streams.policy_source import publish_policy
 
     settings = Settings()
     try:

@@ -24,6 +24,11 @@ def worker_command(
     ] = None,
     topic_prefix: Annotated[str | None, typer.Option("--topic-prefix", help="(default: settings)")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    upgrade: Annotated[
+        bool, typer.Option("--upgrade", help=(
+            "With every worker stopped: move the per-stage consumer groups' offsets of an older "
+            "release into the worker's group, then exit.")),
+    ] = False,
     max_event_skew: Annotated[
         float | None, typer.Option(
             "--max-event-skew", min=0,
@@ -38,9 +43,12 @@ def worker_command(
     """
     with require("worker", command="worker"):
         from streams.app import WorkerConfig
-        from streams.worker import run
+        from streams.worker import run, run_upgrade
 
     settings = Settings()
+    if upgrade:
+        run_upgrade(bootstrap or settings.bootstrap_servers, topic_prefix or settings.topic_prefix)
+        return
     run(WorkerConfig(
         bootstrap=bootstrap or settings.bootstrap_servers,
         topic_prefix=topic_prefix or settings.topic_prefix,
