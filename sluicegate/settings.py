@@ -50,6 +50,32 @@ class Settings(BaseSettings):
         default=None,
         description="YAML of approver groups (groups: {name: [reviewer, ...]}); none: nobody approves.",
     )
+    trust_keys: SecretStr | None = Field(
+        default=None,
+        description="Workers: the deployment's master key ring (sluicegate trust init); set: trust is on.",
+    )
+    trust_signing_key: SecretStr | None = Field(
+        default=None, description="Workers: the Ed25519 key that signs approval requests.",
+    )
+    trust_public_key: str | None = Field(
+        default=None, description="Slack bot and CLI: the workers' public key, to verify approval requests.",
+    )
+    trust_off: bool = Field(
+        default=False,
+        description="Workers: run without credentials (a first local try); every message is taken as is.",
+    )
+    agent_credential: SecretStr | None = Field(
+        default=None, description="SDK: the agent's credential (sluicegate trust agent); fixes its identity.",
+    )
+    reviewer_credential: SecretStr | None = Field(
+        default=None, description="CLI: the reviewer's credential (sluicegate trust reviewer).",
+    )
+    bot_credential: SecretStr | None = Field(
+        default=None, description="Slack bot: its credential (sluicegate trust bot).",
+    )
+    publisher_credential: SecretStr | None = Field(
+        default=None, description="sluicegate policy publish: the publisher's credential.",
+    )
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_reviewers_file: Path | None = Field(
