@@ -24,6 +24,9 @@ class AuditEventType(StrEnum):
     VERDICT_REJECTED = "verdict_rejected"
     OUTCOME = "outcome"
     FAIL_OPEN = "fail_open"
+    SECURITY = "security"
+    """A message that did not verify, or an intent on the wrong partition: refused, with why."""
+    POLICY_PUBLISHED = "policy_published"
 
 
 class AuditRecord(WireModel):

@@ -31,9 +31,17 @@ POLICY_UNAVAILABLE = "policy_unavailable"
 """In ``determining`` (and the reason's prefix): a shared-limit hop no longer knew the intent's policy."""
 GOVERNANCE_UNAVAILABLE = "governance_unavailable"
 """In ``determining`` (and the reason's prefix): the SDK got no decision in time and failed closed."""
+UNAUTHENTICATED = "unauthenticated"
+"""In ``determining`` (and the reason's prefix): the intent's credential is missing or does not match."""
+WRONG_PARTITION = "wrong_partition"
+"""In ``determining`` (and the reason's prefix): the intent is not keyed by its agent id, or not on the
+partition Kafka's default partitioner gives that key, so its limits could not hold."""
+REQUEST_ID_REUSED = "request_id_reused"
+"""In ``determining`` (and the reason's prefix): a request id already decided for another action."""
 MARKERS = frozenset({
     DEFAULT, INVALID_INTENT, NO_POLICY, EVENT_TIME_SKEW, ENGINE_ERROR, POLICY_UNAVAILABLE,
-    GOVERNANCE_UNAVAILABLE, APPROVAL_GRANTED, APPROVAL_DENIED, APPROVAL_EXPIRED,
+    GOVERNANCE_UNAVAILABLE, APPROVAL_GRANTED, APPROVAL_DENIED, APPROVAL_EXPIRED, UNAUTHENTICATED,
+    WRONG_PARTITION, REQUEST_ID_REUSED,
 })
 """The ids ``determining`` uses for what is not a rule, limit or risk threshold (no policy may use them)."""
 
@@ -87,3 +95,7 @@ class Decision(WireModel):
     )
     approval_deadline_at: UtcDatetime | None = None
     approved_by: tuple[str, ...] = ()
+    intent_digest: str = Field(
+        default="", description="Digest of the action decided (tool, action, target, params); the SDK "
+                                "accepts a decision only for the action it asked about.",
+    )
