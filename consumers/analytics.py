@@ -2,7 +2,8 @@
 
 Every figure but approval latency comes from the ``decisions_per_minute`` rollup (whole minutes)
 plus ``decision_events`` (the partial minutes at the window's edges), both holding each decision
-event once, so no query needs FINAL or reads the raw ``audit_events``.
+event once, so no query needs FINAL or reads the raw ``audit_events``; the top block reasons likewise
+from ``determining_per_minute`` plus ``decision_determining``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ HISTORY: Final = timedelta(days=30)
 RISK_BUCKETS: Final = 5
 """Equal-width risk buckets; ``risk_bucket`` is computed with the same count in migration 0002."""
 MINUTE_MS: Final = 60_000
+NOT_RECORDED: Final = "(not recorded)"
+"""The block reason of a decision that names nothing in ``determining`` (made before the field existed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,8 @@ class Report:
     approvals: ApprovalStats
     risk: list[tuple[str, int]]
     deviating: list[Deviation] = field(default_factory=list)
+    block_reasons: list[tuple[str, int]] = field(default_factory=list)
+    """What determined the BLOCKs (``determining``, joined with `` + ``), most frequent first."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--format json``."""
@@ -111,6 +116,34 @@ def _window(db: str, name: str) -> str:
         "CAST(risk_factors, 'Map(String, Float64)') "
         f"FROM {db}.decision_events WHERE ({edge_minutes}) AND ({edge})"
     )
+
+
+def _determining_window(db: str, name: str) -> str:
+    """What determined each decision in the window ``name``, counted once (as :func:`_window`):
+    columns (decision, determining, decisions)."""
+    def at(key: str) -> str:
+        return f"fromUnixTimestamp64Milli(%({name}_{key})s, 'UTC')"
+
+    edge = f"(event_time >= {at('a')} AND event_time < {at('b')}) OR " \
+           f"(event_time >= {at('c')} AND event_time < {at('d')})"
+    edge_minutes = f"(minute >= toStartOfMinute({at('a')}) AND minute < {at('b')}) OR " \
+                   f"(minute >= toStartOfMinute({at('c')}) AND minute < {at('d')})"
+    return (
+        f"SELECT decision, determining, decisions FROM {db}.determining_per_minute "
+        f"WHERE minute >= {at('lo')} AND minute < {at('hi')} "
+        "UNION ALL "
+        f"SELECT decision, determining, toUInt64(1) FROM {db}.decision_determining "
+        f"WHERE ({edge_minutes}) AND ({edge})"
+    )
+
+
+def _block_reasons(store: AuditStore, db: str, params: dict[str, Any]) -> list[tuple[str, int]]:
+    """The top BLOCK reasons: what determined each BLOCK (not everything that applied to it)."""
+    rows = store.query(
+        f"SELECT if(empty(determining), '{NOT_RECORDED}', arrayStringConcat(determining, ' + ')) AS reason, "
+        f"sum(decisions) AS c FROM ({_determining_window(db, 'w')}) WHERE decision = 'BLOCK' "
+        f"GROUP BY reason ORDER BY c DESC, reason LIMIT {TOP_N}", params).rows
+    return _pairs(rows)
 
 
 def _blocked(store: AuditStore, db: str, column: str, params: dict[str, Any]) -> list[tuple[str, int]]:
@@ -186,4 +219,5 @@ def build_report(store: AuditStore, database: str, since: timedelta, until: date
         approvals=_approvals(store, db, params),
         risk=_risk(store, db, params),
         deviating=_deviating(store, db, params),
+        block_reasons=_block_reasons(store, db, params),
     )

@@ -28,7 +28,7 @@ SCHEMA: Final = pa.schema([
     ("tool", _TEXT), ("action", _TEXT), ("target", _TEXT), ("params", _TEXT),
     ("labels", pa.map_(_TEXT, _TEXT)), ("occurred_at", _MS), ("traceparent", _TEXT),
     ("policy_name", _TEXT), ("policy_version", _TEXT), ("decision", _TEXT), ("decision_final", pa.bool_()),
-    ("reasons", _TEXTS), ("rules", _TEXTS), ("risk_score", pa.float64()),
+    ("reasons", _TEXTS), ("rules", _TEXTS), ("determining", _TEXTS), ("risk_score", pa.float64()),
     ("risk_factors", pa.map_(_TEXT, pa.float64())),
     ("approver_group", _TEXT), ("approval_quorum", pa.uint32()), ("approval_requested_at", _MS),
     ("approval_deadline_at", _MS), ("approved_by", _TEXTS),
@@ -40,7 +40,7 @@ SCHEMA: Final = pa.schema([
 """Inserted columns of ``audit_events`` and their Arrow types (``ingested_at`` is filled by ClickHouse)."""
 COLUMNS: Final = tuple(SCHEMA.names)
 _MAX_QUORUM: Final = 2**32 - 1
-_NO_DECISION: Final[tuple[Any, ...]] = ("", "", "", False, (), (), 0.0, {})
+_NO_DECISION: Final[tuple[Any, ...]] = ("", "", "", False, (), (), (), 0.0, {})
 _NO_APPROVAL: Final[tuple[Any, ...]] = ("", 0, None, None, (), "", "", "", "", None)
 _NO_OUTCOME: Final[tuple[Any, ...]] = ("", "", None, False)
 EVENT_TIME_RANGE: Final = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
@@ -125,7 +125,7 @@ def row(record: AuditRecord | ExecutionOutcome, source: tuple[str, int, int]) ->
             factors[factor.name] = factors.get(factor.name, 0.0) + factor.contribution
         kind, final = (decision.decision, decision.final) if decision else ("REQUIRE_APPROVAL", False)
         judgement = ("", judged.policy_version, kind, final,
-                     judged.reasons, judged.rules, judged.risk.score, factors)
+                     judged.reasons, judged.rules, judged.determining, judged.risk.score, factors)
     if request is None and verdict is None and decision is None:
         approval: tuple[Any, ...] = _NO_APPROVAL
     else:

@@ -17,9 +17,11 @@ DEFAULT_DATABASE: Final = "sluicegate"
 DEFAULT_TTL_DAYS: Final = 365
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-TTL_TABLES: Final = ("audit_events", "decision_events", "decisions_per_minute")
+TTL_TABLES: Final = ("audit_events", "decision_events", "decisions_per_minute", "decision_determining",
+                     "determining_per_minute")
 _TTL_COLUMNS: Final = {"audit_events": "toDateTime(event_time)", "decision_events": "minute",
-                       "decisions_per_minute": "minute"}
+                       "decisions_per_minute": "minute", "decision_determining": "minute",
+                       "determining_per_minute": "minute"}
 
 
 class MigrationError(Exception):

@@ -32,13 +32,14 @@ def intent(at: datetime, *, agent: str = "agent-1", tool: str = "payments.refund
 
 
 def decision_record(of: Intent, kind: DecisionKind, *, risk: float = 0.0, rules: tuple[str, ...] = ("r1",),
-                    factors: dict[str, float] | None = None, final: bool = True,
-                    after: timedelta = timedelta(milliseconds=5)) -> AuditRecord:
+                    determining: tuple[str, ...] = (), factors: dict[str, float] | None = None,
+                    final: bool = True, after: timedelta = timedelta(milliseconds=5)) -> AuditRecord:
     """The decision event of an intent."""
     decided = of.occurred_at + after
     decision = Decision(
         request_id=of.request_id, agent_id=of.agent_id, decision=kind, reasons=(f"{kind} by rules",),
-        rules=rules, policy_version="sha256:0123456789abcdef", decided_at=decided, final=final,
+        rules=rules, determining=determining, policy_version="sha256:0123456789abcdef", decided_at=decided,
+        final=final,
         risk=Risk(score=risk, factors=tuple(RiskFactor(name=n, contribution=c)
                                             for n, c in (factors or {}).items())),
     )
