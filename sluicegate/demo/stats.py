@@ -17,6 +17,14 @@ APPROVAL_REASON_PREFIX = "approval_"
 """Final decisions made by a reviewer start with approval_granted, approval_denied or approval_expired."""
 
 
+def block_reason(decision: Decision) -> str:
+    """What a BLOCK counts under: what determined it (``determining``, joined with `` + ``), not every rule
+    that applied; the first reason of a decision that names nothing there."""
+    if decision.determining:
+        return " + ".join(decision.determining)
+    return decision.reasons[0] if decision.reasons else "(no reason)"
+
+
 def percentile(sorted_values: list[float], fraction: float) -> float:
     """The nearest-rank percentile of already sorted values (0.0 when there are none)."""
     if not sorted_values:
@@ -58,7 +66,7 @@ class DemoStats:
         if decision.decision is DecisionKind.BLOCK:
             self.blocked_agents[decision.agent_id] += 1
             self.blocked_tools[tool] += 1
-            self.reasons[decision.reasons[0] if decision.reasons else "(no reason)"] += 1
+            self.reasons[block_reason(decision)] += 1
 
     @property
     def total(self) -> int:
@@ -100,7 +108,7 @@ class DemoStats:
             reviewed,
             _top_table("top blocked agents", "agent", self.blocked_agents),
             _top_table("top blocked tools", "tool", self.blocked_tools),
-            _top_table("top block reasons", "reason", self.reasons),
+            _top_table("top block reasons", "determined by", self.reasons),
         )
 
 

@@ -11,12 +11,17 @@ from schemas import Decision, DecisionKind
 from sluicegate.demo.stats import DemoStats, percentile
 
 
-def _decision(kind: DecisionKind, agent: str, reason: str = "") -> Decision:
+def _decision(
+    kind: DecisionKind, agent: str, reason: str = "", rules: tuple[str, ...] = (),
+    determining: tuple[str, ...] = (),
+) -> Decision:
     return Decision(
         request_id=uuid.uuid4(),
         agent_id=agent,
         decision=kind,
         reasons=(reason,) if reason else (),
+        rules=rules,
+        determining=determining,
         decided_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
@@ -67,3 +72,20 @@ def test_reviewed_decisions_count_as_approval_waits_not_latency() -> None:
     assert stats.approvals == {"granted": 1, "expired": 1}
     assert stats.approval_waits_ms == [900.0, 5.0]
     assert stats.latencies_ms == [3.0]
+
+
+def test_a_block_counts_under_what_determined_it_not_every_rule_that_applied() -> None:
+    """The refund spree: a rule allows each refund, the per-agent limit blocks it."""
+    stats = DemoStats()
+    spree = _decision(DecisionKind.BLOCK, "rogue", "support-refund-up-to-50: A refund of up to 50 is fine",
+                      rules=("support-refund-up-to-50", "refunds-per-agent-per-10m"),
+                      determining=("refunds-per-agent-per-10m",))
+    for second in range(3):
+        stats.record(spree, "payments.refund", 2.0, float(second))
+    denied = _decision(DecisionKind.BLOCK, "fin", "approval_denied", determining=("approval_denied", "big"))
+    stats.record(denied, "payments.create", 900.0, 4.0)
+    assert stats.reasons == {"refunds-per-agent-per-10m": 3, "approval_denied + big": 1}
+    console = Console(width=120, record=True)
+    console.print(stats.render("demo"))
+    text = console.export_text()
+    assert "refunds-per-agent-per-10m" in text and "support-refund-up-to-50" not in text
