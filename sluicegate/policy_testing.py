@@ -85,6 +85,7 @@ class _Doc(BaseModel):
 class _ExpectDoc(_Doc):
     expect: DecisionKind
     rules: list[str] | None = None
+    determining: list[str] | None = None
     factors: list[str] = Field(default_factory=list)
     factors_absent: list[str] = Field(default_factory=list)
     reasons_contain: str | None = None
@@ -104,6 +105,7 @@ class _CaseDoc(_Doc):
     every: Duration = "1s"
     expect: DecisionKind | None = None
     rules: list[str] | None = None
+    determining: list[str] | None = None
     factors: list[str] = Field(default_factory=list)
     factors_absent: list[str] = Field(default_factory=list)
     reasons_contain: str | None = None
@@ -115,7 +117,8 @@ class _CaseDoc(_Doc):
         if self.intent is not None and self.expect is None:
             raise ValueError("a case with an intent needs expect: ALLOW, REQUIRE_APPROVAL or BLOCK")
         if self.steps is not None and self.model_fields_set & {
-            "expect", "rules", "factors", "factors_absent", "reasons_contain", "repeat", "every",
+            "expect", "rules", "determining", "factors", "factors_absent", "reasons_contain", "repeat",
+            "every",
         }:
             raise ValueError("a case with steps puts expect, rules, ... repeat and every on each step")
         return self
@@ -158,10 +161,12 @@ def _validate_file(data: Any, lines: Lines, path: Path) -> _FileDoc:
 
 @dataclass(frozen=True)
 class Expectation:
-    """What a decision must be: the decision, and optionally rule ids, factors and a reason."""
+    """What a decision must be: the decision, and optionally rule ids, what determined it, factors and
+    a reason."""
 
     decision: DecisionKind
     rules: tuple[str, ...] | None = None
+    determining: tuple[str, ...] | None = None
     factors: tuple[str, ...] = ()
     factors_absent: tuple[str, ...] = ()
     reasons_contain: str | None = None
@@ -173,6 +178,8 @@ class Expectation:
             found.append(f"decision is {actual.decision.value}, expected {self.decision.value}")
         if self.rules is not None and sorted(actual.rules) != sorted(self.rules):
             found.append(f"rules are {list(actual.rules)}, expected {list(self.rules)}")
+        if self.determining is not None and actual.determining != self.determining:
+            found.append(f"determining is {list(actual.determining)}, expected {list(self.determining)}")
         names = {factor.name for factor in actual.risk.factors}
         missing = [name for name in self.factors if name not in names]
         if missing:
@@ -189,6 +196,8 @@ class Expectation:
         parts = [self.decision.value]
         if self.rules is not None:
             parts.append(f"rules={list(self.rules)}")
+        if self.determining is not None:
+            parts.append(f"determining={list(self.determining)}")
         if self.factors:
             parts.append(f"factors={list(self.factors)}")
         if self.factors_absent:
@@ -284,6 +293,7 @@ def load_case_file(path: Path | str) -> CaseFile:
             expect = Expectation(
                 decision=step_doc.expect,
                 rules=None if step_doc.rules is None else tuple(step_doc.rules),
+                determining=None if step_doc.determining is None else tuple(step_doc.determining),
                 factors=tuple(step_doc.factors),
                 factors_absent=tuple(step_doc.factors_absent),
                 reasons_contain=step_doc.reasons_contain,
@@ -325,7 +335,7 @@ class Failure:
             f"intent: {self.intent_json()}",
             f"expected: {self.expected.describe()}",
             f"actual: {self.actual.decision.value} rules={list(self.actual.rules)} "
-            f"risk={self.actual.risk.score:.2f} ({risk})",
+            f"determining={list(self.actual.determining)} risk={self.actual.risk.score:.2f} ({risk})",
             "reasons:",
             *(f"  - {reason}" for reason in self.actual.reasons),
         ]

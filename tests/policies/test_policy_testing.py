@@ -232,6 +232,24 @@ def test_each_expectation_kind_can_fail(tmp_path: Path) -> None:
     ]
 
 
+def test_determining_is_checked_in_order(tmp_path: Path) -> None:
+    path = _write(tmp_path, f"""\
+        - name: the limit determines the 4th
+          steps:
+            - {{intent: {REFUND}, repeat: 3, expect: ALLOW, determining: [small-refund]}}
+            - {{intent: {REFUND}, expect: BLOCK, rules: [small-refund, three-per-minute],
+                determining: [three-per-minute]}}
+        - name: wrong
+          intent: {REFUND}
+          expect: ALLOW
+          determining: [big-refund]
+        """)
+    passed, failed = run_case_file(load_case_file(path))
+    assert passed.passed and failed.failure is not None
+    assert failed.failure.problems == ("determining is ['small-refund'], expected ['big-refund']",)
+    assert "expected: ALLOW determining=['big-refund']" in failed.failure.describe()
+
+
 def test_factors_absent_fails_when_the_factor_is_present(tmp_path: Path) -> None:
     (tmp_path / "tiny.yaml").write_text(POLICY + "risk:\n  action_weights: {create: 0.1}\n")
     path = tmp_path / "c.yaml"
