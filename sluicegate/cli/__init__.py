@@ -14,10 +14,22 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach every command group; each lives in its own module (imported here, when the CLI runs)."""
-    from sluicegate.cli import approvals, audit, demo, evaluate, kafka, policy, schemas, slack, worker
+    from sluicegate.cli import (
+        approvals,
+        audit,
+        demo,
+        evaluate,
+        kafka,
+        policy,
+        schemas,
+        slack,
+        trust,
+        worker,
+    )
 
     app.add_typer(kafka.app, name="kafka")
     app.add_typer(policy.app, name="policy")
+    app.add_typer(trust.app, name="trust")
     app.command("evaluate")(evaluate.evaluate_command)
     app.command("worker")(worker.worker_command)
     app.add_typer(approvals.app, name="approvals")
