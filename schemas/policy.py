@@ -13,6 +13,7 @@ import zoneinfo
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
+import re2  # type: ignore[import-untyped]
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,6 +28,15 @@ from pydantic import (
 
 from schemas.common import Action, DecisionKind
 from schemas.decision import MARKERS
+
+MAX_LIMIT_WINDOW = "31d"
+"""The longest window of a limit: a month's budget. Window state is kept for up to twice the window."""
+MAX_LIMIT_COUNT = 10_000
+"""The largest ``count`` of a limit: a window keeps up to twice that many timestamps per key."""
+MAX_BURST_WINDOW = "1d"
+"""The longest window of the risk model's burst factor."""
+MAX_REGEX_LENGTH = 1_000
+"""The longest pattern of a ``regex`` condition (RE2 compiles it to a bounded automaton)."""
 
 _DURATION_RE = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -49,6 +59,30 @@ def _check_duration(text: str) -> str:
     if duration_ms(text) <= 0:
         raise ValueError(f"duration {text!r} must be positive")
     return text
+
+
+def _at_most(bound: str) -> AfterValidator:
+    def check(text: str) -> str:
+        if duration_ms(text) > duration_ms(bound):
+            raise ValueError(f"window {text!r} is longer than the largest allowed, {bound}")
+        return text
+
+    return AfterValidator(check)
+
+
+def compile_regex(pattern: str) -> Any:
+    """A ``regex`` condition's pattern compiled with RE2: linear time in the input, so no pattern can
+    backtrack catastrophically. RE2's syntax is Python's without backreferences and look-around.
+    Raises ValueError for a pattern RE2 refuses or one longer than :data:`MAX_REGEX_LENGTH`."""
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise ValueError(f"regex of {len(pattern)} characters: at most {MAX_REGEX_LENGTH}")
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"bad regex {pattern!r}: {detail}") from None
 
 
 class PolicyModel(BaseModel):
@@ -103,10 +137,7 @@ class Comparison(PolicyModel):
         if op in ("glob", "regex") and not isinstance(value, str):
             raise ValueError(f"op {op} needs a string, got {value!r}")
         if op == "regex":
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"bad regex {value!r}: {exc}") from None
+            compile_regex(value)
         if op == "exists" and not isinstance(value, bool):
             raise ValueError(f"op exists needs true or false, got {value!r}")
         return value
@@ -232,8 +263,8 @@ class Limit(PolicyModel):
     match: Match = Field(default_factory=Match)
     when: Condition | None = None
     key: LimitKey | list[LimitKey] = "agent"
-    window: Duration
-    count: int | None = Field(default=None, ge=1)
+    window: Annotated[Duration, _at_most(MAX_LIMIT_WINDOW)]
+    count: int | None = Field(default=None, ge=1, le=MAX_LIMIT_COUNT)
     sum: FieldPath | None = None
     max: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     decision: DecisionKind = DecisionKind.BLOCK
@@ -286,7 +317,7 @@ class WeightOnly(PolicyModel):
 class Burst(PolicyModel):
     """Count in ``window`` at least ``ratio`` times the usual count for such a window (at least 1)."""
 
-    window: Duration = "1m"
+    window: Annotated[Duration, _at_most(MAX_BURST_WINDOW)] = "1m"
     ratio: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     weight: Weight
 

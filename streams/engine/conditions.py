@@ -26,6 +26,7 @@ from schemas.policy import (
     NotCondition,
     Schedule,
     ScheduleCondition,
+    compile_regex,
     minutes_of,
 )
 from streams.engine.errors import ConditionError
@@ -166,7 +167,7 @@ def compile_comparison(cond: Comparison) -> Pred:
 
 
 def _regex(pattern: str) -> Callable[[str], bool]:
-    search = re.compile(pattern).search
+    search = compile_regex(pattern).search  # RE2: linear in the input, never backtracks
     return lambda value: search(value) is not None
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from streams.engine import PolicyError, compile_policy, load_policy
+from schemas import DecisionKind
+from schemas.policy import MAX_LIMIT_COUNT, MAX_REGEX_LENGTH
+from streams.engine import InMemoryState, PolicyError, compile_policy, evaluate, load_policy
+from streams.engine.loader import MAX_POLICY_BYTES
+from tests.engine.helpers import intent
 
 GOOD = """policy: p
 rules:
@@ -88,6 +93,47 @@ BROKEN = [
         "rules: []\n",
         1, "missing field 'policy'",
     ),
+    (  # a YAML anchor (and its alias): refused at the anchor
+        "policy: p\nrules:\n  - id: a\n    when: &c {field: tool, op: eq, value: x}\n    decision: ALLOW\n"
+        "  - id: b\n    when: *c\n    decision: ALLOW\n",
+        4, "anchors (&c) are not allowed",
+    ),
+    (  # a merge key needs an alias: refused too
+        "policy: p\nschedules:\n  a: &day {start: '09:00', end: '17:00'}\n  b:\n    <<: *day\n",
+        3, "anchors (&day) are not allowed",
+    ),
+    (  # nesting deeper than MAX_DEPTH
+        "policy: p\nrules:\n  - id: a\n    when: " + "{not: " * 70 + "{schedule: s}" + "}" * 70
+        + "\n    decision: ALLOW\n",
+        4, "nested more than 64 levels deep",
+    ),
+    (  # a regex RE2 does not accept (backreference)
+        "policy: p\nrules:\n  - id: a\n"
+        "    when: {field: tool, op: regex, value: '(a)\\1'}\n    decision: ALLOW\n",
+        4, "bad regex",
+    ),
+    (  # a regex longer than MAX_REGEX_LENGTH
+        "policy: p\nrules:\n  - id: a\n"
+        f"    when: {{field: tool, op: regex, value: '{'a' * (MAX_REGEX_LENGTH + 1)}'}}\n"
+        "    decision: ALLOW\n",
+        4, f"at most {MAX_REGEX_LENGTH}",
+    ),
+    (  # a limit window over MAX_LIMIT_WINDOW
+        "policy: p\nlimits:\n  - id: l\n    window: 32d\n    count: 5\n",
+        4, "longer than the largest allowed, 31d",
+    ),
+    (  # the same in hours
+        "policy: p\nlimits:\n  - id: l\n    window: 745h\n    count: 5\n",
+        4, "longer than the largest allowed",
+    ),
+    (  # a count over MAX_LIMIT_COUNT
+        f"policy: p\nlimits:\n  - id: l\n    window: 1h\n    count: {MAX_LIMIT_COUNT + 1}\n",
+        5, f"less than or equal to {MAX_LIMIT_COUNT}",
+    ),
+    (  # a burst window over MAX_BURST_WINDOW
+        "policy: p\nrisk:\n  history:\n    burst: {window: 25h, weight: 0.5}\n",
+        4, "longer than the largest allowed, 1d",
+    ),
 ]
 
 
@@ -125,3 +171,48 @@ def test_unreadable_file_is_a_policy_error(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(PolicyError, match="empty"):
         load_policy(empty)
+
+
+def test_the_largest_bounds_are_accepted() -> None:
+    compiled = compile_policy(
+        f"policy: p\nlimits:\n  - id: l\n    window: 31d\n    count: {MAX_LIMIT_COUNT}\n"
+        "risk:\n  history:\n    burst: {window: 24h, weight: 0.5}\n", "p.yaml",
+    )
+    assert compiled.limits[0].window_ms == 31 * 86_400_000 and compiled.limits[0].count == MAX_LIMIT_COUNT
+
+
+def test_a_policy_over_one_mib_is_refused_on_the_line_crossing_it() -> None:
+    padding = "".join(f"# comment line {i:06d} {'x' * 40}\n" for i in range(MAX_POLICY_BYTES // 64))
+    small = GOOD + padding
+    assert len(small.encode()) <= MAX_POLICY_BYTES
+    assert compile_policy(small, "ok.yaml").name == "p"
+    big = small + "# " + "y" * (MAX_POLICY_BYTES - len(small.encode())) + "\n"
+    with pytest.raises(PolicyError, match=r"at most 1,048,576 \(1 MiB\)") as caught:
+        compile_policy(big, "big.yaml")
+    assert caught.value.issues[0].line == big.count("\n")  # the last line crosses the bound
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    lines = ["policy: p", "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    started = time.perf_counter()
+    with pytest.raises(PolicyError, match=r"anchors \(&a0\) are not allowed") as caught:
+        compile_policy("\n".join(lines) + "\n", "bomb.yaml")
+    assert time.perf_counter() - started < 1.0
+    assert caught.value.issues[0].line == 2
+
+
+def test_regex_does_not_backtrack_catastrophically() -> None:
+    """``(a+)+$`` against 64 KiB of a's and one b: exponential for a backtracking engine."""
+    compiled = compile_policy(
+        "policy: p\ndefault: ALLOW\nrules:\n  - id: redos\n"
+        "    when: {field: params.s, op: regex, value: '(a+)+$'}\n    decision: BLOCK\n", "redos.yaml",
+    )
+    text = "a" * (64 * 1024 - 64) + "b"
+    started = time.perf_counter()
+    decision = evaluate(compiled, InMemoryState(), intent(params={"s": text})).decision
+    elapsed = time.perf_counter() - started
+    assert decision.decision is DecisionKind.ALLOW  # no match: ends in b
+    assert elapsed < 0.5, f"regex took {elapsed:.2f} s"
+    matching = evaluate(compiled, InMemoryState(), intent(params={"s": "a" * 1000})).decision
+    assert matching.decision is DecisionKind.BLOCK and matching.rules == ("redos",)
