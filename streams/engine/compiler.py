@@ -119,6 +119,8 @@ class CompiledPolicy:
         self.limits = tuple(
             _limit(len(doc.rules) + index, limit, doc) for index, limit in enumerate(doc.limits)
         )
+        self.has_fleet_limits = any(limit.scope is LimitScope.SHARED for limit in self.limits)
+        """True when some limit is not keyed by agent (fleet, tool, target or role)."""
         self.risk_order = len(doc.rules) + len(doc.limits)
         self.risk = CompiledRisk.of(doc.risk, self.risk_order) if doc.risk is not None else None
         self._rule_index: _Index[CompiledRule] = _Index()
@@ -137,11 +139,6 @@ class CompiledPolicy:
         for entry_id, decision, approval in entries:
             if approval is not None and decision is DecisionKind.REQUIRE_APPROVAL:
                 self._approvals.setdefault(entry_id, approval)
-
-    @property
-    def has_fleet_limits(self) -> bool:
-        """True when some limit is not keyed by agent (fleet, tool, target or role)."""
-        return any(limit.scope is LimitScope.SHARED for limit in self.limits)
 
     def rules_for(self, tool: str, action: Action) -> tuple[CompiledRule, ...]:
         """Rules whose tool and action match, in policy order."""
