@@ -419,7 +419,8 @@ def _failure_panel(case_file: CaseFile, case: Case, failure: Failure) -> Panel:
     body.add_row("problems", escape("\n".join(failure.problems)))
     body.add_row("intent", Syntax(failure.intent_json(), "json", theme="ansi_dark", word_wrap=True))
     body.add_row("expected", escape(failure.expected.describe()))
-    body.add_row("actual", escape(f"{actual.decision.value}  rules={list(actual.rules)}"))
+    body.add_row("actual", escape(f"{actual.decision.value}  rules={list(actual.rules)}  "
+                                  f"determining={list(actual.determining)}"))
     body.add_row("reasons", escape("\n".join(f"- {reason.strip()}" for reason in actual.reasons) or "none"))
     body.add_row("risk", escape(f"{actual.risk.score:.2f} ({factors})"))
     return Panel(body, title=f"[bold red]FAIL[/bold red] {escape(case.name)}", title_align="left")
