@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from bench.broker import main as bench_main  # noqa: E402
 from infra.kafka.process import free_port  # noqa: E402
 from schemas import TopicNames  # noqa: E402
+from sluicegate.trust import AUTH_HEADER, AgentCredential, KeyRing, RequestSigner  # noqa: E402
 from streams.policy_source import publish_policy  # noqa: E402
 
 AGENTS = 500
@@ -59,6 +60,16 @@ class Tracker:
     received: dict[str, float] = field(default_factory=dict)
     decided: dict[str, float] = field(default_factory=dict)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    ring: KeyRing | None = None
+    """With ``--trust``: the deployment's keys, from which each agent's credential is derived."""
+
+    def intent(self, index: int) -> tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]:
+        """:func:`intent_bytes` and, with trust on, the headers its agent's SDK would add."""
+        rid, key, value = intent_bytes(index)
+        if self.ring is None:
+            return rid, key, value, None
+        credential = AgentCredential.issue(self.ring, key.decode(), "support", "production")
+        return rid, key, value, [(AUTH_HEADER, credential.authenticate(value))]
 
     def latencies_ms(self, ids: list[str]) -> list[float]:
         return [(self.received[i] - self.sent[i]) * 1000 for i in ids if i in self.received]
@@ -131,10 +142,10 @@ async def paced(producer: AIOKafkaProducer, topic: str, tracker: Tracker, rate: 
     while len(ids) < total:
         due = min(total, int((time.perf_counter() - began) * rate) + 1)
         while len(ids) < due:
-            rid, key, value = intent_bytes(counter[0])
+            rid, key, value, headers = tracker.intent(counter[0])
             counter[0] += 1
             tracker.sent[rid] = time.perf_counter()
-            await producer.send(topic, value, key=key)
+            await producer.send(topic, value, key=key, headers=headers)
             ids.append(rid)
         await asyncio.sleep(TICK_S)
     return ids
@@ -146,10 +157,10 @@ async def first_decision(
     """Round-trip one intent (re-sent each second until answered); its latency in ms."""
     deadline = time.monotonic() + FIRST_DECISION_TIMEOUT_S
     while time.monotonic() < deadline:
-        rid, key, value = intent_bytes(counter[0])
+        rid, key, value, headers = tracker.intent(counter[0])
         counter[0] += 1
         tracker.sent[rid] = time.perf_counter()
-        await producer.send_and_wait(topic, value, key=key)
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
         await wait_all(tracker, [rid], 1.0)
         if rid in tracker.received:
             return round((tracker.received[rid] - tracker.sent[rid]) * 1000, 1)
@@ -194,23 +205,29 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[s
     await publish_policy(bootstrap, names.policies, policy, args.policy)
     port = free_port()
     log = (workdir / "worker.log").open("wb")
+    ring = KeyRing.generate() if args.trust else None
+    trust = {"SLUICEGATE_TRUST_OFF": "1"}
+    if ring is not None:
+        signer = RequestSigner.generate()
+        trust = {"SLUICEGATE_TRUST_KEYS": str(ring), "SLUICEGATE_TRUST_SIGNING_KEY": str(signer)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.worker", "--bootstrap", bootstrap, "--topic-prefix", prefix,
          "--partitions", str(args.partitions), "--workdir", str(workdir / "data"), "--web-port", str(port),
-         "--log-level", "warning"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+         "--log-level", "warning"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, **trust})
     try:
         await wait_ready(port, proc)
-        return await measure(args, bootstrap, names, ProcStats(proc.pid))
+        return await measure(args, bootstrap, names, ProcStats(proc.pid), ring)
     finally:
         proc.terminate()
         proc.wait(30)
 
 
 async def measure(
-    args: argparse.Namespace, bootstrap: str, names: TopicNames, worker: ProcStats,
+    args: argparse.Namespace, bootstrap: str, names: TopicNames, worker: ProcStats, ring: KeyRing | None,
 ) -> dict[str, Any]:
     me = ProcStats(os.getpid())
-    tracker = Tracker()
+    tracker = Tracker(ring=ring)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5,
                                 auto_offset_reset="latest")
@@ -279,12 +296,12 @@ async def burst(producer: AIOKafkaProducer, topic: str, tracker: Tracker, counte
     on other machines): that is ``max_per_worker``.
     """
     count = burst_size(args)
-    batch = [intent_bytes(counter[0] + i) for i in range(count)]
+    batch = [tracker.intent(counter[0] + i) for i in range(count)]
     counter[0] += count
     ids = []
-    for rid, key, value in batch:
+    for rid, key, value, headers in batch:
         tracker.sent[rid] = time.perf_counter()
-        await producer.send(topic, value, key=key)
+        await producer.send(topic, value, key=key, headers=headers)
         ids.append(rid)
     await producer.flush()
     published = time.perf_counter()
@@ -301,6 +318,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per rate")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--policy", default="customer_support.yaml")
+    parser.add_argument("--trust", action="store_true",
+                        help="trust on: the worker verifies every intent and authenticates its decisions")
 
 
 def main() -> None:

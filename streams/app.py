@@ -25,10 +25,12 @@ from faust.app.base import BootStrategy
 
 from schemas.topics import TopicNames
 from sluicegate.settings import DEFAULT_MAX_EVENT_SKEW_S, DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
+from sluicegate.trust import KeyRing, RequestSigner, TrustError
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.runtime.bindings import ApprovalBinding, DecideBinding, SharedBinding
 from streams.runtime.runner import Runner
+from streams.runtime.trust import WorkerTrust
 from streams.stages.approval import ApprovalStage, Reviewers
 from streams.stages.decide import DecideStage
 from streams.stages.retention import DEFAULT_RETENTION_MS
@@ -51,6 +53,24 @@ class WorkerConfig:
     max_event_skew_s: float = DEFAULT_MAX_EVENT_SKEW_S
     log_level: str = "info"
     reviewers_file: Path | None = None
+    trust_keys: str | None = None
+    """The deployment's key ring (``SLUICEGATE_TRUST_KEYS``); None with ``trust_off`` only."""
+    trust_signing_key: str | None = None
+    """The Ed25519 key that signs approval requests (``SLUICEGATE_TRUST_SIGNING_KEY``)."""
+    trust_off: bool = False
+    """Run without credentials (``SLUICEGATE_TRUST_OFF``): a first local try, nothing is verified."""
+
+    def trust(self) -> WorkerTrust:
+        """The worker's trust: checks in, seals out. Raises TrustError when the keys are missing (and
+        trust is not off) or unreadable."""
+        if self.trust_keys is None and self.trust_signing_key is None:
+            if not self.trust_off:
+                raise TrustError("no keys: set SLUICEGATE_TRUST_KEYS and SLUICEGATE_TRUST_SIGNING_KEY "
+                                 "(sluicegate trust init), or SLUICEGATE_TRUST_OFF=1 for a first local try")
+            return WorkerTrust(None, None, self.partitions)
+        ring = KeyRing.parse(self.trust_keys or "")
+        signer = RequestSigner.parse(self.trust_signing_key or "")
+        return WorkerTrust(ring, signer, self.partitions)
 
     @property
     def app_id(self) -> str:
@@ -103,7 +123,8 @@ def make_host_app(config: WorkerConfig) -> faust.App:
 def build(config: WorkerConfig) -> Processor:
     """Build the host app, the stages and their runner, the policy source and the pages.
 
-    Raises :class:`streams.stages.approval_machine.ApprovalError` when the reviewers file cannot be read.
+    Raises :class:`streams.stages.approval_machine.ApprovalError` when the reviewers file cannot be read,
+    :class:`sluicegate.trust.TrustError` when the keys are missing or unreadable.
     """
     from streams.web import register  # the pages need the built Processor
 
@@ -111,7 +132,7 @@ def build(config: WorkerConfig) -> Processor:
     topics = WorkerTopics(TopicNames(config.topic_prefix), config.partitions)
     metrics = Metrics()
     policies = PolicySource(config.bootstrap, topics.names.policies, metrics)
-    runner, stages = build_runner(config, topics, policies, metrics)
+    runner, stages = build_runner(config, topics, policies, metrics, config.trust())
     app.add_dependency(runner)
     processor = Processor(config, app, topics, metrics, policies, *stages, runner)
     register(processor)
@@ -119,7 +140,7 @@ def build(config: WorkerConfig) -> Processor:
 
 
 def build_runner(
-    config: WorkerConfig, topics: WorkerTopics, policies: PolicySource, metrics: Metrics,
+    config: WorkerConfig, topics: WorkerTopics, policies: PolicySource, metrics: Metrics, trust: WorkerTrust,
 ) -> tuple[Runner, tuple[DecideStage, SharedStage, ApprovalStage]]:
     """The three stages over their tables, and the runner that drives them."""
     n = topics.names
@@ -131,11 +152,11 @@ def build_runner(
     shared_stage = SharedStage(shared_state, config.retention_ms)
     approval_stage = ApprovalStage(approval_state, Reviewers(config.reviewers_file), config.retention_ms)
     bindings = (
-        DecideBinding(decide_stage, agent_state, n.intents, topics.agent_feedback, policies, metrics),
-        SharedBinding(shared_stage, shared_state, topics.shared_limits, policies, metrics),
-        ApprovalBinding(approval_stage, approval_state, n.approvals, topics.approval_control),
+        DecideBinding(decide_stage, agent_state, n.intents, topics.agent_feedback, policies, metrics, trust),
+        SharedBinding(shared_stage, shared_state, topics.shared_limits, policies, metrics, trust),
+        ApprovalBinding(approval_stage, approval_state, n.approvals, topics.approval_control, trust),
     )
-    runner = Runner(config.bootstrap, config.app_id, bindings, topics.routes(), policies)
+    runner = Runner(config.bootstrap, config.app_id, bindings, topics.routes(), policies, trust)
     return runner, (decide_stage, shared_stage, approval_stage)
 
 

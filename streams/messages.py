@@ -166,7 +166,8 @@ class Receipt(_Model):
     approval); ``changes`` are stage 1's changes held while the shared hops decide, ``shared`` the
     shared-window changes the hops would make, with the ``forward`` sent (re-sent on redelivery);
     ``hits``/``reserved`` are a hop's result, replayed on redelivery; ``released`` marks reservations
-    already undone.
+    already undone. ``fingerprint`` is a hash of the intent record's bytes: a redelivery has the same, a
+    reused request id for another action does not.
     """
 
     decision: Decision | None = None
@@ -176,6 +177,7 @@ class Receipt(_Model):
     hits: tuple[AppliedItem, ...] = ()
     reserved: tuple[Reservation, ...] = ()
     released: bool = False
+    fingerprint: str = ""
 
 
 class Pending(_Model):

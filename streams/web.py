@@ -25,7 +25,8 @@ def status(p: Processor) -> dict[str, Any]:
     """What an operator needs to see why a worker does not progress (the ``/status`` page)."""
     policy = p.policies.current
     return {
-        "ready": ready(p), "policy_version": policy.version if policy else None,
+        "ready": ready(p), "trust": "on" if p.runner.trust.on else "OFF: nothing is verified",
+        "policy_version": policy.version if policy else None,
         "policy_caught_up": p.policies.caught_up.is_set(), "tables_restored": p.runner.restored.is_set(),
         "partitions": p.runner.status(),
     }

@@ -14,9 +14,11 @@ import logging
 from pathlib import Path
 
 import faust
+from pydantic import SecretStr
 
 from infra.kafka.admin import ensure_topics, partition_mismatches
 from sluicegate.settings import Settings
+from sluicegate.trust import TrustError
 from streams.app import WorkerConfig, build
 from streams.stages.approval_machine import ApprovalError
 from streams.topology import worker_app_id
@@ -52,7 +54,13 @@ def config_from_args(argv: list[str] | None = None, settings: Settings | None = 
         bootstrap=args.bootstrap, topic_prefix=args.topic_prefix, partitions=args.partitions,
         workdir=args.workdir, web_port=args.web_port, log_level=args.log_level,
         reviewers_file=args.reviewers, max_event_skew_s=args.max_event_skew,
+        trust_keys=_secret(settings.trust_keys), trust_signing_key=_secret(settings.trust_signing_key),
+        trust_off=settings.trust_off,
     )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
 
 
 def run(config: WorkerConfig) -> None:
@@ -62,8 +70,11 @@ def run(config: WorkerConfig) -> None:
     asyncio.set_event_loop(loop)
     try:
         processor = build(config)
-    except ApprovalError as exc:
+    except (ApprovalError, TrustError) as exc:
         raise SystemExit(f"streams.worker: {exc}") from exc
+    if not processor.runner.trust.on:
+        log.warning("trust is OFF (SLUICEGATE_TRUST_OFF): intents, verdicts and internal messages are taken "
+                    "as they come; anyone who can produce to the topics can make a tool run")
     if config.reviewers_file is None:
         log.warning("no reviewers file (--reviewers / SLUICEGATE_REVIEWERS_FILE): nobody can approve, "
                     "every approval will be rejected or expire")

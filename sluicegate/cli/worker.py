@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
 from sluicegate.cli.extras import require
 from sluicegate.settings import Settings
@@ -57,4 +58,10 @@ def worker_command(
         web_port=web_port, log_level=log_level,
         max_event_skew_s=settings.max_event_skew_s if max_event_skew is None else max_event_skew,
         reviewers_file=settings.reviewers_file,
+        trust_keys=_secret(settings.trust_keys), trust_signing_key=_secret(settings.trust_signing_key),
+        trust_off=settings.trust_off,
     ))
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()

@@ -83,7 +83,7 @@ def decision(
         "reasons": reasons, "rules": rules, "determining": determining, "risk": risk_,
         "policy_version": policy_version,
         "policy_name": policy_name, "decided_at": decided_at, "final": True, "approval_deadline_at": None,
-        "approved_by": (),
+        "approved_by": (), "intent_digest": "",
     })
     _set_fields(instance, _DECISION_FIELDS)
     _set_extra(instance, None)

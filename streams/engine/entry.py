@@ -14,6 +14,7 @@ combine a decision.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -58,7 +59,9 @@ class Context:
     ``max_skew_ms``: BLOCK (``event_time_skew``) an intent whose ``occurred_at`` is further than this
     from its arrival (None: no bound). ``scopes``: the limits whose state the caller holds; shared-key
     limits outside them are returned to check elsewhere. ``key``: the record's key (the agent id),
-    naming the agent of an invalid intent that names none.
+    naming the agent of an invalid intent that names none. ``admit``: the caller's check of a parsed
+    intent before anything else (a worker's credentials and partition): a (marker, detail) it returns
+    BLOCKs the intent with that marker, and the result is :attr:`Result.refused`.
     """
 
     now_ms: int | None = None
@@ -66,6 +69,7 @@ class Context:
     max_skew_ms: int | None = None
     scopes: frozenset[LimitScope] = ALL_SCOPES
     key: bytes | None = None
+    admit: Callable[[Intent], tuple[str, str] | None] | None = None
 
 
 REPLAY = Context()
@@ -87,6 +91,8 @@ class Result(NamedTuple):
     changes: tuple[Change, ...] = ()
     shared: tuple[WindowChange, ...] = ()
     applied: tuple[Applied, ...] = ()
+    refused: bool = False
+    """The context's ``admit`` refused the intent: it is answered, and nothing is recorded or counted."""
 
 
 def _utc(ms: int) -> datetime:
@@ -127,6 +133,8 @@ def evaluate_intent(
     """
     now_ms = context.now_ms
     at = None if now_ms is None else _utc(now_ms)
+    if context.admit is not None and (refusal := context.admit(intent)) is not None:
+        return Result(intent, blocked(intent, policy, *refusal, at), refused=True)
     if policy is None:
         return Result(intent, blocked(intent, None, NO_POLICY, "no valid policy is loaded", at))
     bound = context.max_skew_ms

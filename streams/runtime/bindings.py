@@ -8,16 +8,19 @@ exception is handled by the runner (the record goes to the dead-letter topic wit
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
+from sluicegate.trust import TrustError
 from streams.messages import Count, Feedback, Forward, Open, Release, Resolved, kind_of
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
-from streams.stages.approval import ApprovalStage
+from streams.runtime.trust import WorkerTrust
+from streams.stages.approval import TRUST_OFF, ApprovalStage, Signer
 from streams.stages.decide import DecideStage
 from streams.stages.outputs import Send, now_ms
 from streams.stages.retention import Retention
@@ -51,18 +54,20 @@ class DecideBinding:
     name = "decide"
 
     def __init__(self, stage: DecideStage, store: ChangelogStore, intents: str, feedback: str,
-                 policies: PolicySource, metrics: Metrics) -> None:
+                 policies: PolicySource, metrics: Metrics, trust: WorkerTrust) -> None:
         self.stage, self.store, self.intents = stage, store, intents
         self.sources: tuple[str, ...] = (intents, feedback)
-        self.policies, self.metrics = policies, metrics
+        self.policies, self.metrics, self.trust = policies, metrics, trust
 
     def handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
         partition, body = record.partition, record.value
         if record.topic == self.intents:
             outcome = self.stage.handle_intent(body, record.key, self.policies.current, partition, now_ms(),
-                                               record.timestamp)
+                                               record.timestamp, functools.partial(self.trust.admit,
+                                                                                   record=record))
             self.metrics.observe(outcome, record.timestamp)
             return outcome.sends
+        self.trust.check_internal(record)
         if kind_of(body) == "resolved":
             return self.stage.handle_resolved(Resolved.model_validate_json(body), partition, now_ms())
         return self.stage.handle_feedback(Feedback.model_validate_json(body), partition, now_ms())
@@ -87,12 +92,13 @@ class SharedBinding:
     name = "shared"
 
     def __init__(self, stage: SharedStage, store: ChangelogStore, topic: str, policies: PolicySource,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, trust: WorkerTrust) -> None:
         self.stage, self.store = stage, store
         self.sources: tuple[str, ...] = (topic,)
-        self.policies, self.metrics = policies, metrics
+        self.policies, self.metrics, self.trust = policies, metrics, trust
 
     def handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
+        self.trust.check_internal(record)
         partition, body = record.partition, record.value
         kind = kind_of(body)
         if kind == "release":
@@ -125,15 +131,25 @@ class ApprovalBinding:
 
     name = "approval"
 
-    def __init__(self, stage: ApprovalStage, store: ChangelogStore, approvals: str, control: str) -> None:
-        self.stage, self.store, self.approvals = stage, store, approvals
+    def __init__(self, stage: ApprovalStage, store: ChangelogStore, approvals: str, control: str,
+                 trust: WorkerTrust) -> None:
+        self.stage, self.store, self.approvals, self.trust = stage, store, approvals, trust
         self.sources: tuple[str, ...] = (approvals, control)
 
     def handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
         at_ms = record.timestamp or now_ms()
         if record.topic == self.approvals:
-            return self.stage.handle_verdict(record.value, record.key, record.partition, at_ms)
+            return self.stage.handle_verdict(record.value, record.key, record.partition, at_ms,
+                                             self._signer(record))
+        self.trust.check_internal(record)
         return self.stage.handle_open(Open.model_validate_json(record.value), record.partition)
+
+    def _signer(self, record: ConsumerRecord[Any, Any]) -> Signer:
+        try:
+            signer = self.trust.verdict_signer(record)
+        except TrustError as exc:
+            return str(exc)
+        return TRUST_OFF if signer is None else signer
 
     async def took_over(self, partition: int, abort: Callable[[], bool]) -> list[Send] | None:
         return self.stage.took_over(partition)

@@ -46,6 +46,7 @@ from mode import Service
 from streams.metrics import unhandled
 from streams.policy_source import PolicySource
 from streams.runtime import kafka
+from streams.runtime.trust import WorkerTrust
 from streams.stages.outputs import Route, Send, dead_letter, now_ms
 from streams.state.changelog_store import ChangelogStore
 
@@ -122,11 +123,11 @@ class Runner(Service):
 
     def __init__(
         self, bootstrap: str, group: str, stages: tuple[Stage, ...], routes: dict[Route, str],
-        policies: PolicySource,
+        policies: PolicySource, trust: WorkerTrust,
     ) -> None:
         super().__init__()
         self.bootstrap, self.group, self.stages, self.routes = bootstrap, group, stages, routes
-        self.policies = policies
+        self.policies, self.trust = policies, trust
         self.by_topic = {topic: stage for stage in stages for topic in stage.sources}
         self.lock = asyncio.Lock()
         self.progress = _Progress()
@@ -343,7 +344,7 @@ class Runner(Service):
         assert self.producer is not None
         for item in sends:
             sent = await self.producer.send(self.routes[item.route], item.value, key=item.key,
-                                            headers=list(item.headers) or None)
+                                            headers=self.trust.seal(item) or None)
             sent.add_done_callback(self.progress.check)
 
     async def _commit(self, tps: set[TopicPartition]) -> None:

@@ -90,6 +90,10 @@ EXPIRY_GRACE_MS = 1_000
 """How long after its deadline a pending approval is expired: a verdict recorded just before the
 deadline is handled first."""
 UNKNOWN_REQUEST = "unknown_request"
+TRUST_OFF = ("", "")
+"""The signer of every verdict when trust is off: nothing is checked."""
+Signer = tuple[str, str] | str
+"""(kind, name) of who signed a verdict record, or why it did not verify."""
 
 
 class Reviewers:
@@ -240,8 +244,14 @@ class ApprovalStage:
             return []
         return _request_sends(entry.state.request)
 
-    def handle_verdict(self, raw: bytes, key: bytes | None, partition: int, now_ms: int) -> list[Send]:
-        """Apply one verdict at its record's time ``now_ms``; audit it, send the final when resolved."""
+    def handle_verdict(
+        self, raw: bytes, key: bytes | None, partition: int, now_ms: int, signer: Signer = TRUST_OFF,
+    ) -> list[Send]:
+        """Apply one verdict at its record's time ``now_ms``; audit it, send the final when resolved.
+
+        ``signer`` is who authenticated the record: ``("reviewer", name)``, ``("bot", name)``, an error
+        text when it did not verify, or :data:`TRUST_OFF`. A reviewer may sign only verdicts in their own
+        name, a bot only verdicts from Slack; anything else is rejected as ``unauthenticated``."""
         try:
             verdict = ApprovalVerdict.model_validate_json(raw)
         except ValidationError as exc:
@@ -257,6 +267,10 @@ class ApprovalStage:
             result = VerdictResult(not reason, RejectReason(reason) if reason else None, detail, entry.state)
             replay = [_audit_send(verdict_audit(result, verdict, now))]
             return replay + (_final_sends(entry) if entry.closed_by == vid else [])
+        problem = _unauthenticated(verdict, signer)
+        if problem is not None:
+            refused = VerdictResult(False, RejectReason.UNAUTHENTICATED, problem, entry.state)
+            return [_audit_send(verdict_audit(refused, verdict, now))]
         result = apply_verdict(entry.state, verdict, self.reviewers.current, now)
         sends = [_audit_send(verdict_audit(result, verdict, now))]
         if not result.accepted and result.resolution is None:
@@ -278,6 +292,20 @@ class ApprovalStage:
         if final.decision is not DecisionKind.ALLOW:
             self.on_refused(final)
         return _final_sends(entry)
+
+
+def _unauthenticated(verdict: ApprovalVerdict, signer: Signer) -> str | None:
+    """Why ``signer`` may not give ``verdict``, or None."""
+    if signer is TRUST_OFF:
+        return None
+    if isinstance(signer, str):
+        return signer
+    kind, name = signer
+    if kind == "reviewer" and name != verdict.reviewer:
+        return f"signed by reviewer {name}, not by {verdict.reviewer}"
+    if kind == "bot" and verdict.source != "slack":
+        return f"signed by bot {name}, but its source is {verdict.source}"
+    return None
 
 
 def _ms(when: datetime) -> int:

@@ -37,6 +37,9 @@ from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
 
 DEFAULT_APPROVER_GROUP = "reviewers"
 DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=15)
+CLOCK_SKEW = timedelta(minutes=1)
+"""How far a reviewer's clock may lag the workers': a verdict made earlier than the request it answers
+(less this) was made before anyone could see the request, and is rejected."""
 
 
 class ApprovalError(ValueError):
@@ -62,6 +65,8 @@ class RejectReason(StrEnum):
     SELF_APPROVAL = "self_approval"
     NOT_IN_GROUP = "not_in_group"
     DUPLICATE_REVIEWER = "duplicate_reviewer"
+    OLDER_THAN_REQUEST = "older_than_request"
+    UNAUTHENTICATED = "unauthenticated"
 
 
 def _norm(identity: str) -> str:
@@ -239,6 +244,8 @@ def _check(
         return RejectReason.NOT_PENDING, f"approval is already {pending.status.value}"
     if verdict.intent_digest != pending.intent_digest:
         return RejectReason.DIGEST_MISMATCH, "verdict names another action's digest"
+    if verdict.decided_at < pending.request.created_at - CLOCK_SKEW:
+        return RejectReason.OLDER_THAN_REQUEST, "verdict was made before the request was opened"
     if _is_self(pending, verdict.reviewer, reviewers):
         return RejectReason.SELF_APPROVAL, f"{verdict.reviewer} is the agent or its owner"
     if not reviewers.is_member(pending.approver_group, verdict.reviewer):

@@ -40,11 +40,12 @@ again and nothing is counted twice. Records are dropped after ``retention_ms``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from uuid import UUID
 
 from schemas.common import DecisionKind
-from schemas.decision import Decision
+from schemas.decision import REQUEST_ID_REUSED, Decision
 from schemas.intent import Intent
 from streams.engine import (
     AGENT_SCOPES,
@@ -71,6 +72,7 @@ from streams.stages.outputs import (
     Outcome,
     Route,
     Send,
+    agent_of,
     approval_final_sends,
     count_send,
     dead_letter,
@@ -79,10 +81,13 @@ from streams.stages.outputs import (
     ignore_decision,
     open_send,
     request_of,
+    security_send,
 )
 from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
 from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
 
+Admit = Callable[[Intent], tuple[str, str] | None]
+"""The worker's check of a parsed intent (:meth:`streams.runtime.trust.WorkerTrust.admit`)."""
 PENDING_PREFIX = "p|"
 _ALLOW, _APPROVAL = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL
 
@@ -116,24 +121,43 @@ class DecideStage:
 
     def handle_intent(
         self, raw: bytes, key: bytes | None, policy: CompiledPolicy | None, partition: int, now_ms: int,
-        appended_ms: int | None = None,
+        appended_ms: int | None = None, admit: Admit | None = None,
     ) -> Outcome:
-        """Decide one raw intent (or answer a redelivery from its record). Never raises.
+        """Decide one raw intent (or answer a redelivery from its receipt). Never raises.
 
         ``now_ms`` is the worker's clock (``decided_at``, approval deadlines); ``appended_ms`` the intent
-        record's Kafka timestamp (``now_ms`` when unknown). The engine decides; this routes its result."""
+        record's Kafka timestamp (``now_ms`` when unknown); ``admit`` the worker's check of credentials
+        and partition. A request id already decided for other bytes is refused (``request_id_reused``).
+        The engine decides; this routes its result. A refused intent is answered and audited as a
+        security event, and changes nothing here: no receipt, no count."""
         self.retention.evict(self.table, partition, now_ms)
-        context = Context(now_ms, appended_ms, self.max_event_skew_ms, AGENT_SCOPES, key)
+        fingerprint = hashlib.blake2b(raw, digest_size=16).hexdigest()
+        found: list[Receipt | None] = []
+
+        def checks(intent: Intent) -> tuple[str, str] | None:
+            refusal = admit(intent) if admit is not None else None
+            if refusal is not None:
+                return refusal
+            receipt = self._receipt(intent.request_id)
+            if receipt is not None and receipt.fingerprint not in ("", fingerprint):
+                return REQUEST_ID_REUSED, f"{intent.request_id} was already decided for another action"
+            found.append(receipt)
+            return None
+
+        context = Context(now_ms, appended_ms, self.max_event_skew_ms, AGENT_SCOPES, key, checks)
         result = evaluate_raw(policy, self.state, raw, context)
         intent = result.intent
         if intent is None:
             return self._invalid(raw, key, result.decision)
-        record = self._receipt(intent.request_id)
-        if record is not None:
-            return self._replay(intent, record)
+        if result.refused:
+            sent, sends = decision_sends(intent, result.decision)
+            return Outcome([*sends, security_send(intent, sent)], sent)
+        receipt = found[0] if found else self._receipt(intent.request_id)
+        if receipt is not None:
+            return self._replay(intent, receipt)
         if result.shared:
-            return self._forward(intent, result, partition, now_ms)
-        return self._settle(intent, result.decision, result.changes, policy, partition, now_ms)
+            return self._forward(intent, result, partition, now_ms, fingerprint)
+        return self._settle(intent, result.decision, result.changes, policy, partition, now_ms, fingerprint)
 
     def _invalid(self, raw: bytes, key: bytes | None, decision: Decision) -> Outcome:
         if decision.request_id.int == 0:  # no request id to answer to
@@ -144,7 +168,8 @@ class DecideStage:
     def _replay(self, intent: Intent, record: Receipt) -> Outcome:
         if record.decision is not None:
             body = record.decision.model_dump_json().encode()
-            sends = [Send(Route.DECISIONS, intent.agent_id.encode(), body), *self._reopen(record.decision)]
+            answer = Send(Route.DECISIONS, intent.agent_id.encode(), body, agent=agent_of(intent))
+            sends = [answer, *self._reopen(record.decision)]
             return Outcome(sends, record.decision, True)
         assert record.forward is not None
         return Outcome([forward_send(record.forward)], None, True, True)
@@ -157,7 +182,9 @@ class DecideStage:
         raw = self.table.get(f"{PENDING_PREFIX}{decision.request_id}")
         return [] if raw is None else [open_send(Pending.model_validate_json(raw))]
 
-    def _forward(self, intent: Intent, result: Result, partition: int, now_ms: int) -> Outcome:
+    def _forward(
+        self, intent: Intent, result: Result, partition: int, now_ms: int, fingerprint: str,
+    ) -> Outcome:
         keys = sorted({change.key for change in result.shared})
         reserve = result.decision.decision is _ALLOW
         reserved: list[Reservation] = []
@@ -173,13 +200,13 @@ class DecideStage:
         )
         changes = tuple(ChangeItem.of(change) for change in result.changes)
         record = Receipt(changes=changes, shared=tuple(ChangeItem.of(change) for change in result.shared),
-                        forward=forward, reserved=tuple(reserved))
+                         forward=forward, reserved=tuple(reserved), fingerprint=fingerprint)
         self._write(intent.request_id, record, partition, now_ms, new=True)
         return Outcome([forward_send(forward)], None, False, True)
 
     def _settle(
         self, intent: Intent, decision: Decision, changes: tuple[Change, ...],
-        policy: CompiledPolicy | None, partition: int, now_ms: int,
+        policy: CompiledPolicy | None, partition: int, now_ms: int, fingerprint: str,
     ) -> Outcome:
         """Stage 1 decides alone: count an ALLOW, park a REQUIRE_APPROVAL, record, send."""
         if decision.decision is _ALLOW:
@@ -189,7 +216,7 @@ class DecideStage:
         if request is not None:
             items = tuple(ChangeItem.of(change) for change in changes)
             sends.append(self._park(Pending(intent=intent, decision=sent, request=request, changes=items)))
-        self._write(intent.request_id, _decided(sends[0].value), partition, now_ms, new=True)
+        self._write(intent.request_id, _decided(sends[0].value, fingerprint), partition, now_ms, new=True)
         return Outcome(sends, sent)
 
     def _park(self, pending: Pending) -> Send:
@@ -222,7 +249,8 @@ class DecideStage:
                 intent=feedback.intent, decision=feedback.decision, request=feedback.request,
                 changes=record.changes, shared=record.shared,
             )))
-        self._write(request_id, Receipt(decision=feedback.decision), partition, now_ms, new=False)
+        receipt = Receipt(decision=feedback.decision, fingerprint=record.fingerprint)
+        self._write(request_id, receipt, partition, now_ms, new=False)
         return sends
 
     def handle_resolved(self, resolved: Resolved, partition: int, now_ms: int) -> list[Send]:
@@ -246,7 +274,7 @@ class DecideStage:
             if approved:
                 _count(self.state, tuple(c.to_change() for c in pending.changes), request_id)
                 self.on_approved(resolved.decision)
-            receipt = Receipt(decision=resolved.decision)
+            receipt = Receipt(decision=resolved.decision, fingerprint=record.fingerprint if record else "")
             self._write(request_id, receipt, partition, now_ms, new=record is None)
             self.retention.note(partition, now_ms, pending_key)
         if not approved:
@@ -267,9 +295,10 @@ def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> 
     apply(state, [change for change in changes if not isinstance(change, WindowChange)])
 
 
-def _decided(body: bytes) -> bytes:
-    """The JSON of ``Receipt(decision=...)`` around the decision's JSON as sent (serialised once)."""
-    return b'{"decision":' + body + b"}"
+def _decided(body: bytes, fingerprint: str) -> bytes:
+    """The JSON of ``Receipt(decision=..., fingerprint=...)`` around the decision's JSON as sent
+    (serialised once)."""
+    return b'{"decision":' + body + b',"fingerprint":"' + fingerprint.encode() + b'"}'
 
 
 def _by_key(items: tuple[ChangeItem, ...]) -> tuple[ChangeItem, ...]:

@@ -14,6 +14,7 @@ from schemas.common import DecisionKind
 from schemas.decision import Decision
 from schemas.intent import Intent
 from schemas.policy import Approval, duration_ms
+from sluicegate.trust import agent_names
 from streams.engine import CompiledPolicy
 from streams.messages import (
     Count,
@@ -42,12 +43,14 @@ class Route(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """One message to produce."""
+    """One message to produce. ``agent`` names the agent a decision is for (id, role, environment,
+    owner), whose key authenticates it (:mod:`streams.runtime.trust`)."""
 
     route: Route
     key: bytes
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    agent: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -103,9 +106,27 @@ def publish_sends(intent: Intent | None, decision: Decision) -> list[Send]:
         event_time=decision.decided_at, request_id=decision.request_id, intent=intent, decision=decision,
     )
     return [
-        Send(Route.DECISIONS, decision.agent_id.encode(), decision.model_dump_json().encode()),
+        Send(Route.DECISIONS, decision.agent_id.encode(), decision.model_dump_json().encode(),
+             agent=agent_of(intent)),
         Send(Route.AUDIT, str(decision.request_id).encode(), audit.model_dump_json().encode()),
     ]
+
+
+def agent_of(intent: Intent | None) -> tuple[str, ...] | None:
+    """Whose key authenticates a decision on ``intent`` (None: no valid intent, nobody's)."""
+    return None if intent is None else agent_names(intent.agent_id, intent.agent_role, intent.environment,
+                                                   intent.agent_owner)
+
+
+def security_send(intent: Intent, decision: Decision) -> Send:
+    """The audit record of an intent refused before the policy saw it (credentials, partition, a reused
+    request id): a security event, besides the decision's own record."""
+    audit = AuditRecord(
+        event_id=f"{decision.request_id}:security:{decision.determining[0]}:{intent.digest()[:16]}",
+        event_type=AuditEventType.SECURITY, event_time=decision.decided_at, request_id=decision.request_id,
+        intent=intent, decision=decision, note=decision.reasons[0][:2000],
+    )
+    return Send(Route.AUDIT, str(decision.request_id).encode(), audit.model_dump_json().encode())
 
 
 def approval_final_sends(intent: Intent, decision: Decision) -> list[Send]:

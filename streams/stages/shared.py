@@ -99,9 +99,13 @@ class SharedStage:
         ]
 
     def handle_release(self, release: Release, partition: int, now_ms: int) -> None:
-        """Undo one reservation, once."""
+        """Undo one reservation, once, and only one this hop made for that request (a release naming
+        anything else changes nothing)."""
         marker = f"{RECEIPT_PREFIX}{release.request_id}|{release.reservation.key}|released"
         if marker in self.table:
+            return
+        raw = self.table.get(f"{RECEIPT_PREFIX}{release.request_id}|{release.reservation.key}")
+        if raw is None or release.reservation not in Receipt.model_validate_json(raw).reserved:
             return
         r = release.reservation
         self.state.release(r.key, r.at_ms, r.value, release.request_id)

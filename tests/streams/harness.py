@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from infra.kafka.process import free_port
 from schemas import ApprovalRequest, Decision, Intent, TopicNames
 
+Headers = list[tuple[str, bytes]]
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies" / "examples"
 DECISION_TIMEOUT_S = 60.0
@@ -42,6 +43,8 @@ class WorkerProcess:
     web_port: int = field(default_factory=free_port)
     reviewers: Path | None = None
     max_event_skew_s: float = 0.0  # off: the tests stamp their intents on days of their own
+    trust: dict[str, str] | None = None
+    """The workers' trust settings (SLUICEGATE_TRUST_KEYS, ...); None: trust off."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,8 +60,9 @@ class WorkerProcess:
                 "--max-event-skew", str(self.max_event_skew_s)]
         if self.reviewers is not None:
             argv += ["--reviewers", str(self.reviewers)]
+        trust = self.trust if self.trust is not None else {"SLUICEGATE_TRUST_OFF": "1"}
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **trust})
 
     def get(self, path: str) -> tuple[int, bytes]:
         """GET a page of the worker's web server."""
@@ -131,6 +135,10 @@ class Client:
         self.bootstrap = bootstrap
         self.names = TopicNames(prefix)
         self.decisions: dict[uuid.UUID, list[Decision]] = defaultdict(list)
+        self.decision_records: dict[uuid.UUID, list[tuple[bytes, Headers]]] = defaultdict(list)
+        """The value and headers of each decision as published (the workers' authenticators)."""
+        self.request_records: dict[uuid.UUID, tuple[bytes, Headers]] = {}
+        """The value and headers of each approval request as published."""
         self.dead_letters: list[tuple[bytes, dict[str, bytes]]] = []
         self.audit: list[dict[str, Any]] = []
         self.requests: dict[uuid.UUID, ApprovalRequest] = {}
@@ -167,11 +175,14 @@ class Client:
                     if tp.topic == self.names.decisions:
                         decision = Decision.model_validate_json(record.value)
                         self.decisions[decision.request_id].append(decision)
+                        self.decision_records[decision.request_id].append(
+                            (record.value, list(record.headers)))
                     elif tp.topic == self.names.audit:
                         self.audit.append(json.loads(record.value))
                     elif tp.topic == self.names.approval_requests:
                         request = ApprovalRequest.model_validate_json(record.value)
                         self.requests[request.request_id] = request
+                        self.request_records[request.request_id] = (record.value, list(record.headers))
                     else:
                         self.dead_letters.append((record.value, dict(record.headers)))
             if batches:
@@ -193,8 +204,10 @@ class Client:
     async def send(self, intent: Intent) -> None:
         await self.send_raw(intent.agent_id.encode(), intent.model_dump_json().encode())
 
-    async def send_raw(self, key: bytes, value: bytes) -> None:
-        await self._producer.send_and_wait(self.names.intents, value, key=key)
+    async def send_raw(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None,
+                       partition: int | None = None, topic: str | None = None) -> None:
+        await self._producer.send_and_wait(topic or self.names.intents, value, key=key, headers=headers,
+                                           partition=partition)
 
     async def wait_for(self, predicate: Any, timeout_s: float = DECISION_TIMEOUT_S, what: str = "") -> None:
         """Wait until ``predicate()`` holds, woken by every batch that arrives."""

@@ -164,15 +164,21 @@ def test_redelivered_forward_replays_its_hop() -> None:
     assert window_count(pump.shared_table, "budget|fleet") == 1
 
 
-def test_release_is_applied_once() -> None:
+def test_release_is_applied_once_and_only_to_what_its_request_reserved() -> None:
     pump = Pump()
-    pump.decide(refund(amount=5))
+    first = pump.decide(refund(amount=5))
     pump.decide(refund(agent="a2", amount=5))
     at_ms = int(T0.timestamp() * 1000)
     reservation = Reservation(key="budget|fleet", at_ms=at_ms, value=5)
-    release = Release(request_id=uuid.uuid4(), reservation=reservation)
+    forged = Release(request_id=uuid.uuid4(), reservation=reservation)  # reserved nothing here
+    pump.shared.handle_release(forged, 0, 0)
+    assert window_count(pump.shared_table, "budget|fleet") == 2
+    release = Release(request_id=first.request_id, reservation=reservation)
     pump.shared.handle_release(release, 0, 0)
     pump.shared.handle_release(release, 0, 0)
+    assert window_count(pump.shared_table, "budget|fleet") == 1
+    other = Reservation(key="budget|fleet", at_ms=at_ms, value=500)  # not what it reserved
+    pump.shared.handle_release(Release(request_id=first.request_id, reservation=other), 0, 0)
     assert window_count(pump.shared_table, "budget|fleet") == 1
 
 
