@@ -70,15 +70,38 @@ def publish(
     file: Annotated[Path, typer.Argument(help="The policy YAML file to make active.")],
     bootstrap: Annotated[str | None, typer.Option("--bootstrap", help="(default: settings)")] = None,
     topic_prefix: Annotated[str | None, typer.Option("--topic-prefix", help="(default: settings)")] = None,
+    serial: Annotated[int | None, typer.Option(
+        "--serial", min=1, help="The policy's serial (default: one above the latest published).",
+    )] = None,
+    allow_rollback: Annotated[bool, typer.Option(
+        "--allow-rollback", help="Publish even if the serial is not above the latest published one.",
+    )] = False,
 ) -> None:
-    """Validate a policy and publish it to the compacted policies topic: every worker switches to it."""
+    """Validate a policy, sign it with the publisher credential and publish it: every worker switches to it.
+
+    The credential is SLUICEGATE_PUBLISHER_CREDENTIAL (sluicegate trust publisher DIR NAME); without one
+    nothing is sent, unless SLUICEGATE_TRUST_OFF=1 (workers with trust off take unsigned policies).
+    """
     import asyncio
 
     from schemas.topics import TopicNames
     from sluicegate.settings import Settings
-    from streams.policy_source import publish_policy
+    from sluicegate.trust import SignerCredential, TrustError
+    from streams.policy_source import PolicyPublishError, publish
 
     settings = Settings()
+    credential: SignerCredential | None = None
+    if settings.publisher_credential is not None:
+        try:
+            credential = SignerCredential.parse(settings.publisher_credential.get_secret_value(), "publisher")
+        except TrustError as exc:
+            typer.echo(f"SLUICEGATE_PUBLISHER_CREDENTIAL: {exc}; nothing published", err=True)
+            raise typer.Exit(1) from None
+    elif not settings.trust_off:
+        typer.echo("no publisher credential: set SLUICEGATE_PUBLISHER_CREDENTIAL (sluicegate trust "
+                   "publisher DIR NAME), or SLUICEGATE_TRUST_OFF=1 if the workers run with trust off; "
+                   "nothing published", err=True)
+        raise typer.Exit(1)
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -86,10 +109,19 @@ def publish(
         raise typer.Exit(2) from None
     topic = TopicNames(topic_prefix or settings.topic_prefix).policies
     try:
-        policy = asyncio.run(publish_policy(bootstrap or settings.bootstrap_servers, topic, text, str(file)))
+        published = asyncio.run(publish(bootstrap or settings.bootstrap_servers, topic, text, str(file),
+                                        credential, serial=serial, allow_rollback=allow_rollback))
     except PolicyError as exc:
         for issue in exc.issues:
             typer.echo(str(issue), err=True)
         typer.echo(f"{file}: rejected, nothing published", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"published {policy.name} {policy.version} to {topic}")
+    except PolicyPublishError as exc:
+        typer.echo(f"{file}: {exc}; nothing published", err=True)
+        raise typer.Exit(1) from None
+    policy, envelope = published.policy, published.envelope
+    signed = f"signed by publisher {credential.name}" if credential else "UNSIGNED (trust off)"
+    rollback = f", a rollback from serial {published.latest.serial}" \
+        if envelope.rollback and published.latest else ""
+    typer.echo(f"published {policy.name} {policy.version} serial {envelope.serial}{rollback} to {topic}, "
+               f"{signed} (previous: {envelope.previous or 'none'})")
