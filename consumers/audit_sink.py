@@ -41,6 +41,7 @@ from consumers.audit_rows import COLUMNS, DecodedBatch, Messages, arrow_stream, 
 from consumers.audit_store import ClientStore, QueryServer
 from infra.clickhouse.migrate import DEFAULT_DATABASE, check_identifier
 from schemas import TopicNames
+from schemas.topics import dead_letter_headers
 from sluicegate.settings import Settings
 
 DEFAULT_MAX_ROWS: Final = 25_000
@@ -280,9 +281,7 @@ class AuditSink:
             self._stored.notify_all()
 
     async def _dead_letter(self, record: Record, error: str) -> None:
-        headers = [("error", error[:4000].encode()), ("source_topic", record.topic.encode()),
-                   ("source_partition", str(record.partition).encode()),
-                   ("source_offset", str(record.offset).encode())]
+        headers = dead_letter_headers(error, record.topic, record.partition, record.offset)
         await self._retrying("dead-letter send", lambda: self.producer.send_and_wait(
             self.config.topics.dead_letter, value=record.value, key=record.key, headers=headers))
         self.stats.dead_lettered += 1

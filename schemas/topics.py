@@ -12,12 +12,15 @@
 | audit              | request_id | AuditRecord JSON     | stored in ClickHouse by the audit sink     |
 | outcomes           | agent_id   | ExecutionOutcome JSON|                                            |
 | policies           | "active"   | policy YAML text     | compacted; the last value is the policy    |
-| dead-letter        | original   | original bytes       | header "error" says why                    |
+| dead-letter        | original   | original bytes       | headers: :func:`dead_letter_headers`       |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+MAX_ERROR_BYTES = 4000
+"""A dead letter's ``error`` header is cut to this."""
 
 ACTIVE_POLICY_KEY = b"active"
 """Key of the one live policy on the compacted policies topic."""
@@ -67,3 +70,18 @@ class TopicNames:
     @property
     def dead_letter(self) -> str:
         return self._name("dead-letter")
+
+
+def dead_letter_headers(
+    error: str, topic: str | None = None, partition: int | None = None, offset: int | None = None,
+    size: int | None = None,
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter, the same from every producer: ``error`` (why, cut to
+    :data:`MAX_ERROR_BYTES`), where it came from (``source_topic``, ``source_partition``,
+    ``source_offset``) when known, and its original ``size`` when the value was cut."""
+    headers = [("error", error.encode()[:MAX_ERROR_BYTES])]
+    for name, value in (("source_topic", topic), ("source_partition", partition), ("source_offset", offset),
+                        ("size", size)):
+        if value is not None:
+            headers.append((name, str(value).encode()))
+    return headers

@@ -300,14 +300,14 @@ class Runner(Service):
                 sends = stage.handle(record)
             except Exception as exc:  # never stop deciding: park the record, say why
                 log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
-                sends = [dead_letter(record.key, record.value, exc)]
+                sends = [dead_letter(record.key, record.value, exc, _source(record))]
             await self._send_changelog(stage.store)  # a failure here crashes the worker
             try:
                 await self._send(sends)
             except MessageSizeTooLargeError as exc:  # larger than the broker takes: park the record instead
                 log.exception("could not send the outputs of %s[%d]@%d", record.topic, record.partition,
                               record.offset)
-                await self._send([dead_letter(record.key, record.value, exc)])
+                await self._send([dead_letter(record.key, record.value, exc, _source(record))])
             self.positions[(tp.topic, tp.partition)] = record.offset
         self.progress.handled[tp] = records[-1].offset
 
@@ -406,3 +406,7 @@ class Runner(Service):
             "handled": self.positions.get((tp.topic, tp.partition)),
             "highwater": self.consumer.highwater(tp), "paused": tp in paused,
         } for tp in sorted(self.consumer.assignment())}
+
+
+def _source(record: ConsumerRecord[Any, Any]) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset

@@ -76,7 +76,7 @@ from streams.stages.approval_machine import (
     requested_audit,
     verdict_audit,
 )
-from streams.stages.outputs import Route, Send, approval_final_sends, ignore_decision, utc
+from streams.stages.outputs import Route, Send, approval_final_sends, dead_letter, ignore_decision, utc
 from streams.stages.retention import DEFAULT_RETENTION_MS
 from streams.state.table_state import BytesTable
 
@@ -255,8 +255,7 @@ class ApprovalStage:
         try:
             verdict = ApprovalVerdict.model_validate_json(raw)
         except ValidationError as exc:
-            error = f"invalid_verdict: {exc}".encode()[:4000]
-            return [Send(Route.DEAD_LETTER, key or b"", raw, (("error", error),))]
+            return [dead_letter(key, raw, f"invalid_verdict: {exc}")]
         now, vid = utc(now_ms), verdict_id(verdict)
         entry = self.entry(verdict.request_id)
         if entry is None:

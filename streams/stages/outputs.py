@@ -14,6 +14,7 @@ from schemas.common import DecisionKind
 from schemas.decision import Decision
 from schemas.intent import Intent
 from schemas.policy import Approval, duration_ms
+from schemas.topics import dead_letter_headers
 from sluicegate.trust import agent_names
 from streams.engine import CompiledPolicy
 from streams.messages import (
@@ -136,16 +137,19 @@ def approval_final_sends(intent: Intent, decision: Decision) -> list[Send]:
     return [*sends, Send(Route.APPROVAL_RESULTS, str(decision.request_id).encode(), sends[0].value)]
 
 
-def dead_letter(key: bytes | None, value: bytes | None, error: Exception | str) -> Send:
-    """A message no stage could handle, parked on the dead-letter topic with the error as a header
-    (cut to :data:`MAX_DEAD_LETTER_BYTES`, with its original size in a ``size`` header, when larger)."""
+def dead_letter(
+    key: bytes | None, value: bytes | None, error: Exception | str,
+    source: tuple[str, int, int] | None = None,
+) -> Send:
+    """A message no stage could handle, parked on the dead-letter topic with the error and its ``source``
+    (topic, partition, offset) in the headers (:func:`schemas.topics.dead_letter_headers`); cut to
+    :data:`MAX_DEAD_LETTER_BYTES`, with its original size, when larger."""
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     value = value or b""
-    headers: tuple[tuple[str, bytes], ...] = (("error", text.encode()[:4000]),)
-    if len(value) > MAX_DEAD_LETTER_BYTES:
-        headers += (("size", str(len(value)).encode()),)
-        value = value[:MAX_DEAD_LETTER_BYTES]
-    return Send(Route.DEAD_LETTER, (key or b"")[:1024], value, headers)
+    size = len(value) if len(value) > MAX_DEAD_LETTER_BYTES else None
+    topic, partition, offset = source or (None, None, None)
+    headers = dead_letter_headers(text, topic, partition, offset, size)
+    return Send(Route.DEAD_LETTER, (key or b"")[:1024], value[:MAX_DEAD_LETTER_BYTES], tuple(headers))
 
 
 def ignore_decision(decision: Decision) -> None:
