@@ -13,6 +13,7 @@ intent round-tripped (group join, table recovery and topic metadata are behind i
 500/s fully answered. Uses ``--bootstrap``, else starts a throwaway local broker.
 
     python bench/e2e.py --json --seconds 10
+    python bench/e2e.py --json --seconds 10 --trust   # trust off, then on, in one run: their ratios
 """
 
 from __future__ import annotations
@@ -199,13 +200,37 @@ async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, Any]:
+    """One worker with trust off; with ``--trust``, then one with trust on, and the ratios of the two."""
+    off = await run_worker(args, bootstrap, workdir / "off", None)
+    if not args.trust:
+        return off
+    on = await run_worker(args, bootstrap, workdir / "on", KeyRing.generate())
+    at_on, at_off = on["at_1000"], off["at_1000"]
+    ratios = {
+        "cpu_ratio_at_1000": ratio(at_on["worker_us_per_intent"], at_off["worker_us_per_intent"]),
+        "cpu_ratio_burst": ratio(on["burst_worker_us_per_intent"], off["burst_worker_us_per_intent"]),
+        "p50_ratio_at_1000": ratio(at_on["p50_ms"], at_off["p50_ms"]),
+        "p99_ratio_at_1000": ratio(at_on["p99_ms"], at_off["p99_ms"]),
+        "max_ratio": ratio(on["max_per_worker"], off["max_per_worker"]),
+    }
+    return {"trust_off": off, "trust_on": on, **ratios}
+
+
+def ratio(on: float, off: float) -> float:
+    return round(on / off, 3) if off else float("nan")
+
+
+async def run_worker(
+    args: argparse.Namespace, bootstrap: str, workdir: Path, ring: KeyRing | None,
+) -> dict[str, Any]:
+    """Start a worker on a fresh prefix (trust on with ``ring``) and measure it."""
     prefix = "bench" + secrets.token_hex(4)
     names = TopicNames(prefix)
     policy = (ROOT / "policies" / "examples" / args.policy).read_text()
     await publish_policy(bootstrap, names.policies, policy, args.policy)
     port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     log = (workdir / "worker.log").open("wb")
-    ring = KeyRing.generate() if args.trust else None
     trust = {"SLUICEGATE_TRUST_OFF": "1"}
     if ring is not None:
         signer = RequestSigner.generate()
