@@ -1,16 +1,27 @@
-"""A simulated reviewer: answers approval requests the way a busy on-call team would."""
+"""A simulated reviewer: answers approval requests the way a busy on-call team would.
+
+With trust on it behaves as the approvals CLI does: it answers only requests signed by the workers
+(their Ed25519 public key) whose digest matches the intent shown, and signs each verdict with the
+credential of the reviewer it names.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from schemas import ApprovalRequest, ApprovalVerdict, TopicNames, VerdictKind
+from sluicegate.trust import KeyRing, SignerCredential, TrustError, verify_request
+
+log = logging.getLogger(__name__)
 
 REVIEWER_GROUPS: dict[str, list[str]] = {
     "support-leads": ["lena", "marco"],
@@ -29,15 +40,36 @@ def reviewers_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
-class SimulatedReviewer:
-    """Approves most requests after a short think, denies some with a reason."""
+@dataclass(frozen=True, slots=True)
+class ReviewerTrust:
+    """What the simulated reviewers verify requests with and sign verdicts with."""
 
-    def __init__(self, bootstrap: str, topics: TopicNames, seed: int = 11, deny_share: float = 0.2) -> None:
+    public_key: str
+    credentials: Mapping[str, SignerCredential]
+
+    @classmethod
+    def issue(cls, ring: KeyRing, public_key: str) -> ReviewerTrust:
+        """A reviewer credential for everyone in :data:`REVIEWER_GROUPS`."""
+        names = {name for members in REVIEWER_GROUPS.values() for name in members}
+        return cls(public_key, {name: SignerCredential.issue(ring, "reviewer", name) for name in names})
+
+
+class SimulatedReviewer:
+    """Approves most requests after a short think, denies some with a reason.
+
+    ``trust``: None answers every request unsigned (workers with trust off).
+    """
+
+    def __init__(self, bootstrap: str, topics: TopicNames, seed: int = 11, deny_share: float = 0.2,
+                 trust: ReviewerTrust | None = None) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._rng = random.Random(seed)
         self._deny_share = deny_share
+        self._trust = trust
         self.verdicts: Counter[VerdictKind] = Counter()
+        self.refused = 0
+        """Requests not answered because they did not verify."""
 
     async def run(self, started: asyncio.Event) -> None:
         """Answer requests until cancelled; `started` is set once it reads the request topic."""
@@ -57,7 +89,12 @@ class SimulatedReviewer:
             async for record in consumer:
                 try:
                     request = ApprovalRequest.model_validate_json(record.value or b"")
+                    self._verify(request, record.headers, record.value or b"")
                 except ValidationError:
+                    continue
+                except TrustError as exc:
+                    self.refused += 1
+                    log.error("not answering approval request %s: %s", record.key, exc)
                     continue
                 task = asyncio.create_task(self._answer(producer, request))
                 pending.add(task)
@@ -65,6 +102,14 @@ class SimulatedReviewer:
         finally:
             await consumer.stop()
             await producer.stop()
+
+    def _verify(self, request: ApprovalRequest, headers: object, value: bytes) -> None:
+        """TrustError unless the workers signed the request and its digest is the intent's."""
+        if self._trust is None:
+            return
+        verify_request(self._trust.public_key, headers, value)
+        if request.intent.digest() != request.intent_digest:
+            raise TrustError("the digest is not the intent's")
 
     async def _answer(self, producer: AIOKafkaProducer, request: ApprovalRequest) -> None:
         await asyncio.sleep(self._rng.uniform(0.3, 2.5))
@@ -82,5 +127,8 @@ class SimulatedReviewer:
                 decided_at=datetime.now(UTC),
             )
             key = str(request.request_id).encode()
-            await producer.send_and_wait(self._topics.approvals, verdict.model_dump_json().encode(), key=key)
+            value = verdict.model_dump_json().encode()
+            credential = self._trust.credentials.get(reviewer) if self._trust is not None else None
+            headers = credential.headers(value) if credential is not None else None
+            await producer.send_and_wait(self._topics.approvals, value, key=key, headers=headers)
             self.verdicts[verdict.verdict] += 1

@@ -5,6 +5,9 @@ names one), a worker subprocess deciding with `policies/demo.yaml`, the audit si
 storing every decision in the embedded ClickHouse, a reviewer answering approval requests, and a
 few hundred simulated agents calling `Gate.check` at a steady rate. Each run uses its own topic
 prefix and state directory under `<state dir>/demo/`, so runs do not see each other.
+
+Trust is on unless ``SLUICEGATE_TRUST_OFF=1``: the run makes its own keys under `<run>/trust`, and
+every agent, the policy and the reviewers' verdicts are signed (:mod:`sluicegate.demo.trust`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sluicegate.demo.fleet import FleetSimulator, ToolCall, build_fleet
 from sluicegate.demo.processes import Child, DemoError, free_port, wait_for
 from sluicegate.demo.reviewer import SimulatedReviewer, reviewers_yaml
 from sluicegate.demo.stats import DemoStats
+from sluicegate.demo.trust import TRUST_OFF_ENV, DemoTrust
 from sluicegate.gate import Gate
 from sluicegate.settings import Settings
 from streams.policy_source import publish_policy
@@ -65,12 +69,16 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSt
     reviewers = base / "reviewers.yaml"
     reviewers.write_text(reviewers_yaml())
     audit_url = f"chdb://{base / 'audit'}"
+    trust = None if settings.trust_off else DemoTrust.create(base / "trust")
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SLUICEGATE_TOPIC_PREFIX": topics.prefix,
         "SLUICEGATE_REVIEWERS_FILE": str(reviewers),
         "SLUICEGATE_CLICKHOUSE_URL": audit_url,
     }
+    worker_env = {**env, **(trust.worker_env() if trust is not None else TRUST_OFF_ENV)}
+    console.print(f"trust on: keys in {trust.directory}" if trust is not None
+                  else "trust OFF (SLUICEGATE_TRUST_OFF): nothing is signed or verified")
     children: list[Child] = []
     try:
         worker_port = free_port()
@@ -95,15 +103,17 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSt
                 str(DEMO_MAX_EVENT_SKEW_S),
             ],
             base / "worker.log",
-            env,
+            worker_env,
         )
         children.append(worker)
         console.print(f"worker starting (log {worker.log_path}) ...")
         wait_for(worker, worker_port, ready=False, timeout_s=WORKER_START_TIMEOUT_S)
+        publisher = trust.publisher if trust is not None else None
         policy = asyncio.run(
-            publish_policy(bootstrap, topics.policies, DEMO_POLICY.read_text(), str(DEMO_POLICY))
+            publish_policy(bootstrap, topics.policies, DEMO_POLICY.read_text(), str(DEMO_POLICY), publisher)
         )
-        console.print(f"published policy {policy.name} {policy.version} ({policy.rule_count} rules)")
+        signed = f", signed by publisher {publisher.name}" if publisher is not None else ""
+        console.print(f"published policy {policy.name} {policy.version} ({policy.rule_count} rules{signed})")
         wait_for(worker, worker_port, ready=True, timeout_s=WORKER_START_TIMEOUT_S)
         sink = Child.start(
             "audit sink",
@@ -123,7 +133,7 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSt
             env,
         )
         children.append(sink)
-        stats = asyncio.run(_drive(settings, bootstrap, topics, config, console))
+        stats = asyncio.run(_drive(settings, bootstrap, topics, config, console, trust))
         console.print(stats.render("summary"))
         sink.require_running()
         _print_audit_report(console, audit_url, env)
@@ -136,18 +146,24 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSt
 
 
 async def _drive(
-    settings: Settings, bootstrap: str, topics: TopicNames, config: DemoConfig, console: Console
+    settings: Settings, bootstrap: str, topics: TopicNames, config: DemoConfig, console: Console,
+    trust: DemoTrust | None,
 ) -> DemoStats:
     agents = build_fleet(config.agents, config.seed)
     simulator = FleetSimulator(agents, config.seed)
     stats = DemoStats()
-    reviewer = SimulatedReviewer(bootstrap, topics, config.seed)
+    reviewer = SimulatedReviewer(bootstrap, topics, config.seed,
+                                 trust=trust.reviewers if trust is not None else None)
     listening = asyncio.Event()
     reviewer_task = asyncio.create_task(reviewer.run(listening))
     gate_settings = settings.model_copy(
-        update={"kafka_bootstrap_servers": bootstrap, "topic_prefix": topics.prefix}
+        update={"kafka_bootstrap_servers": bootstrap, "topic_prefix": topics.prefix, "agent_credential": None}
     )
-    async with Gate(gate_settings, agent_id=agents[0].agent_id, agent_role=agents[0].role) as gate:
+    if trust is not None:  # one process acting for the whole fleet, each agent with its own credential
+        gate = Gate(gate_settings, agent_id=agents[0].agent_id, credentials=trust.agents(agents))
+    else:
+        gate = Gate(gate_settings, agent_id=agents[0].agent_id, agent_role=agents[0].role)
+    async with gate:
         await gate.prepare(*(agent.agent_id for agent in agents))
         await listening.wait()
         in_flight: set[asyncio.Task[None]] = set()

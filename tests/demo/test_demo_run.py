@@ -28,6 +28,7 @@ def test_a_short_demo_decides_approves_and_reports(kafka_bootstrap: str, tmp_pat
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output[-4000:]
+    assert "trust on: keys in" in output and "signed by publisher demo" in output
     decided = re.search(r"decisions: (\d+)", output)
     assert decided and int(decided.group(1)) >= 200, output[-4000:]
     assert re.search(r"granted: [1-9]", output), "the reviewer approved nothing:\n" + output[-4000:]
