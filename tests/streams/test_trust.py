@@ -48,7 +48,8 @@ def trusted_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     worker = WorkerProcess(kafka_bootstrap, "tr" + secrets.token_hex(5), workdir, partitions=PARTITIONS,
                            reviewers=reviewers, trust=keys)
     text = (POLICIES / "fleet_budget.yaml").read_text()
-    asyncio.run(publish_policy(kafka_bootstrap, worker.names.policies, text, "fleet_budget.yaml"))
+    publisher = SignerCredential.issue(RING, "publisher", "policy-team")
+    asyncio.run(publish_policy(kafka_bootstrap, worker.names.policies, text, "fleet_budget.yaml", publisher))
     worker.start()
     try:
         asyncio.run(worker.wait_ready())
