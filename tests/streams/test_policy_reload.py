@@ -1,18 +1,23 @@
-"""Policies on a running worker: none at all, the first one, an invalid one, a switch during traffic.
+"""Policies on a running worker: none at all, the first one, an invalid one, a switch during traffic;
+and, on a worker with trust on, unsigned and foreign-signed ones.
 
-The tests run in file order on one worker started without a policy.
+The tests up to the trusted worker's run in file order on one worker started without a policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import secrets
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from schemas import DecisionKind
+from sluicegate.trust import KeyRing, RequestSigner, SignerCredential
 from streams.policy_source import publish_policy, publish_raw
 from tests.streams.harness import POLICIES, Client, WorkerProcess, make_intent
 
@@ -106,3 +111,64 @@ async def test_policy_published_during_traffic_takes_effect(bare: Client, bare_w
     # Under the old policy a payment is allowed; the support policy has no rule for it: default BLOCK.
     assert all(d.decision is ALLOW for d in decided[:switch])
     assert all(d.decision is BLOCK for d in decided[switch:])
+
+
+# -- a worker with trust on: only signed policies -------------------------------------------------------
+
+RING = KeyRing.generate("k1")
+PUBLISHER = SignerCredential.issue(RING, "publisher", "policy-team")
+
+
+@pytest.fixture(scope="module")
+def trusted_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    keys = {"SLUICEGATE_TRUST_KEYS": str(RING), "SLUICEGATE_TRUST_SIGNING_KEY": str(RequestSigner.generate())}
+    worker = WorkerProcess(kafka_bootstrap, "tp" + secrets.token_hex(5), tmp_path_factory.mktemp("tp"),
+                           trust=keys)
+    worker.start()
+    try:
+        asyncio.run(worker.wait_started())
+        yield worker
+    finally:
+        worker.stop()
+
+
+def policy_loads(worker: WorkerProcess, result: str) -> float:
+    _, body = worker.get("/metrics")
+    found = re.search(rb'sluicegate_policy_loads_total\{result="' + result.encode() + rb'"\} ([0-9.]+)', body)
+    return float(found.group(1)) if found else 0.0
+
+
+async def until_loads(worker: WorkerProcess, result: str, count: float) -> None:
+    for _ in range(300):
+        if await asyncio.to_thread(policy_loads, worker, result) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the worker never reported {count:g} {result} policies\n{worker.log_tail()}")
+
+
+async def test_a_trusted_worker_takes_only_signed_policies(trusted_worker: WorkerProcess) -> None:
+    names = trusted_worker.names
+    unsigned = (POLICIES / "customer_support.yaml").read_text()
+    await publish_raw(trusted_worker.bootstrap, names.policies, unsigned)
+    await until_loads(trusted_worker, "unsigned", 1)
+    assert (await trusted_worker.wait_ready(ready=False))["policy_version"] is None  # still no policy
+
+    signed = await publish_policy(trusted_worker.bootstrap, names.policies,
+                                  (POLICIES / "financial.yaml").read_text(), "financial.yaml", PUBLISHER)
+    await trusted_worker.wait_ready(policy_version=signed.version)
+
+    # A loosening policy signed with a key the workers do not hold, then the unsigned one again.
+    stranger = SignerCredential.issue(KeyRing.generate("k1"), "publisher", "policy-team")
+    await publish_policy(trusted_worker.bootstrap, names.policies, "policy: open\ndefault: ALLOW\n",
+                         "open.yaml", stranger)
+    await until_loads(trusted_worker, "unverified", 1)
+    await publish_raw(trusted_worker.bootstrap, names.policies, unsigned)
+    await until_loads(trusted_worker, "unsigned", 2)
+    assert (await trusted_worker.wait_ready())["policy_version"] == signed.version
+
+    async with Client(trusted_worker.bootstrap, trusted_worker.prefix) as client:
+        await client.wait_for(
+            lambda: sum(r["event_type"] == "security" for r in client.audit) >= 3
+            and any(r["event_type"] == "policy_published" for r in client.audit), what="the policy audit")
+        published = [json.loads(r["note"]) for r in client.audit if r["event_type"] == "policy_published"]
+        assert [(p["publisher"], p["version"]) for p in published] == [("policy-team", signed.version)]
