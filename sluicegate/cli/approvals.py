@@ -1,10 +1,15 @@
 """``sluicegate approvals list|approve|deny``: the CLI reviewer's commands (their Kafka side is
-:mod:`sluicegate.cli.review`)."""
+:mod:`sluicegate.cli.review`).
+
+Every command needs ``SLUICEGATE_TRUST_PUBLIC_KEY`` (to verify what the workers publish) unless trust is
+off; ``approve`` and ``deny`` sign with ``SLUICEGATE_REVIEWER_CREDENTIAL`` and send in its name.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -13,12 +18,23 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import TopicNames, VerdictKind
-from sluicegate.cli.review import PendingRequest, ReviewError, pending_requests, submit_verdict
+from sluicegate.cli.review import (
+    Ignored,
+    PendingRequest,
+    Reviewer,
+    ReviewError,
+    ReviewTrust,
+    pending_requests,
+    submit_verdict,
+)
 from sluicegate.settings import Settings
+from sluicegate.trust import TrustError
 
 app = typer.Typer(name="approvals", help="List pending approval requests and approve or deny them.")
 
-ReviewerOption = Annotated[str, typer.Option("--reviewer", help="Your identity in the approver groups.")]
+ReviewerOption = Annotated[str | None, typer.Option(
+    "--reviewer", help="Your name in the approver groups: your credential's (optional), or with trust off.",
+)]
 SHORT_ID = 8
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
 RequestArgument = Annotated[str, typer.Argument(help="The request id, or a unique prefix of it.")]
@@ -29,9 +45,28 @@ def _fail(exc: ReviewError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _where() -> tuple[str, TopicNames]:
+@dataclass(frozen=True)
+class _Where:
+    bootstrap: str
+    topics: TopicNames
+    trust: ReviewTrust
+    settings: Settings
+
+
+def _where(command: str) -> _Where:
+    """Where to read and how to verify; ReviewError when trust is neither configured nor off."""
     settings = Settings()
-    return settings.bootstrap_servers, TopicNames(settings.topic_prefix)
+    try:
+        trust = ReviewTrust.configure(settings.trust_public_key, settings.trust_off, who=command)
+    except TrustError as exc:
+        raise ReviewError(str(exc)) from exc
+    return _Where(settings.bootstrap_servers, TopicNames(settings.topic_prefix), trust, settings)
+
+
+def _report(ignored: list[Ignored]) -> None:
+    """Name the records that were not taken (on stderr: a forged request is worth knowing about)."""
+    for item in ignored:
+        typer.echo(f"ignored {item}", err=True)
 
 
 def _row(item: PendingRequest) -> dict[str, object]:
@@ -48,21 +83,23 @@ def _row(item: PendingRequest) -> dict[str, object]:
 @app.command("list")
 def list_command(as_json: JsonOption = False) -> None:
     """Requests waiting for a verdict (overdue ones are about to be expired by the processor)."""
-    bootstrap, topics = _where()
     try:
-        pending = asyncio.run(pending_requests(bootstrap, topics, datetime.now(UTC)))
+        where = _where("sluicegate approvals list")
+        pending = asyncio.run(pending_requests(where.bootstrap, where.topics, datetime.now(UTC),
+                                               trust=where.trust))
     except ReviewError as exc:
         raise _fail(exc) from None
+    _report(pending.ignored)
     if as_json:
-        for item in pending:
+        for item in pending.requests:
             typer.echo(json.dumps(_row(item), sort_keys=True))
         return
-    if not pending:
+    if not pending.requests:
         typer.echo("No pending approval requests.")
         return
     table = Table("request", "agent", "tool", "target", "group", "quorum", "risk", "deadline",
                   caption="request ids are shortened; any unique prefix works with approve/deny")
-    for item in pending:
+    for item in pending.requests:
         row = _row(item)
         deadline = f"{row['deadline_at']}" + (" (overdue)" if item.overdue else "")
         table.add_row(
@@ -73,30 +110,36 @@ def list_command(as_json: JsonOption = False) -> None:
     Console().print(table)
 
 
-def _send(request_id: str, reviewer: str, verdict: VerdictKind, reason: str | None) -> None:
-    bootstrap, topics = _where()
+def _send(command: str, request_id: str, name: str | None, verdict: VerdictKind, reason: str | None) -> None:
+    """Resolve the reviewer (credential) first: nothing is read or sent without it."""
     try:
-        now = datetime.now(UTC)
+        where = _where(f"sluicegate approvals {command}")
+        credential = where.settings.reviewer_credential
+        reviewer = Reviewer.resolve(credential.get_secret_value() if credential is not None else None, name,
+                                    trust_off=where.trust.off)
         sent = asyncio.run(submit_verdict(
-            bootstrap, topics, request_id, reviewer=reviewer, verdict=verdict, reason=reason, now=now
+            where.bootstrap, where.topics, request_id, reviewer=reviewer, verdict=verdict, reason=reason,
+            now=datetime.now(UTC), trust=where.trust,
         ))
     except ReviewError as exc:
         raise _fail(exc) from None
-    typer.echo(f"{sent.verdict.value} by {sent.reviewer} sent for {sent.request_id}; the processor checks it "
-               "(group, owner, digest, deadline) and the agent gets the final decision.")
+    signed = "signed" if reviewer.credential is not None else "unsigned: trust is off"
+    typer.echo(f"{sent.verdict.value} by {sent.reviewer} ({signed}) sent for {sent.request_id}; the "
+               "processor checks it (signer, group, owner, digest, deadline)"
+               " and the agent gets the final decision.")
 
 
 @app.command()
-def approve(request_id: RequestArgument, reviewer: ReviewerOption) -> None:
-    """Approve a pending request."""
-    _send(request_id, reviewer, VerdictKind.APPROVE, None)
+def approve(request_id: RequestArgument, reviewer: ReviewerOption = None) -> None:
+    """Approve a pending request (signed with SLUICEGATE_REVIEWER_CREDENTIAL)."""
+    _send("approve", request_id, reviewer, VerdictKind.APPROVE, None)
 
 
 @app.command()
 def deny(
     request_id: RequestArgument,
-    reviewer: ReviewerOption,
     reason: Annotated[str, typer.Option("--reason", help="Why the action is denied (shown to the agent).")],
+    reviewer: ReviewerOption = None,
 ) -> None:
-    """Deny a pending request, with a reason."""
-    _send(request_id, reviewer, VerdictKind.DENY, reason)
+    """Deny a pending request, with a reason (signed with SLUICEGATE_REVIEWER_CREDENTIAL)."""
+    _send("deny", request_id, reviewer, VerdictKind.DENY, reason)
