@@ -13,6 +13,15 @@ handled:
 - approval-results: the final decision of an approval (compacted, one per request) replaces the buttons
   with the outcome; a final read before its request is applied when the request is posted.
 The fleet-wide decisions topic, where agents get the same finals among every other decision, is not read.
+
+Trust (see :mod:`sluicegate.cli.review`, shared with the CLI): a request or a final that is not signed by
+the workers (``SLUICEGATE_TRUST_PUBLIC_KEY``) is logged and ignored, never posted nor taken as an outcome;
+a request whose intent digest is not the digest of the intent it shows is ignored too (trust on or off).
+Verdicts are signed with the bot's credential (``sg-signer: bot:<name>``); the workers accept them for the
+reviewers this bot maps. A verdict read from the approvals topic is shown on a message only when it
+verifies with the bot's own key: reviewer (CLI) credentials are derived from the workers' key ring, which
+the bot does not hold, so CLI verdicts appear with the final outcome. With trust off everything is taken
+as is, as before.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ from consumers.slack_blocks import (
 from consumers.slack_identity import SlackIdentityMap
 from consumers.slack_store import PostedMessage, PostedStore
 from schemas import ApprovalRequest, ApprovalVerdict, Decision, TopicNames, VerdictKind
+from sluicegate.cli.review import ReviewTrust, digest_mismatch, where
+from sluicegate.trust import SIGNER_HEADER, SignerCredential, TrustError, check, header, split_authenticator
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +89,9 @@ class SlackBotConfig:
     bootstrap_servers: str
     identities: SlackIdentityMap
     state_file: Path
+    trust: ReviewTrust
+    credential: SignerCredential | None = None
+    """Signs the bot's verdicts (kind ``bot``); None only with trust off (unsigned verdicts)."""
     topics: TopicNames = field(default_factory=TopicNames)
     default_channel: str | None = None
     api_url: str | None = None
@@ -90,9 +104,10 @@ class SlackBotConfig:
     @classmethod
     def create(
         cls, *, bot_token: str | None, signing_secret: str | None, reviewers_file: Path | None,
+        trust_public_key: str | None = None, trust_off: bool = False, bot_credential: str | None = None,
         **options: Any,
     ) -> SlackBotConfig:
-        """Validate secrets and load the reviewer mapping; SlackConfigError names what is missing."""
+        """Validate secrets, trust and the reviewer mapping; SlackConfigError names what is missing."""
         missing = [name for name, value in (("SLUICEGATE_SLACK_BOT_TOKEN", bot_token),
                                             ("SLUICEGATE_SLACK_SIGNING_SECRET", signing_secret)) if not value]
         if missing:
@@ -106,7 +121,42 @@ class SlackBotConfig:
             identities = SlackIdentityMap.load(reviewers_file)
         except ValueError as exc:
             raise SlackConfigError(str(exc)) from exc
-        return cls(bot_token=bot_token, signing_secret=signing_secret, identities=identities, **options)
+        trust, credential = _trust(trust_public_key, trust_off, bot_credential)
+        return cls(bot_token=bot_token, signing_secret=signing_secret, identities=identities, trust=trust,
+                   credential=credential, **options)
+
+
+def _trust(
+    public_key: str | None, trust_off: bool, credential: str | None
+) -> tuple[ReviewTrust, SignerCredential | None]:
+    """What the bot verifies with and signs with; SlackConfigError naming the missing setting."""
+    try:
+        trust = ReviewTrust.configure(public_key, trust_off, who="the Slack bot")
+    except TrustError as exc:
+        raise SlackConfigError(str(exc)) from exc
+    if not (credential and credential.strip()):
+        if trust.off:
+            return trust, None
+        raise SlackConfigError("the Slack bot needs SLUICEGATE_BOT_CREDENTIAL (sluicegate trust bot DIR "
+                               "NAME) to sign verdicts: the workers reject unsigned ones")
+    try:
+        return trust, SignerCredential.parse(credential, "bot")
+    except (TrustError, UnicodeDecodeError) as exc:
+        raise SlackConfigError(f"SLUICEGATE_BOT_CREDENTIAL is not a bot credential: {exc}") from exc
+
+
+def signed_by(credential: SignerCredential, record: Record) -> bool:
+    """Whether ``record`` carries ``credential``'s signer and a valid authenticator under its key."""
+    if header(record.headers, SIGNER_HEADER) != credential.signer:
+        return False
+    try:
+        key_id, mac = split_authenticator(header(record.headers))
+        if key_id != credential.key_id:
+            return False
+        check(credential.key, record.value or b"", mac)
+    except TrustError:
+        return False
+    return True
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -164,6 +214,8 @@ class SlackApprovalBot:
         self.port = self._runner.addresses[0][1]
         self._task = asyncio.create_task(self._consume(), name="slack-bot-consume")
         log.info("slack bot listening on %s:%s%s", self.config.host, self.port, self.config.path)
+        if self.config.trust.off:
+            log.warning("trust is off: approval requests, finals and verdicts are taken without verification")
 
     async def stop(self) -> None:
         """Stop consuming (after the batch in hand), close the HTTP server and the Kafka clients."""
@@ -231,9 +283,18 @@ class SlackApprovalBot:
     async def _on_request_record(self, record: Record) -> None:
         value = record.value
         try:
+            self.config.trust.verify(record)
+        except TrustError as exc:
+            log.warning("ignoring the approval request at %s: %s", where(record), exc)
+            return
+        try:
             request = ApprovalRequest.model_validate_json(value or b"")
         except ValidationError as exc:
             await self._dead_letter(value, f"invalid ApprovalRequest: {exc}")
+            return
+        mismatch = digest_mismatch(request)
+        if mismatch is not None:
+            log.error("ignoring approval request %s at %s: %s", request.request_id, where(record), mismatch)
             return
         if request.request_id in self._store:
             log.info("request %s was already handled; not posting again", request.request_id)
@@ -283,7 +344,15 @@ class SlackApprovalBot:
                 delay = min(delay * 2, 30.0)
         return None
 
+    def _shows(self, record: Record) -> bool:
+        """Whether a verdict read from the approvals topic may be shown: signed by this bot (trust on)."""
+        credential = self.config.credential
+        return self.config.trust.off or (credential is not None and signed_by(credential, record))
+
     async def _on_verdict_record(self, record: Record) -> None:
+        if not self._shows(record):
+            log.info("not showing the verdict at %s: it is not signed by this bot", where(record))
+            return
         try:
             verdict = ApprovalVerdict.model_validate_json(record.value or b"")
         except ValidationError as exc:
@@ -303,6 +372,11 @@ class SlackApprovalBot:
 
     async def _on_result_record(self, record: Record) -> None:
         """A final decision on approval-results: the outcome replaces the buttons of its message."""
+        try:
+            self.config.trust.verify(record)
+        except TrustError as exc:
+            log.warning("ignoring the approval final at %s: %s", where(record), exc)
+            return
         try:
             decision = Decision.model_validate_json(record.value or b"")
         except ValidationError as exc:
@@ -402,7 +476,9 @@ class SlackApprovalBot:
         )
         try:
             key, value = str(ref.request_id).encode(), verdict.model_dump_json().encode()
-            await self._producer.send_and_wait(self.config.topics.approvals, key=key, value=value)
+            headers = self.config.credential.headers(value) if self.config.credential is not None else None
+            await self._producer.send_and_wait(self.config.topics.approvals, key=key, value=value,
+                                               headers=headers)
         except Exception as exc:
             log.error("could not send the verdict of %s on %s: %s", reviewer, ref.request_id, exc)
             if ref.channel:
