@@ -1,12 +1,14 @@
-"""Builders for approval tests: intents, requests, verdicts and a reviewer directory."""
+"""Builders for approval tests: intents, requests, verdicts, a reviewer directory and the workers' keys."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import Action, ApprovalRequest, ApprovalVerdict, Decision, DecisionKind, Intent, VerdictKind
+from sluicegate.trust import AUTH_HEADER, KeyRing, RequestSigner, SignerCredential
 from streams.stages.approval_machine import ReviewerDirectory, new_request
 
 T0 = datetime(2025, 3, 4, 10, 0, tzinfo=UTC)
@@ -79,3 +81,35 @@ def make_verdict(
     }
     fields.update(overrides)
     return ApprovalVerdict(**fields)
+
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class WorkerKeys:
+    """A deployment's keys as the workers hold them: the master key ring and the request signer."""
+
+    ring: KeyRing = field(default_factory=KeyRing.generate)
+    signer: RequestSigner = field(default_factory=RequestSigner.generate)
+
+    @property
+    def public(self) -> str:
+        """``SLUICEGATE_TRUST_PUBLIC_KEY``."""
+        return self.signer.public
+
+    def sign(self, value: bytes) -> Headers:
+        """The headers a worker puts on an approval request or final of ``value``."""
+        return [(AUTH_HEADER, self.signer.sign(value))]
+
+    def reviewer(self, name: str) -> SignerCredential:
+        return SignerCredential.issue(self.ring, "reviewer", name)
+
+    def bot(self, name: str = "slack-bot") -> SignerCredential:
+        return SignerCredential.issue(self.ring, "bot", name)
+
+
+def tampered(request: ApprovalRequest, **params: Any) -> ApprovalRequest:
+    """``request`` showing other params under the original digest (what a forger would publish)."""
+    intent = request.intent.model_copy(update={"params": params})
+    return request.model_copy(update={"intent": intent})

@@ -1,14 +1,19 @@
-"""Small Kafka helpers for approval tests: create topics, produce JSON models, read a topic to its end."""
+"""Small Kafka helpers for approval tests: create topics, produce JSON models (signed as the workers sign
+them, or with the headers given), read a topic to its end."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel
 
 from schemas import TopicNames
+from tests.approvals.factories import Headers, WorkerKeys
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 1) -> None:
@@ -23,13 +28,22 @@ async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 1)
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, key: str, model: BaseModel) -> None:
+async def produce(
+    bootstrap: str, topic: str, key: str, model: BaseModel, headers: Headers | None = None
+) -> None:
+    """``model`` as JSON under ``key``, unsigned unless ``headers`` are given."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(topic, key=key.encode(), value=model.model_dump_json().encode())
+        await producer.send_and_wait(topic, key=key.encode(), value=model.model_dump_json().encode(),
+                                     headers=headers)
     finally:
         await producer.stop()
+
+
+async def produce_signed(bootstrap: str, topic: str, key: str, model: BaseModel, keys: WorkerKeys) -> None:
+    """``model`` as a worker publishes an approval request or final: signed with its request key."""
+    await produce(bootstrap, topic, key, model, keys.sign(model.model_dump_json().encode()))
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -41,6 +55,11 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 async def read_all(bootstrap: str, topic: str) -> list[bytes]:
     """Every value currently in ``topic`` (read from the beginning up to the end offsets)."""
+    return [r.value for r in await read_records(bootstrap, topic) if r.value is not None]
+
+
+async def read_records(bootstrap: str, topic: str) -> list[Record]:
+    """Every record currently in ``topic`` (read from the beginning up to the end offsets)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -48,31 +67,36 @@ async def read_all(bootstrap: str, topic: str) -> list[bytes]:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        values: list[bytes] = []
+        records: list[Record] = []
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             batch = await consumer.getmany(*partitions, timeout_ms=500)
-            values.extend(r.value for records in batch.values() for r in records if r.value is not None)
-        return values
+            records.extend(r for tp, rs in batch.items() for r in rs if r.offset < ends[tp])
+        return records
     finally:
         await consumer.stop()
 
 
 async def collect(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[bytes]:
     """The first ``count`` values of ``topic``, waiting for them to be produced."""
+    return [r.value for r in await collect_records(bootstrap, topic, count, timeout) if r.value is not None]
+
+
+async def collect_records(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[Record]:
+    """The first ``count`` records of ``topic``, waiting for them to be produced."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        values: list[bytes] = []
+        records: list[Record] = []
 
         async def fill() -> None:
-            while len(values) < count:
+            while len(records) < count:
                 batch = await consumer.getmany(timeout_ms=1000)
-                values.extend(r.value for records in batch.values() for r in records if r.value is not None)
+                records.extend(r for rs in batch.values() for r in rs)
 
         await asyncio.wait_for(fill(), timeout)
-        return values
+        return records
     finally:
         await consumer.stop()

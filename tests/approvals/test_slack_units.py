@@ -6,6 +6,7 @@ import json
 import urllib.parse
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -24,8 +25,10 @@ from consumers.slack_identity import SlackIdentityError, SlackIdentityMap
 from consumers.slack_store import PostedMessage, PostedStore
 from schemas import Decision, DecisionKind, Risk, RiskFactor
 from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
-from tests.approvals.conftest import BOT_TOKEN, SIGNING_SECRET, bot_config
-from tests.approvals.factories import T0, make_intent, make_request
+from sluicegate.cli.review import Reviewer, ReviewError, ReviewTrust, digest_mismatch
+from sluicegate.trust import TrustError
+from tests.approvals.conftest import BOT_TOKEN, SIGNING_SECRET, bot_config, trusting
+from tests.approvals.factories import T0, WorkerKeys, make_intent, make_request, tampered
 from tests.approvals.slack_fake import block_action, sign
 
 
@@ -49,7 +52,69 @@ def test_config_errors_name_what_is_missing(
             reviewers_file=users_file if users else None,
             bootstrap_servers="x:1",
             state_file=Path("s"),
+            **trusting(WorkerKeys()),
         )
+
+
+KEYS = WorkerKeys()
+
+
+@pytest.mark.parametrize(
+    ("trust", "error"),
+    [
+        ({}, "needs SLUICEGATE_TRUST_PUBLIC_KEY"),
+        ({"bot_credential": str(KEYS.bot())}, "needs SLUICEGATE_TRUST_PUBLIC_KEY"),
+        ({"trust_public_key": KEYS.public}, "needs SLUICEGATE_BOT_CREDENTIAL"),
+        ({"trust_public_key": "not-a-key", "bot_credential": str(KEYS.bot())}, "not an Ed25519 public key"),
+        ({"trust_public_key": KEYS.public, "bot_credential": str(KEYS.reviewer("lena"))}, "not a bot one"),
+        ({"trust_public_key": KEYS.public, "bot_credential": "sgs1.bot.k1"}, "looks like sgs1.bot"),
+    ],
+)
+def test_config_refuses_to_run_without_trust(trust: dict[str, Any], error: str, users_file: Path) -> None:
+    with pytest.raises(SlackConfigError, match=error):
+        SlackBotConfig.create(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, reviewers_file=users_file,
+                              bootstrap_servers="x:1", state_file=Path("s"), **trust)
+
+
+def test_config_trust(users_file: Path) -> None:
+    """The bot verifies with the workers' key and signs as its credential; trust off needs neither."""
+    config = bot_config("http://x/", users_file, Path("s"), bootstrap_servers="x:1", **trusting(KEYS))
+    assert config.trust == ReviewTrust(KEYS.public) and config.credential == KEYS.bot()
+    off = bot_config("http://x/", users_file, Path("s"), bootstrap_servers="x:1", trust_off=True)
+    assert off.trust == ReviewTrust(None, off=True) and off.credential is None
+
+
+def test_review_trust_needs_a_key_or_trust_off() -> None:
+    with pytest.raises(TrustError, match="sluicegate approvals list needs SLUICEGATE_TRUST_PUBLIC_KEY"):
+        ReviewTrust.configure(None, False, who="sluicegate approvals list")
+    with pytest.raises(TrustError, match="not an Ed25519 public key"):
+        ReviewTrust.configure(KEYS.public[:-4], False, who="x")
+    assert ReviewTrust.configure(f" {KEYS.public} ", False, who="x") == ReviewTrust(KEYS.public)
+    assert ReviewTrust.configure("", True, who="x") == ReviewTrust(None, off=True)
+    assert ReviewTrust.configure(KEYS.public, True, who="x") == ReviewTrust(KEYS.public, off=True), \
+        "a configured key is used even with trust off"
+
+
+def test_reviewer_comes_from_the_credential() -> None:
+    lena = KEYS.reviewer("lena")
+    assert Reviewer.resolve(str(lena), None, trust_off=False) == Reviewer("lena", lena)
+    assert Reviewer.resolve(str(lena), " lena ", trust_off=False) == Reviewer("lena", lena)
+    with pytest.raises(ReviewError, match="--reviewer mo is not the reviewer"):
+        Reviewer.resolve(str(lena), "mo", trust_off=True)
+    with pytest.raises(ReviewError, match=r"needs SLUICEGATE_REVIEWER_CREDENTIAL.*nothing was sent"):
+        Reviewer.resolve(None, "lena", trust_off=False)
+    with pytest.raises(ReviewError, match="not a reviewer credential"):
+        Reviewer.resolve(str(KEYS.bot()), None, trust_off=False)
+    assert Reviewer.resolve(None, "lena", trust_off=True) == Reviewer("lena")
+    with pytest.raises(ReviewError, match="--reviewer"):
+        Reviewer.resolve(None, " ", trust_off=True)
+
+
+def test_digest_mismatch_names_a_request_showing_other_params() -> None:
+    request = make_request()
+    assert digest_mismatch(request) is None
+    mismatch = digest_mismatch(tampered(request, amount=1))
+    assert mismatch is not None and request.intent_digest[:12] in mismatch
 
 
 def test_config_reports_a_bad_mapping_file(tmp_path: Path) -> None:
@@ -204,7 +269,8 @@ def test_store_survives_reopen_and_torn_lines(tmp_path: Path) -> None:
 async def test_forged_and_stale_signatures_are_rejected(tmp_path: Path, users_file: Path) -> None:
     bot = SlackApprovalBot(
         bot_config(
-            "http://127.0.0.1:9/api/", users_file, tmp_path / "p.jsonl", bootstrap_servers="127.0.0.1:9"
+            "http://127.0.0.1:9/api/", users_file, tmp_path / "p.jsonl", bootstrap_servers="127.0.0.1:9",
+            **trusting(KEYS),
         )
     )
     request = make_request()
