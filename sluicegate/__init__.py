@@ -8,6 +8,7 @@ from sluicegate.errors import (
     ApprovalExpired,
     GateNotStarted,
     GovernanceUnavailable,
+    InvalidCredential,
     InvalidIntent,
     SluicegateError,
 )
@@ -17,10 +18,12 @@ from sluicegate.identity import AgentIdentity
 from sluicegate.routing import partition_for
 from sluicegate.settings import Settings
 from sluicegate.sync import SyncGate
+from sluicegate.trust import AgentCredential
 
 __all__ = [
     "GOVERNANCE_UNAVAILABLE",
     "ActionBlocked",
+    "AgentCredential",
     "AgentIdentity",
     "ApprovalDenied",
     "ApprovalExpired",
@@ -31,6 +34,7 @@ __all__ = [
     "Gate",
     "GateNotStarted",
     "GovernanceUnavailable",
+    "InvalidCredential",
     "InvalidIntent",
     "Settings",
     "SluicegateError",

@@ -3,10 +3,13 @@
 ```
 SluicegateError
 ├── ActionBlocked               the tool did not run; ``.decision`` says why
-│   ├── GovernanceUnavailable   no usable decision (broker down, timeout, bad reply, breaker open)
+│   ├── GovernanceUnavailable   no usable decision (broker down, timeout, bad reply, breaker open,
+│   │                           or replies that do not verify: those never let a fail_open tool run)
 │   ├── ApprovalDenied          a reviewer refused the pending approval
 │   └── ApprovalExpired         no final decision before the approval deadline
-├── InvalidIntent               the call cannot become a valid intent (also a ValueError)
+├── InvalidIntent               the call cannot become a valid intent, or claims an identity its
+│                               credential does not give (also a ValueError)
+├── InvalidCredential           an agent credential that cannot be read or used (also a ValueError)
 └── GateNotStarted              ``check`` before ``start`` / after ``stop`` (also a RuntimeError)
 ```
 """
@@ -68,7 +71,12 @@ class ApprovalExpired(ActionBlocked):
 
 
 class InvalidIntent(SluicegateError, ValueError):
-    """The guarded call's fields do not make a valid intent (bad target, params too large, ...)."""
+    """The guarded call's fields do not make a valid intent (bad target, params too large, an agent
+    role, environment or owner other than its credential's, an agent this gate holds no credential for)."""
+
+
+class InvalidCredential(SluicegateError, ValueError):
+    """An agent credential that cannot be read, or credentials that contradict each other."""
 
 
 class GateNotStarted(SluicegateError, RuntimeError):

@@ -1,7 +1,7 @@
 """The async ``Gate``: publish an intent, wait for its final decision, fail closed.
 
 ```python
-async with Gate(settings, agent_id="support-7", agent_role="support", environment="production") as gate:
+async with Gate(settings) as gate:   # SLUICEGATE_AGENT_CREDENTIAL: the agent's identity and key
     decision = await gate.check(tool="payments.refund", action="create", target="payments:refunds",
                                 params={"amount": 40})
 
@@ -10,14 +10,27 @@ async with Gate(settings, agent_id="support-7", agent_role="support", environmen
     async def refund(customer: str, amount: float) -> str: ...
 ```
 
+**Trust on** (the gate holds credentials: ``SLUICEGATE_AGENT_CREDENTIAL``, ``credential=`` or, for a
+process acting for a fleet, ``credentials=[...]``): the agent fields of every intent are its
+credential's, every intent carries an ``sg-auth`` header authenticating its exact bytes, and only a
+decision authenticated with the agent's key, for the request, agent and action (intent digest) asked
+about, is accepted; any other reply is dropped and the call keeps waiting (see ``sluicegate.routing``).
+A call names the agent it acts for (``agent_id=``); a role, environment or owner other than that
+agent's credential's is an ``InvalidIntent``. **Trust off** (no credential): the agent fields are the
+gate's and the call's, nothing is signed or verified, and anyone who can produce to the decisions topic
+can answer for the worker: no protection, for a first local try only.
+
 Every failure to get a usable decision — broker unreachable, no decision by the deadline, an unparseable
 or foreign reply, the circuit breaker open — gives a BLOCK decision whose reason starts with
-``governance_unavailable:``. One gate may serve many agents: every call can override the agent fields.
+``governance_unavailable:``. ``fail_open`` tools run only when governance is unavailable *and* no reply
+that failed verification arrived for the call: someone answering in the worker's name is an attack, not
+an outage (such calls are audited as security events).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -49,10 +62,17 @@ from sluicegate.guard import (
     ParamsSpec,
     TargetSpec,
 )
-from sluicegate.identity import AgentIdentity
-from sluicegate.routing import BadReply
+from sluicegate.identity import (
+    AgentIdentity,
+    CredentialLike,
+    CredentialsLike,
+    Identities,
+    collect_credentials,
+)
+from sluicegate.routing import BadReply, ReplyCheck, ReplyWaiter
 from sluicegate.settings import Settings
 from sluicegate.transport import KafkaTransport, Transport, TransportError
+from sluicegate.trust import AUTH_HEADER, AgentCredential
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +85,12 @@ def _now() -> datetime:
 
 
 class Gate:
-    """The agent's side of sluicegate: one producer and one reply consumer, shared by all its agents."""
+    """The agent's side of sluicegate: one producer and one reply consumer, shared by all its agents.
+
+    ``credential`` / ``credentials`` (or ``SLUICEGATE_AGENT_CREDENTIAL`` when neither is given) turn
+    trust on; ``agent_id`` then picks the default agent among them (the only one needs none), and
+    ``agent_role``, ``environment`` and ``owner``, when given, must be its credential's.
+    """
 
     def __init__(
         self,
@@ -75,6 +100,8 @@ class Gate:
         agent_role: str | None = None,
         environment: str | None = None,
         owner: str | None = None,
+        credential: CredentialLike | None = None,
+        credentials: CredentialsLike | None = None,
         labels: Mapping[str, str] | None = None,
         breaker: CircuitBreaker | None = None,
         max_approval_wait_s: float = DEFAULT_MAX_APPROVAL_WAIT_S,
@@ -84,7 +111,10 @@ class Gate:
         if not isinstance(settings, Settings):
             settings = Settings(kafka_bootstrap_servers=settings)
         self.settings = settings
-        self.identity = AgentIdentity(agent_id, agent_role, environment, owner)
+        held = collect_credentials(credential, credentials)
+        if not held and settings.agent_credential is not None:
+            held = collect_credentials(settings.agent_credential.get_secret_value())
+        self.identities = Identities(AgentIdentity(agent_id, agent_role, environment, owner), held)
         self.labels = dict(labels or {})
         self.breaker = breaker or CircuitBreaker()
         self.max_approval_wait_s = max_approval_wait_s
@@ -95,6 +125,21 @@ class Gate:
         self.topics = self.transport.topics
         self._started = False
 
+    @property
+    def identity(self) -> AgentIdentity:
+        """The default agent's fields (with credentials: its credential's)."""
+        return self.identities.default
+
+    @property
+    def trusted(self) -> bool:
+        """Whether intents are signed and decisions verified (the gate holds credentials)."""
+        return self.identities.trusted
+
+    @property
+    def credentials(self) -> Mapping[str, AgentCredential]:
+        """The credentials this gate acts with, by agent id (empty: trust off)."""
+        return self.identities.credentials
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, *, connect_timeout_s: float | None = None) -> None:
@@ -103,8 +148,9 @@ class Gate:
             return
         await self.transport.start(connect_timeout_s or self.settings.decision_timeout_s)
         self._started = True
-        if self.identity.agent_id and self.transport.connected:
-            await self.prepare(self.identity.agent_id)
+        if self.transport.connected:
+            default = [self.identity.agent_id] if self.identity.agent_id else []
+            await self.prepare(*dict.fromkeys([*default, *self.credentials]))
 
     async def stop(self) -> None:
         """Flush outcomes and audit records (bounded by ``flush_timeout_s``) and disconnect."""
@@ -144,7 +190,7 @@ class Gate:
         labels: Mapping[str, str] | None = None,
     ) -> Intent:
         """The intent for one call (a fresh ``request_id``); ``InvalidIntent`` says what is wrong."""
-        who = self.identity.merged(agent)
+        who = self.resolve_identity(agent)
         agent_id, agent_role, environment = who.required()
         try:
             return Intent(
@@ -185,10 +231,18 @@ class Gate:
         )
         return (await self.authorize(intent, timeout_s)).decision
 
+    def resolve_identity(self, agent: AgentIdentity | None) -> AgentIdentity:
+        """The agent fields of a call with these overrides; ``InvalidIntent`` when they contradict its
+        credential or name an agent this gate holds no credential for."""
+        return self.identities.resolve(agent)[0]
+
     async def authorize(self, intent: Intent, timeout_s: float | None = None) -> Authorization:
         """Publish ``intent`` and wait for its final decision, with how it was reached."""
         if not self._started:
             raise GateNotStarted("the gate is not started", request_id=intent.request_id)
+        credential = self.identities.credential_for(
+            intent.agent_id, intent.agent_role, intent.environment, intent.agent_owner
+        )
         permit = self.breaker.acquire()
         if permit is None:
             detail = f"circuit open, processor unreachable; next probe in {self.breaker.retry_in_s:.1f} s"
@@ -196,16 +250,25 @@ class Gate:
         if not self.transport.connected:
             self.breaker.failure(permit)
             return self._unavailable(intent, f"not connected to Kafka ({self.transport.last_error})")
-        return await self._exchange(intent, permit, timeout_s or self.settings.decision_timeout_s)
+        return await self._exchange(intent, permit, timeout_s or self.settings.decision_timeout_s, credential)
 
-    async def _exchange(self, intent: Intent, permit: Permit, timeout_s: float) -> Authorization:
+    async def _exchange(
+        self, intent: Intent, permit: Permit, timeout_s: float, credential: AgentCredential | None
+    ) -> Authorization:
+        value = intent.model_dump_json().encode()
+        headers: list[tuple[str, bytes]] = []
+        check: ReplyCheck | None = None
+        if credential is not None:
+            headers.append((AUTH_HEADER, credential.authenticate(value)))
+            check = ReplyCheck(credential.key_id, credential.key, intent.digest())
         loop = asyncio.get_running_loop()
         started = loop.time()
         pending: Decision | None = None
+        waiter: ReplyWaiter | None = None
         try:
             async with asyncio.timeout_at(started + timeout_s) as scope:
-                waiter = await self.transport.expect(intent.request_id, intent.agent_id)
-                await self.transport.send_intent(intent)
+                waiter = await self.transport.expect(intent.request_id, intent.agent_id, check)
+                await self.transport.send_intent(intent, value, headers)
                 while True:
                     decision = await waiter.next()
                     if decision.final:
@@ -216,15 +279,19 @@ class Gate:
                     scope.reschedule(self._approval_deadline(decision, started))
         except TimeoutError:
             if pending is not None:
-                return self._expired(intent, pending)
+                return self._settled(waiter, self._expired(intent, pending))
+            if waiter is not None and waiter.rejected_count:
+                self.breaker.release(permit)  # someone answers in the worker's name: no sign of an outage
+                return self._settled(waiter, self._unavailable(
+                    intent, f"no verifiable decision within {timeout_s:g} s", waiter))
             self.breaker.failure(permit)
             return self._unavailable(intent, f"no decision within {timeout_s:g} s")
         except TransportError as exc:
             self.breaker.failure(permit)
-            return self._unavailable(intent, str(exc))
+            return self._settled(waiter, self._unavailable(intent, str(exc), waiter))
         except BadReply as exc:
             self.breaker.release(permit)
-            return self._unavailable(intent, str(exc))
+            return self._settled(waiter, self._unavailable(intent, str(exc), waiter))
         except BaseException:
             self.breaker.release(permit)
             raise
@@ -232,7 +299,7 @@ class Gate:
             self.transport.forget(intent.request_id)
         if pending is None:
             self.breaker.success(permit)
-        return Authorization(intent, decision, pending=pending)
+        return self._settled(waiter, Authorization(intent, decision, pending=pending))
 
     def _approval_deadline(self, pending: Decision, started: float) -> float:
         """Loop time until which a pending decision is awaited: its deadline plus a grace, bounded."""
@@ -243,7 +310,12 @@ class Gate:
         remaining = (pending.approval_deadline_at - _now()).total_seconds() + self.settings.decision_timeout_s
         return min(bound, loop_now + max(0.0, remaining))
 
-    def _unavailable(self, intent: Intent, detail: str) -> Authorization:
+    def _unavailable(self, intent: Intent, detail: str, waiter: ReplyWaiter | None = None) -> Authorization:
+        if waiter is not None and waiter.rejected_count:
+            count = waiter.rejected_count
+            detail = (f"{detail}; {count} {'reply' if count == 1 else 'replies'} that did not verify arrived "
+                      f"({waiter.rejected[0]}): someone is answering in the worker's name, so no fail_open "
+                      "tool runs")
         log.warning("request %s (%s): governance unavailable: %s", intent.request_id, intent.tool, detail)
         decision = Decision(
             request_id=intent.request_id,
@@ -254,6 +326,26 @@ class Gate:
             decided_at=_now(),
         )
         return Authorization(intent, decision, unavailable=True)
+
+    def _settled(self, waiter: ReplyWaiter | None, auth: Authorization) -> Authorization:
+        """``auth`` with the replies dropped for its request, which are audited as a security event."""
+        if waiter is None or not waiter.rejected_count:
+            return auth
+        auth = dataclasses.replace(auth, rejected=tuple(waiter.rejected))
+        note = (f"the SDK dropped {waiter.rejected_count} decision record(s) for this request that did not "
+                f"verify with agent {auth.intent.agent_id!r}'s credential: {'; '.join(waiter.rejected)}")
+        log.error("request %s (%s): %s", auth.intent.request_id, auth.intent.tool, note)
+        record = AuditRecord(
+            event_id=f"{auth.intent.request_id}:security:sdk:unverified_reply",
+            event_type=AuditEventType.SECURITY,
+            event_time=_now(),
+            request_id=auth.intent.request_id,
+            intent=auth.intent,
+            decision=auth.decision,
+            note=note[:2000],
+        )
+        self.transport.emit(self.topics.audit, str(auth.intent.request_id), record)
+        return auth
 
     def _expired(self, intent: Intent, pending: Decision) -> Authorization:
         at = pending.approval_deadline_at
@@ -284,10 +376,12 @@ class Gate:
         environment: str | None = None,
         owner: str | None = None,
     ) -> AsyncGuard:
-        """Decorate a tool: it runs only on ALLOW (or, with ``fail_open``, when governance is unavailable)."""
-        return AsyncGuard(self.binding(), self.guard_spec(
-            tool, action, target, params, fail_open, AgentIdentity(agent_id, agent_role, environment, owner)
-        ))
+        """Decorate a tool: it runs only on ALLOW (or, with ``fail_open``, when governance is unavailable
+        and no reply that failed verification arrived). Identity overrides are checked here, once."""
+        agent = AgentIdentity(agent_id, agent_role, environment, owner)
+        if agent.given:
+            self.resolve_identity(agent)
+        return AsyncGuard(self.binding(), self.guard_spec(tool, action, target, params, fail_open, agent))
 
     @staticmethod
     def guard_spec(

@@ -42,10 +42,20 @@ class Authorization:
     unavailable: bool = False
     pending: Decision | None = None
     expired: bool = False
+    rejected: tuple[str, ...] = ()
+    """Why replies for this request were dropped as not the worker's (missing or wrong authenticator,
+    another digest, unparseable): someone answered in the worker's name."""
 
     @property
     def allowed(self) -> bool:
         return self.decision.decision is DecisionKind.ALLOW
+
+    @property
+    def may_fail_open(self) -> bool:
+        """Whether a ``fail_open`` tool may run: governance was unavailable — an unreachable broker or a
+        silent processor — and no reply that failed verification arrived (that is an attack, not an
+        outage)."""
+        return self.unavailable and not self.rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +105,7 @@ def _admit(binding: GuardBinding, spec: GuardSpec, auth: Authorization) -> bool:
     """Whether the tool may run; True means it runs fail-open (audited). Raises when it may not run."""
     if auth.allowed:
         return False
-    if spec.fail_open and auth.unavailable:
+    if spec.fail_open and auth.may_fail_open:
         binding.fail_open(auth)
         return True
     raise blocked_error(auth)

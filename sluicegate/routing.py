@@ -7,6 +7,15 @@ partition count — so a gate assigns itself only the partitions of the agents i
 
 ``ReplyDemux`` is the pure half of the reply path: records from those partitions are fed in and routed by
 ``request_id`` to the calls waiting for them; everything else on the partition is skipped.
+
+A call made with a credential (trust on) waits with a :class:`ReplyCheck`: a reply reaches it only if
+one of its ``sg-auth`` headers authenticates the exact record value under the agent's key (the worker
+adds one per key id of its ring; the agent's key id must be one of them) and the decision names the
+request, the agent and the digest of the action asked about. Anything else for that request — no
+header, a wrong MAC, another digest, an unparseable value — is dropped, logged and remembered on the
+waiter (``rejected``), and the call keeps waiting for the real reply until its deadline: someone who can
+produce to the decisions topic can neither answer for the worker nor cut the wait short. Without a
+check (trust off) an unusable reply ends the call at once, as governance unavailable.
 """
 
 from __future__ import annotations
@@ -15,12 +24,14 @@ import asyncio
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
 from pydantic import ValidationError
 
 from schemas import Decision
+from sluicegate.trust import AUTH_HEADER, TrustError, check, split_authenticator
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +39,12 @@ _MASK32 = 0xFFFFFFFF
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _R = 24
+MAX_AUTHENTICATORS = 8
+"""Most ``sg-auth`` headers of a reply checked under the agent's key id (a worker sends one per key id)."""
+MAX_REJECTED_KEPT = 8
+"""Most reasons of dropped replies a waiter keeps (all are counted)."""
+
+Headers = Iterable[tuple[str, bytes | None]]
 
 
 def murmur2(data: bytes) -> int:
@@ -64,13 +81,70 @@ class BadReply(Exception):
     """A reply for a waiting call that cannot be used (unparseable, or for another agent)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyCheck:
+    """What a reply to a call made with a credential must be: authenticated with the agent's key and
+    about the action asked (its intent digest)."""
+
+    key_id: str
+    key: bytes
+    intent_digest: str
+
+    def authenticate(self, value: bytes, headers: Headers) -> None:
+        """Raise TrustError unless an ``sg-auth`` header under this key id authenticates ``value``."""
+        seen = tried = 0
+        for name, raw in headers or ():
+            if name != AUTH_HEADER:
+                continue
+            seen += 1
+            try:
+                key_id, mac = split_authenticator(raw)
+            except TrustError:
+                continue
+            if key_id != self.key_id or tried >= MAX_AUTHENTICATORS:
+                continue
+            tried += 1
+            try:
+                check(self.key, value, mac)
+            except TrustError:
+                continue
+            return
+        if not seen:
+            raise TrustError("no authenticator")
+        if not tried:
+            raise TrustError(f"no authenticator under the credential's key id {self.key_id!r}")
+        raise TrustError("wrong authenticator")
+
+    def problem(self, decision: Decision, value: bytes, headers: Headers, agent_id: str) -> str | None:
+        """Why the reply ``decision`` (parsed from ``value``) is not the worker's answer, or None."""
+        try:
+            self.authenticate(value, headers)
+        except TrustError as exc:
+            return str(exc)
+        if decision.agent_id != agent_id:
+            return f"names agent {decision.agent_id!r}, not {agent_id!r}"
+        if decision.intent_digest != self.intent_digest:
+            return f"for another action (intent digest {decision.intent_digest[:12] or 'missing'}...)"
+        return None
+
+
 @dataclass
 class ReplyWaiter:
     """The replies to one request, in arrival order: pending decisions first, then the final one."""
 
     request_id: UUID
     agent_id: str
+    check: ReplyCheck | None = None
+    rejected: list[str] = field(default_factory=list)
+    """Why replies for this request were dropped (the first few)."""
+    rejected_count: int = 0
     _queue: asyncio.Queue[Decision | BadReply] = field(default_factory=asyncio.Queue)
+
+    def reject(self, reason: str) -> None:
+        """Drop a reply that does not verify; the call keeps waiting."""
+        self.rejected_count += 1
+        if len(self.rejected) < MAX_REJECTED_KEPT:
+            self.rejected.append(reason)
 
     async def next(self) -> Decision:
         """The next reply; raises ``BadReply`` for an unusable one."""
@@ -91,6 +165,8 @@ class DemuxStats:
     delivered: int = 0
     skipped: int = 0
     unusable: int = 0
+    rejected: int = 0
+    """Replies to a call made with a credential that did not verify (dropped; the call kept waiting)."""
 
 
 class ReplyDemux:
@@ -103,11 +179,12 @@ class ReplyDemux:
     def __len__(self) -> int:
         return len(self._waiters)
 
-    def register(self, request_id: UUID, agent_id: str) -> ReplyWaiter:
-        """Start waiting for ``request_id``; do this before publishing the intent."""
+    def register(self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None) -> ReplyWaiter:
+        """Start waiting for ``request_id``; do this before publishing the intent. With ``check``, only
+        replies that pass it are delivered."""
         if request_id in self._waiters:
             raise ValueError(f"request {request_id} is already waiting")
-        waiter = ReplyWaiter(request_id, agent_id)
+        waiter = ReplyWaiter(request_id, agent_id, check)
         self._waiters[request_id] = waiter
         return waiter
 
@@ -120,7 +197,7 @@ class ReplyDemux:
         for waiter in self._waiters.values():
             waiter.put(BadReply(reason))
 
-    def feed(self, partition: int, key: bytes | None, value: bytes | None) -> None:
+    def feed(self, partition: int, key: bytes | None, value: bytes | None, headers: Headers = ()) -> None:
         """Route one record of the decisions topic."""
         self.stats.records[partition] += 1
         try:
@@ -131,6 +208,14 @@ class ReplyDemux:
         waiter = self._waiters.get(decision.request_id)
         if waiter is None:
             self.stats.skipped += 1
+            return
+        if waiter.check is not None:
+            problem = waiter.check.problem(decision, value or b"", headers, waiter.agent_id)
+            if problem is not None:
+                self._reject(waiter, problem)
+                return
+            self.stats.delivered += 1
+            waiter.put(decision)
             return
         claimed = decision.agent_id or (key or b"").decode(errors="replace")
         if claimed != waiter.agent_id:
@@ -151,7 +236,16 @@ class ReplyDemux:
         if waiter is None:
             log.warning("unparseable decision for no waiting request skipped: %s", summary)
             return
+        if waiter.check is not None:
+            self._reject(waiter, f"unparseable: {summary}")
+            return
         waiter.put(BadReply(f"unparseable decision: {summary}"))
+
+    def _reject(self, waiter: ReplyWaiter, reason: str) -> None:
+        self.stats.rejected += 1
+        waiter.reject(reason)
+        log.warning("request %s (agent %s): dropped a reply that does not verify (%s); still waiting for "
+                    "the worker's", waiter.request_id, waiter.agent_id, reason)
 
 
 def _request_id_of(value: bytes | None) -> UUID | None:

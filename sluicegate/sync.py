@@ -1,7 +1,7 @@
 """``SyncGate``: the Gate for agents that are not async; it runs a Gate on its own loop in a thread.
 
 ```python
-with SyncGate(settings, agent_id="ops-3", agent_role="devops", environment="staging") as gate:
+with SyncGate(settings) as gate:   # SLUICEGATE_AGENT_CREDENTIAL, or credential=AgentCredential.parse(...)
     decision = gate.check(tool="services.scale", action="update", target="services:api")
 
     @gate.guard(tool="services.scale", action="update", target="services:api")
@@ -109,9 +109,10 @@ class SyncGate:
         owner: str | None = None,
     ) -> BlockingGuard:
         """Like ``Gate.guard``; a sync tool stays a plain function."""
-        spec = Gate.guard_spec(
-            tool, action, target, params, fail_open, AgentIdentity(agent_id, agent_role, environment, owner)
-        )
+        agent = AgentIdentity(agent_id, agent_role, environment, owner)
+        if agent.given:
+            self.gate.resolve_identity(agent)
+        spec = Gate.guard_spec(tool, action, target, params, fail_open, agent)
         binding = GuardBinding(
             make_intent=self.gate.guard_intent,
             authorize=self._authorize_async,

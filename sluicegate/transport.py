@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from schemas import Intent, TopicNames
 from schemas.common import WireModel
 from sluicegate.breaker import Backoff
-from sluicegate.routing import ReplyDemux, ReplyWaiter, partition_for
+from sluicegate.routing import ReplyCheck, ReplyDemux, ReplyWaiter, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ DEFAULT_CONNECT_BACKOFF = Backoff(initial_s=0.1, max_s=10.0)
 DEFAULT_BACKLOG = 10_000
 _READ_TIMEOUT_MS = 1000
 _FETCH_MAX_WAIT_MS = 100
+
+RecordHeaders = Sequence[tuple[str, bytes]]
 
 
 class TransportError(Exception):
@@ -53,11 +55,14 @@ class Transport(Protocol):
 
     async def ensure_partition(self, agent_id: str) -> None: ...
 
-    async def expect(self, request_id: UUID, agent_id: str) -> ReplyWaiter: ...
+    async def expect(self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None) -> ReplyWaiter:
+        ...
 
     def forget(self, request_id: UUID) -> None: ...
 
-    async def send_intent(self, intent: Intent) -> None: ...
+    async def send_intent(self, intent: Intent, value: bytes, headers: RecordHeaders = ()) -> None:
+        """Publish ``value`` (the intent's exact bytes, which ``headers`` may authenticate)."""
+        ...
 
     def emit(self, topic: str, key: str, payload: WireModel) -> None: ...
 
@@ -137,9 +142,10 @@ class KafkaTransport:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_clients()
 
-    async def expect(self, request_id: UUID, agent_id: str) -> ReplyWaiter:
-        """Register a waiter and make sure the agent's decision partition is read from now on."""
-        waiter = self.demux.register(request_id, agent_id)
+    async def expect(self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None) -> ReplyWaiter:
+        """Register a waiter (delivered only replies passing ``check``, when given) and make sure the
+        agent's decision partition is read from now on."""
+        waiter = self.demux.register(request_id, agent_id, check)
         try:
             await self.ensure_partition(agent_id)
         except BaseException:
@@ -180,14 +186,15 @@ class KafkaTransport:
         self._assigned.add(partition)
         self._has_assignment.set()
 
-    async def send_intent(self, intent: Intent) -> None:
-        """Publish the intent, keyed by agent, and wait for the broker's acknowledgement."""
+    async def send_intent(self, intent: Intent, value: bytes, headers: RecordHeaders = ()) -> None:
+        """Publish ``value`` (the intent's JSON) with ``headers``, keyed by agent id (so the default
+        partitioner puts it where the worker expects it), and wait for the broker's acknowledgement."""
         producer = self._producer
         if producer is None or not self.connected:
             raise TransportError(f"not connected to Kafka: {self._last_error}")
         try:
             await producer.send_and_wait(
-                self.topics.intents, intent.model_dump_json().encode(), key=intent.agent_id.encode()
+                self.topics.intents, value, key=intent.agent_id.encode(), headers=list(headers) or None
             )
         except KafkaError as exc:
             raise TransportError(f"cannot publish the intent: {exc!r}") from exc
@@ -275,7 +282,7 @@ class KafkaTransport:
             for tp, records in batches.items():
                 for record in records:
                     self._next_offset[tp.partition] = record.offset + 1
-                    self.demux.feed(tp.partition, record.key, record.value)
+                    self.demux.feed(tp.partition, record.key, record.value, record.headers)
 
     async def _close_clients(self) -> None:
         for client in (self._consumer, self._producer):

@@ -4,28 +4,48 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from schemas import Decision, DecisionKind, Intent, TopicNames
 from schemas.common import WireModel
-from sluicegate.routing import ReplyDemux, ReplyWaiter
-from sluicegate.transport import TransportError
+from sluicegate.routing import ReplyCheck, ReplyDemux, ReplyWaiter
+from sluicegate.transport import RecordHeaders, TransportError
+from sluicegate.trust import AUTH_HEADER, AgentCredential, authenticator
 
-Reply = Decision | bytes
+
+@dataclass(frozen=True)
+class Record:
+    """A reply as it sits on the decisions topic: the value's bytes and the record headers."""
+
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+Reply = Decision | bytes | Record
 Responder = Callable[[Intent], Sequence[Reply]]
 
 
 def decision_for(intent: Intent, kind: DecisionKind = DecisionKind.ALLOW, **fields: object) -> Decision:
-    """A decision answering ``intent``."""
+    """A decision answering ``intent`` (with its intent digest, as a worker fills it)."""
     values: dict[str, object] = {
         "request_id": intent.request_id,
         "agent_id": intent.agent_id,
         "decision": kind,
         "decided_at": datetime.now(UTC),
+        "intent_digest": intent.digest(),
     }
     values.update(fields)
     return Decision.model_validate(values)
+
+
+def signed(decision: Decision, credential: AgentCredential, key_id: str | None = None) -> Record:
+    """``decision`` authenticated as a worker does: an ``sg-auth`` header over its exact bytes under the
+    agent's key (``key_id`` overrides the id written in the header)."""
+    value = decision.model_dump_json().encode()
+    mac = authenticator(key_id or credential.key_id, credential.key, value)
+    return Record(value, ((AUTH_HEADER, mac),))
 
 
 def pending_for(intent: Intent, deadline_in_s: float | None = None) -> Decision:
@@ -47,6 +67,7 @@ class FakeTransport:
         self.is_connected = connected
         self.send_error: str | None = None
         self.sent: list[Intent] = []
+        self.records: list[Record] = []
         self.emitted: list[tuple[str, str, WireModel]] = []
         self.stopped = False
 
@@ -68,21 +89,23 @@ class FakeTransport:
     async def ensure_partition(self, agent_id: str) -> None:
         return None
 
-    async def expect(self, request_id: UUID, agent_id: str) -> ReplyWaiter:
-        return self.demux.register(request_id, agent_id)
+    async def expect(self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None) -> ReplyWaiter:
+        return self.demux.register(request_id, agent_id, check)
 
     def forget(self, request_id: UUID) -> None:
         self.demux.unregister(request_id)
 
-    async def send_intent(self, intent: Intent) -> None:
+    async def send_intent(self, intent: Intent, value: bytes, headers: RecordHeaders = ()) -> None:
         if self.send_error is not None:
             raise TransportError(self.send_error)
         self.sent.append(intent)
+        self.records.append(Record(value, tuple(headers)))
         replies = self.responder(intent) if self.responder is not None else ()
         loop = asyncio.get_running_loop()
         for reply in replies:
-            value = reply if isinstance(reply, bytes) else reply.model_dump_json().encode()
-            loop.call_soon(self.demux.feed, 0, intent.agent_id.encode(), value)
+            if not isinstance(reply, Record):
+                reply = Record(reply if isinstance(reply, bytes) else reply.model_dump_json().encode())
+            loop.call_soon(self.demux.feed, 0, intent.agent_id.encode(), reply.value, reply.headers)
 
     def emit(self, topic: str, key: str, payload: WireModel) -> None:
         self.emitted.append((topic, key, payload))
