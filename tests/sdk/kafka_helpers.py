@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
 from infra.kafka.admin import TopicSpec, ensure_topics
 from schemas import Decision, Intent, TopicNames
+from tests.sdk.fakes import Record
 
 PARTITIONS = 4
 
-Decide = Callable[[Intent], Sequence[Decision]]
+Decide = Callable[[Intent], Sequence[Decision | Record]]
+"""A stand-in worker's (or forger's) answers to an intent: decisions, or records with their headers."""
 
 
 async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = PARTITIONS) -> None:
@@ -30,12 +33,16 @@ async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = PA
 
 @dataclass
 class Responder:
-    """Stands in for the worker: reads intents, answers on the decisions topic keyed by agent id."""
+    """Stands in for the worker (or for someone answering in its name): reads intents, answers on the
+    decisions topic keyed by agent id, ``delay_s`` after reading each."""
 
     bootstrap: str
     topics: TopicNames
     decide: Decide
+    delay_s: float = 0.0
     seen: list[Intent] = field(default_factory=list)
+    records: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+    """The intent records read, with their key, partition and headers."""
     _task: asyncio.Task[None] | None = None
     _consumer: AIOKafkaConsumer | None = None
     _producer: AIOKafkaProducer | None = None
@@ -64,11 +71,16 @@ class Responder:
                 for record in records:
                     intent = Intent.model_validate_json(record.value or b"")
                     self.seen.append(intent)
-                    for decision in self.decide(intent):
+                    self.records.append(record)
+                    if self.delay_s:
+                        await asyncio.sleep(self.delay_s)
+                    for answer in self.decide(intent):
+                        if isinstance(answer, Decision):
+                            answer = Record(answer.model_dump_json().encode())
                         with contextlib.suppress(KafkaError):
                             await self._producer.send(
-                                self.topics.decisions, decision.model_dump_json().encode(),
-                                key=intent.agent_id.encode(),
+                                self.topics.decisions, answer.value, key=intent.agent_id.encode(),
+                                headers=list(answer.headers) or None,
                             )
 
     async def stop(self) -> None:
