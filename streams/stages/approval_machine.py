@@ -307,7 +307,7 @@ def pending_decision(request: ApprovalRequest, now: datetime) -> Decision:
         decision=DecisionKind.REQUIRE_APPROVAL, reasons=request.reasons, rules=request.rules,
         determining=request.determining, risk=request.risk, policy_version=request.policy_version,
         decided_at=now, final=False,
-        approval_deadline_at=request.deadline_at,
+        approval_deadline_at=request.deadline_at, intent_digest=request.intent_digest,
     )
 
 
@@ -321,6 +321,7 @@ def final_decision(pending: PendingApproval, resolution: Resolution, now: dateti
         determining=(resolution.marker, *request.determining), risk=request.risk,
         policy_version=request.policy_version, decided_at=now, final=True,
         approval_deadline_at=request.deadline_at, approved_by=resolution.approved_by,
+        intent_digest=request.intent_digest,
     )
 
 

@@ -96,8 +96,10 @@ class DecideStage:
     """Stage 1, on the intents' partition (agent id): rules, risk, agent-keyed limits, idempotency."""
 
     def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS,
-                 max_event_skew_ms: int | None = None) -> None:
+                 max_event_skew_ms: int | None = None, digests: bool = False) -> None:
         self.table = table
+        self.digests = digests
+        """Name the action in every decision (``intent_digest``: with trust on, the SDK checks it)."""
         self.state = TableState(table)
         self.retention = Retention(retention_ms)
         self.max_event_skew_ms = max_event_skew_ms
@@ -150,7 +152,7 @@ class DecideStage:
         if intent is None:
             return self._invalid(raw, key, result.decision)
         if result.refused:
-            sent, sends = decision_sends(intent, result.decision)
+            sent, sends = decision_sends(intent, result.decision, digest=self.digests)
             return Outcome([*sends, security_send(intent, sent)], sent)
         receipt = found[0] if found else self._receipt(intent.request_id)
         if receipt is not None:
@@ -212,7 +214,7 @@ class DecideStage:
         if decision.decision is _ALLOW:
             _count(self.state, changes, intent.request_id)
         request = request_of(intent, decision, policy, now_ms)
-        sent, sends = decision_sends(intent, decision, request)
+        sent, sends = decision_sends(intent, decision, request, self.digests)
         if request is not None:
             items = tuple(ChangeItem.of(change) for change in changes)
             sends.append(self._park(Pending(intent=intent, decision=sent, request=request, changes=items)))

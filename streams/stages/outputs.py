@@ -87,15 +87,21 @@ def approval_request(
 
 
 def decision_sends(
-    intent: Intent | None, decision: Decision, request: ApprovalRequest | None = None,
+    intent: Intent | None, decision: Decision, request: ApprovalRequest | None = None, digest: bool = False,
 ) -> tuple[Decision, list[Send]]:
     """The decision as sent (keyed by agent id) and its audit record; REQUIRE_APPROVAL goes out
     pending, with the deadline of its ``request``. The engine stamped ``decided_at`` with the worker's
-    clock (the intent's event time may be long past, and would misplace the decision in the audit)."""
+    clock (the intent's event time may be long past, and would misplace the decision in the audit).
+    ``digest``: name the action decided (``intent_digest``), which the SDK checks with trust on."""
+    update: dict[str, object] = {}
     if decision.decision is _APPROVAL and decision.final:
         if request is None:
             raise ValueError(f"request {decision.request_id}: a REQUIRE_APPROVAL needs its approval request")
-        decision = decision.model_copy(update={"final": False, "approval_deadline_at": request.deadline_at})
+        update = {"final": False, "approval_deadline_at": request.deadline_at}
+    if (digest or request is not None) and intent is not None and not decision.intent_digest:
+        update["intent_digest"] = request.intent_digest if request is not None else intent.digest()
+    if update:
+        decision = decision.model_copy(update=update)
     return decision, publish_sends(intent, decision)
 
 

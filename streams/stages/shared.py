@@ -35,8 +35,12 @@ _ALLOW = DecisionKind.ALLOW
 class SharedStage:
     """Stage 2, on the ``shared-limits`` partition of one shared window key."""
 
-    def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
+    def __init__(
+        self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS, digests: bool = False,
+    ) -> None:
         self.table = table
+        self.digests = digests
+        """Name the action in every decision (``intent_digest``), as :class:`DecideStage` does."""
         self.state = TableState(table)
         self.retention = Retention(retention_ms)
 
@@ -84,7 +88,7 @@ class SharedStage:
         decision = combine_hops(policy, forward.stage1, tuple(item.to_applied() for item in forward.applied),
                                 tuple(hit.to_applied() for hit in hits), intent, forward.decided_ms)
         request = request_of(intent, decision, policy, forward.decided_ms)
-        sent, sends = decision_sends(intent, decision, request)
+        sent, sends = decision_sends(intent, decision, request, self.digests)
         if sent.decision is not _ALLOW and not duplicate:
             sends.extend(self._release(intent.request_id, reserved))
         feedback = Feedback(intent=intent, decision=sent, request=request)

@@ -10,7 +10,7 @@ import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +21,22 @@ from consumers.slack_bot import SlackApprovalBot
 from schemas import ApprovalRequest, ApprovalVerdict, Decision, DecisionKind, TopicNames, VerdictKind
 from schemas.decision import APPROVAL_EXPIRED, APPROVAL_GRANTED
 from sluicegate import Gate
-from sluicegate.cli.review import submit_verdict
+from sluicegate.cli.review import Reviewer, ReviewTrust, submit_verdict
 from sluicegate.errors import ActionBlocked, ApprovalDenied
 from sluicegate.settings import Settings
+from sluicegate.trust import AgentCredential, SignerCredential
 from streams.policy_source import publish_policy
 from streams.stages.approval import UNKNOWN_REQUEST
-from tests.approvals.conftest import bot_config
+from tests.approvals.conftest import bot_config, trusting
+from tests.approvals.factories import WorkerKeys
 from tests.approvals.kafka_util import produce
 from tests.approvals.slack_fake import FakeSlackApi
 from tests.approvals.test_slack_bot import click
 from tests.streams.harness import Client, WorkerProcess, make_intent
 
 pytestmark = pytest.mark.integration
+KEYS = WorkerKeys()
+"""The deployment's keys: the worker runs with trust on."""
 ALLOW, APPROVAL, BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
 OWNER = "team-a"
 REVIEWERS = """
@@ -76,8 +80,12 @@ def approval_worker(
     workdir = tmp_path_factory.mktemp("approvals-e2e")
     reviewers = workdir / "reviewers.yaml"
     reviewers.write_text(REVIEWERS)
-    worker = WorkerProcess(kafka_bootstrap, "ap" + secrets.token_hex(5), workdir, reviewers=reviewers)
-    asyncio.run(publish_policy(kafka_bootstrap, worker.names.policies, POLICY, "approvals_e2e.yaml"))
+    trust = {"SLUICEGATE_TRUST_KEYS": str(KEYS.ring), "SLUICEGATE_TRUST_SIGNING_KEY": str(KEYS.signer)}
+    worker = WorkerProcess(kafka_bootstrap, "ap" + secrets.token_hex(5), workdir, reviewers=reviewers,
+                           trust=trust)
+    publisher = SignerCredential.issue(KEYS.ring, "publisher", "policy-team")
+    asyncio.run(publish_policy(kafka_bootstrap, worker.names.policies, POLICY, "approvals_e2e.yaml",
+                               publisher))
     worker.start()
     try:
         asyncio.run(worker.wait_ready())
@@ -88,7 +96,7 @@ def approval_worker(
 
 @pytest.fixture
 async def client(approval_worker: WorkerProcess) -> AsyncIterator[Client]:
-    async with Client(approval_worker.bootstrap, approval_worker.prefix) as result:
+    async with Client(approval_worker.bootstrap, approval_worker.prefix, KEYS.ring) as result:
         yield result
 
 
@@ -97,8 +105,8 @@ async def gate(approval_worker: WorkerProcess) -> AsyncIterator[Gate]:
     worker = approval_worker
     settings = Settings(kafka_bootstrap_servers=worker.bootstrap, topic_prefix=worker.prefix,
                         decision_timeout_s=30)
-    async with Gate(settings, agent_id=agent("sdk"), agent_role="support", environment="production",
-                    owner=OWNER) as result:
+    credential = AgentCredential.issue(KEYS.ring, agent("sdk"), "support", "production", OWNER)
+    async with Gate(settings, credential=credential) as result:
         yield result
 
 
@@ -130,17 +138,23 @@ async def rejected(client: Client, request_id: uuid.UUID, count: int) -> list[st
 
 async def cli_verdict(worker: WorkerProcess, request: ApprovalRequest, reviewer: str,
                       kind: VerdictKind = VerdictKind.APPROVE, reason: str | None = None) -> ApprovalVerdict:
-    return await submit_verdict(worker.bootstrap, worker.names, str(request.request_id), reviewer=reviewer,
-                                verdict=kind, reason=reason, now=datetime.now(UTC))
+    return await submit_verdict(worker.bootstrap, worker.names, str(request.request_id),
+                                reviewer=Reviewer(reviewer, KEYS.reviewer(reviewer)), verdict=kind,
+                                reason=reason, now=datetime.now(UTC), trust=ReviewTrust(KEYS.public))
 
 
-async def raw_verdict(worker: WorkerProcess, request: ApprovalRequest, reviewer: str, **extra: Any) -> None:
-    """A verdict straight onto the approvals topic (the CLI refuses what the processor must reject)."""
+async def raw_verdict(worker: WorkerProcess, request: ApprovalRequest, reviewer: str,
+                      signer: SignerCredential | str | None = "named", **extra: Any) -> None:
+    """A verdict straight onto the approvals topic (the CLI refuses what the processor must reject),
+    signed by the reviewer it names unless ``signer`` says otherwise (None: unsigned)."""
     fields: dict[str, Any] = {"request_id": request.request_id, "intent_digest": request.intent_digest,
                               "reviewer": reviewer, "verdict": VerdictKind.APPROVE,
                               "decided_at": datetime.now(UTC), "source": "api"}
     verdict = ApprovalVerdict(**(fields | extra))
-    await produce(worker.bootstrap, worker.names.approvals, str(verdict.request_id), verdict)
+    credential = KEYS.reviewer(reviewer) if signer == "named" else signer
+    headers = None if not isinstance(credential, SignerCredential) else credential.headers(
+        verdict.model_dump_json().encode())
+    await produce(worker.bootstrap, worker.names.approvals, str(verdict.request_id), verdict, headers=headers)
 
 
 async def pending_intent(client: Client, tool: str, amount: float = 500) -> tuple[Decision, ApprovalRequest]:
@@ -213,8 +227,12 @@ async def test_rejected_verdicts_are_audited(client: Client, approval_worker: Wo
     await raw_verdict(approval_worker, request, "alice", intent_digest=other.intent_digest)  # replayed
     unknown = request.model_copy(update={"request_id": uuid.uuid4()})
     await raw_verdict(approval_worker, unknown, "alice")
-    notes = await rejected(client, request.request_id, 3)
-    assert [n.split(":")[0] for n in notes] == ["not_in_group", "self_approval", "digest_mismatch"]
+    await raw_verdict(approval_worker, request, "alice", signer=None)  # hand-made, unsigned
+    await raw_verdict(approval_worker, request, "alice", signer=KEYS.reviewer("bob"))  # bob signs as alice
+    await raw_verdict(approval_worker, request, "alice", decided_at=request.created_at - timedelta(hours=1))
+    notes = await rejected(client, request.request_id, 6)
+    assert [n.split(":")[0] for n in notes] == ["not_in_group", "self_approval", "digest_mismatch",
+                                                "unauthenticated", "unauthenticated", "older_than_request"]
     [note] = await rejected(client, unknown.request_id, 1)
     assert note.startswith(UNKNOWN_REQUEST)
     assert not [d for d in client.decisions[request.request_id] if d.final]
@@ -275,7 +293,8 @@ async def test_slack_click_approves_and_the_tool_runs(
     worker = approval_worker
     config = bot_config(fake_slack.url, users_file, tmp_path / "posted.jsonl",
                         bootstrap_servers=worker.bootstrap, topics=TopicNames(worker.prefix),
-                        group_id=f"{worker.prefix}-bot-{secrets.token_hex(3)}", default_channel="#fallback")
+                        group_id=f"{worker.prefix}-bot-{secrets.token_hex(3)}", default_channel="#fallback",
+                        **trusting(KEYS))
     bot = SlackApprovalBot(config)
     await bot.start()
     try:

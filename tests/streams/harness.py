@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra.kafka.process import free_port
 from schemas import ApprovalRequest, Decision, Intent, TopicNames
+from sluicegate.trust import AUTH_HEADER, AgentCredential, KeyRing
 
 Headers = list[tuple[str, bytes]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,9 +132,11 @@ class Client:
     """Produces intents and collects every decision, approval request, audit record and dead letter of
     one prefix."""
 
-    def __init__(self, bootstrap: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, ring: KeyRing | None = None) -> None:
         self.bootstrap = bootstrap
         self.names = TopicNames(prefix)
+        self.ring = ring
+        """With trust on: the workers' keys, from which :meth:`send` derives each agent's credential."""
         self.decisions: dict[uuid.UUID, list[Decision]] = defaultdict(list)
         self.decision_records: dict[uuid.UUID, list[tuple[bytes, Headers]]] = defaultdict(list)
         """The value and headers of each decision as published (the workers' authenticators)."""
@@ -202,7 +205,16 @@ class Client:
         await self.stop()
 
     async def send(self, intent: Intent) -> None:
-        await self.send_raw(intent.agent_id.encode(), intent.model_dump_json().encode())
+        """Produce ``intent`` as its agent's SDK would (authenticated when the client has a ring)."""
+        value = intent.model_dump_json().encode()
+        await self.send_raw(intent.agent_id.encode(), value, self._headers(intent, value))
+
+    def _headers(self, intent: Intent, value: bytes) -> Headers | None:
+        if self.ring is None:
+            return None
+        credential = AgentCredential.issue(self.ring, intent.agent_id, intent.agent_role, intent.environment,
+                                           intent.agent_owner)
+        return [(AUTH_HEADER, credential.authenticate(value))]
 
     async def send_raw(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None,
                        partition: int | None = None, topic: str | None = None) -> None:
@@ -240,8 +252,9 @@ class Client:
         """Send in order, then wait for all decisions (in the same order)."""
         batch = list(intents)
         for intent in batch:
-            await self._producer.send(self.names.intents, intent.model_dump_json().encode(),
-                                      key=intent.agent_id.encode())
+            value = intent.model_dump_json().encode()
+            await self._producer.send(self.names.intents, value, key=intent.agent_id.encode(),
+                                      headers=self._headers(intent, value))
         await self._producer.flush()
         await self.wait_for(lambda: all(i.request_id in self.decisions for i in batch),
                             what=f"{len(batch)} decisions")
