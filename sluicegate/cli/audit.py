@@ -114,6 +114,7 @@ def _print_report(report: Report) -> None:
     console.print(_table("Decisions", ["decision", "final", "count"], list(report.decisions)))
     console.print(_table("Top blocked agents", ["agent", "blocked"], list(report.blocked_agents)))
     console.print(_table("Top blocked tools", ["tool", "blocked"], list(report.blocked_tools)))
+    console.print(_table("Top block reasons", ["determined by", "blocked"], list(report.block_reasons)))
     a = report.approvals
     console.print(_table("Approvals", ["decided", "latency p50 s", "latency p95 s", "expired", "pending"],
                          [(a.decided, a.p50_s if a.p50_s is not None else "-",

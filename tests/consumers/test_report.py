@@ -13,7 +13,8 @@ from tests.consumers.conftest import Store
 from tests.consumers.records import approval_requested, decision_record, intent, verdict_accepted
 
 pytestmark = pytest.mark.integration
-UNTIL = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+UNTIL = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
+"""Recent enough for the table's TTL whenever the tests run."""
 ALLOW, BLOCK, APPROVAL = DecisionKind.ALLOW, DecisionKind.BLOCK, DecisionKind.REQUIRE_APPROVAL
 
 
