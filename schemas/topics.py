@@ -11,7 +11,8 @@
 |                    |            |                      | approval (read by the Slack bot and CLI)   |
 | audit              | request_id | AuditRecord JSON     | stored in ClickHouse by the audit sink     |
 | outcomes           | agent_id   | ExecutionOutcome JSON|                                            |
-| policies           | "active"   | policy YAML text     | compacted; the last value is the policy    |
+| policies           | "active"   | policy YAML text     | kept forever; the last valid one is in     |
+|                    |            |                      | force (signed by a publisher, trust on)    |
 | dead-letter        | original   | original bytes       | headers: :func:`dead_letter_headers`       |
 """
 
@@ -23,7 +24,7 @@ MAX_ERROR_BYTES = 4000
 """A dead letter's ``error`` header is cut to this."""
 
 ACTIVE_POLICY_KEY = b"active"
-"""Key of the one live policy on the compacted policies topic."""
+"""Key of the live policy on the policies topic."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Policy hot reload: every worker reads the whole compacted policies topic (no consumer group).
+"""Policy hot reload: every worker reads the whole policies topic (no consumer group).
 
 The latest acceptable policy under :data:`schemas.ACTIVE_POLICY_KEY` is in force; one that is not
 acceptable is logged, counted (``sluicegate_policy_loads_total{result=...}``) and ignored: the last
@@ -55,6 +55,10 @@ KEEP_VERSIONS = 8
 ENVELOPE_PREFIX = b"#sluicegate-policy "
 """The first line of a published policy: this, a JSON object, a newline."""
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+POLICIES_TOPIC = {"cleanup.policy": "delete", "retention.ms": "-1",
+                  "max.message.bytes": str(MAX_MESSAGE_BYTES)}
+"""Every policy ever published is kept: compaction would let a later forged record under the same key
+evict the last signed one, and a worker started afterwards would find no policy to trust."""
 """The policies topic's record size (a policy is at most 1 MiB, plus its envelope)."""
 Headers = Sequence[tuple[str, bytes]]
 
@@ -400,8 +404,7 @@ async def publish(bootstrap: str, topic: str, text: str, source: str = "<policy>
     policy = compile_policy(text, source)
     if credential is not None and credential.kind != "publisher":
         raise PolicyPublishError(f"a {credential.kind} credential cannot publish policies")
-    await ensure_topics(bootstrap, [TopicSpec(topic, 1, configs={
-        "cleanup.policy": "compact", "max.message.bytes": str(MAX_MESSAGE_BYTES)})])
+    await ensure_topics(bootstrap, [TopicSpec(topic, 1, configs=dict(POLICIES_TOPIC))])
     latest = latest_envelope(await read_records(bootstrap, topic))
     envelope = next_envelope(policy, latest, credential.name if credential else "", serial=serial,
                              allow_rollback=allow_rollback)

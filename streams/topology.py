@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from infra.kafka.admin import TopicSpec
 from schemas.topics import TopicNames
+from streams.policy_source import POLICIES_TOPIC
 from streams.stages.outputs import Route
 from streams.state.changelog_store import changelog_topic
 
@@ -87,14 +88,14 @@ class WorkerTopics:
                                                 self.approval_state_changelog)]
 
     def specs(self) -> list[TopicSpec]:
-        """Every topic with its partitions and configs (policies: one compacted partition)."""
+        """Every topic with its partitions and configs (policies: one partition, kept forever)."""
         n, p = self.names, self.partitions
         return [
             TopicSpec(n.intents, p, configs=dict(APPEND_TIME)), TopicSpec(n.decisions, p),
             TopicSpec(n.approval_requests, p),
             TopicSpec(n.approvals, p), TopicSpec(n.approval_results, p, configs=dict(RESULTS)),
             TopicSpec(n.audit, p), TopicSpec(n.outcomes, p),
-            TopicSpec(n.policies, 1, configs=dict(COMPACTED)), TopicSpec(n.dead_letter, 1),
+            TopicSpec(n.policies, 1, configs=dict(POLICIES_TOPIC)), TopicSpec(n.dead_letter, 1),
             TopicSpec(self.shared_limits, p), TopicSpec(self.agent_feedback, p),
             TopicSpec(self.approval_control, p),
             TopicSpec(self.agent_state_changelog, p, configs=dict(COMPACTED)),
