@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.broker import main as bench_main  # noqa: E402
 from infra.kafka.process import free_port  # noqa: E402
 from schemas import TopicNames  # noqa: E402
-from sluicegate.trust import AUTH_HEADER, AgentCredential, KeyRing, RequestSigner  # noqa: E402
+from sluicegate.trust import AUTH_HEADER, AgentCredential, KeyRing, RequestSigner, SignerCredential  # noqa: E402
 from streams.policy_source import publish_policy  # noqa: E402
 
 AGENTS = 500
@@ -227,7 +227,8 @@ async def run_worker(
     prefix = "bench" + secrets.token_hex(4)
     names = TopicNames(prefix)
     policy = (ROOT / "policies" / "examples" / args.policy).read_text()
-    await publish_policy(bootstrap, names.policies, policy, args.policy)
+    publisher = None if ring is None else SignerCredential.issue(ring, "publisher", "bench")
+    await publish_policy(bootstrap, names.policies, policy, args.policy, publisher)
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     log = (workdir / "worker.log").open("wb")

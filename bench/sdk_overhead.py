@@ -85,7 +85,8 @@ async def in_process(calls: int) -> dict[str, float]:
     """Trust off and on, interleaved in rounds so both see the same machine load. ``*_cpu_mean_us`` is
     this process's CPU time per call (``time.process_time``: preemption by other processes excluded; the
     scripted responder's work, signing included, is in it), ``*_cpu_p50/p99_us`` the wall time per call."""
-    off = Gate(Settings(kafka_bootstrap_servers="unused:1", agent_credential=None), agent_id="a",
+    off_settings = Settings(kafka_bootstrap_servers="unused:1", agent_credential=None, trust_off=True)
+    off = Gate(off_settings, agent_id="a",
                agent_role="r", environment="dev", transport=FakeTransport(allow))
     on = Gate(Settings(kafka_bootstrap_servers="unused:1"), credential=CREDENTIALS["a"],
               transport=FakeTransport(allow_signed))
@@ -156,7 +157,8 @@ async def over_kafka(bootstrap: str, calls: int) -> dict[str, float]:
 async def over_kafka_gate(bootstrap: str, calls: int, *, trust: bool) -> dict[str, float]:
     topics = TopicNames("bench" + secrets.token_hex(4))
     await create_topics(bootstrap, topics, partitions=6)
-    settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=topics.prefix, agent_credential=None)
+    settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=topics.prefix, agent_credential=None,
+                        trust_off=not trust)
     if trust:
         gate = Gate(settings, agent_id="a", credentials=CREDENTIALS)
     else:

@@ -53,7 +53,7 @@ from schemas import (
 )
 from schemas.decision import APPROVAL_EXPIRED, GOVERNANCE_UNAVAILABLE
 from sluicegate.breaker import CircuitBreaker, Permit
-from sluicegate.errors import GateNotStarted, InvalidIntent
+from sluicegate.errors import GateNotStarted, InvalidCredential, InvalidIntent
 from sluicegate.guard import (
     AsyncGuard,
     Authorization,
@@ -89,7 +89,8 @@ class Gate:
 
     ``credential`` / ``credentials`` (or ``SLUICEGATE_AGENT_CREDENTIAL`` when neither is given) turn
     trust on; ``agent_id`` then picks the default agent among them (the only one needs none), and
-    ``agent_role``, ``environment`` and ``owner``, when given, must be its credential's.
+    ``agent_role``, ``environment`` and ``owner``, when given, must be its credential's. Without any,
+    the gate refuses to start (InvalidCredential) unless ``SLUICEGATE_TRUST_OFF`` says trust is off.
     """
 
     def __init__(
@@ -114,6 +115,10 @@ class Gate:
         held = collect_credentials(credential, credentials)
         if not held and settings.agent_credential is not None:
             held = collect_credentials(settings.agent_credential.get_secret_value())
+        if not held and not settings.trust_off:
+            raise InvalidCredential(
+                "no agent credential: set SLUICEGATE_AGENT_CREDENTIAL (sluicegate trust agent) or pass "
+                "credential=; SLUICEGATE_TRUST_OFF=1 runs without one, where any reply is believed")
         self.identities = Identities(AgentIdentity(agent_id, agent_role, environment, owner), held)
         self.labels = dict(labels or {})
         self.breaker = breaker or CircuitBreaker()

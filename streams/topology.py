@@ -93,7 +93,8 @@ class WorkerTopics:
         return [
             TopicSpec(n.intents, p, configs=dict(APPEND_TIME)), TopicSpec(n.decisions, p),
             TopicSpec(n.approval_requests, p),
-            TopicSpec(n.approvals, p), TopicSpec(n.approval_results, p, configs=dict(RESULTS)),
+            TopicSpec(n.approvals, p, configs=dict(APPEND_TIME)),
+            TopicSpec(n.approval_results, p, configs=dict(RESULTS)),
             TopicSpec(n.audit, p), TopicSpec(n.outcomes, p),
             TopicSpec(n.policies, 1, configs=dict(POLICIES_TOPIC)), TopicSpec(n.dead_letter, 1),
             TopicSpec(self.shared_limits, p), TopicSpec(self.agent_feedback, p),

@@ -28,6 +28,8 @@ from streams.stages.shared import SharedStage
 from streams.state.changelog_store import ChangelogStore
 from streams.state.table_state import RECEIPT_PREFIX
 
+LOG_APPEND_TIME = 1
+"""A record's ``timestamp_type`` when the broker stamped it."""
 ADOPT_CHUNK = 5_000
 """Idempotency receipts queued between two yields to the event loop while taking over a partition."""
 
@@ -137,7 +139,10 @@ class ApprovalBinding:
         self.sources: tuple[str, ...] = (approvals, control)
 
     def handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
-        at_ms = record.timestamp or now_ms()
+        # A verdict is judged at the broker's time of arrival (the topic's LogAppendTime), which its
+        # producer cannot set; on a topic created with producers' times, at the worker's clock.
+        stamped = record.timestamp_type == LOG_APPEND_TIME and record.timestamp
+        at_ms = record.timestamp if stamped else now_ms()
         if record.topic == self.approvals:
             return self.stage.handle_verdict(record.value, record.key, record.partition, at_ms,
                                              self._signer(record))

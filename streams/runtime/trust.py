@@ -17,6 +17,7 @@ partition of an intent, which limits need whatever the trust setting.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
@@ -42,6 +43,12 @@ INTERNAL_ROUTES = frozenset({Route.SHARED, Route.FEEDBACK, Route.APPROVAL_CONTRO
 SIGNED_ROUTES = frozenset({Route.APPROVAL_REQUESTS, Route.APPROVAL_RESULTS})
 VERDICT_SIGNERS = ("reviewer", "bot")
 
+@functools.lru_cache(maxsize=1 << 17)
+def _home(agent: str, partitions: int) -> int:
+    """The partition of ``agent``'s intents (murmur2 in Python costs microseconds: computed once)."""
+    return partition_for(agent, partitions)
+
+
 Refusal = tuple[str, str]
 """(marker, detail): why an intent is refused before the policy sees it."""
 
@@ -65,7 +72,7 @@ class WorkerTrust:
         agent = intent.agent_id
         if record.key != agent.encode():
             return WRONG_PARTITION, f"the record's key must be the agent id {agent!r}"
-        expected = partition_for(agent, self.partitions)
+        expected = _home(agent, self.partitions)
         if record.partition != expected:
             return WRONG_PARTITION, (f"agent {agent!r} belongs on partition {expected} (Kafka's default "
                                      f"murmur2 partitioner), not {record.partition}")

@@ -260,16 +260,16 @@ class ApprovalStage:
         entry = self.entry(verdict.request_id)
         if entry is None:
             return [_audit_send(_unknown_audit(verdict, vid, now))]
+        problem = _unauthenticated(verdict, signer)
+        if problem is not None:  # before anything else: an unsigned copy of a verdict replays nothing
+            refused = VerdictResult(False, RejectReason.UNAUTHENTICATED, problem, entry.state)
+            return [_audit_send(verdict_audit(refused, verdict, now))]
         seen = {item[0]: item for item in entry.seen}
         if vid in seen:  # redelivered: the same audit (and final) again, nothing applied twice
             _, reason, detail = seen[vid]
             result = VerdictResult(not reason, RejectReason(reason) if reason else None, detail, entry.state)
             replay = [_audit_send(verdict_audit(result, verdict, now))]
             return replay + (_final_sends(entry) if entry.closed_by == vid else [])
-        problem = _unauthenticated(verdict, signer)
-        if problem is not None:
-            refused = VerdictResult(False, RejectReason.UNAUTHENTICATED, problem, entry.state)
-            return [_audit_send(verdict_audit(refused, verdict, now))]
         result = apply_verdict(entry.state, verdict, self.reviewers.current, now)
         sends = [_audit_send(verdict_audit(result, verdict, now))]
         if not result.accepted and result.resolution is None:

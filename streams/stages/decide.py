@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 from uuid import UUID
 
 from schemas.common import DecisionKind
@@ -153,6 +154,8 @@ class DecideStage:
             return self._invalid(raw, key, result.decision)
         if result.refused:
             sent, sends = decision_sends(intent, result.decision, digest=self.digests)
+            if sent.determining[0] != REQUEST_ID_REUSED:  # its sender is not known to be the agent:
+                sends[0] = replace(sends[0], agent=None)  # unsealed, which the agent's SDK drops
             return Outcome([*sends, security_send(intent, sent)], sent)
         receipt = found[0] if found else self._receipt(intent.request_id)
         if receipt is not None:

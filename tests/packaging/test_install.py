@@ -175,8 +175,10 @@ def test_the_slim_install_has_none_of_the_extras(slim: Venv, outside: Path) -> N
 def test_the_slim_install_guards_tools(slim: Venv, outside: Path) -> None:
     script = (
         "import sluicegate\n"
-        "gate = sluicegate.Gate('127.0.0.1:9', agent_id='support-7', agent_role='support',\n"
-        "                      environment='production', owner='team-support')\n"
+        "ring = sluicegate.trust.KeyRing.generate()\n"
+        "credential = sluicegate.AgentCredential.issue(ring, 'support-7', 'support', 'production',\n"
+        "                                              'team-support')\n"
+        "gate = sluicegate.Gate('127.0.0.1:9', credential=credential)\n"
         "print(type(gate).__name__, gate.identity.agent_id, sluicegate.__file__)\n"
     )
     made = run([slim.python, "-c", script], outside)

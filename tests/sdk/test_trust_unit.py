@@ -308,3 +308,14 @@ async def test_an_unsigned_pending_is_not_taken_as_the_processor_answering() -> 
     async with gate:
         auth = await gate.authorize(gate.intent(**REFUND))
     assert auth.pending is None and auth.unavailable and not auth.may_fail_open
+
+
+def test_a_gate_without_a_credential_refuses_to_start_unless_trust_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A missing SLUICEGATE_AGENT_CREDENTIAL must not silently turn trust off: any reply would be believed."""
+    monkeypatch.delenv("SLUICEGATE_TRUST_OFF")
+    with pytest.raises(InvalidCredential, match="SLUICEGATE_AGENT_CREDENTIAL"):
+        Gate("127.0.0.1:9", agent_id="a1", transport=FakeTransport())
+    monkeypatch.setenv("SLUICEGATE_TRUST_OFF", "1")
+    assert not Gate("127.0.0.1:9", agent_id="a1", transport=FakeTransport()).trusted

@@ -138,6 +138,9 @@ async def test_intents_that_do_not_match_their_credential_are_blocked_and_audite
     await send(client, intent, signer)
     decision = await client.decision(intent)
     assert (decision.decision, decision.final, decision.determining) == (BLOCK, True, (UNAUTHENTICATED,))
+    # Unsealed: the sender may not be the agent, whose SDK drops it and keeps waiting for its answer.
+    [(_, headers)] = client.decision_records[intent.request_id]
+    assert AUTH_HEADER not in dict(headers)
     await client.wait_for(lambda: security_notes(client, intent.request_id), what="the security event")
     assert security_notes(client, intent.request_id)[0].startswith(f"{UNAUTHENTICATED}:")
 
