@@ -112,6 +112,8 @@ class Release(_Model):
     kind: Literal["release"] = "release"
     request_id: UUID
     reservation: Reservation
+    agent_id: str = ""
+    """Whose request: reservations on shared windows belong to (agent, request id)."""
 
 
 class Feedback(_Model):

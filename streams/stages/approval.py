@@ -234,14 +234,21 @@ class ApprovalStage:
     # -- messages ------------------------------------------------------------------------------
 
     def handle_open(self, message: Open, partition: int) -> list[Send]:
-        """Open the approval (once) and publish its request; a duplicate re-publishes a pending one."""
+        """Open the approval (once) and publish its request; a duplicate re-publishes a pending one.
+
+        Request ids are unique per agent only: an Open for an id already open for another agent or
+        action is refused (audited), never merged into that approval."""
         request = message.request
         entry = self.entry(request.request_id)
         if entry is None:
             entry = ApprovalEntry(state=open_pending(request), policy_name=message.policy_name)
             self._write(entry, partition)
-        elif not entry.state.is_pending:
-            return []
+        else:
+            kept = entry.state.request
+            if (kept.intent.agent_id, kept.intent_digest) != (request.intent.agent_id, request.intent_digest):
+                return [_audit_send(_conflict_audit(request))]
+            if not entry.state.is_pending:
+                return []
         return _request_sends(entry.state.request)
 
     def handle_verdict(
@@ -332,6 +339,17 @@ def _final_sends(entry: ApprovalEntry) -> list[Send]:
     if final.decision is DecisionKind.ALLOW:
         return [feedback]
     return [*approval_final_sends(entry.state.intent, final), feedback]
+
+
+def _conflict_audit(request: ApprovalRequest) -> AuditRecord:
+    kind = AuditEventType.SECURITY
+    return AuditRecord(
+        event_id=f"{request.request_id}:security:approval_conflict:{request.intent_digest[:16]}",
+        event_type=kind, event_time=request.created_at, request_id=request.request_id, intent=request.intent,
+        approval_request=request,
+        note=(f"request_id_reused: an approval {request.request_id} is already open for another agent or "
+              f"action; this one ({request.intent.agent_id}) was not opened"),
+    )
 
 
 def _unknown_audit(verdict: ApprovalVerdict, vid: str, now: datetime) -> AuditRecord:

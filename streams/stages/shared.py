@@ -50,7 +50,7 @@ class SharedStage:
         """Check this hop's limit (or replay it), then forward to the next key or decide."""
         self.retention.evict(self.table, partition, now_ms)
         key = forward.keys[0]
-        record_key = f"{RECEIPT_PREFIX}{forward.intent.request_id}|{key}"
+        record_key = _hop_receipt(forward.intent.agent_id, forward.intent.request_id, key)
         raw = self.table.get(record_key)
         duplicate = raw is not None
         if raw is not None:
@@ -76,7 +76,7 @@ class SharedStage:
         reserved: tuple[Reservation, ...] = ()
         if _reserves(forward, hits):
             for change in outcome.changes:
-                self.state.add_once(change, forward.intent.request_id)
+                self.state.add_once(change, forward.intent.request_id, forward.intent.agent_id)
             reserved = tuple(Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in outcome.changes)
         return Receipt(hits=hits, reserved=reserved)
 
@@ -90,29 +90,30 @@ class SharedStage:
         request = request_of(intent, decision, policy, forward.decided_ms)
         sent, sends = decision_sends(intent, decision, request, self.digests)
         if sent.decision is not _ALLOW and not duplicate:
-            sends.extend(self._release(intent.request_id, reserved))
+            sends.extend(self._release(intent.request_id, intent.agent_id, reserved))
         feedback = Feedback(intent=intent, decision=sent, request=request)
         sends.append(Send(Route.FEEDBACK, intent.agent_id.encode(), feedback.model_dump_json().encode()))
         return Outcome(sends, sent, duplicate)
 
-    def _release(self, request_id: UUID, reserved: tuple[Reservation, ...]) -> list[Send]:
+    def _release(self, request_id: UUID, agent: str, reserved: tuple[Reservation, ...]) -> list[Send]:
         return [
             Send(Route.SHARED, r.key.encode(),
-                 Release(request_id=request_id, reservation=r).model_dump_json().encode())
+                 Release(request_id=request_id, reservation=r, agent_id=agent).model_dump_json().encode())
             for r in reserved
         ]
 
     def handle_release(self, release: Release, partition: int, now_ms: int) -> None:
         """Undo one reservation, once, and only one this hop made for that request (a release naming
         anything else changes nothing)."""
-        marker = f"{RECEIPT_PREFIX}{release.request_id}|{release.reservation.key}|released"
+        receipt = _hop_receipt(release.agent_id, release.request_id, release.reservation.key)
+        marker = f"{receipt}|released"
         if marker in self.table:
             return
-        raw = self.table.get(f"{RECEIPT_PREFIX}{release.request_id}|{release.reservation.key}")
+        raw = self.table.get(receipt)
         if raw is None or release.reservation not in Receipt.model_validate_json(raw).reserved:
             return
         r = release.reservation
-        self.state.release(r.key, r.at_ms, r.value, release.request_id)
+        self.state.release(r.key, r.at_ms, r.value, release.request_id, release.agent_id)
         self.table[marker] = b"1"
         self.retention.note(partition, now_ms, marker)
 
@@ -124,7 +125,7 @@ class SharedStage:
         for item in count.changes:
             change = item.to_change()
             if item.key == key and isinstance(change, WindowChange):
-                self.state.add_once(change, count.request_id)
+                self.state.add_once(change, count.request_id, count.intent.agent_id)
         rest = tuple(item for item in count.changes if item.key != key)
         if rest:
             return [count_send(count.model_copy(update={"changes": rest}))]
@@ -134,3 +135,9 @@ class SharedStage:
 def _reserves(forward: Forward, hits: tuple[AppliedItem, ...]) -> bool:
     """Whether the decision is still ALLOW after this hop's ``hits``, so the action is counted now."""
     return forward.reserve and all(hit.decision is _ALLOW for hit in (*forward.hits, *hits))
+
+
+def _hop_receipt(agent: str, request_id: UUID, key: str) -> str:
+    """A hop's receipt of a request on ``key``. Request ids are unique per agent only (agents choose
+    them), and a shared key sees every agent's: another agent reusing an id is another request."""
+    return f"{RECEIPT_PREFIX}{agent}\x1f{request_id}|{key}"

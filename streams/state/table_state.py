@@ -18,6 +18,7 @@ recovery, and decoding is small next to the rest of a decision).
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from array import array
 from bisect import bisect_left
@@ -72,9 +73,10 @@ class TableState:
         found = self._read(key)
         self._write(key, found[0] if found else array("q"), state)
 
-    def add_once(self, change: WindowChange, request_id: UUID) -> bool:
-        """Count ``change`` for ``request_id`` unless that request is already counted there."""
-        token = request_id.int & 0x7FFF_FFFF_FFFF_FFFF
+    def add_once(self, change: WindowChange, request_id: UUID, agent: str = "") -> bool:
+        """Count ``change`` for ``request_id`` (of ``agent``, on a window shared by agents) unless that
+        request is already counted there."""
+        token = _token(request_id, agent)
         found = self._read(change.key)
         tokens, window = found if found is not None else (array("q"), WindowState())
         if token in tokens:
@@ -93,7 +95,9 @@ class TableState:
         """Store the history at ``key``."""
         self.table[HISTORY_PREFIX + key] = state.to_bytes()
 
-    def release(self, key: str, at_ms: int, value: float | None, request_id: UUID | None = None) -> bool:
+    def release(
+        self, key: str, at_ms: int, value: float | None, request_id: UUID | None = None, agent: str = "",
+    ) -> bool:
         """Undo one counted entry (time ``at_ms``, ``value``) and forget ``request_id``'s token.
 
         False when no such entry is there.
@@ -103,7 +107,7 @@ class TableState:
             return False
         tokens, window = found
         if request_id is not None:
-            token = request_id.int & 0x7FFF_FFFF_FFFF_FFFF
+            token = _token(request_id, agent)
             tokens = array("q", [t for t in tokens if t != token])
         times = window.times_ms
         index = bisect_left(times, at_ms)
@@ -116,3 +120,12 @@ class TableState:
                 return True
             index += 1
         return False
+
+
+def _token(request_id: UUID, agent: str) -> int:
+    """A request's token in a window. On a window shared by agents it is the agent's request: another
+    agent that reuses the id is another request (agents choose their request ids)."""
+    if not agent:
+        return request_id.int & 0x7FFF_FFFF_FFFF_FFFF
+    digest = hashlib.blake2b(agent.encode() + request_id.bytes, digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF

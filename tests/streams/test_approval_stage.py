@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from schemas import ApprovalVerdict, AuditEventType, Decision, DecisionKind, VerdictKind
+from schemas import ApprovalVerdict, AuditEventType, AuditRecord, Decision, DecisionKind, VerdictKind
 from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
 from streams.engine import compile_policy
 from streams.messages import Open
@@ -323,3 +323,16 @@ def test_a_partition_taken_over_is_indexed_and_unflushed_expiries_are_sent_again
     assert [d.request_id for d in expired] == [second.request_id]
     taker.gave_up(0)
     assert taker.expire_due(0, p.now_ms + 10 * p.approvals.retention_ms) == []
+
+
+def test_an_open_for_an_id_already_open_for_another_agent_is_refused_not_merged() -> None:
+    p = pump()
+    pending = p.decide(raw("a1"))
+    [request] = [r for r in p.requests if r.request_id == pending.request_id]
+    intruder = request.model_copy(update={
+        "intent": request.intent.model_copy(update={"agent_id": "a9"})})
+    sends = p.approvals.handle_open(Open(request=intruder), 0)
+    assert [s.route for s in sends] == [Route.AUDIT]
+    assert AuditRecord.model_validate_json(sends[0].value).event_type is AuditEventType.SECURITY
+    entry = p.approvals.entry(pending.request_id)
+    assert entry is not None and entry.state.request.intent.agent_id == "a1"

@@ -173,13 +173,30 @@ def test_release_is_applied_once_and_only_to_what_its_request_reserved() -> None
     forged = Release(request_id=uuid.uuid4(), reservation=reservation)  # reserved nothing here
     pump.shared.handle_release(forged, 0, 0)
     assert window_count(pump.shared_table, "budget|fleet") == 2
-    release = Release(request_id=first.request_id, reservation=reservation)
+    assert pump.shared.handle_release(Release(request_id=first.request_id, reservation=reservation,
+                                              agent_id="a2"), 0, 0) is None  # not a2's request
+    assert window_count(pump.shared_table, "budget|fleet") == 2
+    release = Release(request_id=first.request_id, reservation=reservation, agent_id="a1")
     pump.shared.handle_release(release, 0, 0)
     pump.shared.handle_release(release, 0, 0)
     assert window_count(pump.shared_table, "budget|fleet") == 1
     other = Reservation(key="budget|fleet", at_ms=at_ms, value=500)  # not what it reserved
-    pump.shared.handle_release(Release(request_id=first.request_id, reservation=other), 0, 0)
+    pump.shared.handle_release(Release(request_id=first.request_id, reservation=other, agent_id="a1"), 0, 0)
     assert window_count(pump.shared_table, "budget|fleet") == 1
+
+
+def test_another_agent_reusing_a_request_id_is_another_request_on_shared_limits() -> None:
+    """Agents choose their request ids: one that reuses another's (read from the topics) must neither
+    pass as a redelivery of the other's hop (and count nowhere) nor free the other's reservations."""
+    pump = Pump()
+    shared_id = uuid.uuid4()
+    first = pump.decide(refund(amount=5, request_id=shared_id))
+    elsewhere = DecideStage({})  # a2's partition, on which the id is new
+    pump.run(elsewhere.handle_intent(refund(agent="a2", amount=5, request_id=shared_id), b"a2", POLICY, 0,
+                                     pump.now_ms))
+    second = pump.decisions[-1]
+    assert (first.decision, second.decision, second.agent_id) == (ALLOW, ALLOW, "a2")
+    assert window_count(pump.shared_table, "budget|fleet") == 2
 
 
 def test_invalid_input_and_missing_policy() -> None:
