@@ -34,22 +34,36 @@ ADOPT_CHUNK = 5_000
 """Idempotency receipts queued between two yields to the event loop while taking over a partition."""
 
 
-async def _adopt(store: ChangelogStore, retention: Retention, partition: int,
-                 abort: Callable[[], bool]) -> list[Send] | None:
-    """Queue the receipts of a partition taken over for eviction (restored from a changelog or kept
-    from before a restart, nobody queued them), yielding to the loop as it goes."""
-    keys = store.keys_with_prefix(RECEIPT_PREFIX)
-    at_ms = now_ms()
-    while chunk := list(itertools.islice(keys, ADOPT_CHUNK)):
-        retention.adopt(partition, chunk, at_ms)
-        await asyncio.sleep(0)
-        if abort():
-            return None
-        store.use(partition)
-    return []
+class _Retaining:
+    """A stage whose receipts are evicted after the retention, and that has no clock-driven work."""
+
+    store: ChangelogStore
+    retention: Retention
+
+    async def took_over(self, partition: int, abort: Callable[[], bool]) -> list[Send] | None:
+        """Queue the receipts of a partition taken over for eviction (restored from a changelog or kept
+        from before a restart, nobody queued them), yielding to the loop as it goes."""
+        keys = self.store.keys_with_prefix(RECEIPT_PREFIX)
+        at_ms = now_ms()
+        while chunk := list(itertools.islice(keys, ADOPT_CHUNK)):
+            self.retention.adopt(partition, chunk, at_ms)
+            await asyncio.sleep(0)
+            if abort():
+                return None
+            self.store.use(partition)
+        return []
+
+    def gave_up(self, partition: int) -> None:
+        self.retention.forget(partition)
+
+    def tick(self, partition: int, now_ms: int) -> list[Send]:
+        return []
+
+    def flushed(self, partition: int) -> None:
+        pass
 
 
-class DecideBinding:
+class DecideBinding(_Retaining):
     """The decide stage reads intents and, for the intents it forwarded or parked, the agent-feedback
     topic (feedback from the shared stage, resolved approvals)."""
 
@@ -57,7 +71,7 @@ class DecideBinding:
 
     def __init__(self, stage: DecideStage, store: ChangelogStore, intents: str, feedback: str,
                  policies: PolicySource, metrics: Metrics, trust: WorkerTrust) -> None:
-        self.stage, self.store, self.intents = stage, store, intents
+        self.stage, self.store, self.intents, self.retention = stage, store, intents, stage.retention
         self.sources: tuple[str, ...] = (intents, feedback)
         self.policies, self.metrics, self.trust = policies, metrics, trust
 
@@ -74,20 +88,7 @@ class DecideBinding:
             return self.stage.handle_resolved(Resolved.model_validate_json(body), partition, now_ms())
         return self.stage.handle_feedback(Feedback.model_validate_json(body), partition, now_ms())
 
-    async def took_over(self, partition: int, abort: Callable[[], bool]) -> list[Send] | None:
-        return await _adopt(self.store, self.stage.retention, partition, abort)
-
-    def gave_up(self, partition: int) -> None:
-        self.stage.retention.forget(partition)
-
-    def tick(self, partition: int, now_ms: int) -> list[Send]:
-        return []
-
-    def flushed(self, partition: int) -> None:
-        pass
-
-
-class SharedBinding:
+class SharedBinding(_Retaining):
     """The shared stage reads the shared-limits topic: forwarded intents' hops, releases of
     reservations, and approved actions' counts."""
 
@@ -95,7 +96,7 @@ class SharedBinding:
 
     def __init__(self, stage: SharedStage, store: ChangelogStore, topic: str, policies: PolicySource,
                  metrics: Metrics, trust: WorkerTrust) -> None:
-        self.stage, self.store = stage, store
+        self.stage, self.store, self.retention = stage, store, stage.retention
         self.sources: tuple[str, ...] = (topic,)
         self.policies, self.metrics, self.trust = policies, metrics, trust
 
@@ -113,19 +114,6 @@ class SharedBinding:
         outcome = self.stage.handle_forward(forward, policy, partition, now_ms())
         self.metrics.observe(outcome, record.timestamp)
         return outcome.sends
-
-    async def took_over(self, partition: int, abort: Callable[[], bool]) -> list[Send] | None:
-        return await _adopt(self.store, self.stage.retention, partition, abort)
-
-    def gave_up(self, partition: int) -> None:
-        self.stage.retention.forget(partition)
-
-    def tick(self, partition: int, now_ms: int) -> list[Send]:
-        return []
-
-    def flushed(self, partition: int) -> None:
-        pass
-
 
 class ApprovalBinding:
     """The approval stage reads the reviewer topic (verdicts) and approval-control (approvals opened by
