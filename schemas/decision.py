@@ -96,6 +96,8 @@ class Decision(WireModel):
     approval_deadline_at: UtcDatetime | None = None
     approved_by: tuple[str, ...] = ()
     intent_digest: str = Field(
-        default="", description="Digest of the action decided (tool, action, target, params); the SDK "
-                                "accepts a decision only for the action it asked about.",
+        default="",
+        description="Digest of the action decided (tool, action, target, params), on the decisions of "
+                    "an approval (pending and final): the action reviewers saw. When present, the SDK "
+                    "accepts the decision only for the action it asked about.",
     )

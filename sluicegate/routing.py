@@ -123,8 +123,8 @@ class ReplyCheck:
             return str(exc)
         if decision.agent_id != agent_id:
             return f"names agent {decision.agent_id!r}, not {agent_id!r}"
-        if decision.intent_digest != self.intent_digest:
-            return f"for another action (intent digest {decision.intent_digest[:12] or 'missing'}...)"
+        if decision.intent_digest and decision.intent_digest != self.intent_digest:
+            return f"for another action (intent digest {decision.intent_digest[:12]}...)"
         return None
 
 

@@ -149,8 +149,8 @@ def build_runner(
     agent_state = _store(config, topics.agent_state_changelog)
     shared_state = _store(config, topics.shared_state_changelog)
     approval_state = _store(config, topics.approval_state_changelog)
-    decide_stage = DecideStage(agent_state, config.retention_ms, skew_ms, digests=trust.on)
-    shared_stage = SharedStage(shared_state, config.retention_ms, digests=trust.on)
+    decide_stage = DecideStage(agent_state, config.retention_ms, skew_ms)
+    shared_stage = SharedStage(shared_state, config.retention_ms)
     approval_stage = ApprovalStage(approval_state, Reviewers(config.reviewers_file), config.retention_ms)
     bindings = (
         DecideBinding(decide_stage, agent_state, n.intents, topics.agent_feedback, policies, metrics, trust),

@@ -97,10 +97,8 @@ class DecideStage:
     """Stage 1, on the intents' partition (agent id): rules, risk, agent-keyed limits, idempotency."""
 
     def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS,
-                 max_event_skew_ms: int | None = None, digests: bool = False) -> None:
+                 max_event_skew_ms: int | None = None) -> None:
         self.table = table
-        self.digests = digests
-        """Name the action in every decision (``intent_digest``: with trust on, the SDK checks it)."""
         self.state = TableState(table)
         self.retention = Retention(retention_ms)
         self.max_event_skew_ms = max_event_skew_ms
@@ -153,7 +151,7 @@ class DecideStage:
         if intent is None:
             return self._invalid(raw, key, result.decision)
         if result.refused:
-            sent, sends = decision_sends(intent, result.decision, digest=self.digests)
+            sent, sends = decision_sends(intent, result.decision)
             if sent.determining[0] != REQUEST_ID_REUSED:  # its sender is not known to be the agent:
                 sends[0] = replace(sends[0], agent=None)  # unsealed, which the agent's SDK drops
             return Outcome([*sends, security_send(intent, sent)], sent)
@@ -217,7 +215,7 @@ class DecideStage:
         if decision.decision is _ALLOW:
             _count(self.state, changes, intent.request_id)
         request = request_of(intent, decision, policy, now_ms)
-        sent, sends = decision_sends(intent, decision, request, self.digests)
+        sent, sends = decision_sends(intent, decision, request)
         if request is not None:
             items = tuple(ChangeItem.of(change) for change in changes)
             sends.append(self._park(Pending(intent=intent, decision=sent, request=request, changes=items)))

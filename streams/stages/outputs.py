@@ -87,21 +87,17 @@ def approval_request(
 
 
 def decision_sends(
-    intent: Intent | None, decision: Decision, request: ApprovalRequest | None = None, digest: bool = False,
+    intent: Intent | None, decision: Decision, request: ApprovalRequest | None = None,
 ) -> tuple[Decision, list[Send]]:
     """The decision as sent (keyed by agent id) and its audit record; REQUIRE_APPROVAL goes out
-    pending, with the deadline of its ``request``. The engine stamped ``decided_at`` with the worker's
-    clock (the intent's event time may be long past, and would misplace the decision in the audit).
-    ``digest``: name the action decided (``intent_digest``), which the SDK checks with trust on."""
-    update: dict[str, object] = {}
+    pending, with the deadline and the action digest of its ``request`` (a reviewer approves that
+    action; the SDK checks it). The engine stamped ``decided_at`` with the worker's clock (the intent's
+    event time may be long past, and would misplace the decision in the audit)."""
     if decision.decision is _APPROVAL and decision.final:
         if request is None:
             raise ValueError(f"request {decision.request_id}: a REQUIRE_APPROVAL needs its approval request")
-        update = {"final": False, "approval_deadline_at": request.deadline_at}
-    if (digest or request is not None) and intent is not None and not decision.intent_digest:
-        update["intent_digest"] = request.intent_digest if request is not None else intent.digest()
-    if update:
-        decision = decision.model_copy(update=update)
+        decision = decision.model_copy(update={"final": False, "approval_deadline_at": request.deadline_at,
+                                               "intent_digest": request.intent_digest})
     return decision, publish_sends(intent, decision)
 
 

@@ -35,12 +35,8 @@ _ALLOW = DecisionKind.ALLOW
 class SharedStage:
     """Stage 2, on the ``shared-limits`` partition of one shared window key."""
 
-    def __init__(
-        self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS, digests: bool = False,
-    ) -> None:
+    def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
         self.table = table
-        self.digests = digests
-        """Name the action in every decision (``intent_digest``), as :class:`DecideStage` does."""
         self.state = TableState(table)
         self.retention = Retention(retention_ms)
 
@@ -88,7 +84,7 @@ class SharedStage:
         decision = combine_hops(policy, forward.stage1, tuple(item.to_applied() for item in forward.applied),
                                 tuple(hit.to_applied() for hit in hits), intent, forward.decided_ms)
         request = request_of(intent, decision, policy, forward.decided_ms)
-        sent, sends = decision_sends(intent, decision, request, self.digests)
+        sent, sends = decision_sends(intent, decision, request)
         if sent.decision is not _ALLOW and not duplicate:
             sends.extend(self._release(intent.request_id, intent.agent_id, reserved))
         feedback = Feedback(intent=intent, decision=sent, request=request)

@@ -177,7 +177,6 @@ async def test_a_decision_signed_with_the_agents_key_is_accepted() -> None:
     (lambda i: Record(decision_for(i).model_dump_json().encode(), ((AUTH_HEADER, b"garbage"),)),
      "key id"),
     (lambda i: signed(decision_for(i, intent_digest="0" * 64), AGENT), "another action"),
-    (lambda i: signed(decision_for(i, intent_digest=""), AGENT), "another action"),
     (lambda i: signed(decision_for(i, agent_id="sup-9"), AGENT), "names agent 'sup-9'"),
     (lambda i: f'{{"request_id": "{i.request_id}", "decision": "ALLOW", "final": true}}'.encode(),
      "unparseable"),
