@@ -85,14 +85,15 @@ class ChangeItem(_Model):
 
 
 class Forward(_Model):
-    """Stage 1 -> stage 2 (and hop -> hop): an intent whose shared-key limits are still to check.
+    """The decide stage -> the shared stage (and hop -> hop): an intent whose shared-key limits are still
+    to check.
 
     ``keys`` are the shared window keys left, the first one being this hop's; ``applied`` holds what
-    applied so far (stage 1's rules, agent limits and risk, then each hop's hits); ``reserve`` is true
-    when the decision so far is ALLOW, so each hop counts the action right away (and ``reserved``
-    lists those counts, released again should a later hop refuse). ``decided_ms`` is stage 1's clock
-    when it forwarded: the last hop decides at that time, so a replayed forward gives the same decision
-    (and approval deadline) byte for byte.
+    applied so far (the decide stage's rules, agent limits and risk, then each hop's hits); ``reserve``
+    is true when the decision so far is ALLOW, so each hop counts the action right away (and
+    ``reserved`` lists those counts, released again should a later hop refuse). ``decided_ms`` is the
+    decide stage's clock when it forwarded: the last hop decides at that time, so a replayed forward
+    gives the same decision (and approval deadline) byte for byte.
     """
 
     kind: Literal["forward"] = "forward"
@@ -117,10 +118,10 @@ class Release(_Model):
 
 
 class Feedback(_Model):
-    """Final stage -> the agent's partition: the decision made, so stage 1 settles its reservation.
+    """Final stage -> the agent's partition: the decision made, so the decide stage settles its reservation.
 
     For a REQUIRE_APPROVAL, ``request`` is the ApprovalRequest made where the pending decision was
-    sent (same wall-clock deadline); stage 1 parks the intent and opens the approval with it.
+    sent (same wall-clock deadline); the decide stage parks the intent and opens the approval with it.
     """
 
     kind: Literal["feedback"] = "feedback"
@@ -145,7 +146,8 @@ class Count(_Model):
 
 
 class Open(_Model):
-    """Stage 1 -> the approval stage (approval-control topic, keyed by request id): open this approval.
+    """The decide stage -> the approval stage (approval-control topic, keyed by request id): open this
+    approval.
 
     ``policy_name`` is the pending decision's, for the final one."""
 
@@ -165,7 +167,7 @@ class Receipt(_Model):
     """Idempotency record of a request on one stage (``d|<request_id>`` in that stage's table).
 
     ``decision`` is set once the decision is known (the pending one, then the final one after an
-    approval); ``changes`` are stage 1's changes held while the shared hops decide, ``shared`` the
+    approval); ``changes`` are the decide stage's changes held while the shared hops decide, ``shared`` the
     shared-window changes the hops would make, with the ``forward`` sent (re-sent on redelivery);
     ``hits``/``reserved`` are a hop's result, replayed on redelivery; ``released`` marks reservations
     already undone. ``fingerprint`` is a hash of the intent record's bytes: a redelivery has the same, a

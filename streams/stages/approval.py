@@ -11,7 +11,8 @@ in order. The other choice, re-keying each verdict to its agent's partition, nee
 agent table keyed by request id anyway, plus one more hop per verdict.
 
 The flow:
-1. stage 1 sends the pending decision at once (``final=False``, the wall-clock deadline) and the Open;
+1. the decide stage sends the pending decision at once (``final=False``, the wall-clock deadline) and
+   the Open;
 2. here an Open opens a :class:`~streams.stages.approval_machine.PendingApproval` and publishes the
    ApprovalRequest (approval-requests topic) and its ``APPROVAL_REQUESTED`` audit record;
 3. a verdict is applied with :func:`~streams.stages.approval_machine.apply_verdict` (``now`` = the verdict
@@ -20,7 +21,7 @@ The flow:
 4. once resolved (approved, denied, or expired by a late verdict or the timer) a
    :class:`~streams.messages.Resolved` goes to the agent's partition. A denied or expired approval's
    final BLOCK goes out from here at once (decisions topic keyed by agent id, the pending decision's
-   route, and the audit). An approved action is counted first: stage 1 counts its agent windows and
+   route, and the audit). An approved action is counted first: the decide stage counts its agent windows and
    history, a chain of ``Count`` hops its shared windows, and whichever counts last sends the final
    ALLOW, so no intent the agent sends on hearing of it can slip under a limit it fills.
 
@@ -143,7 +144,7 @@ class ApprovalStage:
         self.retention_ms = retention_ms
         self.on_refused: Callable[[Decision], None] = ignore_decision
         """Called once per denied or expired approval, with its final BLOCK (the metrics' hook); an
-        approved one is reported by stage 1, which records it."""
+        approved one is reported by the decide stage, which records it."""
         self._due: dict[int, dict[UUID, int]] = {}
         """Per partition owned: request id -> when the tick has to act on it (ms)."""
         self._unsent: dict[int, list[UUID]] = {}
@@ -329,9 +330,9 @@ def _request_sends(request: ApprovalRequest) -> list[Send]:
 
 
 def _final_sends(entry: ApprovalEntry) -> list[Send]:
-    """The Resolved for stage 1 and, for a denied or expired approval, the final decision (the pending
-    one's route) with its audit record. An approved one is sent once its limits have counted it (by
-    stage 1 or the last shared hop), so no later intent can slip under a limit it fills."""
+    """The Resolved for the decide stage and, for a denied or expired approval, the final decision (the
+    pending one's route) with its audit record. An approved one is sent once its limits have counted it (by
+    the decide stage or the last shared hop), so no later intent can slip under a limit it fills."""
     final = entry.final
     assert final is not None
     resolved = Resolved(decision=final).model_dump_json().encode()

@@ -7,29 +7,29 @@ where it lives without coordination. A limit keyed by fleet, tool, target or rol
 one state for intents from many agents, i.e. from many partitions, possibly on several workers. Its
 state therefore lives on the partition of its own key, on an internal topic:
 
-1. **Stage 1** (intents partition, table ``agent-state``) evaluates rules, risk and agent-keyed
-   limits. If that is BLOCK, or no shared-key limit matches the intent, it decides right there: one
-   hop, the common case. Otherwise it *forwards* the intent to the ``shared-limits`` topic keyed by
-   the first shared window key.
-2. **Stage 2** (``shared-limits`` partition, table ``shared-state``) evaluates the limit of that key,
-   then forwards to the next shared key (keys are visited in sorted order), and the last hop combines
-   everything with the engine's one combining rule and emits the decision and its audit record. It
-   also sends a :class:`Feedback` back to the agent's partition (``agent-feedback`` topic, keyed and
-   partitioned like intents) so stage 1 settles its own state.
+1. **The decide stage** (intents partition, table ``agent-state``) evaluates rules, risk and
+   agent-keyed limits. If that is BLOCK, or no shared-key limit matches the intent, it decides right
+   there: one hop, the common case. Otherwise it *forwards* the intent to the ``shared-limits`` topic
+   keyed by the first shared window key.
+2. **The shared stage** (``shared-limits`` partition, table ``shared-state``) evaluates the limit of
+   that key, then forwards to the next shared key (keys are visited in sorted order), and the last hop
+   combines everything with the engine's one combining rule and emits the decision and its audit
+   record. It also sends a :class:`Feedback` back to the agent's partition (``agent-feedback`` topic,
+   keyed and partitioned like intents) so the decide stage settles its own state.
 
 Counting without double-spending or overshooting. While an intent travels, later intents must see
 it counted, or two intents could both fit under a budget that holds one. So each stage *reserves*:
-when the decision so far is ALLOW it counts the action at once (stage 1 its agent windows, each hop its
-shared window) and remembers the reservation. If the final decision is not ALLOW, the reservations are
-released (stage 1 on feedback, hops by a :class:`Release` message). In between, a reservation can only
-make another intent stricter: the design fails closed. History (risk learning) is applied only once the
-final ALLOW is known.
+when the decision so far is ALLOW it counts the action at once (the decide stage its agent windows,
+each hop its shared window) and remembers the reservation. If the final decision is not ALLOW, the
+reservations are released (the decide stage on feedback, hops by a :class:`Release` message). In
+between, a reservation can only make another intent stricter: the design fails closed. History
+(risk learning) is applied only once the final ALLOW is known.
 
 Approvals. A REQUIRE_APPROVAL is sent pending at once by whichever stage decides it, with an
 :class:`ApprovalRequest` made there (the rule's approval settings, deadline = that worker's wall clock
-+ timeout). Stage 1 parks the intent with its changes (``p|<request_id>``) and sends an :class:`Open`
++ timeout). The decide stage parks the intent with its changes (``p|<request_id>``) and sends an :class:`Open`
 to the approval stage (:mod:`streams.stages.approval`), which publishes the request and later answers
-with a :class:`Resolved`; on an approval stage 1 then counts the agent windows and sends a
+with a :class:`Resolved`; on an approval the decide stage then counts the agent windows and sends a
 :class:`Count` to each shared-limit partition. Nothing is reserved while an approval is pending.
 
 Idempotency. Each stage keeps a record ``d|<request_id>`` (hops: ``d|<request_id>|<key>``) in the same
@@ -94,7 +94,7 @@ _ALLOW, _APPROVAL = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL
 
 
 class DecideStage:
-    """Stage 1, on the intents' partition (agent id): rules, risk, agent-keyed limits, idempotency."""
+    """On the intents' partition (agent id): rules, risk, agent-keyed limits, idempotency."""
 
     def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS,
                  max_event_skew_ms: int | None = None) -> None:
@@ -211,7 +211,7 @@ class DecideStage:
         self, intent: Intent, decision: Decision, changes: tuple[Change, ...],
         policy: CompiledPolicy | None, partition: int, now_ms: int, fingerprint: str,
     ) -> Outcome:
-        """Stage 1 decides alone: count an ALLOW, park a REQUIRE_APPROVAL, record, send."""
+        """The decide stage decides alone: count an ALLOW, park a REQUIRE_APPROVAL, record, send."""
         if decision.decision is _ALLOW:
             _count(self.state, changes, intent.request_id)
         request = request_of(intent, decision, policy, now_ms)

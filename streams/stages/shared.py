@@ -33,7 +33,7 @@ _ALLOW = DecisionKind.ALLOW
 
 
 class SharedStage:
-    """Stage 2, on the ``shared-limits`` partition of one shared window key."""
+    """The shared stage, on the ``shared-limits`` partition of one shared window key."""
 
     def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS) -> None:
         self.table = table
