@@ -268,7 +268,7 @@ class ApprovalStage:
         entry = self.entry(verdict.request_id)
         if entry is None:
             return [_audit_send(_unknown_audit(verdict, vid, now))]
-        problem = _unauthenticated(verdict, signer)
+        problem = _unauthenticated(verdict, signer, self.reviewers.current)
         if problem is not None:  # before anything else: an unsigned copy of a verdict replays nothing
             refused = VerdictResult(False, RejectReason.UNAUTHENTICATED, problem, entry.state)
             return [_audit_send(verdict_audit(refused, verdict, now))]
@@ -301,8 +301,9 @@ class ApprovalStage:
         return _final_sends(entry)
 
 
-def _unauthenticated(verdict: ApprovalVerdict, signer: Signer) -> str | None:
-    """Why ``signer`` may not give ``verdict``, or None."""
+def _unauthenticated(verdict: ApprovalVerdict, signer: Signer, reviewers: ReviewerDirectory) -> str | None:
+    """Why ``signer`` may not give ``verdict``, or None. A bot signs only for the reviewers the
+    reviewers file lists under its name (``bots: {slack-bot: [lena, marco]}``)."""
     if signer is TRUST_OFF:
         return None
     if isinstance(signer, str):
@@ -312,6 +313,8 @@ def _unauthenticated(verdict: ApprovalVerdict, signer: Signer) -> str | None:
         return f"signed by reviewer {name}, not by {verdict.reviewer}"
     if kind == "bot" and verdict.source != "slack":
         return f"signed by bot {name}, but its source is {verdict.source}"
+    if kind == "bot" and not reviewers.bot_may_sign(name, verdict.reviewer):
+        return f"bot {name} may not sign for {verdict.reviewer} (the reviewers file's bots)"
     return None
 
 

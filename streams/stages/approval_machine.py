@@ -76,22 +76,23 @@ def _norm(identity: str) -> str:
 class ReviewerDirectory:
     """Approver groups and their members; identities compare case-insensitively."""
 
-    def __init__(self, groups: dict[str, frozenset[str]] | None = None) -> None:
+    def __init__(
+        self, groups: dict[str, frozenset[str]] | None = None, bots: dict[str, frozenset[str]] | None = None,
+    ) -> None:
         self._groups = {name: frozenset(map(_norm, members)) for name, members in (groups or {}).items()}
+        self._bots = {name: frozenset(map(_norm, members)) for name, members in (bots or {}).items()}
 
     @classmethod
     def from_mapping(cls, data: object, source: str = "<mapping>") -> ReviewerDirectory:
-        """Build from ``{"groups": {group: [member, ...]}}``; raise ApprovalError on any other shape."""
+        """Build from ``{"groups": {group: [member, ...]}, "bots": {bot: [reviewer, ...]}}`` (``bots``
+        optional: the reviewers each bot credential may sign verdicts for); raise ApprovalError on any
+        other shape."""
         if not isinstance(data, dict) or not isinstance(data.get("groups"), dict):
             raise ApprovalError(f"{source}: expected a mapping with a 'groups' mapping of group -> members")
-        groups: dict[str, frozenset[str]] = {}
-        for name, members in data["groups"].items():
-            if not isinstance(name, str) or not name:
-                raise ApprovalError(f"{source}: group names must be non-empty strings, got {name!r}")
-            if not isinstance(members, list) or not all(isinstance(m, str) and m.strip() for m in members):
-                raise ApprovalError(f"{source}: group {name!r} must be a list of non-empty reviewer names")
-            groups[name] = frozenset(members)
-        return cls(groups)
+        bots = data.get("bots", {})
+        if not isinstance(bots, dict):
+            raise ApprovalError(f"{source}: 'bots' must map each bot to the reviewers it may sign for")
+        return cls(_named_lists(data["groups"], "group", source), _named_lists(bots, "bot", source))
 
     @classmethod
     def load(cls, path: Path) -> ReviewerDirectory:
@@ -109,6 +110,22 @@ class ReviewerDirectory:
     def is_member(self, group: str, reviewer: str) -> bool:
         """True when ``reviewer`` belongs to ``group``."""
         return _norm(reviewer) in self.members(group)
+
+    def bot_may_sign(self, bot: str, reviewer: str) -> bool:
+        """True when the bot credential ``bot`` may sign verdicts in ``reviewer``'s name."""
+        return _norm(reviewer) in self._bots.get(bot, frozenset())
+
+
+def _named_lists(data: dict[object, object], what: str, source: str) -> dict[str, frozenset[str]]:
+    """``{name: [reviewer, ...]}`` checked: non-empty names, lists of non-empty reviewer names."""
+    result: dict[str, frozenset[str]] = {}
+    for name, members in data.items():
+        if not isinstance(name, str) or not name:
+            raise ApprovalError(f"{source}: {what} names must be non-empty strings, got {name!r}")
+        if not isinstance(members, list) or not all(isinstance(m, str) and m.strip() for m in members):
+            raise ApprovalError(f"{source}: {what} {name!r} must be a list of non-empty reviewer names")
+        result[name] = frozenset(members)
+    return result
 
 
 class PendingApproval(WireModel):

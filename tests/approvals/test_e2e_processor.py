@@ -43,6 +43,8 @@ REVIEWERS = """
 groups:
   payments-reviewers: [alice, bob, dave]
   team-a: [dave, erin]
+bots:
+  slack-bot: [alice, bob]
 """
 POLICY = """
 policy: approvals_e2e

@@ -43,7 +43,7 @@ limits:
 """, "approvals-unit.yaml")
 DIRECTORY = ReviewerDirectory.from_mapping({"groups": {
     "payments-reviewers": ["alice", "bob", "carol"], "reviewers": ["zoe"], "team-a": ["dave"],
-}})
+}, "bots": {"slack-bot": ["alice"]}})
 
 
 def pump() -> Pump:
@@ -336,3 +336,21 @@ def test_an_open_for_an_id_already_open_for_another_agent_is_refused_not_merged(
     assert AuditRecord.model_validate_json(sends[0].value).event_type is AuditEventType.SECURITY
     entry = p.approvals.entry(pending.request_id)
     assert entry is not None and entry.state.request.intent.agent_id == "a1"
+
+
+def test_a_bot_signs_only_for_the_reviewers_listed_under_it_and_only_from_slack() -> None:
+    p = pump()
+    pending = p.decide(raw())
+
+    def send(item: ApprovalVerdict, signer: tuple[str, str]) -> None:
+        key = str(item.request_id).encode()
+        p.run(p.approvals.handle_verdict(item.model_dump_json().encode(), key, 0, p.now_ms, signer))
+
+    send(verdict(p, pending, "bob", source="slack"), ("bot", "slack-bot"))  # bob is not the bot's
+    send(verdict(p, pending, "alice", source="cli"), ("bot", "slack-bot"))  # not from Slack
+    send(verdict(p, pending, "alice", source="slack"), ("bot", "other-bot"))  # another bot
+    assert [n.split(":")[0] for n in notes(p, AuditEventType.VERDICT_REJECTED)] == ["unauthenticated"] * 3
+    assert not finals(p, pending)
+    send(verdict(p, pending, "alice", source="slack"), ("bot", "slack-bot"))
+    [final] = finals(p, pending)
+    assert (final.decision, final.approved_by) == (ALLOW, ("alice",))
