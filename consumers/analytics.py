@@ -97,10 +97,9 @@ def _window_params(name: str, start: int, end: int) -> dict[str, int]:
             f"{name}_c": inner_hi, f"{name}_d": end}
 
 
-def _window(db: str, name: str) -> str:
-    """Decisions in the window ``name``, each counted once: rollup rows for the whole minutes, event
-    rows for the edges; columns (agent_id, tool, decision, decision_final, risk_bucket, decisions,
-    risk_sum, factors)."""
+def _bounds(name: str) -> tuple[str, str]:
+    """The conditions of the window ``name``: the whole minutes (rollup rows, ``lo`` to ``hi``), and
+    the event rows at its two edges (``a`` to ``b``, ``c`` to ``d``)."""
     def at(key: str) -> str:
         return f"fromUnixTimestamp64Milli(%({name}_{key})s, 'UTC')"
 
@@ -108,32 +107,34 @@ def _window(db: str, name: str) -> str:
            f"(event_time >= {at('c')} AND event_time < {at('d')})"
     edge_minutes = f"(minute >= toStartOfMinute({at('a')}) AND minute < {at('b')}) OR " \
                    f"(minute >= toStartOfMinute({at('c')}) AND minute < {at('d')})"
+    return f"minute >= {at('lo')} AND minute < {at('hi')}", f"({edge_minutes}) AND ({edge})"
+
+
+def _window(db: str, name: str) -> str:
+    """Decisions in the window ``name``, each counted once: rollup rows for the whole minutes, event
+    rows for the edges; columns (agent_id, tool, decision, decision_final, risk_bucket, decisions,
+    risk_sum, factors)."""
+    minutes, edges = _bounds(name)
     return (
         "SELECT agent_id, tool, decision, decision_final, risk_bucket, decisions, risk_sum, factors "
-        f"FROM {db}.decisions_per_minute WHERE minute >= {at('lo')} AND minute < {at('hi')} "
+        f"FROM {db}.decisions_per_minute WHERE {minutes} "
         "UNION ALL "
         "SELECT agent_id, tool, decision, decision_final, risk_bucket, toUInt64(1), risk_score, "
         "CAST(risk_factors, 'Map(String, Float64)') "
-        f"FROM {db}.decision_events WHERE ({edge_minutes}) AND ({edge})"
+        f"FROM {db}.decision_events WHERE {edges}"
     )
 
 
 def _determining_window(db: str, name: str) -> str:
     """What determined each decision in the window ``name``, counted once (as :func:`_window`):
     columns (decision, determining, decisions)."""
-    def at(key: str) -> str:
-        return f"fromUnixTimestamp64Milli(%({name}_{key})s, 'UTC')"
-
-    edge = f"(event_time >= {at('a')} AND event_time < {at('b')}) OR " \
-           f"(event_time >= {at('c')} AND event_time < {at('d')})"
-    edge_minutes = f"(minute >= toStartOfMinute({at('a')}) AND minute < {at('b')}) OR " \
-                   f"(minute >= toStartOfMinute({at('c')}) AND minute < {at('d')})"
+    minutes, edges = _bounds(name)
     return (
         f"SELECT decision, determining, decisions FROM {db}.determining_per_minute "
-        f"WHERE minute >= {at('lo')} AND minute < {at('hi')} "
+        f"WHERE {minutes} "
         "UNION ALL "
         f"SELECT decision, determining, toUInt64(1) FROM {db}.decision_determining "
-        f"WHERE ({edge_minutes}) AND ({edge})"
+        f"WHERE {edges}"
     )
 
 

@@ -145,6 +145,13 @@ def _load(where: str) -> Keys:
         raise _fail(str(exc)) from None
 
 
+def _save(where: str, ring: KeyRing) -> None:
+    try:
+        save_ring(where, ring)
+    except KeyDirError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _check_name(what: str, value: str) -> None:
     if not NAME_RE.match(value):
         raise _fail(f"{what} {value!r}: 1 to 256 characters, no spaces or '='")
@@ -236,10 +243,7 @@ def rotate(
     if key_id is not None and key_id in dict(keys.ring.keys):
         raise _fail(f"key id {key_id!r} is already in the ring")
     ring = keys.ring.rotated(key_id)
-    try:
-        save_ring(directory, ring)
-    except KeyDirError as exc:
-        raise _fail(str(exc)) from None
+    _save(directory, ring)
     emit("TRUST_KEYS", ring)
     old = ", ".join(known for known, _ in keys.ring.keys)
     note(f"new current key {ring.current}; still accepted: {old}. Give the workers the new "
@@ -258,9 +262,6 @@ def retire(
     if key_id == keys.ring.current:
         raise _fail(f"key id {key_id!r} is the current key: rotate first, then retire it")
     ring = keys.ring.without(key_id)
-    try:
-        save_ring(directory, ring)
-    except KeyDirError as exc:
-        raise _fail(str(exc)) from None
+    _save(directory, ring)
     emit("TRUST_KEYS", ring)
     note(f"retired {key_id}: credentials issued under it no longer verify once the workers have this ring")

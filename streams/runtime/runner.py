@@ -62,6 +62,7 @@ class Stage(Protocol):
     """A stage as the runner drives it. Its table is ``store``, on the partition in use."""
 
     name: str
+    """What logs call it: decide, shared, approval."""
     sources: tuple[str, ...]
     store: ChangelogStore
 
@@ -299,7 +300,8 @@ class Runner(Service):
             try:
                 sends = stage.handle(record)
             except Exception as exc:  # never stop deciding: park the record, say why
-                log.exception("failed on %s[%d]@%d", record.topic, record.partition, record.offset)
+                log.exception("%s stage failed on %s[%d]@%d", stage.name, record.topic, record.partition,
+                              record.offset)
                 sends = [dead_letter(record.key, record.value, exc, _source(record))]
             await self._send_changelog(stage.store)  # a failure here crashes the worker
             try:

@@ -42,8 +42,6 @@ from streams.stages.outputs import Route, Send
 INTERNAL_ROUTES = frozenset({Route.SHARED, Route.FEEDBACK, Route.APPROVAL_CONTROL})
 SIGNED_ROUTES = frozenset({Route.APPROVAL_REQUESTS, Route.APPROVAL_RESULTS})
 VERDICT_SIGNERS = ("reviewer", "bot")
-MAX_CACHED_KEYS = 1 << 17
-"""Derived agent keys kept (about 100 B each); past it the cache starts over."""
 
 @functools.lru_cache(maxsize=1 << 17)
 def _home(agent: str, partitions: int) -> int:
@@ -62,21 +60,10 @@ class WorkerTrust:
         if (ring is None) != (signer is None):
             raise TrustError("trust needs both the key ring and the signing key (sluicegate trust init)")
         self.ring, self.signer, self.partitions = ring, signer, partitions
-        self._agent_keys: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
     @property
     def on(self) -> bool:
         return self.ring is not None
-
-    def _agent_key(self, key_id: str, names: tuple[str, ...]) -> bytes:
-        """An agent's key, derived once per key id and identity (the worker's hot path)."""
-        found = self._agent_keys.get((key_id, names))
-        if found is None:
-            assert self.ring is not None
-            if len(self._agent_keys) >= MAX_CACHED_KEYS:
-                self._agent_keys.clear()
-            found = self._agent_keys[(key_id, names)] = self.ring.derive(key_id, "agent", *names)
-        return found
 
     # -- in -------------------------------------------------------------------------------------------
 
@@ -94,7 +81,7 @@ class WorkerTrust:
         try:
             key_id, mac = split_authenticator(header(record.headers))
             names = agent_names(agent, intent.agent_role, intent.environment, intent.agent_owner)
-            check(self._agent_key(key_id, names), record.value, mac)
+            check(self.ring.derive(key_id, "agent", *names), record.value, mac)
         except TrustError as exc:
             return UNAUTHENTICATED, (f"{exc}: the intent must be signed with the credential of agent "
                                      f"{agent!r} as {intent.agent_role} in {intent.environment}")
@@ -123,8 +110,8 @@ class WorkerTrust:
             return headers
         route = send.route
         if route is Route.DECISIONS and send.agent is not None:
-            headers += [(AUTH_HEADER, authenticator(key_id, self._agent_key(key_id, send.agent), send.value))
-                        for key_id, _ in self.ring.keys]
+            headers += [(AUTH_HEADER, authenticator(key_id, self.ring.derive(key_id, "agent", *send.agent),
+                                                    send.value)) for key_id, _ in self.ring.keys]
         elif route in INTERNAL_ROUTES:
             key_id = self.ring.current
             headers.append((AUTH_HEADER, authenticator(key_id, self.ring.derive(key_id, "internal"),
