@@ -27,6 +27,8 @@ class AuditEventType(StrEnum):
     SECURITY = "security"
     """A message that did not verify, or an intent on the wrong partition: refused, with why."""
     POLICY_PUBLISHED = "policy_published"
+    SHADOW_DECISION = "shadow_decision"
+    """What the shadow policy would have decided (never enforced); ``decision`` is the shadow's."""
 
 
 class AuditRecord(WireModel):

@@ -17,6 +17,13 @@ when it verifies as a publisher's, its envelope names that publisher, and its ``
 ``seq`` in force: a replayed older record (a looser policy someone signed once) is refused as
 ``stale``. Without a ring (trust off) every valid policy is taken as is.
 
+**Shadow policies.** A record under :data:`SHADOW_POLICY_KEY` whose envelope says ``role: shadow``
+is a candidate: workers evaluate it beside the active policy on every intent, with state of its own,
+and audit its decision (:mod:`streams.stages.shadow`), but never enforce it. It is published, signed
+and numbered (the topic's one ``seq``) like any policy; the role is in the signed envelope, so a
+shadow cannot be re-keyed into the active policy. :func:`promote` publishes the shadow's text as the
+active policy (``role: promoted``), which ends the shadow.
+
 **Audit.** The worker writes the ``policy_published`` audit event when it installs a policy, and a
 ``security`` event when it refuses one for its signature or its seq. The event id, time and content
 depend only on the record (topic, partition, offset, envelope), so the N workers (and a restarted
@@ -34,7 +41,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +68,10 @@ POLICIES_TOPIC = {"cleanup.policy": "delete", "retention.ms": "-1",
 evict the last signed one, and a worker started afterwards would find no policy to trust."""
 """The policies topic's record size (a policy is at most 1 MiB, plus its envelope)."""
 Headers = Sequence[tuple[str, bytes]]
+SHADOW_POLICY_KEY = b"shadow"
+"""Key of a shadow policy on the policies topic (:data:`schemas.ACTIVE_POLICY_KEY`: the enforced one)."""
+ACTIVE, SHADOW, PROMOTED = "active", "shadow", "promoted"
+ROLES = (ACTIVE, SHADOW, PROMOTED)
 
 
 class PolicyPublishError(Exception):
@@ -82,9 +93,16 @@ class Envelope:
     previous: str | None
     """The version of the latest record on the topic when this one was published."""
     rollback: bool = False
+    role: str = ACTIVE
+    """What the record makes of its policy: :data:`ACTIVE` (enforced), :data:`SHADOW` (evaluated beside
+    the active one, never enforced) or :data:`PROMOTED` (the shadow made active: enforced, and no more
+    shadow). Covered by the MAC, so a signed shadow cannot be re-keyed into an active policy."""
 
     def line(self) -> bytes:
-        return ENVELOPE_PREFIX + json.dumps(asdict(self), separators=(",", ":")).encode() + b"\n"
+        fields = asdict(self)
+        if self.role == ACTIVE:  # records written before shadows existed read the same
+            del fields["role"]
+        return ENVELOPE_PREFIX + json.dumps(fields, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
     def split(cls, value: bytes) -> tuple[Envelope | None, bytes]:
@@ -99,11 +117,22 @@ class Envelope:
                 seq=_int(fields["seq"]), serial=_int(fields["serial"]), publisher=str(fields["publisher"]),
                 published_at_ms=_int(fields["published_at_ms"]), version=str(fields["version"]),
                 previous=None if fields.get("previous") is None else str(fields["previous"]),
-                rollback=fields.get("rollback") is True,
+                rollback=fields.get("rollback") is True, role=_role(fields.get("role", ACTIVE)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"unreadable envelope: {exc}") from None
         return envelope, body
+
+
+def _role(value: Any) -> str:
+    if value not in ROLES:
+        raise ValueError(f"role {value!r} is not one of {', '.join(ROLES)}")
+    return str(value)
+
+
+def role_of_key(key: bytes | None) -> str | None:
+    """The role a record's key claims (None: not a policy record)."""
+    return SHADOW if key == SHADOW_POLICY_KEY else ACTIVE if key == ACTIVE_POLICY_KEY else None
 
 
 def _int(value: Any) -> int:
@@ -136,6 +165,10 @@ class PolicySource:
         self.ring = ring
         self.audit_topic = audit_topic
         self.current: CompiledPolicy | None = None
+        self.shadow: CompiledPolicy | None = None
+        """The shadow policy: evaluated beside :attr:`current` on every intent, never enforced (None:
+        none). Published under :data:`SHADOW_POLICY_KEY`; a promotion or an active publish of the same
+        version ends it."""
         self.seq = 0
         """The ``seq`` of the record in force (0: none, or one without an envelope)."""
         self.caught_up = asyncio.Event()
@@ -148,13 +181,17 @@ class PolicySource:
         return self._versions.get(version)
 
     def offer(self, value: bytes, offset: int, headers: Headers = (), timestamp_ms: int | None = None,
-              partition: int = 0) -> bool:
-        """Check, compile and install one published policy record. True when installed."""
+              partition: int = 0, key: bytes = ACTIVE_POLICY_KEY) -> bool:
+        """Check, compile and install one published policy record (``key``: active or shadow). True
+        when installed."""
         where = (partition, offset, timestamp_ms if timestamp_ms is not None else int(time.time() * 1000))
         try:
             envelope, body = Envelope.split(value)
         except ValueError as exc:
             return self._refuse("unverified", str(exc), where)
+        role = envelope.role if envelope is not None else role_of_key(key)
+        if role is None or (role == SHADOW) != (key == SHADOW_POLICY_KEY):
+            return self._refuse("unverified", f"a {role} policy under the key {key!r}", where)
         if self.ring is not None:
             refusal = self._verify(value, headers, envelope)
             if refusal is not None:
@@ -171,8 +208,11 @@ class PolicySource:
                           self._in_force())
             self.metrics.policy_loads.labels("invalid").inc()
             return False
-        self._install(policy, source, envelope)
-        self._audit_installed(policy, envelope, where)
+        if role == SHADOW:
+            self._install_shadow(policy, source, envelope)
+        else:
+            self._install(policy, source, envelope)
+        self._audit_installed(policy, envelope, where, role)
         return True
 
     def _verify(self, value: bytes, headers: Headers, envelope: Envelope | None) -> tuple[str, str] | None:
@@ -197,8 +237,20 @@ class PolicySource:
     def _in_force(self) -> str:
         return self.current.version if self.current else "none"
 
+    def _install_shadow(self, policy: CompiledPolicy, source: str, envelope: Envelope | None) -> None:
+        self.shadow = policy
+        if envelope is not None:
+            self.seq = envelope.seq
+        self.metrics.policy_loads.labels("loaded").inc()
+        log.info("shadow policy %s (%s) evaluated beside %s from %s", policy.name, policy.version,
+                 self._in_force(), source)
+
     def _install(self, policy: CompiledPolicy, source: str, envelope: Envelope | None) -> None:
         self.current = policy
+        if self.shadow is not None and (self.shadow.version == policy.version or (
+                envelope is not None and envelope.role == PROMOTED)):
+            log.info("shadow policy %s ends: %s is enforced", self.shadow.version, policy.version)
+            self.shadow = None
         if envelope is not None:
             self.seq = envelope.seq
         self._versions[policy.version] = policy
@@ -225,10 +277,12 @@ class PolicySource:
         return False
 
     def _audit_installed(self, policy: CompiledPolicy, envelope: Envelope | None,
-                         where: tuple[int, int, int]) -> None:
+                         where: tuple[int, int, int], role: str) -> None:
         partition, offset, timestamp_ms = where
         details: dict[str, Any] = {"policy": policy.name, "version": policy.version,
                                    "source": f"{self.topic}@{offset}"}
+        if role != ACTIVE:
+            details["role"] = role
         if envelope is not None:
             details |= {"publisher": envelope.publisher or None, "previous": envelope.previous,
                         "serial": envelope.serial, "seq": envelope.seq, "rollback": envelope.rollback,
@@ -263,9 +317,9 @@ class PolicySource:
                 batches = await consumer.getmany(timeout_ms=500)
                 for tp, records in batches.items():
                     for record in records:
-                        if record.key == ACTIVE_POLICY_KEY and record.value is not None:
+                        if role_of_key(record.key) is not None and record.value is not None:
                             self.offer(record.value, record.offset, record.headers, record.timestamp,
-                                       record.partition)
+                                       record.partition, record.key)
                     if tp in pending and await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
                 await self._write_audit(producer)
@@ -310,6 +364,13 @@ class Published:
 async def read_records(bootstrap: str, topic: str) -> list[tuple[bytes, Headers]]:
     """The value and headers of every active-policy record on ``topic``, in log order (the topic has
     one partition)."""
+    return [(value, headers) for key, value, headers in await read_keyed(bootstrap, topic)
+            if key == ACTIVE_POLICY_KEY]
+
+
+async def read_keyed(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, Headers]]:
+    """The key, value and headers of every policy record (active and shadow) on ``topic``, in log
+    order."""
     consumer = reader(bootstrap)
     await consumer.start()
     try:
@@ -323,13 +384,13 @@ async def read_records(bootstrap: str, topic: str) -> list[tuple[bytes, Headers]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        records: list[tuple[bytes, Headers]] = []
+        records: list[tuple[bytes, bytes, Headers]] = []
         pending = {tp for tp, end in ends.items() if end > 0}
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=1000)
             for batch in batches.values():
-                records += [(record.value, tuple(record.headers)) for record in batch
-                            if record.key == ACTIVE_POLICY_KEY and record.value is not None]
+                records += [(record.key, record.value, tuple(record.headers)) for record in batch
+                            if role_of_key(record.key) is not None and record.value is not None]
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
@@ -397,21 +458,73 @@ def next_envelope(
 
 async def publish(bootstrap: str, topic: str, text: str, source: str = "<policy>",
                   credential: SignerCredential | None = None, *, serial: int | None = None,
-                  allow_rollback: bool = False) -> Published:
+                  allow_rollback: bool = False, role: str = ACTIVE) -> Published:
     """Validate ``text`` (raises PolicyError), number it after the topic's latest record (raises
     PolicyPublishError for a rollback not allowed), sign it with ``credential`` (None: unsigned, for
-    workers with trust off) and publish it as the active policy."""
+    workers with trust off) and publish it as the active policy, or with ``role`` :data:`SHADOW` as the
+    shadow policy (numbered like a publish, never a rollback), or :data:`PROMOTED` (see
+    :func:`promote`). Every record takes the next ``seq`` of the topic, whatever its role."""
     policy = compile_policy(text, source)
     if credential is not None and credential.kind != "publisher":
         raise PolicyPublishError(f"a {credential.kind} credential cannot publish policies")
     await ensure_topics(bootstrap, [TopicSpec(topic, 1, configs=dict(POLICIES_TOPIC))])
-    latest = latest_envelope(await read_records(bootstrap, topic))
+    keyed = await read_keyed(bootstrap, topic)
+    latest = latest_envelope([(value, headers) for key, value, headers in keyed if key == ACTIVE_POLICY_KEY])
     envelope = next_envelope(policy, latest, credential.name if credential else "", serial=serial,
-                             allow_rollback=allow_rollback)
+                             allow_rollback=allow_rollback or role == SHADOW)
+    top = latest_envelope([(value, headers) for _, value, headers in keyed])
+    envelope = replace(envelope, seq=max(envelope.seq, (top.seq if top else 0) + 1), role=role)
     value = envelope.line() + text.encode("utf-8")
     headers = credential.headers(value) if credential is not None else []
-    await _send(bootstrap, topic, value, headers)
+    key = SHADOW_POLICY_KEY if role == SHADOW else ACTIVE_POLICY_KEY
+    await _send(bootstrap, topic, value, headers, key)
     return Published(policy, envelope, latest)
+
+
+def shadow_in_force(keyed: Sequence[tuple[bytes, bytes, Headers]]) -> tuple[Envelope | None, bytes] | None:
+    """The (envelope, text) of the shadow the workers evaluate, as far as a publisher can tell: the
+    last shadow record, unless an active record after it enforces its version or promotes (None)."""
+    found: tuple[Envelope | None, bytes] | None = None
+    for key, value, _ in keyed:
+        try:
+            envelope, body = Envelope.split(value)
+        except ValueError:
+            continue
+        if key == SHADOW_POLICY_KEY:
+            found = (envelope, body)
+        elif found is not None and envelope is not None and (
+                envelope.role == PROMOTED or envelope.version == _version_of(found)):
+            found = None
+    return found
+
+
+def _version_of(shadow: tuple[Envelope | None, bytes]) -> str:
+    envelope, body = shadow
+    if envelope is not None:
+        return envelope.version
+    try:
+        return compile_policy(body.decode("utf-8"), "shadow").version
+    except (PolicyError, UnicodeDecodeError):
+        return ""
+
+
+async def promote(bootstrap: str, topic: str, credential: SignerCredential | None = None, *,
+                  expect_version: str | None = None) -> Published:
+    """Make the shadow policy the active one: publish its text again as active, role
+    :data:`PROMOTED` (signed with ``credential``, the next seq and serial; the workers audit it as any
+    publish and stop evaluating a shadow). Raises PolicyPublishError when there is no shadow, or it is
+    not ``expect_version``."""
+    shadow = shadow_in_force(await read_keyed(bootstrap, topic))
+    if shadow is None:
+        raise PolicyPublishError("no shadow policy is published (sluicegate policy publish FILE --shadow)")
+    version = _version_of(shadow)
+    if expect_version is not None and version != expect_version:
+        raise PolicyPublishError(f"the shadow policy is {version or 'unreadable'}, not {expect_version}")
+    try:
+        text = shadow[1].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyPublishError(f"the shadow policy cannot be read: {exc}") from None
+    return await publish(bootstrap, topic, text, f"shadow {version}", credential, role=PROMOTED)
 
 
 async def publish_policy(bootstrap: str, topic: str, text: str, source: str = "<policy>",
@@ -427,25 +540,34 @@ async def publish_raw(bootstrap: str, topic: str, text: str | bytes, headers: He
     await _send(bootstrap, topic, text.encode("utf-8") if isinstance(text, str) else text, list(headers))
 
 
-async def _send(bootstrap: str, topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+async def _send(bootstrap: str, topic: str, value: bytes, headers: list[tuple[str, bytes]],
+                key: bytes = ACTIVE_POLICY_KEY) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES)
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value, key=ACTIVE_POLICY_KEY, headers=headers)
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
     finally:
         await producer.stop()
 
 
 __all__ = [
+    "ACTIVE",
+    "PROMOTED",
+    "SHADOW",
+    "SHADOW_POLICY_KEY",
     "Envelope",
     "PolicyPublishError",
     "PolicySource",
     "Published",
     "latest_envelope",
     "next_envelope",
+    "promote",
     "publish",
     "publish_policy",
     "publish_raw",
+    "read_keyed",
     "read_latest",
     "read_records",
+    "role_of_key",
+    "shadow_in_force",
 ]

@@ -80,7 +80,8 @@ class DecideBinding(_Retaining):
         if record.topic == self.intents:
             outcome = self.stage.handle_intent(body, record.key, self.policies.current, partition, now_ms(),
                                                record.timestamp, functools.partial(self.trust.admit,
-                                                                                   record=record))
+                                                                                   record=record),
+                                               self.policies.shadow)
             self.metrics.observe(outcome, record.timestamp)
             return outcome.sends
         self.trust.check_internal(record)

@@ -85,6 +85,7 @@ from streams.stages.outputs import (
     security_send,
 )
 from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
+from streams.stages.shadow import Shadow
 from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
 
 Admit = Callable[[Intent], tuple[str, str] | None]
@@ -107,6 +108,8 @@ class DecideStage:
         is judged as when it arrived, so lag never turns into skew and an answer never changes."""
         self.on_approved: Callable[[Decision], None] = ignore_decision
         """Called once per approved action, when its final ALLOW is recorded (the metrics' hook)."""
+        self.shadow = Shadow(table, max_event_skew_ms)
+        """Decides with a shadow policy, when one is published (:mod:`streams.stages.shadow`)."""
 
     def _receipt(self, request_id: UUID) -> Receipt | None:
         raw = self.table.get(f"{RECEIPT_PREFIX}{request_id}")
@@ -122,7 +125,7 @@ class DecideStage:
 
     def handle_intent(
         self, raw: bytes, key: bytes | None, policy: CompiledPolicy | None, partition: int, now_ms: int,
-        appended_ms: int | None = None, admit: Admit | None = None,
+        appended_ms: int | None = None, admit: Admit | None = None, shadow: CompiledPolicy | None = None,
     ) -> Outcome:
         """Decide one raw intent (or answer a redelivery from its receipt). Never raises.
 
@@ -130,7 +133,8 @@ class DecideStage:
         record's Kafka timestamp (``now_ms`` when unknown); ``admit`` the worker's check of credentials
         and partition. A request id already decided for other bytes is refused (``request_id_reused``).
         The engine decides; this routes its result. A refused intent is answered and audited as a
-        security event, and changes nothing here: no receipt, no count."""
+        security event, and changes nothing here: no receipt, no count. With a ``shadow`` policy, a first
+        delivery is also decided by it (audited, never enforced)."""
         self.retention.evict(self.table, partition, now_ms)
         fingerprint = hashlib.blake2b(raw, digest_size=16).hexdigest()
         found: list[Receipt | None] = []
@@ -158,9 +162,16 @@ class DecideStage:
         receipt = found[0] if found else self._receipt(intent.request_id)
         if receipt is not None:
             return self._replay(intent, receipt)
+        # the shadow's state is written before the receipt, which then implies it after a crash
+        judged = self.shadow.judge(shadow, intent, now_ms, appended_ms) if shadow is not None else None
         if result.shared:
-            return self._forward(intent, result, partition, now_ms, fingerprint)
-        return self._settle(intent, result.decision, result.changes, policy, partition, now_ms, fingerprint)
+            outcome = self._forward(intent, result, partition, now_ms, fingerprint)
+        else:
+            outcome = self._settle(intent, result.decision, result.changes, policy, partition, now_ms,
+                                   fingerprint)
+        if judged is not None:
+            outcome.sends.append(judged)
+        return outcome
 
     def _invalid(self, raw: bytes, key: bytes | None, decision: Decision) -> Outcome:
         if decision.request_id.int == 0:  # no request id to answer to
