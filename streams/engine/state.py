@@ -1,8 +1,10 @@
 """Engine state: sliding-window contents and per-(agent, tool) histories, behind a small interface.
 
 Both state kinds are compact (exact millisecond timestamps in ``array('q')``, summed values in
-``array('d')``) and serialise to bytes with ``to_bytes``/``from_bytes`` so a worker can keep them in a
-changelog-backed table. Keys are plain strings (see :mod:`streams.engine.keys`).
+``array('d')``) and bounded per key (a count window by twice its count, a sum window by
+:data:`MAX_EXACT` exact entries plus at most ``2 * BUCKETS_PER_WINDOW + 1`` buckets, a history by
+:data:`MAX_TARGETS` and :data:`MAX_RECENT`), and serialise to bytes with ``to_bytes``/``from_bytes`` so a
+worker can keep them in a changelog-backed table. Keys are plain strings (see :mod:`streams.engine.keys`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from typing import Protocol
 
 _LITTLE = sys.byteorder == "little"
 _WINDOW_HEAD = struct.Struct("<BBI")  # format version, has values, entry count
+_BUCKETED_HEAD = struct.Struct("<BBIqI")  # the same, then bucket width (ms) and bucket count
 _HISTORY_HEAD = struct.Struct("<BIIddqqHH")
 _FORMAT = 1
+_BUCKETED = 2
 MAX_TARGETS = 64
 """Distinct targets remembered per (agent, tool); once full, no target counts as new."""
+MAX_EXACT = 512
+"""Newest entries a sum window keeps exactly; older ones are folded into buckets."""
+BUCKETS_PER_WINDOW = 256
+"""Buckets per window length once a sum window folds: a bucket spans ``ceil(window / 256)``."""
 MAX_RECENT = 1024
 """Most recent timestamps kept per (agent, tool) for the burst factor."""
 
@@ -43,24 +51,47 @@ def _unpack(typecode: str, data: bytes) -> array[int] | array[float]:
 
 
 class WindowState:
-    """The counted actions of one limit key: sorted event times (ms) and, for sums, their values."""
+    """The counted actions of one limit key: sorted event times (ms) and, for sums, their values.
 
-    __slots__ = ("times_ms", "values")
+    A ``count`` window keeps at most ``keep`` exact times. A ``sum`` window keeps its newest
+    :data:`MAX_EXACT` entries exactly and folds older ones into buckets of ``bucket_ms`` (the window
+    over :data:`BUCKETS_PER_WINDOW`, aligned on multiples of it): per bucket the number of entries and
+    the sums of its positive and of its negative values (each as an unevaluated pair of floats, so
+    nothing is lost in the additions). A window counts a bucket whole when the bucket lies inside it,
+    and its positive part when the bucket straddles an edge of the window: never less than the exact
+    sum of the entries inside, so a bucketed window may refuse earlier than an exact one (by at most
+    one bucket's span) and never allows more.
+    """
+
+    __slots__ = ("bucket_ms", "counts", "starts", "sums", "times_ms", "values")
 
     def __init__(self, times_ms: array[int] | None = None, values: array[float] | None = None) -> None:
         self.times_ms: array[int] = times_ms if times_ms is not None else array("q")
         self.values: array[float] | None = values
+        self.bucket_ms = 0
+        self.starts: array[int] = array("q")
+        """Bucket start times (ms, ascending); bucket ``i`` covers ``[starts[i], starts[i] + bucket_ms)``."""
+        self.counts: array[int] = array("q")
+        self.sums: array[float] = array("d")
+        """Four per bucket: positive sum (high, low part), negative sum (high, low part)."""
+
+    def is_empty(self) -> bool:
+        """True when nothing is counted (no exact entry, no bucket)."""
+        return not self.times_ms and not self.starts
 
     def _ends(self, at_ms: int, window_ms: int) -> list[int]:
         """Ends ``e`` of the windows ``(e - window, e]`` that contain ``at_ms`` and could be fullest.
 
         In order (``at_ms`` at or after the newest entry) that is ``at_ms`` alone; for a late action,
-        also every entry time in ``(at_ms, at_ms + window)``.
+        also every entry time and bucket start in ``(at_ms, at_ms + window)``.
         """
-        times = self.times_ms
-        if not times or at_ms >= times[-1]:
-            return [at_ms]
-        return [at_ms, *times[bisect_right(times, at_ms) : bisect_left(times, at_ms + window_ms)]]
+        times, starts = self.times_ms, self.starts
+        ends = [at_ms]
+        if times and at_ms < times[-1]:
+            ends += times[bisect_right(times, at_ms) : bisect_left(times, at_ms + window_ms)]
+        if starts and at_ms < starts[-1]:
+            ends += starts[bisect_right(starts, at_ms) : bisect_left(starts, at_ms + window_ms)]
+        return ends
 
     def peak_count(self, at_ms: int, window_ms: int) -> int:
         """Most entries in any window of length ``window`` containing ``at_ms``.
@@ -72,7 +103,8 @@ class WindowState:
         return max(bisect_right(times, end) - bisect_right(times, end - window_ms) for end in ends)
 
     def peak_total(self, at_ms: int, window_ms: int, extra: float) -> float:
-        """Largest ``extra`` + sum of the values in any window of length ``window`` containing ``at_ms``.
+        """Largest ``extra`` + sum of the values in any window of length ``window`` containing ``at_ms``
+        (with buckets: an upper bound of it, see the class).
 
         Sums are exact-rounded (``math.fsum``) and then rounded to 9 decimal places, so decimal money
         adds up exactly (0.1 + 0.2 is 0.3).
@@ -84,56 +116,168 @@ class WindowState:
         peak = -math.inf
         for end in self._ends(at_ms, window_ms):
             start, stop = bisect_right(times, end - window_ms), bisect_right(times, end)
-            peak = max(peak, round(math.fsum(chain(values[start:stop], (extra,))), 9))
+            parts = chain(values[start:stop], self._bucket_parts(end, window_ms), (extra,))
+            peak = max(peak, round(math.fsum(parts), 9))
         return peak
+
+    def _bucket_parts(self, end: int, window_ms: int) -> list[float]:
+        """What the buckets add to the window ``(end - window, end]``: a bucket inside it, its positive
+        and negative sums; a bucket across one of its edges, its positive sum only."""
+        starts, sums, width = self.starts, self.sums, self.bucket_ms
+        if not starts:
+            return []
+        low = end - window_ms
+        parts: list[float] = []
+        for index in range(bisect_right(starts, low - width + 1), bisect_right(starts, end)):
+            first = starts[index]
+            base = 4 * index
+            parts += sums[base : base + 2]
+            if first > low and first + width - 1 <= end:
+                parts += sums[base + 2 : base + 4]
+        return parts
 
     def add(self, at_ms: int, value: float | None, window_ms: int, keep: int | None) -> None:
         """Record an action, then drop what no window can need any more.
 
         Entries are kept for two window lengths behind the newest (so an action up to one window late
-        is still judged exactly) and at most ``keep`` of them (twice a count limit).
+        is still judged exactly, or conservatively once bucketed) and at most ``keep`` of them (twice a
+        count limit); a sum window folds all but its newest :data:`MAX_EXACT` entries into buckets.
         """
         times = self.times_ms
         if value is not None and self.values is None:
             self.values = array("d", [0.0] * len(times))
-        if not times or at_ms >= times[-1]:
+        values = self.values
+        if values is not None and self.starts and (not times or at_ms < times[0]):
+            self._fold(at_ms, 0.0 if value is None else value)  # older than every exact entry
+        elif not times or at_ms >= times[-1]:
             times.append(at_ms)
-            if self.values is not None:
-                self.values.append(0.0 if value is None else value)
+            if values is not None:
+                values.append(0.0 if value is None else value)
         else:
             index = bisect_right(times, at_ms)
             insort(times, at_ms)
-            if self.values is not None:
-                self.values.insert(index, 0.0 if value is None else value)
-        newest = times[-1]
+            if values is not None:
+                values.insert(index, 0.0 if value is None else value)
+        newest = times[-1] if times else self.starts[-1]
         drop = bisect_right(times, newest - 2 * window_ms)
         if keep is not None:
             drop = max(drop, len(times) - keep)
+        if values is not None and len(times) - drop > MAX_EXACT:
+            if not self.bucket_ms:
+                self.bucket_ms = max(1, -(-window_ms // BUCKETS_PER_WINDOW))
+            for index in range(drop, len(times) - MAX_EXACT):
+                self._fold(times[index], values[index])
+            drop = len(times) - MAX_EXACT
         if drop:
             del times[:drop]
-            if self.values is not None:
-                del self.values[:drop]
+            if values is not None:
+                del values[:drop]
+        if self.starts:
+            self._drop_buckets(newest - 2 * window_ms)
+
+    def _fold(self, at_ms: int, value: float) -> None:
+        """Add one entry to its bucket (created when missing)."""
+        width = self.bucket_ms
+        first = at_ms - at_ms % width
+        starts = self.starts
+        index = bisect_left(starts, first)
+        if index == len(starts) or starts[index] != first:
+            starts.insert(index, first)
+            self.counts.insert(index, 0)
+            self.sums[4 * index : 4 * index] = array("d", bytes(32))
+        self.counts[index] += 1
+        self._add_to(index, value)
+
+    def _add_to(self, index: int, value: float) -> None:
+        """Add ``value`` (subtract, when negative and removing) to the right sum of bucket ``index``."""
+        sums = self.sums
+        base = 4 * index if value >= 0 else 4 * index + 2
+        high, low = sums[base], sums[base + 1]
+        total = math.fsum((high, low, value))
+        sums[base], sums[base + 1] = total, math.fsum((high, low, value, -total))
+
+    def _drop_buckets(self, until_ms: int) -> None:
+        """Forget the buckets whose every entry is at or before ``until_ms``."""
+        drop = bisect_right(self.starts, until_ms - self.bucket_ms + 1)
+        if drop:
+            del self.starts[:drop]
+            del self.counts[:drop]
+            del self.sums[: 4 * drop]
+
+    def remove(self, at_ms: int, value: float | None) -> bool:
+        """Undo one counted entry (time ``at_ms``, ``value``); False when no such entry is there."""
+        times, values = self.times_ms, self.values
+        index = bisect_left(times, at_ms)
+        while index < len(times) and times[index] == at_ms:
+            if values is None or value is None or values[index] == value:
+                del times[index]
+                if values is not None:
+                    del values[index]
+                return True
+            index += 1
+        if not self.starts or values is None:
+            return False
+        first = at_ms - at_ms % self.bucket_ms
+        index = bisect_left(self.starts, first)
+        if index == len(self.starts) or self.starts[index] != first:
+            return False
+        self.counts[index] -= 1
+        if self.counts[index] == 0:
+            del self.starts[index], self.counts[index]
+            del self.sums[4 * index : 4 * index + 4]
+        else:
+            amount = 0.0 if value is None else value
+            base = 4 * index if amount >= 0 else 4 * index + 2
+            high, low = self.sums[base], self.sums[base + 1]
+            total = math.fsum((high, low, -amount))
+            self.sums[base], self.sums[base + 1] = total, math.fsum((high, low, -amount, -total))
+        return True
 
     def to_bytes(self) -> bytes:
-        """Compact serialisation: a 6-byte header, then 8 bytes per time (and per value)."""
-        head = _WINDOW_HEAD.pack(_FORMAT, self.values is not None, len(self.times_ms))
+        """Compact serialisation. Without buckets, format 1 (as before buckets existed): a 6-byte
+        header, then 8 bytes per time (and per value). With buckets, format 2: an 18-byte header
+        (adding the bucket width and count), the times and values, then per bucket its start, count
+        and four sums (48 bytes)."""
         tail = _pack(self.values) if self.values is not None else b""
-        return head + _pack(self.times_ms) + tail
+        if not self.starts:
+            head = _WINDOW_HEAD.pack(_FORMAT, self.values is not None, len(self.times_ms))
+            return head + _pack(self.times_ms) + tail
+        head = _BUCKETED_HEAD.pack(
+            _BUCKETED, self.values is not None, len(self.times_ms), self.bucket_ms, len(self.starts),
+        )
+        return b"".join((head, _pack(self.times_ms), tail, _pack(self.starts), _pack(self.counts),
+                         _pack(self.sums)))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> WindowState:
-        """Inverse of :meth:`to_bytes`."""
+        """Inverse of :meth:`to_bytes` (both formats)."""
         version, has_values, count = _WINDOW_HEAD.unpack_from(data)
-        if version != _FORMAT:
+        if version == _FORMAT:
+            width, buckets, start = 0, 0, _WINDOW_HEAD.size
+        elif version == _BUCKETED:
+            _, _, _, width, buckets = _BUCKETED_HEAD.unpack_from(data)
+            start = _BUCKETED_HEAD.size
+        else:
             raise ValueError(f"unknown window state format {version}")
-        start = _WINDOW_HEAD.size
         times = _unpack("q", data[start : start + 8 * count])
-        values = _unpack("d", data[start + 8 * count : start + 16 * count]) if has_values else None
-        return cls(times, values)  # type: ignore[arg-type]
+        start += 8 * count
+        values = None
+        if has_values:
+            values = _unpack("d", data[start : start + 8 * count])
+            start += 8 * count
+        state = cls(times, values)  # type: ignore[arg-type]
+        if buckets:
+            state.bucket_ms = width
+            state.starts = _unpack("q", data[start : start + 8 * buckets])  # type: ignore[assignment]
+            start += 8 * buckets
+            state.counts = _unpack("q", data[start : start + 8 * buckets])  # type: ignore[assignment]
+            start += 8 * buckets
+            state.sums = _unpack("d", data[start : start + 32 * buckets])  # type: ignore[assignment]
+        return state
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, WindowState) and (self.times_ms, self.values) == (
-            other.times_ms, other.values,
+        return isinstance(other, WindowState) and all(
+            getattr(self, name) == getattr(other, name) for name in WindowState.__slots__
         )
 
     __hash__ = None  # type: ignore[assignment]

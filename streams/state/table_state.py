@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import struct
 from array import array
-from bisect import bisect_left
 from collections.abc import MutableMapping
 from uuid import UUID
 
@@ -57,7 +56,7 @@ class TableState:
         return tokens, WindowState.from_bytes(raw[end:])
 
     def _write(self, key: str, tokens: array[int], state: WindowState) -> None:
-        if not state.times_ms:
+        if state.is_empty():
             self.table.pop(WINDOW_PREFIX + key, None)
             return
         del tokens[:-MAX_TOKENS]
@@ -109,17 +108,10 @@ class TableState:
         if request_id is not None:
             token = _token(request_id, agent)
             tokens = array("q", [t for t in tokens if t != token])
-        times = window.times_ms
-        index = bisect_left(times, at_ms)
-        while index < len(times) and times[index] == at_ms:
-            if window.values is None or value is None or window.values[index] == value:
-                del times[index]
-                if window.values is not None:
-                    del window.values[index]
-                self._write(key, tokens, window)
-                return True
-            index += 1
-        return False
+        if not window.remove(at_ms, value):
+            return False
+        self._write(key, tokens, window)
+        return True
 
 
 def _token(request_id: UUID, agent: str) -> int:
