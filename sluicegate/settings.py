@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sluicegate.secret_files import check_private
 
 DEFAULT_KAFKA_VERSION = "3.9.1"
 DEFAULT_KAFKA_PORT = 9092
@@ -14,6 +20,15 @@ DEFAULT_TOPIC_PREFIX = "sluicegate"
 DEFAULT_PARTITIONS = 6
 DEFAULT_MAX_EVENT_SKEW_S = 300.0
 DEFAULT_DECISION_TIMEOUT_S = 2.0
+DEFAULT_REPLICATION_FACTOR = 1
+"""One copy: the local single broker. Production: 3 (with ``min.insync.replicas`` 2)."""
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+KafkaOptions = Mapping[str, Any]
+"""aiokafka client keyword arguments for the cluster's security (empty: PLAINTEXT)."""
+PLAINTEXT: KafkaOptions = MappingProxyType({})
+"""No security options: an open listener (the local broker without ``--secure``)."""
 
 
 class Settings(BaseSettings):
@@ -34,6 +49,30 @@ class Settings(BaseSettings):
     kafka_version: str = DEFAULT_KAFKA_VERSION
     kafka_data_dir: Path | None = None
     kafka_cache_dir: Path | None = None
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="How every client connects: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="SSL/SASL_SSL: the CA bundle that signed the brokers' certificates.",
+    )
+    kafka_ssl_certfile: Path | None = Field(default=None, description="SSL: this client's certificate.")
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="SSL: this client's private key (refused unless mode 0600 or stricter).",
+    )
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_replication_factor: int = Field(
+        default=DEFAULT_REPLICATION_FACTOR, ge=1,
+        description="Replication factor of every topic sluicegate creates; workers refuse smaller ones.",
+    )
+    kafka_min_insync_replicas: int = Field(
+        default=1, ge=1, description="min.insync.replicas of every topic sluicegate creates.",
+    )
     clickhouse_url: str | None = Field(
         default=None,
         description="chdb:///path for the embedded engine, http(s)://host:8123 for a server.",
@@ -86,6 +125,51 @@ class Settings(BaseSettings):
     slack_port: int = Field(default=3000, ge=1, le=65535)
     slack_api_url: str | None = Field(default=None, description="Slack Web API base URL (proxies, tests).")
     slack_state_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        """SASL needs a mechanism, user and password; client certificates come in pairs; ISR <= RF."""
+        if self.kafka_security_protocol.startswith("SASL_"):
+            names = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+            missing = [f"SLUICEGATE_{name.upper()}" for name in names if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"{self.kafka_security_protocol} needs {', '.join(missing)}")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("SLUICEGATE_KAFKA_SSL_CERTFILE and SLUICEGATE_KAFKA_SSL_KEYFILE go together")
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(f"SLUICEGATE_KAFKA_MIN_INSYNC_REPLICAS ({self.kafka_min_insync_replicas}) is "
+                             "larger than SLUICEGATE_KAFKA_REPLICATION_FACTOR "
+                             f"({self.kafka_replication_factor})")
+        return self
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """The security keyword arguments of every aiokafka client (producer, consumer, admin).
+
+        Empty for PLAINTEXT. Raises SecretFileError when the client key is readable by others.
+        """
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return {}
+        options: dict[str, Any] = {"security_protocol": protocol}
+        if protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None
+            options.update(sasl_mechanism=self.kafka_sasl_mechanism,
+                           sasl_plain_username=self.kafka_sasl_username,
+                           sasl_plain_password=self.kafka_sasl_password.get_secret_value())
+        if protocol.endswith("SSL"):
+            options["ssl_context"] = self.kafka_ssl_context()
+        return options
+
+    def kafka_ssl_context(self) -> ssl.SSLContext:
+        """TLS for SSL and SASL_SSL: the configured CA (else the system's), the client certificate if any."""
+        context = ssl.create_default_context(
+            cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile is not None else None)
+        if self.kafka_ssl_certfile is not None and self.kafka_ssl_keyfile is not None:
+            check_private(self.kafka_ssl_keyfile)
+            password = self.kafka_ssl_key_password
+            context.load_cert_chain(str(self.kafka_ssl_certfile), str(self.kafka_ssl_keyfile),
+                                    password.get_secret_value() if password is not None else None)
+        return context
 
     @cached_property
     def bootstrap_servers(self) -> str:

@@ -47,9 +47,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from infra.kafka.admin import TopicSpec, ensure_topics
+from infra.kafka.admin import MIN_INSYNC_REPLICAS, TopicSpec, ensure_topics
 from schemas.audit import AuditEventType, AuditRecord
 from schemas.topics import ACTIVE_POLICY_KEY
+from sluicegate.settings import PLAINTEXT, KafkaOptions
 from sluicegate.trust import SIGNER_HEADER, KeyRing, SignerCredential, TrustError, header, verify_signed
 from streams.engine import CompiledPolicy, PolicyError, compile_policy
 from streams.runtime.kafka import reader
@@ -158,8 +159,8 @@ class PolicySource:
     """
 
     def __init__(self, bootstrap: str, topic: str, metrics: Metrics, ring: KeyRing | None = None,
-                 audit_topic: str | None = None) -> None:
-        self.bootstrap = bootstrap
+                 audit_topic: str | None = None, *, options: KafkaOptions = PLAINTEXT) -> None:
+        self.bootstrap, self.options = bootstrap, options
         self.topic = topic
         self.metrics = metrics
         self.ring = ring
@@ -297,10 +298,10 @@ class PolicySource:
 
     async def run(self) -> None:
         """Read the topic from the beginning forever; ``caught_up`` is set at the initial end."""
-        consumer = reader(self.bootstrap)
+        consumer = reader(self.bootstrap, self.options)
         producer = None
         if self.audit_topic is not None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", **self.options)
         await consumer.start()
         try:
             if producer is not None:
@@ -361,17 +362,19 @@ class Published:
     """The envelope of the record it followed (None: the topic had none)."""
 
 
-async def read_records(bootstrap: str, topic: str) -> list[tuple[bytes, Headers]]:
+async def read_records(bootstrap: str, topic: str, *,
+                       options: KafkaOptions = PLAINTEXT) -> list[tuple[bytes, Headers]]:
     """The value and headers of every active-policy record on ``topic``, in log order (the topic has
     one partition)."""
-    return [(value, headers) for key, value, headers in await read_keyed(bootstrap, topic)
+    return [(value, headers) for key, value, headers in await read_keyed(bootstrap, topic, options=options)
             if key == ACTIVE_POLICY_KEY]
 
 
-async def read_keyed(bootstrap: str, topic: str) -> list[tuple[bytes, bytes, Headers]]:
+async def read_keyed(bootstrap: str, topic: str, *,
+                     options: KafkaOptions = PLAINTEXT) -> list[tuple[bytes, bytes, Headers]]:
     """The key, value and headers of every policy record (active and shadow) on ``topic``, in log
     order."""
-    consumer = reader(bootstrap)
+    consumer = reader(bootstrap, options)
     await consumer.start()
     try:
         found = consumer.partitions_for_topic(topic)
@@ -458,17 +461,22 @@ def next_envelope(
 
 async def publish(bootstrap: str, topic: str, text: str, source: str = "<policy>",
                   credential: SignerCredential | None = None, *, serial: int | None = None,
-                  allow_rollback: bool = False, role: str = ACTIVE) -> Published:
+                  allow_rollback: bool = False, role: str = ACTIVE, options: KafkaOptions = PLAINTEXT,
+                  replication: tuple[int, int] = (1, 1)) -> Published:
     """Validate ``text`` (raises PolicyError), number it after the topic's latest record (raises
     PolicyPublishError for a rollback not allowed), sign it with ``credential`` (None: unsigned, for
     workers with trust off) and publish it as the active policy, or with ``role`` :data:`SHADOW` as the
     shadow policy (numbered like a publish, never a rollback), or :data:`PROMOTED` (see
-    :func:`promote`). Every record takes the next ``seq`` of the topic, whatever its role."""
+    :func:`promote`). Every record takes the next ``seq`` of the topic, whatever its role. ``options``:
+    the cluster's security; ``replication``: replication factor and min.insync.replicas of the topic
+    when this call creates it."""
     policy = compile_policy(text, source)
     if credential is not None and credential.kind != "publisher":
         raise PolicyPublishError(f"a {credential.kind} credential cannot publish policies")
-    await ensure_topics(bootstrap, [TopicSpec(topic, 1, configs=dict(POLICIES_TOPIC))])
-    keyed = await read_keyed(bootstrap, topic)
+    factor, min_insync = replication
+    configs = {**POLICIES_TOPIC, MIN_INSYNC_REPLICAS: str(min_insync)}
+    await ensure_topics(bootstrap, [TopicSpec(topic, 1, factor, configs)], options=options)
+    keyed = await read_keyed(bootstrap, topic, options=options)
     latest = latest_envelope([(value, headers) for key, value, headers in keyed if key == ACTIVE_POLICY_KEY])
     envelope = next_envelope(policy, latest, credential.name if credential else "", serial=serial,
                              allow_rollback=allow_rollback or role == SHADOW)
@@ -477,7 +485,7 @@ async def publish(bootstrap: str, topic: str, text: str, source: str = "<policy>
     value = envelope.line() + text.encode("utf-8")
     headers = credential.headers(value) if credential is not None else []
     key = SHADOW_POLICY_KEY if role == SHADOW else ACTIVE_POLICY_KEY
-    await _send(bootstrap, topic, value, headers, key)
+    await _send(bootstrap, topic, value, headers, key, options)
     return Published(policy, envelope, latest)
 
 
@@ -541,8 +549,9 @@ async def publish_raw(bootstrap: str, topic: str, text: str | bytes, headers: He
 
 
 async def _send(bootstrap: str, topic: str, value: bytes, headers: list[tuple[str, bytes]],
-                key: bytes = ACTIVE_POLICY_KEY) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES)
+                key: bytes = ACTIVE_POLICY_KEY, options: KafkaOptions = PLAINTEXT) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES,
+                                **options)
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key, headers=headers)

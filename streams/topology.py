@@ -8,13 +8,18 @@ id, partitioned exactly like intents) brings the shared stage's and the approval
 the decide stage, and ``<prefix>.internal.approval-control`` (keyed by request id, partitioned exactly
 like the approvals topic) carries opened approvals to the approval stage. Each stage's table has a
 compacted changelog, ``<prefix>-worker-<table>-changelog``, co-partitioned with what the stage reads.
+
+Every topic is created with the deployment's replication factor and ``min.insync.replicas``
+(``SLUICEGATE_KAFKA_REPLICATION_FACTOR``, ``SLUICEGATE_KAFKA_MIN_INSYNC_REPLICAS``: 1 and 1 for the
+local broker, 3 and 2 in production): with the workers' ``acks=all``, a decision or a limit's changelog
+record is acknowledged only once that many replicas hold it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.kafka.admin import TopicSpec
+from infra.kafka.admin import MIN_INSYNC_REPLICAS, TopicSpec
 from schemas.topics import TopicNames
 from streams.policy_source import POLICIES_TOPIC
 from streams.stages.outputs import Route
@@ -40,6 +45,8 @@ class WorkerTopics:
 
     names: TopicNames
     partitions: int
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
 
     @property
     def shared_limits(self) -> str:
@@ -88,7 +95,13 @@ class WorkerTopics:
                                                 self.approval_state_changelog)]
 
     def specs(self) -> list[TopicSpec]:
-        """Every topic with its partitions and configs (policies: one partition, kept forever)."""
+        """Every topic with its partitions, replication and configs (policies: one partition, kept
+        forever)."""
+        durable = {MIN_INSYNC_REPLICAS: str(self.min_insync_replicas)}
+        return [TopicSpec(spec.name, spec.partitions, self.replication_factor, {**durable, **spec.configs})
+                for spec in self._layout()]
+
+    def _layout(self) -> list[TopicSpec]:
         n, p = self.names, self.partitions
         return [
             TopicSpec(n.intents, p, configs=dict(APPEND_TIME)), TopicSpec(n.decisions, p),

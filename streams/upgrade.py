@@ -13,6 +13,8 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from sluicegate.settings import PLAINTEXT, KafkaOptions
+
 LEGACY_SUFFIXES = ("-decide", "-shared")
 
 
@@ -21,9 +23,9 @@ async def _offsets(admin: AIOKafkaAdminClient, group: str) -> dict[TopicPartitio
     return {tp: meta.offset for tp, meta in found.items() if meta is not None and meta.offset >= 0}
 
 
-async def _missing(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+async def _missing(bootstrap: str, group: str, options: KafkaOptions) -> dict[TopicPartition, int]:
     """Offsets of the per-stage groups that ``group`` does not have."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         known = {str(listed[0]) for listed in await admin.list_consumer_groups()}
@@ -41,9 +43,9 @@ async def _missing(bootstrap: str, group: str) -> dict[TopicPartition, int]:
         await admin.close()
 
 
-async def legacy_groups(bootstrap: str, group: str) -> str:
+async def legacy_groups(bootstrap: str, group: str, options: KafkaOptions = PLAINTEXT) -> str:
     """Why the worker must not start yet (the upgrade is due), or ""."""
-    missing = await _missing(bootstrap, group)
+    missing = await _missing(bootstrap, group, options)
     if not missing:
         return ""
     topics = ", ".join(sorted({tp.topic for tp in missing}))
@@ -51,12 +53,13 @@ async def legacy_groups(bootstrap: str, group: str) -> str:
             f"that {group} lacks: stop every worker, run `sluicegate worker --upgrade`, then start them")
 
 
-async def upgrade(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+async def upgrade(bootstrap: str, group: str, options: KafkaOptions = PLAINTEXT) -> dict[TopicPartition, int]:
     """Copy the per-stage groups' offsets into ``group`` (every worker stopped); the offsets copied."""
-    missing = await _missing(bootstrap, group)
+    missing = await _missing(bootstrap, group, options)
     if not missing:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                **options)
     await consumer.start()
     try:
         consumer.assign(list(missing))
