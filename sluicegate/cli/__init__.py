@@ -20,6 +20,7 @@ def _register() -> None:
         demo,
         evaluate,
         kafka,
+        mcp,
         policy,
         schemas,
         slack,
@@ -34,6 +35,7 @@ def _register() -> None:
     app.command("worker")(worker.worker_command)
     app.add_typer(approvals.app, name="approvals")
     app.add_typer(slack.app, name="slack")
+    app.add_typer(mcp.app, name="mcp")
     audit.register(app)
     app.add_typer(schemas.app, name="schemas")
     app.command("demo")(demo.demo_command)

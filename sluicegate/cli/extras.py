@@ -26,6 +26,9 @@ EXTRA_MODULES: Final[dict[str, tuple[str, ...]]] = {
     "worker": ("faust", "mode", "rocksdict", "prometheus_client"),
     "audit": ("clickhouse_connect", "chdb", "pyarrow"),
     "slack": ("slack_bolt", "slack_sdk", "aiohttp"),
+    "mcp": ("mcp", "mcp_types", "uvicorn"),
+    "langchain": ("langchain_core", "langgraph"),
+    "openai-agents": ("agents",),
 }
 """The top-level modules each extra installs that sluicegate imports (see pyproject.toml)."""
 

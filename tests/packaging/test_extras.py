@@ -47,5 +47,5 @@ def test_other_import_errors_are_not_blamed_on_the_extra(monkeypatch: pytest.Mon
 
 
 def test_an_unknown_extra_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match="unknown extras"), require("mcp", command="x"):
+    with pytest.raises(ValueError, match="unknown extras"), require("nope", command="x"):
         pass
