@@ -52,21 +52,31 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A timezone-aware timestamp, normalised to UTC; naive timestamps are rejected."""
 
 
-def _require_finite(value: Any, path: str = "params") -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path} is {value}: numbers must be finite")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _require_finite(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _require_finite(item, f"{path}[{index}]")
+MAX_JSON_DEPTH: Final = 32
+"""How deep a JSON document inside an intent (``params``) may nest: containers within containers, the
+document itself being the first. Deeper ones are refused (``invalid_intent``) before anything walks them;
+no tool call needs more, and the bound keeps every later walk (risk, digests, audit) shallow."""
+
+
+def check_json_value(value: Any, path: str = "params", max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``value`` unchanged if it nests at most ``max_depth`` containers deep and holds only finite
+    numbers; else ValueError naming where. Iterative: no input can exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(value, path, 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{where} is {item}: numbers must be finite")
+        if isinstance(item, dict):
+            children: Any = ((f"{where}.{key}", child) for key, child in item.items())
+        elif isinstance(item, list | tuple):
+            children = ((f"{where}[{index}]", child) for index, child in enumerate(item))
+        else:
+            continue
+        if depth > max_depth:
+            raise ValueError(f"{path} nests deeper than {max_depth} levels (at {where[:200]}); the limit "
+                             f"is {max_depth}")
+        stack.extend((child, name, depth + 1) for name, child in children)
     return value
-
-
-def require_finite_json(value: Any) -> Any:
-    """Reject NaN and infinities anywhere inside a JSON value."""
-    return _require_finite(value)
 
 
 class WireModel(BaseModel):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import AfterValidator, Field, JsonValue, field_validator
-from pydantic_core import to_json
+from pydantic import BeforeValidator, Field, JsonValue, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, from_json, to_json
 
-from schemas.common import SCHEMA_VERSION, Action, UtcDatetime, WireModel, require_finite_json
+from schemas.common import MAX_JSON_DEPTH, SCHEMA_VERSION, Action, UtcDatetime, WireModel, check_json_value
 
 MAX_PARAMS_BYTES = 64 * 1024
 """Largest accepted ``params`` object, measured as compact JSON."""
@@ -28,7 +28,12 @@ class TraceContext(WireModel):
     tracestate: str | None = Field(default=None, max_length=512)
 
 
-Params = Annotated[dict[str, JsonValue], AfterValidator(require_finite_json)]
+Params = Annotated[dict[str, JsonValue], BeforeValidator(check_json_value)]
+"""Checked for depth and finite numbers before pydantic walks it (its own walk would hit its recursion
+guard first, with a path as long as the nesting)."""
+_TOO_DEEP = PydanticCustomError(
+    "json_too_deep", "params nests deeper than the JSON parser's 200 levels; the limit is {limit}",
+    {"limit": MAX_JSON_DEPTH})
 
 
 class Intent(WireModel):
@@ -61,6 +66,22 @@ class Intent(WireModel):
             raise ValueError(f"params is {size} bytes; the limit is {MAX_PARAMS_BYTES}")
         return value
 
+    @classmethod
+    def model_validate_json(
+        cls, json_data: str | bytes | bytearray, *, strict: bool | None = None, extra: Any = None,
+        context: Any | None = None, by_alias: bool | None = None, by_name: bool | None = None,
+    ) -> Self:
+        """Parse an intent's JSON; a document nested past the JSON parser's own bound (200 levels) is
+        refused as too deep, like one nested past :data:`MAX_JSON_DEPTH`, not as invalid JSON."""
+        try:
+            return super().model_validate_json(json_data, strict=strict, extra=extra, context=context,
+                                               by_alias=by_alias, by_name=by_name)
+        except ValidationError as exc:
+            if not any(e["type"] == "json_invalid" and "recursion limit" in e["msg"] for e in exc.errors()):
+                raise
+        details = InitErrorDetails(type=_TOO_DEEP, loc=("params",), input="...")
+        raise ValidationError.from_exception_data(cls.__name__, [details])
+
     @property
     def occurred_at_ms(self) -> int:
         """Event time in milliseconds since the epoch."""
@@ -69,6 +90,19 @@ class Intent(WireModel):
     def digest(self) -> str:
         """SHA-256 over the exact action (tool, action, target, params): binds approvals to it."""
         return intent_digest(self.tool, self.action, self.target, self.params)
+
+
+def raw_fields(raw: bytes | str) -> dict[str, Any] | None:
+    """The top-level fields of a raw intent that failed validation (to name its request and agent), also
+    when it nests past the JSON parser's bound; None when it is not a JSON object."""
+    try:
+        obj = from_json(raw)
+    except ValueError:
+        try:  # nested past pydantic's parser: the standard one goes as deep as the interpreter's stack
+            obj = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None
+    return obj if isinstance(obj, dict) else None
 
 
 def intent_digest(tool: str, action: Action, target: str, params: dict[str, Any]) -> str:

@@ -9,11 +9,10 @@ from typing import NamedTuple
 from uuid import UUID
 
 from pydantic import ValidationError
-from pydantic_core import from_json
 
 from schemas.common import DecisionKind
 from schemas.decision import DEFAULT, ENGINE_ERROR, INVALID_INTENT, Decision, Risk
-from schemas.intent import Intent
+from schemas.intent import Intent, raw_fields
 from streams.engine import build
 from streams.engine.build import Applied
 from streams.engine.compiler import CompiledLimit, CompiledPolicy, LimitScope
@@ -318,11 +317,8 @@ def invalid_intent(
     one, the raw ``occurred_at`` when that is an aware timestamp, else the epoch.
     """
     request_id, decided_at = NIL_UUID, EPOCH if at is None else at
-    try:
-        obj = from_json(raw)
-    except Exception:
-        obj = None
-    if isinstance(obj, dict):
+    obj = raw_fields(raw)
+    if obj is not None:
         with contextlib.suppress(ValueError):
             request_id = UUID(str(obj.get("request_id")))
         if at is None:
