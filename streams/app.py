@@ -35,6 +35,7 @@ from streams.stages.approval import ApprovalStage, Reviewers
 from streams.stages.decide import DecideStage
 from streams.stages.retention import DEFAULT_RETENTION_MS
 from streams.stages.shared import SharedStage
+from streams.state.changelog_seal import ChangelogSeal
 from streams.state.changelog_store import ChangelogStore
 from streams.topology import WorkerTopics, worker_app_id
 
@@ -146,9 +147,9 @@ def build_runner(
     """The three stages over their tables, and the runner that drives them."""
     n = topics.names
     skew_ms = round(config.max_event_skew_s * 1000) if config.max_event_skew_s else None
-    agent_state = _store(config, topics.agent_state_changelog)
-    shared_state = _store(config, topics.shared_state_changelog)
-    approval_state = _store(config, topics.approval_state_changelog)
+    agent_state = _store(config, topics.agent_state_changelog, trust)
+    shared_state = _store(config, topics.shared_state_changelog, trust)
+    approval_state = _store(config, topics.approval_state_changelog, trust)
     decide_stage = DecideStage(agent_state, config.retention_ms, skew_ms)
     shared_stage = SharedStage(shared_state, config.retention_ms)
     approval_stage = ApprovalStage(approval_state, Reviewers(config.reviewers_file), config.retention_ms)
@@ -161,6 +162,8 @@ def build_runner(
     return runner, (decide_stage, shared_stage, approval_stage)
 
 
-def _store(config: WorkerConfig, changelog: str) -> ChangelogStore:
-    """A table's store, in a directory named after its changelog topic."""
-    return ChangelogStore(config.tabledir / changelog, changelog)
+def _store(config: WorkerConfig, changelog: str, trust: WorkerTrust) -> ChangelogStore:
+    """A table's store, in a directory named after its changelog topic (its records sealed when trust
+    is on)."""
+    seal = None if trust.ring is None else ChangelogSeal(trust.ring)
+    return ChangelogStore(config.tabledir / changelog, changelog, seal)

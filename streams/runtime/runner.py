@@ -338,7 +338,8 @@ class Runner(Service):
     async def _send_changelog(self, store: ChangelogStore) -> None:
         assert self.producer is not None
         for partition, key, value in store.take_writes():
-            sent = await self.producer.send(store.topic, value, key=key, partition=partition)
+            sent = await self.producer.send(store.topic, value, key=key, partition=partition,
+                                            headers=store.headers(partition, key, value))
             sent.add_done_callback(self.progress.check)
             self.progress.changelog[(store.topic, partition)] = sent
 

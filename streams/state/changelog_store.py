@@ -26,9 +26,13 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
+
+from sluicegate.trust import TrustError
+from streams.state.changelog_seal import ChangelogSeal
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEY = b"\x00sluicegate\x00changelog-offset"
@@ -50,12 +54,18 @@ class ChangelogStore(MutableMapping[str, bytes]):
     """The partitions of one table this worker owns; reads and writes go to the :meth:`use`\\ d one.
 
     Writes are applied to the database at once and queued for the changelog; the owner sends
-    :meth:`take_writes` (in order) before the decision that follows from them.
+    :meth:`take_writes` (in order) before the decision that follows from them. With a ``seal`` (trust
+    on), each record sent carries :meth:`headers`; restore skips records without a valid seal and
+    rewrites those sealed under an older key of the ring, so that key can be retired once every
+    partition has been rebuilt.
     """
 
-    def __init__(self, directory: Path, topic: str) -> None:
+    def __init__(self, directory: Path, topic: str, seal: ChangelogSeal | None = None) -> None:
         self.directory = directory
         self.topic = topic
+        self.seal = seal
+        self.refused = 0
+        """Changelog records restore skipped because no worker sealed them."""
         self.dbs: dict[int, Rdict] = {}
         self.partition = -1
         self.db: Rdict | None = None
@@ -177,23 +187,52 @@ class ChangelogStore(MutableMapping[str, bytes]):
                 consumer.seek(tp, start)
                 todo[tp] = ends[tp]
         applied = 0
+        reseal: dict[int, dict[bytes, bytes | None]] = {}
         while todo and not abort():
             fetched = await consumer.getmany(*todo, timeout_ms=1_000, max_records=RESTORE_BATCH)
             for tp, records in fetched.items():
                 batch = WriteBatch(raw_mode=True)
+                stale = reseal.setdefault(tp.partition, {})
                 for record in records:
-                    if record.offset < todo[tp]:
-                        if record.value is None:
-                            batch.delete(record.key)
-                        else:
-                            batch.put(record.key, record.value)
-                        applied += 1
+                    if record.offset >= todo[tp]:
+                        continue
+                    key_id = self._sealed_by(tp.partition, record)
+                    if key_id is None:
+                        continue
+                    if record.value is None:
+                        batch.delete(record.key)
+                    else:
+                        batch.put(record.key, record.value)
+                    applied += 1
+                    if self.seal is not None and key_id != self.seal.key_id:
+                        stale[record.key] = record.value
+                    else:
+                        stale.pop(record.key, None)
                 self.open(tp.partition).write(batch)
             for tp in list(todo):  # compaction leaves gaps: the position tells when the end is read
                 if await consumer.position(tp) >= todo[tp]:
                     self.checkpoint(tp.partition, todo.pop(tp) - 1)
         consumer.pause(*tps)  # fetch nothing until the next restore assigns again
+        for partition, stale in reseal.items():  # sealed under an older key: rewritten under the current
+            self.writes += [(partition, key, value) for key, value in stale.items()]
         return applied
+
+    def _sealed_by(self, partition: int, record: Any) -> str | None:
+        """The id of the key a worker sealed ``record`` with ("" with trust off); None: restore must
+        skip it, no worker wrote it."""
+        if self.seal is None:
+            return ""
+        try:
+            return self.seal.check(self.topic, partition, record)
+        except TrustError as exc:
+            self.refused += 1
+            log.warning("security: %s[%d]@%d skipped on restore, not written by a worker (%s)",
+                        self.topic, partition, record.offset, exc)
+            return None
+
+    def headers(self, partition: int, key: bytes, value: bytes | None) -> list[tuple[str, bytes]] | None:
+        """The headers of the changelog record of one write (None: trust off)."""
+        return None if self.seal is None else self.seal.headers(self.topic, partition, key, value)
 
     # -- the table ------------------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.kafka.admin import TopicSpec, ensure_topics
+from sluicegate.trust import KeyRing
+from streams.state.changelog_seal import ChangelogSeal
 from streams.state.changelog_store import CHECKPOINT_KEY, ChangelogStore
 
 
@@ -145,5 +147,53 @@ async def test_restore_applies_the_changelog_then_only_what_came_after_the_check
         assert await again.restore(restorer, [0]) == 6
         again.use(0)
         assert dict(again.items()) == {"w|a": b"4", "d|r": b"rec"}
+    finally:
+        await restorer.stop()
+
+
+async def test_with_trust_on_restore_skips_what_no_worker_sealed(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path,
+) -> None:
+    """A record planted on the changelog (unsealed, sealed with another ring, moved from another
+    partition or topic, or a forged delete) does not replace the genuine state before it."""
+    topic = f"{unique_name}-approval-state-changelog"
+    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 2, configs={"cleanup.policy": "compact"})])
+    ring = KeyRing.generate()
+    writer = ChangelogStore(tmp_path / "writer", topic, ChangelogSeal(ring))
+    writer.open(0)
+    writer.use(0)
+    writer["a|r1"] = b"open"
+    writer["w|x"] = b"window"
+    genuine = [(p, k, v, writer.headers(p, k, v)) for p, k, v in writer.take_writes()]
+    moved = writer.headers(1, b"a|r1", b"approved")  # sealed for partition 1, replayed on 0
+    other_topic = ChangelogSeal(ring).headers(topic + "-x", 0, b"a|r1", b"approved")
+    stranger = ChangelogSeal(KeyRing.generate()).headers(topic, 0, b"a|r1", b"approved")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for partition, key, value, headers in genuine:
+            await producer.send(topic, value, key=key, partition=partition, headers=headers)
+        for headers in (None, moved, other_topic, stranger):
+            await producer.send(topic, b"approved", key=b"a|r1", partition=0, headers=headers)
+        await producer.send(topic, None, key=b"w|x", partition=0)  # a forged delete
+        await producer.flush()
+    finally:
+        await producer.stop()
+    restorer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="none")
+    await restorer.start()
+    try:
+        store = ChangelogStore(tmp_path / "reader", topic, ChangelogSeal(ring.rotated()))
+        assert await store.restore(restorer, [0]) == 2
+        store.use(0)
+        assert dict(store.items()) == {"a|r1": b"open", "w|x": b"window"}
+        assert store.refused == 5
+        # Sealed under the ring's older key: rewritten under the current one, so it can be retired.
+        assert store.take_writes() == [(0, b"a|r1", b"open"), (0, b"w|x", b"window")]
+        assert store.headers(0, b"a|r1", b"open") != genuine[0][3]
+        unsealed = ChangelogStore(tmp_path / "trust-off", topic)  # what a worker without trust sees
+        assert await unsealed.restore(restorer, [0]) == 7
+        unsealed.use(0)
+        assert dict(unsealed.items()) == {"a|r1": b"approved"}
     finally:
         await restorer.stop()
