@@ -2,7 +2,9 @@
 
 The data directory holds everything of one broker: ``server.properties`` and ``log4j.properties``
 (rendered at each start), ``cluster.id`` (made once), ``kraft/`` (formatted once), ``broker.json``
-(pid and ports while it runs) and ``broker.log``.
+(pid and ports while it runs) and ``broker.log``. A secure broker (``secure``: SASL/SCRAM and ACLs,
+:mod:`infra.kafka.secure`) also holds ``credentials.json``; a data dir is secure or not from its first
+start on.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from infra.kafka.process import (
     tail,
 )
 from infra.kafka.protocol import ProtocolError, request_metadata
+from infra.kafka.secure import Credentials, format_arguments, probe_secure, server_properties
 from infra.kafka.templates import render_file
+from sluicegate.secret_files import write_private
 from sluicegate.settings import Settings
 
 HOST = "127.0.0.1"
@@ -58,17 +62,21 @@ class BrokerConfig:
     heap: str = "512m"
     start_timeout_s: float = 120.0
     stop_timeout_s: float = 30.0
+    secure: bool = False
+    """SASL/SCRAM, the standard authorizer and one user per role (:mod:`infra.kafka.secure`)."""
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, port: int | None = None, data_dir: Path | None = None
+        cls, settings: Settings, *, port: int | None = None, data_dir: Path | None = None,
+        secure: bool = False,
     ) -> BrokerConfig:
-        """The settings' broker, with optional overrides (the CLI's ``--port`` and ``--data-dir``)."""
+        """The settings' broker, with the CLI's overrides (``--port``, ``--data-dir``, ``--secure``)."""
         return cls(
             port=port if port is not None else settings.kafka_port,
             data_dir=(data_dir or settings.broker_data_dir).resolve(),
             cache_dir=settings.artifact_cache_dir.resolve(),
             version=settings.kafka_version,
+            secure=secure,
         )
 
 
@@ -111,8 +119,14 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def render_server_properties(port: int, controller_port: int, log_dir: Path) -> str:
-    """The broker's configuration for one single-node KRaft cluster on loopback."""
+PLAINTEXT_LISTENER = {"LISTENER": "PLAINTEXT", "CONTROLLER_PROTOCOL": "PLAINTEXT", "SECURITY": ""}
+
+
+def render_server_properties(port: int, controller_port: int, log_dir: Path,
+                             credentials: Credentials | None = None) -> str:
+    """The broker's configuration for one single-node KRaft cluster on loopback (secure with
+    ``credentials``)."""
+    listener = PLAINTEXT_LISTENER if credentials is None else server_properties(credentials)
     return render_file(
         "server.properties",
         {
@@ -122,6 +136,7 @@ def render_server_properties(port: int, controller_port: int, log_dir: Path) -> 
             "PORT": port,
             "CONTROLLER_PORT": controller_port,
             "LOG_DIR": log_dir,
+            **listener,
         },
     )
 
@@ -161,8 +176,12 @@ def _is_our_broker(pid: int, data_dir: Path) -> bool:
     return command is None or (MAIN_CLASS in command and str(data_dir) in command)
 
 
-def _probe(port: int, cluster_id: str | None, timeout_s: float = 2.0) -> bool:
-    """The broker on ``port`` answers a Metadata request listing itself (and our cluster id, if known)."""
+def _probe(port: int, cluster_id: str | None, timeout_s: float = 2.0,
+           credentials: Credentials | None = None) -> bool:
+    """The broker on ``port`` answers a Metadata request listing itself (and our cluster id, if known);
+    a secure one, after authenticating its super user."""
+    if credentials is not None:
+        return probe_secure(f"{HOST}:{port}", credentials, cluster_id, timeout_s)
     try:
         answer = request_metadata(HOST, port, timeout_s=timeout_s)
     except (OSError, ProtocolError):
@@ -198,31 +217,52 @@ def broker_status(data_dir: Path) -> BrokerStatus:
     pid, port = state.get("pid"), state.get("port") or _configured_port(data_dir)
     if pid is None or not _is_our_broker(pid, data_dir):
         return BrokerStatus(data_dir, port, None, False)
-    ready = port is not None and _probe(port, _cluster_id(data_dir))
+    ready = port is not None and _probe(port, _cluster_id(data_dir), credentials=Credentials.load(data_dir))
     return BrokerStatus(data_dir, port, pid, ready)
 
 
-def _format_storage(java: str, libs: Path, data_dir: Path, cluster_id: str) -> None:
+def _format_storage(java: str, libs: Path, data_dir: Path, cluster_id: str,
+                    credentials: Credentials | None) -> None:
     argv = [java, "-Xmx256m", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format"]
     argv += ["-t", cluster_id, "-c", str(data_dir / "server.properties"), "--ignore-formatted"]
+    argv += format_arguments(credentials) if credentials is not None else []
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
         output = "\n".join((result.stdout + result.stderr).splitlines()[-LOG_TAIL_LINES:])
         raise LauncherError(f"formatting the Kafka storage in {data_dir / KRAFT_DIR} failed:\n{output}")
 
 
+def _credentials(config: BrokerConfig) -> Credentials | None:
+    """The secure broker's users (made on its first start), None for an open one; a data dir keeps the
+    mode of its first start."""
+    data_dir = config.data_dir
+    credentials = Credentials.load(data_dir)
+    formatted = (data_dir / KRAFT_DIR / "meta.properties").is_file()
+    if config.secure and credentials is None:
+        if formatted:
+            raise LauncherError(f"{data_dir} holds a broker started without --secure: its users cannot be "
+                                "added now; use another --data-dir")
+        credentials = Credentials.generate()
+        credentials.save(data_dir)
+    if not config.secure and credentials is not None:
+        raise LauncherError(f"{data_dir} holds a secure broker: start it with --secure")
+    return credentials
+
+
 def _prepare(config: BrokerConfig, java: str, libs: Path, controller_port: int) -> None:
     """Write the configuration and format the storage on first use (keeping the cluster id)."""
     data_dir = config.data_dir
+    credentials = _credentials(config)
     cluster_id = _cluster_id(data_dir)
     if cluster_id is None:
         cluster_id = new_cluster_id()
         (data_dir / CLUSTER_ID_FILE).write_text(cluster_id + "\n")
     kraft = data_dir / KRAFT_DIR
-    (data_dir / "server.properties").write_text(render_server_properties(config.port, controller_port, kraft))
+    write_private(data_dir / "server.properties",
+                  render_server_properties(config.port, controller_port, kraft, credentials))
     (data_dir / "log4j.properties").write_text(render_file("log4j.properties", {}))
     if not (kraft / "meta.properties").is_file():
-        _format_storage(java, libs, data_dir, cluster_id)
+        _format_storage(java, libs, data_dir, cluster_id, credentials)
 
 
 def _rotate_log(log: Path) -> None:
@@ -234,6 +274,7 @@ def _wait_ready(config: BrokerConfig, pid: int) -> None:
     """Return once the broker answers metadata; raise with its log tail if it dies or times out."""
     log = config.data_dir / LOG_FILE
     cluster_id = _cluster_id(config.data_dir)
+    credentials = Credentials.load(config.data_dir)
     deadline = time.monotonic() + config.start_timeout_s
     while time.monotonic() < deadline:
         if not pid_alive(pid):
@@ -244,7 +285,7 @@ def _wait_ready(config: BrokerConfig, pid: int) -> None:
                 f"the Kafka broker exited{how} during start; last lines of {log}:\n"
                 + tail(log, LOG_TAIL_LINES)
             )
-        if _probe(config.port, cluster_id, timeout_s=1.0):
+        if _probe(config.port, cluster_id, timeout_s=1.0, credentials=credentials):
             return
         time.sleep(0.1)  # polling an external process: there is no event to await
     stop_broker(config.data_dir, timeout_s=config.stop_timeout_s)

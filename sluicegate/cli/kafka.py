@@ -1,7 +1,9 @@
-"""``sluicegate kafka start|stop|status``: the local Apache Kafka broker (see ``infra.kafka``)."""
+"""``sluicegate kafka start|stop|status|acls``: the local Apache Kafka broker (see ``infra.kafka``) and
+the deployment's ACL matrix."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +11,9 @@ from typing import Annotated
 import typer
 
 from infra.kafka import BrokerConfig, BrokerStatus, LauncherError, broker_status, start_broker, stop_broker
-from sluicegate.settings import Settings
+from infra.kafka.acls import AclError, apply, matrix
+from infra.kafka.secure import ADMIN, ROLES, Credentials, client_options, settings_lines
+from sluicegate.settings import KafkaOptions, Settings
 
 app = typer.Typer(name="kafka", help="Run a local single-node Kafka broker (KRaft) on loopback.")
 
@@ -22,8 +26,8 @@ DataDirOption = Annotated[
 ]
 
 
-def _config(port: int | None, data_dir: Path | None) -> BrokerConfig:
-    return BrokerConfig.from_settings(Settings(), port=port, data_dir=data_dir)
+def _config(port: int | None, data_dir: Path | None, secure: bool = False) -> BrokerConfig:
+    return BrokerConfig.from_settings(Settings(), port=port, data_dir=data_dir, secure=secure)
 
 
 def _fail(exc: LauncherError) -> typer.Exit:
@@ -32,9 +36,13 @@ def _fail(exc: LauncherError) -> typer.Exit:
 
 
 @app.command()
-def start(port: PortOption = None, data_dir: DataDirOption = None) -> None:
+def start(
+    port: PortOption = None, data_dir: DataDirOption = None,
+    secure: Annotated[bool, typer.Option("--secure", help="SASL/SCRAM, ACLs and one user per role; "
+                                         "prints each role's settings.")] = False,
+) -> None:
     """Start the broker (fetching its jars once) and return when it answers; no-op if it runs."""
-    config = _config(port, data_dir)
+    config = _config(port, data_dir, secure)
     began = time.monotonic()
     try:
         current, started = start_broker(config)
@@ -45,6 +53,14 @@ def start(port: PortOption = None, data_dir: DataDirOption = None) -> None:
         typer.echo(f"Kafka {config.version} is up on {where} in {time.monotonic() - began:.1f} s")
     else:
         typer.echo(f"Kafka is already running on {where}")
+    credentials = Credentials.load(config.data_dir) if secure else None
+    if credentials is not None:
+        typer.echo(f"SASL_PLAINTEXT/SCRAM-SHA-512, ACLs on (super user {ADMIN!r}; its password is in "
+                   f"{config.data_dir / 'credentials.json'}). Apply the ACL matrix: "
+                   "sluicegate kafka acls --apply")
+        for role in ROLES:
+            typer.echo(f"\n# {role}")
+            typer.echo("\n".join(settings_lines(role, current.bootstrap_servers, credentials)))
 
 
 @app.command()
@@ -82,3 +98,41 @@ def status(port: PortOption = None, data_dir: DataDirOption = None) -> None:
     typer.echo(describe(current, config.port))
     if not current.ready:
         raise typer.Exit(1)
+
+
+PrefixOption = Annotated[str | None, typer.Option("--prefix", help="Topic prefix [default: settings].")]
+
+
+def _admin_access(settings: Settings, data_dir: Path | None) -> tuple[str, KafkaOptions]:
+    """Where and as whom ACLs are applied: the settings' SASL user when configured (it must be a super
+    user), else the local secure broker's super user."""
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        return settings.bootstrap_servers, settings.kafka_client_options()
+    config = BrokerConfig.from_settings(settings, data_dir=data_dir)
+    credentials = Credentials.load(config.data_dir)
+    if credentials is None:
+        raise LauncherError(f"no SASL settings and no secure broker in {config.data_dir}: set "
+                            "SLUICEGATE_KAFKA_* to a super user, or start one with "
+                            "`sluicegate kafka start --secure`")
+    status = broker_status(config.data_dir)
+    return status.bootstrap_servers, client_options(ADMIN, credentials.password(ADMIN))
+
+
+@app.command()
+def acls(
+    prefix: PrefixOption = None, data_dir: DataDirOption = None,
+    do_apply: Annotated[bool, typer.Option("--apply", help="Create them on the cluster (as a super user).")]
+    = False,
+) -> None:
+    """Print the ACL matrix of a topic prefix (one line per ALLOW entry); with --apply, create it."""
+    settings = Settings()
+    entries = matrix(prefix or settings.topic_prefix)
+    typer.echo("\n".join(acl.line() for acl in entries))
+    if not do_apply:
+        return
+    try:
+        bootstrap, options = _admin_access(settings, data_dir)
+        sent = asyncio.run(apply(bootstrap, entries, options))
+    except (LauncherError, AclError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"applied {sent} ACLs on {bootstrap}")
