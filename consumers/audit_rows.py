@@ -3,7 +3,8 @@
 :func:`decode_batch` is the sink's hot path and runs in decoder processes: it validates every
 message with the wire models (``model_validate_json`` on the raw bytes), turns each valid one into
 a row tuple, transposes the rows into columns and returns them as one Arrow IPC stream, with the
-messages that could not be decoded and why. Only bytes cross the process boundary.
+messages that could not be decoded and why. Only bytes cross the process boundary. The rows
+themselves are built by :mod:`consumers.audit_columns`, which the workers share to hash them.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any, Final, NamedTuple
 
 import pyarrow as pa
 from pydantic import ValidationError
-from pydantic_core import to_json
 
-from schemas import AuditEventType, AuditRecord, ExecutionOutcome
+from consumers.audit_columns import COLUMNS, row
+from schemas import AuditRecord, ExecutionOutcome
 
 _MS = pa.timestamp("ms", tz="UTC")
 _TEXT = pa.string()
@@ -36,13 +37,11 @@ SCHEMA: Final = pa.schema([
     ("verdict_at", _MS), ("outcome_status", _TEXT), ("outcome_error", _TEXT),
     ("outcome_duration_ms", pa.float64()), ("fail_open", pa.bool_()), ("note", _TEXT),
     ("source_topic", _TEXT), ("source_partition", pa.uint32()), ("source_offset", pa.uint64()),
+    ("chain_id", _TEXT), ("chain_seq", pa.uint64()), ("chain_prev", _TEXT), ("chain_hash", _TEXT),
+    ("chain_signature", _TEXT),
 ])
-"""Inserted columns of ``audit_events`` and their Arrow types (``ingested_at`` is filled by ClickHouse)."""
-COLUMNS: Final = tuple(SCHEMA.names)
-_MAX_QUORUM: Final = 2**32 - 1
-_NO_DECISION: Final[tuple[Any, ...]] = ("", "", "", False, (), (), (), 0.0, {})
-_NO_APPROVAL: Final[tuple[Any, ...]] = ("", 0, None, None, (), "", "", "", "", None)
-_NO_OUTCOME: Final[tuple[Any, ...]] = ("", "", None, False)
+"""Inserted columns of ``audit_events`` (:data:`consumers.audit_columns.COLUMNS`) and their Arrow types."""
+assert tuple(SCHEMA.names) == COLUMNS
 EVENT_TIME_RANGE: Final = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 """Event times the table keeps: its partitions and TTL use ``DateTime``, which wraps after Feb 2106 (the
 row would be stored under a wrong month, or dropped at once as expired), less the TTL's days."""
@@ -86,59 +85,6 @@ def decode(value: bytes | None, *, outcome: bool) -> AuditRecord | ExecutionOutc
         return AuditRecord.model_validate_json(value)
     except ValidationError as exc:
         raise DecodeError(f"invalid {'ExecutionOutcome' if outcome else 'AuditRecord'}: {exc}") from exc
-
-
-def _outcome_row(out: ExecutionOutcome, source: tuple[str, int, int]) -> tuple[Any, ...]:
-    """An outcome from the outcomes topic as an audit event with a deterministic id."""
-    kind = AuditEventType.FAIL_OPEN if out.fail_open else AuditEventType.OUTCOME
-    return (f"outcome:{out.request_id}", kind, out.finished_at, out.request_id.hex,
-            out.agent_id, "", "", "", out.tool, "", "", "{}", {}, None, "",
-            *_NO_DECISION, *_NO_APPROVAL,
-            out.status, out.error or "", out.duration_ms, out.fail_open, "", *source)
-
-
-def row(record: AuditRecord | ExecutionOutcome, source: tuple[str, int, int]) -> tuple[Any, ...]:
-    """One ``audit_events`` row, values in ``COLUMNS`` order; ``source`` is (topic, partition, offset).
-
-    Enum members stand for their values (they are ``str``) and request ids are compact hex, which
-    ClickHouse parses as UUID: cheaper than ``.value`` and ``str(uuid)`` on the hot path.
-    """
-    if isinstance(record, ExecutionOutcome):
-        return _outcome_row(record, source)
-    decision, request, verdict, out = record.decision, record.approval_request, record.verdict, record.outcome
-    intent = record.intent or (request.intent if request is not None else None)
-    if intent is not None:
-        trace = intent.trace
-        identity: tuple[Any, ...] = (
-            intent.agent_id, intent.agent_role, intent.agent_owner or "", intent.environment, intent.tool,
-            intent.action, intent.target, to_json(intent.params).decode(), intent.labels,
-            intent.occurred_at, trace.traceparent if trace is not None else "")
-    else:
-        agent = (decision.agent_id if decision is not None else "") or (out.agent_id if out else "")
-        identity = (agent, "", "", "", out.tool if out else "", "", "", "{}", {}, None, "")
-    judged = decision if decision is not None else request
-    if judged is None:
-        judgement: tuple[Any, ...] = _NO_DECISION
-    else:
-        factors: dict[str, float] = {}
-        for factor in judged.risk.factors:
-            factors[factor.name] = factors.get(factor.name, 0.0) + factor.contribution
-        kind, final = (decision.decision, decision.final) if decision else ("REQUIRE_APPROVAL", False)
-        judgement = ("", judged.policy_version, kind, final,
-                     judged.reasons, judged.rules, judged.determining, judged.risk.score, factors)
-    if request is None and verdict is None and decision is None:
-        approval: tuple[Any, ...] = _NO_APPROVAL
-    else:
-        deadline = request.deadline_at if request else (decision.approval_deadline_at if decision else None)
-        approval = (
-            request.approver_group if request else "", min(request.quorum, _MAX_QUORUM) if request else 0,
-            request.created_at if request else None, deadline,
-            decision.approved_by if decision else (),
-            *((verdict.reviewer, verdict.verdict, verdict.reason or "", verdict.source,
-               verdict.decided_at) if verdict else ("", "", "", "", None)))
-    outcome = (out.status, out.error or "", out.duration_ms, out.fail_open) if out else _NO_OUTCOME
-    return (record.event_id, record.event_type, record.event_time, record.request_id.hex,
-            *identity, *judgement, *approval, *outcome, record.note or "", *source)
 
 
 def to_arrow(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:

@@ -1,7 +1,10 @@
 """Versioned, idempotent DDL for the audit store: ``migrations/NNNN_name.sql`` applied in order.
 
-Each applied version is recorded in ``{db}.schema_migrations``; applying again is a no-op. Statements
-use ``IF NOT EXISTS`` so a run interrupted between a statement and its record is safe to repeat.
+Each applied version is recorded in ``{db}.schema_migrations``; applying again is a no-op. Each
+statement done is recorded in ``{db}.schema_migration_steps`` as it completes, so a run interrupted half
+way through a migration resumes after its last completed statement (a migration that rebuilds a table
+cannot simply run again); statements also use ``IF NOT EXISTS`` for the instant between a statement
+and its record.
 """
 
 from __future__ import annotations
@@ -82,6 +85,13 @@ def applied_versions(client: CommandClient, database: str) -> set[int]:
     return {int(v) for v in str(raw).split(",") if v}
 
 
+def _done_steps(client: CommandClient, database: str, version: int) -> set[int]:
+    """The statements of migration ``version`` already done (by a run that stopped before the end)."""
+    raw = client.command(f"SELECT arrayStringConcat(groupArray(toString(step)), ',') "
+                         f"FROM {database}.schema_migration_steps WHERE version = {version}")
+    return {int(v) for v in str(raw).split(",") if v}
+
+
 def migrate(client: CommandClient, database: str = DEFAULT_DATABASE,
             ttl_days: int = DEFAULT_TTL_DAYS, set_ttl: bool = False) -> list[int]:
     """Apply the pending migrations; return the versions applied now. ``set_ttl`` re-applies the TTL."""
@@ -94,13 +104,22 @@ def migrate(client: CommandClient, database: str = DEFAULT_DATABASE,
         f"checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
         f"ENGINE = ReplacingMergeTree ORDER BY version"
     )
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migration_steps (version UInt32, step UInt32) "
+        f"ENGINE = ReplacingMergeTree ORDER BY (version, step)"
+    )
     done = applied_versions(client, database)
     applied: list[int] = []
     for migration in load_migrations():
         if migration.version in done:
             continue
-        for statement in migration.statements(database, ttl_days):
+        steps = _done_steps(client, database, migration.version)
+        for step, statement in enumerate(migration.statements(database, ttl_days)):
+            if step in steps:
+                continue
             client.command(statement)
+            client.command(f"INSERT INTO {database}.schema_migration_steps (version, step) VALUES "
+                           f"({migration.version}, {step})")
         client.command(
             f"INSERT INTO {database}.schema_migrations (version, name, checksum) VALUES "
             f"({migration.version}, '{migration.name}', '{migration.checksum}')"
