@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -69,6 +70,7 @@ from sluicegate.identity import (
     Identities,
     collect_credentials,
 )
+from sluicegate.reports import report_headers
 from sluicegate.routing import BadReply, ReplyCheck, ReplyWaiter
 from sluicegate.settings import Settings
 from sluicegate.transport import KafkaTransport, Transport, TransportError
@@ -125,7 +127,8 @@ class Gate:
         self.max_approval_wait_s = max_approval_wait_s
         self.flush_timeout_s = flush_timeout_s
         self.transport: Transport = transport or KafkaTransport(
-            self.settings.bootstrap_servers, TopicNames(self.settings.topic_prefix)
+            self.settings.bootstrap_servers, TopicNames(self.settings.topic_prefix),
+            options=self.settings.kafka_client_options(),
         )
         self.topics = self.transport.topics
         self._started = False
@@ -248,6 +251,7 @@ class Gate:
         credential = self.identities.credential_for(
             intent.agent_id, intent.agent_role, intent.environment, intent.agent_owner
         )
+        value = self._encoded(intent)
         permit = self.breaker.acquire()
         if permit is None:
             detail = f"circuit open, processor unreachable; next probe in {self.breaker.retry_in_s:.1f} s"
@@ -255,12 +259,24 @@ class Gate:
         if not self.transport.connected:
             self.breaker.failure(permit)
             return self._unavailable(intent, f"not connected to Kafka ({self.transport.last_error})")
-        return await self._exchange(intent, permit, timeout_s or self.settings.decision_timeout_s, credential)
+        timeout_s = timeout_s or self.settings.decision_timeout_s
+        return await self._exchange(intent, value, permit, timeout_s, credential)
+
+    def _encoded(self, intent: Intent) -> bytes:
+        """The intent's JSON; ``InvalidIntent`` when it is over ``max_intent_bytes``: refused here, before
+        the broker or a worker would refuse it (which would look like an outage to the breaker)."""
+        value = intent.model_dump_json().encode()
+        limit = self.settings.max_intent_bytes
+        if len(value) > limit:
+            raise InvalidIntent(f"the intent for {intent.tool!r} is {len(value)} bytes; the limit is "
+                                f"{limit} (SLUICEGATE_MAX_INTENT_BYTES): nothing was sent",
+                                request_id=intent.request_id)
+        return value
 
     async def _exchange(
-        self, intent: Intent, permit: Permit, timeout_s: float, credential: AgentCredential | None
+        self, intent: Intent, value: bytes, permit: Permit, timeout_s: float,
+        credential: AgentCredential | None,
     ) -> Authorization:
-        value = intent.model_dump_json().encode()
         headers: list[tuple[str, bytes]] = []
         check: ReplyCheck | None = None
         if credential is not None:
@@ -349,7 +365,7 @@ class Gate:
             decision=auth.decision,
             note=note[:2000],
         )
-        self.transport.emit(self.topics.audit, str(auth.intent.request_id), record)
+        self._report(auth.intent, record)
         return auth
 
     def _expired(self, intent: Intent, pending: Decision) -> Authorization:
@@ -432,7 +448,7 @@ class Gate:
             finished_at=_now(),
             fail_open=fail_open,
         )
-        self.transport.emit(self.topics.outcomes, auth.intent.agent_id, outcome)
+        self._report(auth.intent, outcome)
 
     def record_fail_open(self, auth: Authorization) -> None:
         """Audit a tool about to run without a decision because governance is unavailable."""
@@ -448,4 +464,11 @@ class Gate:
             decision=auth.decision,
             note=f"tool {auth.intent.tool} ran without a decision (fail_open): {reason}"[:2000],
         )
-        self.transport.emit(self.topics.audit, str(auth.intent.request_id), record)
+        self._report(auth.intent, record)
+
+    def _report(self, intent: Intent, report: ExecutionOutcome | AuditRecord) -> None:
+        """Send a report to the outcomes topic, signed with the agent's credential: a worker authenticates
+        it and writes it to the audit (:mod:`sluicegate.reports`); agents do not write the audit."""
+        credential = self.credentials.get(intent.agent_id)
+        sign = None if credential is None else functools.partial(report_headers, credential)
+        self.transport.emit(self.topics.outcomes, intent.agent_id, report, sign)

@@ -12,6 +12,7 @@ from typing import Any, Literal, Self
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.intent import MAX_INTENT_BYTES
 from sluicegate.secret_files import check_private
 
 DEFAULT_KAFKA_VERSION = "3.9.1"
@@ -80,6 +81,12 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default=DEFAULT_TOPIC_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
     decision_timeout_s: float = Field(default=DEFAULT_DECISION_TIMEOUT_S, gt=0)
+    max_intent_bytes: int = Field(
+        default=MAX_INTENT_BYTES, ge=1024,
+        description="SDK: the largest intent (its JSON) sent; a larger one is an InvalidIntent, never sent "
+                    "(workers refuse intents over 128 KiB, the default; keep it under the broker's "
+                    "max.message.bytes).",
+    )
     max_event_skew_s: float = Field(
         default=DEFAULT_MAX_EVENT_SKEW_S, ge=0,
         description="A worker BLOCKs intents whose occurred_at is further than this from its clock "
