@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -69,6 +70,7 @@ from sluicegate.identity import (
     Identities,
     collect_credentials,
 )
+from sluicegate.reports import report_headers
 from sluicegate.routing import BadReply, ReplyCheck, ReplyWaiter
 from sluicegate.settings import Settings
 from sluicegate.transport import KafkaTransport, Transport, TransportError
@@ -125,7 +127,8 @@ class Gate:
         self.max_approval_wait_s = max_approval_wait_s
         self.flush_timeout_s = flush_timeout_s
         self.transport: Transport = transport or KafkaTransport(
-            self.settings.bootstrap_servers, TopicNames(self.settings.topic_prefix)
+            self.settings.bootstrap_servers, TopicNames(self.settings.topic_prefix),
+            options=self.settings.kafka_client_options(),
         )
         self.topics = self.transport.topics
         self._started = False
@@ -362,7 +365,7 @@ class Gate:
             decision=auth.decision,
             note=note[:2000],
         )
-        self.transport.emit(self.topics.audit, str(auth.intent.request_id), record)
+        self._report(auth.intent, record)
         return auth
 
     def _expired(self, intent: Intent, pending: Decision) -> Authorization:
@@ -445,7 +448,7 @@ class Gate:
             finished_at=_now(),
             fail_open=fail_open,
         )
-        self.transport.emit(self.topics.outcomes, auth.intent.agent_id, outcome)
+        self._report(auth.intent, outcome)
 
     def record_fail_open(self, auth: Authorization) -> None:
         """Audit a tool about to run without a decision because governance is unavailable."""
@@ -461,4 +464,11 @@ class Gate:
             decision=auth.decision,
             note=f"tool {auth.intent.tool} ran without a decision (fail_open): {reason}"[:2000],
         )
-        self.transport.emit(self.topics.audit, str(auth.intent.request_id), record)
+        self._report(auth.intent, record)
+
+    def _report(self, intent: Intent, report: ExecutionOutcome | AuditRecord) -> None:
+        """Send a report to the outcomes topic, signed with the agent's credential: a worker authenticates
+        it and writes it to the audit (:mod:`sluicegate.reports`); agents do not write the audit."""
+        credential = self.credentials.get(intent.agent_id)
+        sign = None if credential is None else functools.partial(report_headers, credential)
+        self.transport.emit(self.topics.outcomes, intent.agent_id, report, sign)

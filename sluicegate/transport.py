@@ -12,7 +12,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -24,6 +24,7 @@ from schemas.common import WireModel
 from sluicegate.breaker import Backoff
 from sluicegate.errors import InvalidIntent
 from sluicegate.routing import ReplyCheck, ReplyDemux, ReplyWaiter, partition_for
+from sluicegate.settings import PLAINTEXT, KafkaOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ _READ_TIMEOUT_MS = 1000
 _FETCH_MAX_WAIT_MS = 100
 
 RecordHeaders = Sequence[tuple[str, bytes]]
+Signer = Callable[[bytes], RecordHeaders]
+"""The headers authenticating a record's exact bytes (an agent's report)."""
 
 
 class TransportError(Exception):
@@ -65,7 +68,7 @@ class Transport(Protocol):
         """Publish ``value`` (the intent's exact bytes, which ``headers`` may authenticate)."""
         ...
 
-    def emit(self, topic: str, key: str, payload: WireModel) -> None: ...
+    def emit(self, topic: str, key: str, payload: WireModel, sign: Signer | None = None) -> None: ...
 
 
 class KafkaTransport:
@@ -81,8 +84,10 @@ class KafkaTransport:
         metadata_timeout_s: float = 5.0,
         backlog: int = DEFAULT_BACKLOG,
         rng: random.Random | None = None,
+        options: KafkaOptions = PLAINTEXT,
     ) -> None:
         self.topics = topics
+        self._options = options
         self.demux = ReplyDemux()
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
@@ -100,7 +105,7 @@ class KafkaTransport:
         self._last_error = f"still connecting to {bootstrap_servers}"
         self._tasks: set[asyncio.Task[None]] = set()
         self._sends: set[asyncio.Task[None]] = set()
-        self._backlog: deque[tuple[str, str, bytes]] = deque(maxlen=backlog)
+        self._backlog: deque[tuple[str, str, bytes, RecordHeaders]] = deque(maxlen=backlog)
 
     @property
     def connected(self) -> bool:
@@ -135,7 +140,7 @@ class KafkaTransport:
             _, late = await asyncio.wait(pending, timeout=flush_timeout_s)
             for task in late:
                 task.cancel()
-        for topic, key, value in self._backlog:
+        for topic, key, value, _ in self._backlog:
             log.error("not delivered to %s (key %s): %s", topic, key, value.decode())
         self._backlog.clear()
         for task in list(self._tasks):
@@ -205,24 +210,26 @@ class KafkaTransport:
         except KafkaError as exc:
             raise TransportError(f"cannot publish the intent: {exc!r}") from exc
 
-    def emit(self, topic: str, key: str, payload: WireModel) -> None:
-        """Publish in the background (outcomes, audit); flushed, with a bound, by ``stop``."""
+    def emit(self, topic: str, key: str, payload: WireModel, sign: Signer | None = None) -> None:
+        """Publish in the background (the agent's reports), with the headers ``sign`` gives its bytes;
+        flushed, with a bound, by ``stop``."""
         value = payload.model_dump_json().encode()
+        headers = sign(value) if sign is not None else ()
         if not self.connected:
-            self._backlog.append((topic, key, value))
+            self._backlog.append((topic, key, value, headers))
             return
-        self._send_later(topic, key, value)
+        self._send_later(topic, key, value, headers)
 
-    def _send_later(self, topic: str, key: str, value: bytes) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(topic, key, value))
+    def _send_later(self, topic: str, key: str, value: bytes, headers: RecordHeaders) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(topic, key, value, headers))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _send(self, topic: str, key: str, value: bytes) -> None:
+    async def _send(self, topic: str, key: str, value: bytes, headers: RecordHeaders) -> None:
         producer = self._producer
         assert producer is not None
         try:
-            await producer.send_and_wait(topic, value, key=key.encode())
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=list(headers) or None)
         except KafkaError as exc:
             log.error("not delivered to %s (key %s): %r: %s", topic, key, exc, value.decode())
 
@@ -248,7 +255,8 @@ class KafkaTransport:
 
     async def _connect(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", linger_ms=0
+            bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", linger_ms=0,
+            **self._options,
         )
         await self._producer.start()
         try:
@@ -267,6 +275,7 @@ class KafkaTransport:
             enable_auto_commit=False,
             auto_offset_reset="latest",
             fetch_max_wait_ms=_FETCH_MAX_WAIT_MS,
+            **self._options,
         )
         await self._consumer.start()
 

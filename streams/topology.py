@@ -89,7 +89,7 @@ class WorkerTopics:
         """The topics the worker reads and its stages' changelogs: their partition N and the tables'
         partition N hold the same keys, so all of them must have ``partitions`` partitions."""
         n, p = self.names, self.partitions
-        return [TopicSpec(name, p) for name in (n.intents, n.approvals, self.shared_limits,
+        return [TopicSpec(name, p) for name in (n.intents, n.outcomes, n.approvals, self.shared_limits,
                                                 self.agent_feedback, self.approval_control,
                                                 self.agent_state_changelog, self.shared_state_changelog,
                                                 self.approval_state_changelog)]

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from schemas import Decision, DecisionKind, Intent, TopicNames
+from schemas import AuditRecord, Decision, DecisionKind, ExecutionOutcome, Intent, TopicNames
 from schemas.common import WireModel
 from sluicegate.routing import ReplyCheck, ReplyDemux, ReplyWaiter
-from sluicegate.transport import RecordHeaders, TransportError
+from sluicegate.transport import RecordHeaders, Signer, TransportError
 from sluicegate.trust import AUTH_HEADER, AgentCredential, authenticator
 
 
@@ -107,8 +107,15 @@ class FakeTransport:
                 reply = Record(reply if isinstance(reply, bytes) else reply.model_dump_json().encode())
             loop.call_soon(self.demux.feed, 0, intent.agent_id.encode(), reply.value, reply.headers)
 
-    def emit(self, topic: str, key: str, payload: WireModel) -> None:
+    def emit(self, topic: str, key: str, payload: WireModel, sign: Signer | None = None) -> None:
         self.emitted.append((topic, key, payload))
+
+    def audited(self) -> list[AuditRecord]:
+        """The audit records reported (to the outcomes topic: only workers write the audit)."""
+        return [p for p in self.emitted_on(self.topics.outcomes) if isinstance(p, AuditRecord)]
+
+    def outcomes(self) -> list[ExecutionOutcome]:
+        return [p for p in self.emitted_on(self.topics.outcomes) if isinstance(p, ExecutionOutcome)]
 
     def emitted_on(self, topic: str) -> list[WireModel]:
         return [payload for t, _, payload in self.emitted if t == topic]

@@ -106,7 +106,7 @@ async def test_guard_runs_the_tool_on_allow_and_reports_success(allowing: tuple[
 
     assert await refund("c-1", amount=42) == "refunded 42 to c-1"
     assert transport.sent[0].params == {"amount": 42}
-    (outcome,) = transport.emitted_on(transport.topics.outcomes)
+    (outcome,) = transport.outcomes()
     assert isinstance(outcome, ExecutionOutcome)
     assert outcome.status is OutcomeStatus.SUCCESS and not outcome.fail_open
     assert outcome.request_id == transport.sent[0].request_id and outcome.duration_ms >= 0
@@ -132,7 +132,7 @@ async def test_guard_reports_tool_errors_and_reraises(allowing: tuple[Gate, Fake
 
     with pytest.raises(RuntimeError, match="card processor"):
         await refund()
-    (outcome,) = transport.emitted_on(transport.topics.outcomes)
+    (outcome,) = transport.outcomes()
     assert isinstance(outcome, ExecutionOutcome)
     assert outcome.status is OutcomeStatus.ERROR
     assert outcome.error == "RuntimeError: card processor said no"
@@ -153,7 +153,7 @@ async def test_guard_blocks_without_running_the_tool() -> None:
     assert type(info.value) is ActionBlocked
     assert info.value.reasons == ("refund over 500",) and info.value.rules == ("refund-max",)
     assert info.value.request_id == transport.sent[0].request_id
-    assert transport.emitted_on(transport.topics.outcomes) == []
+    assert transport.outcomes() == []
 
 
 async def test_failing_params_function_is_invalid_and_the_tool_does_not_run(
@@ -282,15 +282,15 @@ async def test_fail_open_tool_runs_audited_when_governance_is_unavailable() -> N
     async with gate:
         assert await refund() == "done"
     assert ran == [True]
-    (audit,) = transport.emitted_on(transport.topics.audit)
+    (audit,) = transport.audited()
     assert isinstance(audit, AuditRecord)
     assert audit.event_type is AuditEventType.FAIL_OPEN
     assert audit.intent is not None and audit.intent.request_id == audit.request_id
     assert audit.decision is not None and audit.decision.reasons[0].startswith(GOVERNANCE_UNAVAILABLE)
-    (outcome,) = transport.emitted_on(transport.topics.outcomes)
+    (outcome,) = transport.outcomes()
     assert isinstance(outcome, ExecutionOutcome) and outcome.fail_open
-    assert [key for topic, key, _ in transport.emitted if topic == transport.topics.audit] == [
-        str(audit.request_id)]
+    assert {(topic, key) for topic, key, _ in transport.emitted} == {
+        (transport.topics.outcomes, audit.intent.agent_id)}
 
 
 async def test_fail_open_does_not_override_a_policy_block() -> None:

@@ -200,10 +200,10 @@ async def test_fail_open_runs_and_writes_the_audit(
             return "T-1"
 
         assert await open_ticket() == "T-1"
-    (key, value), = await read_topic(kafka_bootstrap, topics.audit, 1)
-    audit = AuditRecord.model_validate_json(value)
-    assert audit.event_type is AuditEventType.FAIL_OPEN and key == str(audit.request_id).encode()
-    (_, outcome_value), = await read_topic(kafka_bootstrap, topics.outcomes, 1)
+    (key, value), (_, outcome_value) = await read_topic(kafka_bootstrap, topics.outcomes, 2)
+    audit = AuditRecord.model_validate_json(value)  # reported for a worker to audit: agents don't write it
+    assert audit.event_type is AuditEventType.FAIL_OPEN and audit.intent is not None
+    assert key == audit.intent.agent_id.encode()
     assert ExecutionOutcome.model_validate_json(outcome_value).fail_open
 
 

@@ -29,9 +29,7 @@ def sync_gate(transport: FakeTransport) -> SyncGate:
 
 
 def outcomes(transport: FakeTransport) -> list[ExecutionOutcome]:
-    found = transport.emitted_on(transport.topics.outcomes)
-    assert all(isinstance(o, ExecutionOutcome) for o in found)
-    return found  # type: ignore[return-value]
+    return transport.outcomes()
 
 
 def test_sync_check_and_guard() -> None:
@@ -82,7 +80,7 @@ def test_sync_fail_open_runs_and_is_audited() -> None:
         assert refund() == "ran"
         with pytest.raises(GovernanceUnavailable):
             strict_refund()
-    assert len(transport.emitted_on(transport.topics.audit)) == 1
+    assert len(transport.audited()) == 1
     assert [o.fail_open for o in outcomes(transport)] == [True]
 
 

@@ -114,7 +114,7 @@ async def test_with_no_worker_a_forger_gets_governance_unavailable_and_no_fail_o
     assert decision.reasons[0].startswith(f"{GOVERNANCE_UNAVAILABLE}: no verifiable decision within 1.5 s")
     assert "did not verify" in decision.reasons[0]
     assert ran == []
-    records = await read_topic(kafka_bootstrap, topics.audit, 2)
+    records = await read_topic(kafka_bootstrap, topics.outcomes, 2)  # reports: a worker audits them
     audits = [AuditRecord.model_validate_json(value) for _, value in records]
     assert {a.event_type for a in audits} == {AuditEventType.SECURITY}
 
@@ -130,9 +130,10 @@ async def test_with_no_worker_and_no_forger_a_fail_open_tool_runs_audited(
             return "T-1"
 
         assert await open_ticket() == "T-1"
-    (key, value), = await read_topic(kafka_bootstrap, topics.audit, 1)
+    (key, value), _ = await read_topic(kafka_bootstrap, topics.outcomes, 2)  # reports: a worker audits them
     audit = AuditRecord.model_validate_json(value)
-    assert audit.event_type is AuditEventType.FAIL_OPEN and key == str(audit.request_id).encode()
+    assert audit.event_type is AuditEventType.FAIL_OPEN and audit.intent is not None
+    assert key == audit.intent.agent_id.encode()
     assert audit.decision is not None
     assert audit.decision.reasons[0] == f"{GOVERNANCE_UNAVAILABLE}: no decision within 1.5 s"
 

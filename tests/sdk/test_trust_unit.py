@@ -190,7 +190,7 @@ async def test_a_reply_that_does_not_verify_is_dropped_and_the_real_one_is_await
     assert auth.decision.decision is DecisionKind.BLOCK and auth.decision.reasons == ("refund over 500",)
     assert not auth.unavailable and len(auth.rejected) == 1 and why in auth.rejected[0]
     assert transport.demux.stats.rejected == 1 and transport.demux.stats.delivered == 1
-    (audit,) = transport.emitted_on(transport.topics.audit)
+    (audit,) = transport.audited()
     assert isinstance(audit, AuditRecord) and audit.event_type is AuditEventType.SECURITY
     assert audit.request_id == auth.intent.request_id and audit.note is not None and why in audit.note
 
@@ -234,9 +234,8 @@ async def test_with_only_forged_replies_the_call_blocks_and_a_fail_open_tool_doe
     assert decision.determining == (GOVERNANCE_UNAVAILABLE,)
     assert decision.reasons[0].startswith(f"{GOVERNANCE_UNAVAILABLE}: no verifiable decision within 0.2 s; "
                                           "1 reply that did not verify arrived")
-    audits = transport.emitted_on(transport.topics.audit)
-    assert [a.event_type for a in audits if isinstance(a, AuditRecord)] == [AuditEventType.SECURITY] * 2
-    assert transport.emitted_on(transport.topics.outcomes) == []
+    assert [a.event_type for a in transport.audited()] == [AuditEventType.SECURITY] * 2
+    assert transport.outcomes() == []
 
 
 async def test_forged_replies_do_not_open_the_breaker_into_a_fail_open() -> None:
@@ -266,7 +265,7 @@ async def test_silence_without_forgeries_still_fails_open_audited() -> None:
 
     async with gate:
         assert await refund() == "done"
-    (audit,) = transport.emitted_on(transport.topics.audit)
+    (audit,) = transport.audited()
     assert isinstance(audit, AuditRecord) and audit.event_type is AuditEventType.FAIL_OPEN
 
 
