@@ -27,20 +27,53 @@ FailOnFlip = Annotated[list[str] | None, typer.Option(
 
 
 @app.command("check")
-def check(file: Annotated[Path, typer.Argument(help="The policy YAML file.")]) -> None:
-    """Validate a policy: print its rule count and version, or every error as file:line: message."""
+def check(
+    file: Annotated[Path, typer.Argument(help="The policy YAML file.")],
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings are errors (exit 1).")] = False,
+    reviewers: Annotated[Path | None, typer.Option(
+        "--reviewers", help="The workers' reviewers file: warn about approver groups it lacks.",
+    )] = None,
+) -> None:
+    """Validate a policy: print its rule count and version, or every error as file:line: message; then
+    warnings (file:line) for rules that can never apply, ALLOW rules a BLOCK rule covers, limits that
+    count nothing and, with --reviewers, approver groups nobody is in."""
+    from streams.engine.analysis import analyse
+
+    groups = _reviewer_groups(reviewers) if reviewers is not None else None
     try:
         policy = load_policy(file)
+        findings = analyse(file.read_text(encoding="utf-8"), str(file), groups)
     except PolicyError as exc:
         for issue in exc.issues:
             typer.echo(str(issue))
         count = len(exc.issues)
         typer.echo(f"{file}: rejected ({count} error{'s' if count != 1 else ''})", err=True)
         raise typer.Exit(1) from None
+    for finding in findings:
+        typer.echo(str(finding))
+    warned = f", {len(findings)} warning{'s' if len(findings) != 1 else ''}" if findings else ""
+    if findings and strict:
+        typer.echo(f"{file}: rejected (--strict{warned})", err=True)
+        raise typer.Exit(1)
     typer.echo(
         f"{file}: OK: policy {policy.name}, {policy.rule_count} rules, {len(policy.limits)} limits, "
-        f"version {policy.version}"
+        f"version {policy.version}{warned}"
     )
+
+
+def _reviewer_groups(path: Path) -> set[str]:
+    """The groups of a reviewers file that have members; exit 2 when it cannot be read."""
+    import yaml
+
+    from streams.stages.approval_machine import ApprovalError, ReviewerDirectory
+
+    try:
+        directory = ReviewerDirectory.load(path)  # the workers' reader: the same refusals
+    except ApprovalError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    named = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+    return {group for group in named if directory.members(group)}
 
 
 @app.command("test")
