@@ -27,6 +27,7 @@ def status(p: Processor) -> dict[str, Any]:
     return {
         "ready": ready(p), "trust": "on" if p.runner.trust.on else "OFF: nothing is verified",
         "policy_version": policy.version if policy else None,
+        "shadow_version": p.policies.shadow.version if p.policies.shadow else None,
         "policy_caught_up": p.policies.caught_up.is_set(), "tables_restored": p.runner.restored.is_set(),
         "partitions": p.runner.status(),
     }
