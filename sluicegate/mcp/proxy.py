@@ -88,6 +88,16 @@ class GovernedProxy:
         kept = [tool for tool in listed.tools if not self.hidden(tool)]
         return listed.model_copy(update={"tools": kept})
 
+    async def refresh_tools(self) -> None:
+        """Read every page of the upstream's tools (their annotations give the calls' actions)."""
+        cursor: str | None = None
+        while True:
+            page = await self.upstream.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
+            self.tools.update({tool.name: tool for tool in page.tools})
+            cursor = page.next_cursor
+            if not cursor:
+                return
+
     def hidden(self, tool: types.Tool) -> bool:
         """Whether the policy BLOCKs every call of ``tool`` by this proxy's agent."""
         assert self.policy is not None
@@ -104,6 +114,8 @@ class GovernedProxy:
 
     async def call_tool(self, ctx: Context, params: types.CallToolRequestParams) -> types.CallToolResult:
         name, arguments = params.name, params.arguments
+        if name not in self.tools:
+            await self.refresh_tools()
         known = self.tools.get(name)
         try:
             fields = self.mapper.tool_call(name, known.annotations if known else None, arguments)
