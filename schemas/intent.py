@@ -57,6 +57,9 @@ class Intent(WireModel):
     occurred_at: UtcDatetime = Field(description="Event time of the call; all windows use it.")
     labels: dict[str, str] = Field(default_factory=dict)
     trace: TraceContext | None = None
+    session_id: Identifier | None = Field(
+        default=None, description="The agent's session (a conversation, a task): sequence rules key by it.",
+    )
 
     @field_validator("params")
     @classmethod

@@ -285,6 +285,58 @@ class Limit(PolicyModel):
         return tuple(dict.fromkeys(raw))
 
 
+SequenceKey = Literal["agent", "session", "target"]
+
+
+class EarlierAction(PolicyModel):
+    """The earlier action of a sequence rule: what it looked like and which of its final decisions count."""
+
+    match: Match = Field(default_factory=Match)
+    when: Condition | None = None
+    decision: DecisionKind | list[DecisionKind] = Field(
+        default=DecisionKind.ALLOW, description="The final decisions that count: ALLOW, BLOCK or both.",
+    )
+
+    @field_validator("decision")
+    @classmethod
+    def _final_only(cls, value: DecisionKind | list[DecisionKind]) -> DecisionKind | list[DecisionKind]:
+        kinds = [value] if isinstance(value, DecisionKind) else value
+        if not kinds:
+            raise ValueError("name at least one decision: ALLOW, BLOCK or both")
+        if DecisionKind.REQUIRE_APPROVAL in kinds:
+            raise ValueError("REQUIRE_APPROVAL is not a final decision: an approved action counts as "
+                             "ALLOW, a denied or expired one as BLOCK")
+        return value
+
+    @property
+    def counts(self) -> frozenset[DecisionKind]:
+        """The final decisions of an earlier action that make it count."""
+        return frozenset([self.decision] if isinstance(self.decision, DecisionKind) else self.decision)
+
+
+class Sequence(PolicyModel):
+    """A rule over an agent's earlier actions: after an ``after`` action (with a counted decision) by the
+    same key, the actions matching ``match``/``when`` within ``within`` get ``decision``."""
+
+    id: Identifier
+    description: str = ""
+    after: EarlierAction
+    match: Match = Field(default_factory=Match)
+    when: Condition | None = None
+    within: Annotated[Duration, _at_most(MAX_LIMIT_WINDOW)]
+    key: SequenceKey | list[SequenceKey] = Field(
+        default="agent", description="Always the agent; session adds session_id, target the target",
+    )
+    decision: DecisionKind = DecisionKind.BLOCK
+    approval: Approval | None = Field(default=None, description="Only with decision REQUIRE_APPROVAL.")
+
+    @property
+    def keys(self) -> tuple[SequenceKey, ...]:
+        """The key as a tuple, always starting with ``agent`` (duplicates removed)."""
+        raw = [self.key] if isinstance(self.key, str) else self.key
+        return tuple(dict.fromkeys(["agent", *raw]))
+
+
 class TargetWeight(PolicyModel):
     """Sensitivity of the targets matching a glob."""
 
@@ -359,10 +411,13 @@ class PolicyDocument(PolicyModel):
     schedules: dict[Identifier, Schedule] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     limits: list[Limit] = Field(default_factory=list)
+    sequences: list[Sequence] = Field(default_factory=list)
     risk: RiskModel | None = None
 
 
-for _model in (AllCondition, AnyCondition, NotCondition, Rule, Limit, PolicyDocument):
+for _model in (
+    AllCondition, AnyCondition, NotCondition, Rule, Limit, EarlierAction, Sequence, PolicyDocument,
+):
     _model.model_rebuild()
 
 
@@ -380,11 +435,20 @@ def _conditions(cond: Any, loc: Loc) -> Iterator[tuple[Any, Loc]]:
 
 def check_document(doc: PolicyDocument) -> list[tuple[Loc, str]]:
     """Cross-reference checks pydantic cannot do locally: ids (unique, none of the markers decisions
-    use in ``determining``), schedule names, approval placement (on rules, limits and risk thresholds)."""
+    use in ``determining``; rules, limits and sequences share them), schedule names, approval placement
+    (on rules, limits, sequences and risk thresholds)."""
     issues: list[tuple[Loc, str]] = []
     seen: dict[str, str] = {}
-    entries: list[tuple[str, int, Rule | Limit]] = [("rules", i, r) for i, r in enumerate(doc.rules)]
+    entries: list[tuple[str, int, Rule | Limit | Sequence]] = [
+        ("rules", i, r) for i, r in enumerate(doc.rules)
+    ]
     entries += [("limits", i, lim) for i, lim in enumerate(doc.limits)]
+    entries += [("sequences", i, seq) for i, seq in enumerate(doc.sequences)]
+    for index, seq in enumerate(doc.sequences):
+        if seq.after.when is not None:
+            for cond, loc in _conditions(seq.after.when, ("sequences", index, "after", "when")):
+                if isinstance(cond, ScheduleCondition) and cond.schedule not in doc.schedules:
+                    issues.append(((*loc, "schedule"), f"unknown schedule {cond.schedule!r}"))
     for section, index, entry in entries:
         where = f"{section}[{index}]"
         if entry.id in MARKERS:
@@ -400,7 +464,7 @@ def check_document(doc: PolicyDocument) -> list[tuple[Loc, str]]:
                 if isinstance(cond, ScheduleCondition) and cond.schedule not in doc.schedules:
                     issues.append(((*loc, "schedule"), f"unknown schedule {cond.schedule!r}"))
         if entry.approval is not None and entry.decision is not DecisionKind.REQUIRE_APPROVAL:
-            kind = "rule" if isinstance(entry, Rule) else "limit"
+            kind = "rule" if isinstance(entry, Rule) else "limit" if isinstance(entry, Limit) else "sequence"
             issues.append(
                 ((section, index, "approval"),
                  f"{kind} {entry.id}: approval is only allowed with decision REQUIRE_APPROVAL")

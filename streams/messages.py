@@ -16,7 +16,7 @@ from schemas.approval import ApprovalRequest
 from schemas.common import DecisionKind
 from schemas.decision import Decision
 from schemas.intent import Intent
-from streams.engine import Applied, Change, HistoryChange, LimitScope, WindowChange
+from streams.engine import Applied, Change, HistoryChange, LimitScope, TrailChange, WindowChange
 from streams.stages.approval_machine import PendingApproval
 
 _KIND = re.compile(rb'^\{"kind":"([a-z]+)"')
@@ -57,9 +57,10 @@ class Reservation(_Model):
 
 
 class ChangeItem(_Model):
-    """A window or history change, serialisable."""
+    """A window, history or sequence-trail change, serialisable (a trail's ``limit_id`` is its sequence
+    rule, ``window_ms`` its ``within``, ``counts`` the final decisions it counts)."""
 
-    kind: Literal["window", "history"]
+    kind: Literal["window", "history", "trail"]
     key: str
     at_ms: int
     value: float | None = None
@@ -68,9 +69,13 @@ class ChangeItem(_Model):
     keep: int | None = None
     target_hash: int = 0
     burst_window_ms: int | None = None
+    counts: tuple[DecisionKind, ...] = ()
 
     @classmethod
     def of(cls, change: Change) -> ChangeItem:
+        if isinstance(change, TrailChange):
+            return cls(kind="trail", key=change.key, at_ms=change.at_ms, limit_id=change.sequence_id,
+                       window_ms=change.within_ms, counts=tuple(sorted(change.counts)))
         if isinstance(change, WindowChange):
             return cls(kind="window", key=change.key, at_ms=change.at_ms, value=change.value,
                        limit_id=change.limit_id, window_ms=change.window_ms, keep=change.keep)
@@ -78,6 +83,8 @@ class ChangeItem(_Model):
                    target_hash=change.target_hash, burst_window_ms=change.burst_window_ms)
 
     def to_change(self) -> Change:
+        if self.kind == "trail":
+            return TrailChange(self.limit_id, self.key, self.at_ms, self.window_ms, frozenset(self.counts))
         if self.kind == "window":
             return WindowChange(self.limit_id, LimitScope.AGENT, self.key, self.at_ms, self.value,
                                 self.window_ms, self.keep)

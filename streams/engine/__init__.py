@@ -6,9 +6,10 @@ Public API::
     state = InMemoryState()                                     # or any StateStore
     result = evaluate_raw(policy, state, raw_json, context)     # THE entry: bytes in, one Result out
     result.intent, result.decision, result.changes              # parsed intent (None: invalid), decision
-    if result.decision.decision is DecisionKind.ALLOW:          # the verdict (or after an approval)
-        apply(state, result.changes)                            # only allowed actions count/teach
-    decide_raw(policy, state, raw_json)                         # replays: evaluate_raw + apply on ALLOW
+    apply(state, result.changes, final)                         # final: the verdict (or after an approval):
+                                                                # an ALLOW counts and teaches; sequence
+                                                                # rules record the decisions they count
+    decide_raw(policy, state, raw_json)                         # replays: evaluate_raw + apply
     decide(policy, state, intent)                               # the same for a parsed intent
     evaluate(policy, state, intent)                             # the core: rules, limits, risk (Evaluation)
     policy.approval_for(decision.rules)                         # approval settings of a REQUIRE_APPROVAL
@@ -39,7 +40,9 @@ target or role are :attr:`LimitScope.SHARED`. A worker calls ``evaluate_raw`` wi
 ``evaluate_hop`` and the last one decides with ``combine_hops``. Every change names its ``scope`` and
 its string ``key``: window keys start with the limit id and encode the key values (``budget|fleet``,
 ``tx-per-hour|agent=agent-7``; see :mod:`streams.engine.keys`); history changes are keyed
-``<agent>|<tool>`` and always agent-scoped. Route each change to the partition owning its key.
+``<agent>|<tool>`` and always agent-scoped, as are sequence rules' trail changes (:class:`TrailChange`,
+applied for the final decisions they count: ``apply(state, changes, final)``). Route each change to
+the partition owning its key.
 State values serialise with ``WindowState.to_bytes``/``HistoryState.to_bytes`` (and ``from_bytes``).
 """
 
@@ -48,6 +51,7 @@ from streams.engine.compiler import (
     CompiledLimit,
     CompiledPolicy,
     CompiledRule,
+    CompiledSequence,
     LimitScope,
     compile_policy,
     load_policy,
@@ -71,13 +75,14 @@ from streams.engine.evaluate import (
     Change,
     Evaluation,
     LimitOutcome,
+    TrailChange,
     WindowChange,
     apply,
     evaluate,
 )
 from streams.engine.keys import history_key, window_key
 from streams.engine.risk import HistoryChange
-from streams.engine.state import HistoryState, InMemoryState, StateStore, WindowState
+from streams.engine.state import HistoryState, InMemoryState, StateStore, TrailState, WindowState
 
 __all__ = [
     "AGENT_SCOPES",
@@ -89,6 +94,7 @@ __all__ = [
     "CompiledLimit",
     "CompiledPolicy",
     "CompiledRule",
+    "CompiledSequence",
     "ConditionError",
     "Context",
     "EngineError",
@@ -102,6 +108,8 @@ __all__ = [
     "PolicyIssue",
     "Result",
     "StateStore",
+    "TrailChange",
+    "TrailState",
     "WindowChange",
     "WindowState",
     "apply",

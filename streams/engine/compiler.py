@@ -12,11 +12,11 @@ from typing import Generic, NamedTuple, TypeVar
 
 from schemas.common import Action, DecisionKind
 from schemas.intent import Intent
-from schemas.policy import Approval, Limit, PolicyDocument, Rule, duration_ms
+from schemas.policy import Approval, Limit, PolicyDocument, Rule, Sequence, duration_ms
 from streams.engine.build import Applied as Applied
 from streams.engine.conditions import CompiledMatch, Getter, Pred, compile_condition, field_getter
 from streams.engine.errors import PolicyError, PolicyIssue
-from streams.engine.keys import key_builder
+from streams.engine.keys import key_builder, sequence_key_builder
 from streams.engine.loader import load_document
 from streams.engine.risk import CompiledRisk
 
@@ -72,14 +72,48 @@ class CompiledLimit:
     approval: Approval | None
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledSequence:
+    """A sequence rule ready to evaluate; ``order`` follows the limits'. ``match``/``rest``/``when``
+    select the later action, ``after`` the earlier one."""
+
+    order: int
+    id: str
+    decision: DecisionKind
+    description: str
+    match: CompiledMatch
+    rest: Pred | None
+    when: Pred | None
+    key_of: Callable[[Intent], str]
+    within: str
+    within_ms: int
+    counts: frozenset[DecisionKind]
+    after: CompiledTrigger
+    approval: Approval | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTrigger:
+    """The earlier action of a sequence rule (indexed on its own match)."""
+
+    order: int
+    id: str
+    match: CompiledMatch
+    rest: Pred | None
+    when: Pred | None
+
+
 class Plan(NamedTuple):
-    """What to check for one (tool, action): candidate rules and limits, in policy order."""
+    """What to check for one (tool, action), in policy order: candidate rules and limits, sequence
+    rules whose later action it could be and those whose earlier action it could be."""
 
     rules: tuple[CompiledRule, ...]
     limits: tuple[CompiledLimit, ...]
+    sequences: tuple[CompiledSequence, ...] = ()
+    triggers: tuple[CompiledSequence, ...] = ()
 
 
-E = TypeVar("E", CompiledRule, CompiledLimit)
+E = TypeVar("E", CompiledRule, CompiledLimit, CompiledSequence, CompiledTrigger)
 
 
 @dataclass(slots=True)
@@ -121,7 +155,9 @@ class CompiledPolicy:
         )
         self.has_fleet_limits = any(limit.scope is LimitScope.SHARED for limit in self.limits)
         """True when some limit is not keyed by agent (fleet, tool, target or role)."""
-        self.risk_order = len(doc.rules) + len(doc.limits)
+        first = len(doc.rules) + len(doc.limits)
+        self.sequences = tuple(_sequence(first + index, seq, doc) for index, seq in enumerate(doc.sequences))
+        self.risk_order = first + len(doc.sequences)
         self.risk = CompiledRisk.of(doc.risk, self.risk_order) if doc.risk is not None else None
         self._rule_index: _Index[CompiledRule] = _Index()
         self._limit_index: _Index[CompiledLimit] = _Index()
@@ -129,11 +165,18 @@ class CompiledPolicy:
             self._rule_index.add(rule)
         for limit in self.limits:
             self._limit_index.add(limit)
+        self._sequence_index: _Index[CompiledSequence] = _Index()
+        self._trigger_index: _Index[CompiledTrigger] = _Index()
+        self._by_id = {seq.id: seq for seq in self.sequences}
+        for seq in self.sequences:
+            self._sequence_index.add(seq)
+            self._trigger_index.add(seq.after)
         self.plans: dict[tuple[str, str], Plan] = {}
         """Memo of :meth:`plan` by (tool, action value); read directly on the hot path."""
         self._approvals: dict[str, Approval] = {}
         entries = [(rule.id, rule.decision, rule.approval) for rule in self.rules]
         entries += [(limit.id, limit.decision, limit.approval) for limit in self.limits]
+        entries += [(seq.id, seq.decision, seq.approval) for seq in self.sequences]
         if doc.risk is not None:
             entries += [(f"risk>={t.at_least:g}", t.decision, t.approval) for t in doc.risk.thresholds]
         for entry_id, decision, approval in entries:
@@ -154,8 +197,10 @@ class CompiledPolicy:
         if found is None:
             if len(self.plans) >= _CACHE_LIMIT:
                 self.plans.clear()
+            triggers = tuple(self._by_id[t.id] for t in self._trigger_index.lookup(tool, action))
             found = self.plans[(tool, action._value_)] = Plan(
                 self._rule_index.lookup(tool, action), self._limit_index.lookup(tool, action),
+                self._sequence_index.lookup(tool, action), triggers,
             )
         return found
 
@@ -178,10 +223,12 @@ class CompiledPolicy:
 def _version(doc: PolicyDocument) -> str:
     """``sha256:`` and 16 hex digits of the canonical content (sorted JSON, defaults filled in).
 
-    An absent ``approval`` of a limit or threshold is left out, so the versions of policies written
-    before those blocks existed did not change.
+    An absent ``approval`` of a limit or threshold and an empty ``sequences`` are left out, so the
+    versions of policies written before those existed did not change.
     """
     content = doc.model_dump(mode="json", by_alias=True)
+    if not content["sequences"]:
+        del content["sequences"]
     entries = [*content["limits"], *(content["risk"] or {}).get("thresholds", [])]
     for entry in entries:
         if entry.get("approval") is None:
@@ -190,7 +237,7 @@ def _version(doc: PolicyDocument) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _when(entry: Rule | Limit, doc: PolicyDocument) -> Pred | None:
+def _when(entry: Rule | Limit | Sequence, doc: PolicyDocument) -> Pred | None:
     return None if entry.when is None else compile_condition(entry.when, doc.schedules)
 
 
@@ -213,6 +260,17 @@ def _limit(order: int, limit: Limit, doc: PolicyDocument) -> CompiledLimit:
         window_ms=duration_ms(limit.window), count=limit.count, sum_field=limit.sum,
         sum_of=None if limit.sum is None else field_getter(limit.sum), max=limit.max,
         keep=2 * limit.count if limit.count is not None else None, approval=limit.approval,
+    )
+
+
+def _sequence(order: int, seq: Sequence, doc: PolicyDocument) -> CompiledSequence:
+    match, after = CompiledMatch.of(seq.match), CompiledMatch.of(seq.after.match)
+    trigger_when = None if seq.after.when is None else compile_condition(seq.after.when, doc.schedules)
+    return CompiledSequence(
+        order=order, id=seq.id, decision=seq.decision, description=seq.description.strip(), match=match,
+        rest=match.rest, when=_when(seq, doc), key_of=sequence_key_builder(seq.id, seq.keys),
+        within=seq.within, within_ms=duration_ms(seq.within), counts=seq.after.counts,
+        after=CompiledTrigger(order, seq.id, after, after.rest, trigger_when), approval=seq.approval,
     )
 
 

@@ -207,17 +207,18 @@ def combine_hops(
 
 
 def decide(policy: CompiledPolicy, state: StateStore, intent: Intent) -> Decision:
-    """Decide a replayed intent and, when that is ALLOW, apply its changes (backtests, policy tests)."""
+    """Decide a replayed intent and apply its changes for that decision (an ALLOW counts and teaches; a
+    BLOCK records what sequence rules count it for; a pending approval changes nothing) (backtests,
+    policy tests)."""
     result = evaluate_intent(policy, state, intent)
-    if result.decision.decision is _ALLOW:
-        apply(state, result.changes)
+    apply(state, result.changes, result.decision.decision)  # a REQUIRE_APPROVAL applies nothing
     return result.decision
 
 
 def decide_raw(policy: CompiledPolicy | None, state: StateStore, raw: bytes | str) -> Decision:
-    """Parse, validate and decide one replayed raw JSON intent, applying an ALLOW's changes; never raises
+    """Parse, validate and decide one replayed raw JSON intent, applying its changes (as
+    :func:`decide`); never raises
     (``sluicegate evaluate``). Invalid input → BLOCK ``invalid_intent``; no policy → BLOCK ``no_policy``."""
     result = evaluate_raw(policy, state, raw)
-    if result.decision.decision is _ALLOW:
-        apply(state, result.changes)
+    apply(state, result.changes, result.decision.decision)  # a REQUIRE_APPROVAL applies nothing
     return result.decision

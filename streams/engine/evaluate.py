@@ -15,11 +15,11 @@ from schemas.decision import DEFAULT, ENGINE_ERROR, INVALID_INTENT, Decision, Ri
 from schemas.intent import Intent, raw_fields
 from streams.engine import build
 from streams.engine.build import Applied
-from streams.engine.compiler import CompiledLimit, CompiledPolicy, LimitScope
+from streams.engine.compiler import CompiledLimit, CompiledPolicy, CompiledSequence, LimitScope
 from streams.engine.errors import ConditionError
 from streams.engine.keys import escape
 from streams.engine.risk import HistoryChange, as_float
-from streams.engine.state import HistoryState, StateStore, WindowState
+from streams.engine.state import HistoryState, StateStore, TrailState, WindowState
 
 NIL_UUID = UUID(int=0)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -44,7 +44,18 @@ class WindowChange(NamedTuple):
     keep: int | None
 
 
-Change = WindowChange | HistoryChange
+class TrailChange(NamedTuple):
+    """Record an earlier action of sequence rule ``sequence_id`` at ``key`` when the action's final
+    decision is one of ``counts`` (always agent-scoped)."""
+
+    sequence_id: str
+    key: str
+    at_ms: int
+    within_ms: int
+    counts: frozenset[DecisionKind]
+
+
+Change = WindowChange | HistoryChange | TrailChange
 
 
 class LimitOutcome(NamedTuple):
@@ -206,6 +217,45 @@ def _limits(
         )))
 
 
+def _sequences(
+    plan_sequences: tuple[CompiledSequence, ...], triggers: tuple[CompiledSequence, ...], state: StateStore,
+    intent: Intent, at_ms: int, applied: list[Applied], changes: list[Change],
+) -> None:
+    """Sequence rules: a hit for each whose earlier action (same key, counted decision) lies in
+    ``(at - within, at]``, and the trail change of each whose earlier action this could be. A later
+    action's condition that cannot be evaluated BLOCKs naming the rule; an earlier action's records
+    the action (it might have matched: the rule errs on the strict side)."""
+    for seq in plan_sequences:
+        try:
+            if (seq.rest is not None and not seq.rest(intent)) or (
+                seq.when is not None and not seq.when(intent)
+            ):
+                continue
+        except Exception as exc:
+            applied.append(_error(seq.order, seq.id, exc))
+            continue
+        trail = state.get_trail(seq.key_of(intent))
+        earlier = trail.latest(at_ms, seq.within_ms) if trail is not None else None
+        if earlier is not None:
+            what = seq.description or seq.decision.value
+            since = datetime.fromtimestamp(earlier / 1000, UTC).isoformat(timespec="milliseconds")
+            applied.append(Applied(seq.order, seq.id, seq.decision,
+                                   f"{seq.id}: {what} (earlier action at {since}, within {seq.within})"))
+    for seq in triggers:
+        if _is_earlier_action(seq, intent):
+            key = seq.key_of(intent)
+            changes.append(_tuple(TrailChange, (seq.id, key, at_ms, seq.within_ms, seq.counts)))
+
+
+def _is_earlier_action(seq: CompiledSequence, intent: Intent) -> bool:
+    """Whether ``intent`` is an earlier action of ``seq``; True when that cannot be evaluated."""
+    after = seq.after
+    try:
+        return (after.rest is None or after.rest(intent)) and (after.when is None or bool(after.when(intent)))
+    except Exception:
+        return True
+
+
 def evaluate(
     policy: CompiledPolicy, state: StateStore, intent: Intent, scopes: frozenset[LimitScope] = ALL_SCOPES,
     decided_at: datetime | None = None,
@@ -218,7 +268,9 @@ def evaluate(
     """
     try:
         plan = policy.plans.get((intent.tool, intent.action._value_))
-        rules, limits = plan if plan is not None else policy.plan(intent.tool, intent.action)
+        if plan is None:
+            plan = policy.plan(intent.tool, intent.action)
+        rules, limits, sequences, triggers = plan
         applied: list[Applied] = []
         for rule in rules:
             try:
@@ -231,6 +283,8 @@ def evaluate(
         changes: list[Change] = []
         if limits:
             _limits(limits, state, intent, at_ms, scopes, applied, changes)
+        if (sequences or triggers) and LimitScope.AGENT in scopes:
+            _sequences(sequences, triggers, state, intent, at_ms, applied, changes)
         risk = build.NO_RISK
         if policy.risk is not None:
             risk, threshold, lesson = policy.risk.assess(intent, state, at_ms)
@@ -288,10 +342,20 @@ def combine(
     return Evaluation(decision, changes, applied, default_used)
 
 
-def apply(state: StateStore, changes: tuple[Change, ...] | list[Change]) -> None:
-    """Apply the changes of an evaluation whose final decision is ALLOW."""
+def apply(
+    state: StateStore, changes: tuple[Change, ...] | list[Change], final: DecisionKind = _ALLOW,
+) -> None:
+    """Apply the changes of an evaluation whose final decision is ``final``: window and history
+    changes only for an ALLOW, a sequence rule's trail change when it counts ``final``."""
     for change in changes:
-        if isinstance(change, WindowChange):
+        if isinstance(change, TrailChange):
+            if final in change.counts:
+                trail = state.get_trail(change.key) or TrailState()
+                trail.add(change.at_ms, change.within_ms)
+                state.put_trail(change.key, trail)
+        elif final is not _ALLOW:
+            continue
+        elif isinstance(change, WindowChange):
             window = state.get_window(change.key) or WindowState()
             window.add(change.at_ms, change.value, change.window_ms, change.keep)
             state.put_window(change.key, window)

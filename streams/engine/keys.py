@@ -2,7 +2,9 @@
 
 A window key starts with the limit id, then one ``|name=value`` per key name in the limit's order
 (``fleet`` has no value): ``tx-per-hour|agent=agent-7``, ``refund-budget|fleet``,
-``per-tool|agent=a1|tool=payments.refund``. A history key is ``<agent_id>|<tool>``. ``%``, ``|`` and
+``per-tool|agent=a1|tool=payments.refund``. A sequence rule's key is built the same way from its id
+and names (always ``agent`` first; ``session`` is the intent's ``session_id``, empty when it has
+none): ``after-fetch|agent=a1|session=s-9``. A history key is ``<agent_id>|<tool>``. ``%``, ``|`` and
 ``=`` inside values are percent-encoded, so keys are unambiguous.
 """
 
@@ -39,6 +41,16 @@ _PARTS: dict[str, Callable[[Intent], str]] = {
     "target": lambda intent: "|target=" + escape(intent.target),
     "role": lambda intent: "|role=" + escape(intent.agent_role),
 }
+
+
+def _session(intent: Intent) -> str:
+    return "|session=" + escape(intent.session_id or "")
+
+
+def sequence_key_builder(sequence_id: str, names: tuple[str, ...]) -> Callable[[Intent], str]:
+    """The trail key of a sequence rule for an intent (``names`` start with ``agent``)."""
+    parts = [_session if name == "session" else _PARTS[name] for name in names]
+    return lambda intent: sequence_id + "".join(part(intent) for part in parts)
 
 
 def window_key(limit_id: str, names: tuple[str, ...], intent: Intent) -> str:

@@ -1,10 +1,12 @@
-"""Engine state: sliding-window contents and per-(agent, tool) histories, behind a small interface.
+"""Engine state: sliding-window contents, per-(agent, tool) histories and sequence-rule trails, behind a
+small interface.
 
-Both state kinds are compact (exact millisecond timestamps in ``array('q')``, summed values in
+The state kinds are compact (exact millisecond timestamps in ``array('q')``, summed values in
 ``array('d')``) and bounded per key (a count window by twice its count, a sum window by
 :data:`MAX_EXACT` exact entries plus at most ``2 * BUCKETS_PER_WINDOW + 1`` buckets, a history by
-:data:`MAX_TARGETS` and :data:`MAX_RECENT`), and serialise to bytes with ``to_bytes``/``from_bytes`` so a
-worker can keep them in a changelog-backed table. Keys are plain strings (see :mod:`streams.engine.keys`).
+:data:`MAX_TARGETS` and :data:`MAX_RECENT`, a sequence rule's trail by :data:`MAX_TRAIL`), and
+serialise to bytes with ``to_bytes``/``from_bytes`` so a worker can keep them in a changelog-backed
+table. Keys are plain strings (see :mod:`streams.engine.keys`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ _LITTLE = sys.byteorder == "little"
 _WINDOW_HEAD = struct.Struct("<BBI")  # format version, has values, entry count
 _BUCKETED_HEAD = struct.Struct("<BBIqI")  # the same, then bucket width (ms) and bucket count
 _HISTORY_HEAD = struct.Struct("<BIIddqqHH")
+_TRAIL_HEAD = struct.Struct("<BH")  # format version, time count
 _FORMAT = 1
 _BUCKETED = 2
 MAX_TARGETS = 64
@@ -30,6 +33,8 @@ MAX_EXACT = 512
 """Newest entries a sum window keeps exactly; older ones are folded into buckets."""
 BUCKETS_PER_WINDOW = 256
 """Buckets per window length once a sum window folds: a bucket spans ``ceil(window / 256)``."""
+MAX_TRAIL = 8
+"""Most times a sequence-rule trail keeps (its pruning leaves at most 4; the cap is a safeguard)."""
 MAX_RECENT = 1024
 """Most recent timestamps kept per (agent, tool) for the burst factor."""
 
@@ -385,6 +390,64 @@ class HistoryState:
     __hash__ = None  # type: ignore[assignment]
 
 
+class TrailState:
+    """The earlier actions of one sequence-rule key: their event times (ms), sorted, without the ones no
+    window can need.
+
+    A query asks whether some earlier action lies in ``(t - within, t]``. Of three kept times
+    ``a < b < c`` with ``c - a <= within``, every such window holding ``b`` holds ``a`` or ``c``, so
+    ``b`` is dropped; so are times two windows behind the newest. What is left is at most
+    :data:`MAX_TRAIL` times and answers every query up to one window late exactly.
+    """
+
+    __slots__ = ("times_ms",)
+
+    def __init__(self, times_ms: array[int] | None = None) -> None:
+        self.times_ms: array[int] = times_ms if times_ms is not None else array("q")
+
+    def latest(self, at_ms: int, within_ms: int) -> int | None:
+        """The newest earlier action in ``(at_ms - within, at_ms]``, or None."""
+        times = self.times_ms
+        index = bisect_right(times, at_ms)
+        if index and times[index - 1] > at_ms - within_ms:
+            return times[index - 1]
+        return None
+
+    def add(self, at_ms: int, within_ms: int) -> None:
+        """Record an earlier action (again: no change), then drop what no window needs."""
+        times = self.times_ms
+        index = bisect_left(times, at_ms)
+        if index < len(times) and times[index] == at_ms:
+            return
+        times.insert(index, at_ms)
+        del times[: bisect_right(times, times[-1] - 2 * within_ms)]
+        index = 1
+        while index < len(times) - 1:
+            if times[index + 1] - times[index - 1] <= within_ms:
+                del times[index]
+            else:
+                index += 1
+        del times[:-MAX_TRAIL]
+
+    def to_bytes(self) -> bytes:
+        """A 3-byte header (format, count), then 8 bytes per time."""
+        return _TRAIL_HEAD.pack(_FORMAT, len(self.times_ms)) + _pack(self.times_ms)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TrailState:
+        """Inverse of :meth:`to_bytes`."""
+        version, count = _TRAIL_HEAD.unpack_from(data)
+        if version != _FORMAT:
+            raise ValueError(f"unknown trail state format {version}")
+        start = _TRAIL_HEAD.size
+        return cls(_unpack("q", data[start : start + 8 * count]))  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrailState) and self.times_ms == other.times_ms
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class StateStore(Protocol):
     """Where the engine reads window and history state; the caller writes through :func:`apply`.
 
@@ -408,6 +471,14 @@ class StateStore(Protocol):
         """Store the history at ``key``."""
         ...
 
+    def get_trail(self, key: str) -> TrailState | None:
+        """The sequence-rule trail at ``key``, or None when no earlier action was recorded."""
+        ...
+
+    def put_trail(self, key: str, state: TrailState) -> None:
+        """Store the trail at ``key``."""
+        ...
+
 
 class InMemoryState:
     """Plain dictionaries: for replays, ``sluicegate evaluate``, tests and the benchmark.
@@ -415,13 +486,15 @@ class InMemoryState:
     ``get_window``/``get_history`` are the dictionaries' own ``get`` (no Python frame per read).
     """
 
-    __slots__ = ("get_history", "get_window", "histories", "windows")
+    __slots__ = ("get_history", "get_trail", "get_window", "histories", "trails", "windows")
 
     def __init__(self) -> None:
         self.windows: dict[str, WindowState] = {}
         self.histories: dict[str, HistoryState] = {}
+        self.trails: dict[str, TrailState] = {}
         self.get_window: Callable[[str], WindowState | None] = self.windows.get
         self.get_history: Callable[[str], HistoryState | None] = self.histories.get
+        self.get_trail: Callable[[str], TrailState | None] = self.trails.get
 
     def put_window(self, key: str, state: WindowState) -> None:
         """Store the window state at ``key``."""
@@ -430,3 +503,7 @@ class InMemoryState:
     def put_history(self, key: str, state: HistoryState) -> None:
         """Store the history at ``key``."""
         self.histories[key] = state
+
+    def put_trail(self, key: str, state: TrailState) -> None:
+        """Store the trail at ``key``."""
+        self.trails[key] = state

@@ -54,6 +54,7 @@ from streams.engine import (
     CompiledPolicy,
     Context,
     Result,
+    TrailChange,
     WindowChange,
     apply,
     evaluate_raw,
@@ -91,7 +92,7 @@ from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
 Admit = Callable[[Intent], tuple[str, str] | None]
 """The worker's check of a parsed intent (:meth:`streams.runtime.trust.WorkerTrust.admit`)."""
 PENDING_PREFIX = "p|"
-_ALLOW, _APPROVAL = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL
+_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
 
 
 class DecideStage:
@@ -207,6 +208,7 @@ class DecideStage:
             for change in windows:
                 self.state.add_once(change, intent.request_id)
             reserved = [Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in windows]
+            apply(self.state, _trails(result.changes))  # as an ALLOW, at once; kept whatever follows
         forward = Forward(
             intent=intent, stage1=result.decision, decided_ms=now_ms,
             applied=tuple(AppliedItem.of(entry) for entry in result.applied),
@@ -225,6 +227,8 @@ class DecideStage:
         """The decide stage decides alone: count an ALLOW, park a REQUIRE_APPROVAL, record, send."""
         if decision.decision is _ALLOW:
             _count(self.state, changes, intent.request_id)
+        elif decision.decision is _BLOCK:
+            apply(self.state, changes, _BLOCK)  # the trails of sequence rules counting BLOCKs
         request = request_of(intent, decision, policy, now_ms)
         sent, sends = decision_sends(intent, decision, request)
         if request is not None:
@@ -253,8 +257,9 @@ class DecideStage:
         if kind is _APPROVAL and feedback.request is None:
             raise ValueError(f"request {request_id}: a REQUIRE_APPROVAL feedback without its request")
         if kind is _ALLOW:
-            apply(self.state, [c.to_change() for c in record.changes if c.kind == "history"])
+            apply(self.state, [c.to_change() for c in record.changes if c.kind in ("history", "trail")])
         else:
+            apply(self.state, [c.to_change() for c in record.changes if c.kind == "trail"], kind)
             for reservation in record.reserved:
                 self.state.release(reservation.key, reservation.at_ms, reservation.value, request_id)
         sends: list[Send] = []
@@ -288,6 +293,8 @@ class DecideStage:
             if approved:
                 _count(self.state, tuple(c.to_change() for c in pending.changes), request_id)
                 self.on_approved(resolved.decision)
+            else:  # denied or expired: a BLOCK, for the sequence rules counting those
+                apply(self.state, [c.to_change() for c in pending.changes if c.kind == "trail"], _BLOCK)
             receipt = Receipt(decision=resolved.decision, fingerprint=record.fingerprint if record else "")
             self._write(request_id, receipt, partition, now_ms, new=record is None)
             self.retention.note(partition, now_ms, pending_key)
@@ -307,6 +314,11 @@ def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> 
         if isinstance(change, WindowChange):
             state.add_once(change, request_id)
     apply(state, [change for change in changes if not isinstance(change, WindowChange)])
+
+
+def _trails(changes: tuple[Change, ...]) -> list[Change]:
+    """The sequence rules' trail changes among ``changes``."""
+    return [change for change in changes if isinstance(change, TrailChange)]
 
 
 def _decided(body: bytes, fingerprint: str) -> bytes:

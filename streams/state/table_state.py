@@ -2,9 +2,10 @@
 :class:`streams.state.changelog_store.ChangelogStore`): window and history states as compact bytes.
 
 One table per stage holds everything that stage owns, under key prefixes: ``w|`` window states,
-``h|`` histories, ``d|`` idempotency records (see :mod:`streams.messages`). Keeping them in one table
-keeps them in one changelog partition, so Kafka's per-partition order makes "the idempotency record
-was persisted" imply "the state changes written before it were persisted" after a crash.
+``h|`` histories, ``q|`` sequence-rule trails, ``d|`` idempotency records (see :mod:`streams.messages`).
+Keeping them in one table keeps them in one changelog partition, so Kafka's per-partition order makes
+"the idempotency record was persisted" imply "the state changes written before it were persisted"
+after a crash.
 
 Idempotent counting. A crash can persist a window change without the idempotency record written
 after it (the changelog loses a suffix); the redelivered request would then be counted twice. So a
@@ -25,10 +26,11 @@ from collections.abc import MutableMapping
 from uuid import UUID
 
 from streams.engine import WindowChange
-from streams.engine.state import HistoryState, WindowState
+from streams.engine.state import HistoryState, TrailState, WindowState
 
 WINDOW_PREFIX = "w|"
 HISTORY_PREFIX = "h|"
+TRAIL_PREFIX = "q|"
 RECEIPT_PREFIX = "d|"
 MAX_TOKENS = 4096
 _COUNT = struct.Struct("<I")
@@ -93,6 +95,15 @@ class TableState:
     def put_history(self, key: str, state: HistoryState) -> None:
         """Store the history at ``key``."""
         self.table[HISTORY_PREFIX + key] = state.to_bytes()
+
+    def get_trail(self, key: str) -> TrailState | None:
+        """The sequence-rule trail at ``key``, or None."""
+        raw = self.table.get(TRAIL_PREFIX + key)
+        return None if raw is None else TrailState.from_bytes(raw)
+
+    def put_trail(self, key: str, state: TrailState) -> None:
+        """Store the trail at ``key`` (recording an action twice changes nothing: no tokens needed)."""
+        self.table[TRAIL_PREFIX + key] = state.to_bytes()
 
     def release(
         self, key: str, at_ms: int, value: float | None, request_id: UUID | None = None, agent: str = "",

@@ -112,10 +112,12 @@ def test_a_misplaced_or_malformed_approval_is_rejected(text: str, line: int, mes
 
 
 def test_versions_of_policies_without_the_new_blocks_are_unchanged() -> None:
-    """The version is the hash of the document as it was before limits and thresholds had approvals."""
+    """The version is the hash of the document as it was before limits and thresholds had approvals
+    and policies had sequence rules."""
     compiled = policy("limits:\n  - {id: l, window: 1m, count: 2, decision: REQUIRE_APPROVAL}\n"
                       "risk:\n  thresholds: [{at_least: 0.6, decision: REQUIRE_APPROVAL}]\n")
     content = compiled.document.model_dump(mode="json", by_alias=True)
+    assert content.pop("sequences") == []
     for entry in (*content["limits"], *content["risk"]["thresholds"]):
         assert entry.pop("approval") is None
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))

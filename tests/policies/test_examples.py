@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from schemas.policy import Limit, Rule
+from schemas.policy import Limit, Rule, Sequence
 from sluicegate.policy_testing import Case, CaseFile, load_case_file, run_case
 from streams.engine import CompiledPolicy, load_policy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
-SCENARIOS = ("customer_support", "devops", "financial", "saas_workflow", "database", "fleet_budget", "risk")
+SCENARIOS = (
+    "customer_support", "devops", "financial", "saas_workflow", "database", "fleet_budget", "risk",
+    "sequences",
+)
 
 
 @functools.cache
@@ -39,14 +42,14 @@ def test_one_policy_and_one_case_file_per_scenario() -> None:
 @pytest.mark.parametrize("stem", SCENARIOS)
 def test_every_rule_and_limit_has_a_description(stem: str) -> None:
     document = _policy(EXAMPLES / f"{stem}.yaml").document
-    entries: list[Rule | Limit] = [*document.rules, *document.limits]
+    entries: list[Rule | Limit | Sequence] = [*document.rules, *document.limits, *document.sequences]
     assert entries
     assert all(entry.description.strip() for entry in entries)
 
 
 @pytest.mark.parametrize("stem", SCENARIOS)
 def test_every_rule_and_limit_is_exercised_by_a_case(stem: str) -> None:
-    """Each rule and limit id appears in the expected ``rules`` of at least one case."""
+    """Each rule, limit and sequence rule id appears in the expected ``rules`` of at least one case."""
     document = _policy(EXAMPLES / f"{stem}.yaml").document
     expected = {
         rule
@@ -55,6 +58,7 @@ def test_every_rule_and_limit_is_exercised_by_a_case(stem: str) -> None:
         for rule in (step.expect.rules or ())
     }
     ids = {rule.id for rule in document.rules} | {limit.id for limit in document.limits}
+    ids |= {sequence.id for sequence in document.sequences}
     assert ids - expected == set()
 
 
