@@ -34,6 +34,8 @@ COLUMNS: Final = (
 """Inserted columns of ``audit_events`` (``ingested_at`` and ``version`` are filled by ClickHouse)."""
 TIMES: Final = frozenset({"event_time", "occurred_at", "approval_requested_at", "approval_deadline_at",
                           "verdict_at"})
+FLOATS: Final = frozenset({"risk_score", "outcome_duration_ms"})
+BOOLS: Final = frozenset({"decision_final", "fail_open"})
 HASHED: Final = tuple(c for c in COLUMNS if not c.startswith("source_")
                       and c not in ("chain_prev", "chain_hash", "chain_signature"))
 """The columns a chained record's hash covers (its link to the previous record is the hash's other input)."""
@@ -117,8 +119,12 @@ def _plain(column: str, value: Any) -> Any:
         return None
     if column in TIMES:
         return value if isinstance(value, int) else (value - _EPOCH) // _MS
+    if column in FLOATS:
+        return float(value)
+    if column in BOOLS:
+        return bool(value)
     if isinstance(value, dict):
-        return sorted([str(k), v] for k, v in value.items())
+        return sorted([str(k), float(v) if column == "risk_factors" else str(v)] for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     if isinstance(value, UUID):

@@ -17,7 +17,8 @@ from typing import Any, Final, NamedTuple
 import pyarrow as pa
 from pydantic import ValidationError
 
-from consumers.audit_columns import COLUMNS, row
+from consumers.audit_columns import COLUMNS as COLUMNS
+from consumers.audit_columns import row as row
 from schemas import AuditRecord, ExecutionOutcome
 
 _MS = pa.timestamp("ms", tz="UTC")

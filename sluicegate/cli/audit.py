@@ -12,7 +12,7 @@ import csv
 import json
 import re
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -142,6 +142,61 @@ def report(since: Annotated[str, typer.Option(help="Window, e.g. 24h or 7d.")] =
         _print_report(built)
     else:
         typer.echo(json.dumps(built.to_dict(), default=str))
+
+
+def _moment(text: str | None) -> datetime | None:
+    """``--since``/``--until``: a duration before now (``24h``) or an ISO time (``2026-12-03T10:00Z``)."""
+    if text is None:
+        return None
+    if _DURATION.match(text.strip()):
+        return datetime.now(UTC) - parse_duration(text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is neither a duration like 24h nor an ISO time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def verify(
+    since: Annotated[str | None, typer.Option(help="From then on: 24h (ago) or an ISO time.")] = None,
+    until: Annotated[str | None, typer.Option(help="Before then: 1h (ago) or an ISO time.")] = None,
+    database: Database = DEFAULT_DATABASE,
+    public_key: Annotated[str | None, typer.Option(
+        help="The workers' public key (default SLUICEGATE_TRUST_PUBLIC_KEY).")] = None,
+    unsigned: Annotated[bool, typer.Option(
+        help="Do not check the checkpoints' signatures (trust off: the workers sign nothing).")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json")] = Format.TABLE,
+) -> None:
+    """Recompute every audit hash chain from ClickHouse; exit 1 naming the first broken link of each."""
+    with require("audit", command="audit verify"):
+        from consumers.audit_store import StoreError, open_store
+        from consumers.audit_verify import Verifier
+    settings = Settings()
+    key = public_key or settings.trust_public_key
+    if key is None and not unsigned:
+        raise _fail("the checkpoints' signatures need the workers' public key: set "
+                    "SLUICEGATE_TRUST_PUBLIC_KEY or --public-key (or --unsigned when the workers run with "
+                    "trust off)")
+    try:
+        found = Verifier(open_store(settings.audit_url), database, None if unsigned else key).run(
+            _moment(since), _moment(until))
+    except (StoreError, MigrationError) as exc:
+        raise _fail(str(exc)) from exc
+    if fmt is Format.JSON:
+        typer.echo(json.dumps({"ok": found.ok, "chains": found.chains, "records": found.records,
+                               "checkpoints": found.checkpoints, "unchained": found.unchained,
+                               "pending": found.pending, "seconds": round(found.seconds, 3),
+                               "problems": [str(p) for p in found.problems]}))
+    else:
+        typer.echo(f"{found.records} records in {found.chains} chains, {found.checkpoints} checkpoints, "
+                   f"{found.unchained} unchained records, {found.pending} awaiting a checkpoint "
+                   f"({found.seconds:.1f} s)")
+        for problem in found.problems:
+            typer.echo(f"BROKEN {problem}")
+        typer.echo("OK: every chain verifies" if found.ok else f"FAILED: {len(found.problems)} broken chains")
+    if not found.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -77,7 +77,15 @@ from streams.stages.approval_machine import (
     requested_audit,
     verdict_audit,
 )
-from streams.stages.outputs import Route, Send, approval_final_sends, dead_letter, ignore_decision, utc
+from streams.stages.outputs import (
+    Route,
+    Send,
+    approval_final_sends,
+    audit_send,
+    dead_letter,
+    ignore_decision,
+    utc,
+)
 from streams.stages.retention import DEFAULT_RETENTION_MS
 from streams.state.table_state import BytesTable
 
@@ -323,7 +331,7 @@ def _ms(when: datetime) -> int:
 
 
 def _audit_send(record: AuditRecord) -> Send:
-    return Send(Route.AUDIT, str(record.request_id).encode(), record.model_dump_json().encode())
+    return audit_send(record)
 
 
 def _request_sends(request: ApprovalRequest) -> list[Send]:

@@ -45,13 +45,15 @@ class Route(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Send:
     """One message to produce. ``agent`` names the agent a decision is for (id, role, environment,
-    owner), whose key authenticates it (:mod:`streams.runtime.trust`)."""
+    owner), whose key authenticates it (:mod:`streams.runtime.trust`); ``record`` is the audit record
+    ``value`` holds, which :mod:`streams.audit_chain` chains without parsing it again."""
 
     route: Route
     key: bytes
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
     agent: tuple[str, ...] | None = None
+    record: AuditRecord | None = None
 
 
 @dataclass(slots=True)
@@ -111,7 +113,7 @@ def publish_sends(intent: Intent | None, decision: Decision) -> list[Send]:
     return [
         Send(Route.DECISIONS, decision.agent_id.encode(), decision.model_dump_json().encode(),
              agent=agent_of(intent)),
-        Send(Route.AUDIT, str(decision.request_id).encode(), audit.model_dump_json().encode()),
+        audit_send(audit),
     ]
 
 
@@ -129,7 +131,13 @@ def security_send(intent: Intent, decision: Decision) -> Send:
         event_type=AuditEventType.SECURITY, event_time=decision.decided_at, request_id=decision.request_id,
         intent=intent, decision=decision, note=decision.reasons[0][:2000],
     )
-    return Send(Route.AUDIT, str(decision.request_id).encode(), audit.model_dump_json().encode())
+    return audit_send(audit)
+
+
+def audit_send(record: AuditRecord) -> Send:
+    """An audit record to send, keyed by its request id."""
+    body = record.model_dump_json().encode()
+    return Send(Route.AUDIT, str(record.request_id).encode(), body, record=record)
 
 
 def approval_final_sends(intent: Intent, decision: Decision) -> list[Send]:
