@@ -32,6 +32,7 @@ def _register() -> None:
     app.add_typer(policy.app, name="policy")
     app.add_typer(trust.app, name="trust")
     app.command("evaluate")(evaluate.evaluate_command)
+    app.command("explain")(evaluate.explain_command)
     app.command("worker")(worker.worker_command)
     app.add_typer(approvals.app, name="approvals")
     app.add_typer(slack.app, name="slack")
@@ -42,6 +43,10 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script: a command that cannot reach Kafka or ClickHouse ends with one
+    line naming what it tried, not a traceback (:mod:`sluicegate.cli.unreachable`)."""
+    from sluicegate.cli.unreachable import one_line, quiet_client_logs
+
     _register()
-    app()
+    quiet_client_logs()
+    one_line(app)
