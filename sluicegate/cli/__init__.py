@@ -43,10 +43,7 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Entry point of the console script: a command that cannot reach Kafka or ClickHouse ends with one
-    line naming what it tried, not a traceback (:mod:`sluicegate.cli.unreachable`)."""
-    from sluicegate.cli.unreachable import one_line, quiet_client_logs
+    """Entry point of the console script."""
 
     _register()
-    quiet_client_logs()
-    one_line(app)
+    app()
