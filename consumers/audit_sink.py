@@ -42,7 +42,7 @@ from consumers.audit_store import ClientStore, QueryServer
 from infra.clickhouse.migrate import DEFAULT_DATABASE, check_identifier
 from schemas import TopicNames
 from schemas.topics import dead_letter_headers
-from sluicegate.settings import Settings
+from sluicegate.settings import KafkaOptions, Settings
 
 DEFAULT_MAX_ROWS: Final = 25_000
 """Rows per insert under backlog: every insert has a fixed cost in ClickHouse (a part per table, the
@@ -77,6 +77,8 @@ class SinkConfig:
     backoff_max_s: float = 5.0
     decoders: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Decoder processes; 0 decodes in the event loop's thread (small loads, tools)."""
+    kafka_options: KafkaOptions = field(default_factory=dict, repr=False)
+    """The Kafka clients' security options (:meth:`Settings.kafka_client_options`)."""
 
 
 @dataclass(slots=True)
@@ -97,11 +99,12 @@ def dedup_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
 
 
 def consumer_for(bootstrap: str, config: SinkConfig) -> AIOKafkaConsumer:
-    """The sink's consumer: manual commits, from the earliest offset, large fetches."""
+    """The sink's consumer of the audit topic (agents' outcomes reach it through a worker): manual commits,
+    from the earliest offset, large fetches."""
     return AIOKafkaConsumer(
-        config.topics.audit, config.topics.outcomes, bootstrap_servers=bootstrap, group_id=config.group_id,
+        config.topics.audit, bootstrap_servers=bootstrap, group_id=config.group_id,
         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=config.max_rows,
-        **FETCH_BYTES)
+        **FETCH_BYTES, **config.kafka_options)
 
 
 def _decoder_process(parent: int) -> None:
@@ -323,7 +326,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def open_sink(bootstrap: str, inserter: Inserter, config: SinkConfig) -> AuditSink:
     """A sink with its consumer, dead-letter producer and decoders started; ``close()`` stops them."""
     consumer = consumer_for(bootstrap, config)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **config.kafka_options)
     await producer.start()
     await consumer.start()
     decoder = Decoder(config.topics.outcomes, config.decoders)
@@ -363,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = SinkConfig(database=args.database, topics=TopicNames(args.topic_prefix), group_id=args.group,
-                        max_rows=args.max_rows, max_delay_s=args.max_delay, decoders=args.decoders)
+                        max_rows=args.max_rows, max_delay_s=args.max_delay, decoders=args.decoders,
+                        kafka_options=Settings().kafka_client_options())
     stats = asyncio.run(serve(args.url, args.bootstrap, config))
     log.info("audit sink stopped: %s", stats)
 

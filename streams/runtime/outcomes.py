@@ -91,11 +91,16 @@ def _event_id(request_id: UUID, kind: str, agent: str) -> str:
     return f"{request_id}:{kind}:{hashlib.blake2b(agent.encode(), digest_size=8).hexdigest()}"
 
 
+def outcome_record(outcome: ExecutionOutcome) -> AuditRecord:
+    """The audit record of an authenticated outcome (a fail-open run's is a ``fail_open`` event)."""
+    kind = AuditEventType.FAIL_OPEN if outcome.fail_open else AuditEventType.OUTCOME
+    return AuditRecord(event_id=_event_id(outcome.request_id, "outcome", outcome.agent_id), event_type=kind,
+                       event_time=outcome.finished_at, request_id=outcome.request_id, outcome=outcome)
+
+
 def _audited(report: Report, agent: str) -> Send:
     if isinstance(report, ExecutionOutcome):
-        kind = AuditEventType.FAIL_OPEN if report.fail_open else AuditEventType.OUTCOME
-        record = AuditRecord(event_id=_event_id(report.request_id, "outcome", agent), event_type=kind,
-                             event_time=report.finished_at, request_id=report.request_id, outcome=report)
+        record = outcome_record(report)
     else:
         record = report.model_copy(update={
             "event_id": _event_id(report.request_id, f"reported-{report.event_type}", agent)})

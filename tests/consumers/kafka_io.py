@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas import AuditRecord, ExecutionOutcome, TopicNames
+from streams.runtime.outcomes import outcome_record
 
 
 async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 3) -> None:
@@ -23,17 +24,14 @@ async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 3)
 
 async def publish(bootstrap: str, topics: TopicNames, records: Iterable[AuditRecord | ExecutionOutcome],
                   raw: Iterable[tuple[str, bytes]] = ()) -> None:
-    """Records on their topics (keys as the topic contract says), then raw (topic, bytes) messages."""
+    """Records on the audit topic (outcomes as a worker audits them), then raw (topic, bytes) messages."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
         for record in records:
-            if isinstance(record, ExecutionOutcome):
-                await producer.send(topics.outcomes, record.model_dump_json().encode(),
-                                    key=record.agent_id.encode())
-            else:
-                await producer.send(topics.audit, record.model_dump_json().encode(),
-                                    key=str(record.request_id).encode())
+            audited = outcome_record(record) if isinstance(record, ExecutionOutcome) else record
+            await producer.send(topics.audit, audited.model_dump_json().encode(),
+                                key=str(audited.request_id).encode())
         for topic, value in raw:
             await producer.send(topic, value, key=b"raw")
         await producer.flush()

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from consumers.audit_store import EndpointStore, lock_path, running_sink
-from schemas import TopicNames
+from schemas import AuditRecord, TopicNames
+from streams.runtime.outcomes import outcome_record
 from tests.consumers.kafka_io import create_topics, publish
 from tests.consumers.test_audit_sink import workload
 
@@ -96,7 +97,7 @@ async def test_sigkill_mid_batch_then_restart_stores_every_record_once(
     raw = _count(store, "SELECT count() FROM audit.audit_events")
     ids = {row[0] for row in store.query("SELECT event_id FROM audit.audit_events FINAL").rows}
 
-    expected = {getattr(r, "event_id", None) or f"outcome:{r.request_id}" for r in records}
+    expected = {r.event_id if isinstance(r, AuditRecord) else outcome_record(r).event_id for r in records}
     assert final == distinct == len(records)
     assert ids == expected
     assert raw >= len(records)  # a batch re-read after the kill may be stored twice; FINAL shows it once
