@@ -26,6 +26,7 @@ from faust.app.base import BootStrategy
 from schemas.topics import TopicNames
 from sluicegate.settings import DEFAULT_MAX_EVENT_SKEW_S, DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
 from sluicegate.trust import KeyRing, RequestSigner, TrustError
+from streams.audit_chain import chain_stages
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.runtime.bindings import ApprovalBinding, DecideBinding, SharedBinding
@@ -158,7 +159,8 @@ def build_runner(
         SharedBinding(shared_stage, shared_state, topics.shared_limits, policies, metrics, trust),
         ApprovalBinding(approval_stage, approval_state, n.approvals, topics.approval_control, trust),
     )
-    runner = Runner(config.bootstrap, config.app_id, bindings, topics.routes(), policies, trust)
+    chained = chain_stages(bindings, trust.signer)  # every stage's audit hash-chained (docs/audit.md)
+    runner = Runner(config.bootstrap, config.app_id, chained, topics.routes(), policies, trust)
     return runner, (decide_stage, shared_stage, approval_stage)
 
 
