@@ -19,12 +19,21 @@ from consumers.audit_rows import COLUMNS, arrow_stream, row, to_arrow
 from consumers.audit_store import ClientStore
 from consumers.shadow_report import shadow_report
 from infra.clickhouse.migrate import migrate
-from schemas import AuditRecord, Decision, DecisionKind, Intent
+from schemas import ACTIVE_POLICY_KEY, AuditRecord, Decision, DecisionKind, Intent
+from sluicegate.trust import KeyRing, SignerCredential
 from streams.engine import InMemoryState, compile_policy, decide
-from streams.policy_source import SHADOW, promote, publish
+from streams.metrics import Metrics
+from streams.policy_source import (
+    PROMOTED,
+    SHADOW,
+    SHADOW_POLICY_KEY,
+    Envelope,
+    PolicySource,
+    promote,
+    publish,
+)
 from tests.streams.harness import Client, WorkerProcess, make_intent
 
-pytestmark = pytest.mark.integration
 ALLOW, APPROVAL, BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
 ACTIVE = """
 policy: refunds
@@ -102,6 +111,7 @@ def _replay(policy_text: str, intents: list[Intent]) -> list[DecisionKind]:
     return [decide(policy, state, intent).decision for intent in intents]
 
 
+@pytest.mark.integration
 async def test_shadow_during_traffic_then_promote(
     worker: WorkerProcess, clickhouse_client: ClickHouse, unique_name: str,
 ) -> None:
@@ -200,3 +210,37 @@ async def test_shadow_during_traffic_then_promote(
         assert published[2]["previous"] == published[0]["version"]
         assert not any(e["event_type"] == "shadow_decision" and e["intent"]["agent_id"] == fresh
                        for e in client.audit)
+
+
+# -- signed shadows, without a broker -------------------------------------------------------------------
+
+
+def _record(credential: SignerCredential, text: str, seq: int, role: str) -> tuple[bytes, list[Any]]:
+    policy = compile_policy(text)
+    envelope = Envelope(seq=seq, serial=seq, publisher=credential.name, published_at_ms=1_796_000_000_000,
+                        version=policy.version, previous=None, role=role)
+    value = envelope.line() + text.encode()
+    return value, credential.headers(value)
+
+
+def test_a_signed_shadow_is_taken_as_shadow_only_and_promote_ends_it() -> None:
+    ring = KeyRing.generate("k1")
+    credential = SignerCredential.issue(ring, "publisher", "ci")
+    workers = PolicySource("unused:9092", "p.policies", Metrics(), ring=ring)
+    active, shadow = _record(credential, ACTIVE, 1, "active"), _record(credential, SHADOW_POLICY, 2, SHADOW)
+
+    assert workers.offer(*active[:1], 0, active[1])
+    assert not workers.offer(shadow[0], 1, shadow[1], key=ACTIVE_POLICY_KEY)  # re-keyed: refused
+    assert workers.current is not None and workers.current.name == "refunds" and workers.shadow is None
+    assert workers.offer(shadow[0], 2, shadow[1], key=SHADOW_POLICY_KEY)
+    assert workers.shadow is not None and workers.shadow.name == "refunds-stricter"
+    assert workers.current.name == "refunds"  # enforced: still the active one
+    assert not workers.offer(shadow[0], 3, shadow[1], key=SHADOW_POLICY_KEY)  # replayed: stale seq
+    promoted = _record(credential, SHADOW_POLICY, 3, PROMOTED)
+    assert not workers.offer(promoted[0], 4, promoted[1], key=SHADOW_POLICY_KEY)
+    assert workers.offer(promoted[0], 5, promoted[1], key=ACTIVE_POLICY_KEY)
+    assert workers.current.name == "refunds-stricter" and workers.shadow is None
+    notes = [json.loads(e.note or "") for e in workers.audit_events if e.event_type == "policy_published"]
+    assert [note.get("role", "active") for note in notes] == ["active", "shadow", "promoted"]
+    refused = [e.note or "" for e in workers.audit_events if e.event_type == "security"]
+    assert len(refused) == 3 and "a shadow policy under the key b'active'" in refused[0]
