@@ -517,12 +517,12 @@ def _version_of(shadow: tuple[Envelope | None, bytes]) -> str:
 
 
 async def promote(bootstrap: str, topic: str, credential: SignerCredential | None = None, *,
-                  expect_version: str | None = None) -> Published:
+                  expect_version: str | None = None, options: KafkaOptions = PLAINTEXT) -> Published:
     """Make the shadow policy the active one: publish its text again as active, role
     :data:`PROMOTED` (signed with ``credential``, the next seq and serial; the workers audit it as any
     publish and stop evaluating a shadow). Raises PolicyPublishError when there is no shadow, or it is
     not ``expect_version``."""
-    shadow = shadow_in_force(await read_keyed(bootstrap, topic))
+    shadow = shadow_in_force(await read_keyed(bootstrap, topic, options=options))
     if shadow is None:
         raise PolicyPublishError("no shadow policy is published (sluicegate policy publish FILE --shadow)")
     version = _version_of(shadow)
@@ -532,14 +532,16 @@ async def promote(bootstrap: str, topic: str, credential: SignerCredential | Non
         text = shadow[1].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyPublishError(f"the shadow policy cannot be read: {exc}") from None
-    return await publish(bootstrap, topic, text, f"shadow {version}", credential, role=PROMOTED)
+    return await publish(bootstrap, topic, text, f"shadow {version}", credential, role=PROMOTED,
+                         options=options)
 
 
 async def publish_policy(bootstrap: str, topic: str, text: str, source: str = "<policy>",
-                         credential: SignerCredential | None = None) -> CompiledPolicy:
+                         credential: SignerCredential | None = None, *,
+                         options: KafkaOptions = PLAINTEXT) -> CompiledPolicy:
     """Validate ``text`` (raises PolicyError) and publish it as the active policy, signed with
     ``credential`` when given (workers with trust on need it); returns the compiled policy."""
-    return (await publish(bootstrap, topic, text, source, credential)).policy
+    return (await publish(bootstrap, topic, text, source, credential, options=options)).policy
 
 
 async def publish_raw(bootstrap: str, topic: str, text: str | bytes, headers: Headers = ()) -> None:

@@ -86,7 +86,8 @@ def list_command(as_json: JsonOption = False) -> None:
     try:
         where = _where("sluicegate approvals list")
         pending = asyncio.run(pending_requests(where.bootstrap, where.topics, datetime.now(UTC),
-                                               trust=where.trust))
+                                               trust=where.trust,
+                                               options=where.settings.kafka_client_options()))
     except ReviewError as exc:
         raise _fail(exc) from None
     _report(pending.ignored)
@@ -119,7 +120,7 @@ def _send(command: str, request_id: str, name: str | None, verdict: VerdictKind,
                                     trust_off=where.trust.off)
         sent = asyncio.run(submit_verdict(
             where.bootstrap, where.topics, request_id, reviewer=reviewer, verdict=verdict, reason=reason,
-            now=datetime.now(UTC), trust=where.trust,
+            now=datetime.now(UTC), trust=where.trust, options=where.settings.kafka_client_options(),
         ))
     except ReviewError as exc:
         raise _fail(exc) from None

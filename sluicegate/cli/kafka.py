@@ -30,7 +30,7 @@ def _config(port: int | None, data_dir: Path | None, secure: bool = False) -> Br
     return BrokerConfig.from_settings(Settings(), port=port, data_dir=data_dir, secure=secure)
 
 
-def _fail(exc: LauncherError) -> typer.Exit:
+def _fail(exc: Exception) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(1)
 

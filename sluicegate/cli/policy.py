@@ -149,7 +149,9 @@ def publish(
     try:
         published = asyncio.run(publish_text(
             bootstrap or settings.bootstrap_servers, topic, text, str(file), credential, serial=serial,
-            allow_rollback=allow_rollback, role=SHADOW if shadow else ACTIVE))
+            allow_rollback=allow_rollback, role=SHADOW if shadow else ACTIVE,
+            options=settings.kafka_client_options(),
+            replication=(settings.kafka_replication_factor, settings.kafka_min_insync_replicas)))
     except PolicyError as exc:
         for issue in exc.issues:
             typer.echo(str(issue), err=True)
@@ -189,7 +191,8 @@ def promote(
     topic = _policies_topic(settings, topic_prefix)
     try:
         published = asyncio.run(promote_shadow(bootstrap or settings.bootstrap_servers, topic, credential,
-                                               expect_version=version))
+                                               expect_version=version,
+                                               options=settings.kafka_client_options()))
     except (PolicyError, PolicyPublishError) as exc:
         typer.echo(f"{exc}; nothing published", err=True)
         raise typer.Exit(1) from None

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from schemas import ApprovalRequest, ApprovalVerdict, TopicNames, VerdictKind
 from sluicegate.routing import partition_for
+from sluicegate.settings import PLAINTEXT, KafkaOptions
 from sluicegate.trust import SignerCredential, TrustError, verify_request
 
 MIN_PREFIX = 4
@@ -289,14 +290,15 @@ async def _read_pending(
 
 
 async def pending_requests(
-    bootstrap: str, topics: TopicNames, now: datetime, *, trust: ReviewTrust, request_id: UUID | None = None
+    bootstrap: str, topics: TopicNames, now: datetime, *, trust: ReviewTrust, request_id: UUID | None = None,
+    options: KafkaOptions = PLAINTEXT,
 ) -> Pending:
     """Requests with no final decision yet, earliest deadline first (only ``request_id`` when given).
 
     The results are read after the requests, so a request decided before it was read is never listed.
     """
     reading = _Reading(trust)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
     try:
         await consumer.start()
         open_ = await _read_pending(consumer, topics, request_id, reading)
@@ -327,12 +329,13 @@ def _full_id(prefix: str) -> UUID | None:
 
 
 async def _find_pending(
-    bootstrap: str, topics: TopicNames, request_id: str, now: datetime, trust: ReviewTrust
+    bootstrap: str, topics: TopicNames, request_id: str, now: datetime, trust: ReviewTrust,
+    options: KafkaOptions,
 ) -> ApprovalRequest:
     """The pending request ``request_id`` names: a full id (read in its partitions only) or a prefix."""
     prefix = _prefix(request_id)
     full = _full_id(prefix)
-    pending = await pending_requests(bootstrap, topics, now, trust=trust, request_id=full)
+    pending = await pending_requests(bootstrap, topics, now, trust=trust, request_id=full, options=options)
     wanted = str(full) if full is not None else prefix
     matches = [p.request for p in pending.requests if str(p.request.request_id).startswith(wanted)]
     if not matches:
@@ -346,7 +349,7 @@ async def _find_pending(
 
 async def submit_verdict(
     bootstrap: str, topics: TopicNames, request_id: str, *, reviewer: Reviewer, verdict: VerdictKind,
-    reason: str | None, now: datetime, trust: ReviewTrust,
+    reason: str | None, now: datetime, trust: ReviewTrust, options: KafkaOptions = PLAINTEXT,
 ) -> ApprovalVerdict:
     """Send a verdict, signed by ``reviewer``, for the request ``request_id`` (a full id or a unique
     prefix) still pending; unsigned only with trust off."""
@@ -356,12 +359,12 @@ async def submit_verdict(
         raise ReviewError("a verdict needs a reviewer (--reviewer)")
     if verdict is VerdictKind.DENY and not (reason and reason.strip()):
         raise ReviewError("a deny needs a reason (--reason)")
-    request = await _find_pending(bootstrap, topics, request_id, now, trust)
+    request = await _find_pending(bootstrap, topics, request_id, now, trust, options)
     answer = ApprovalVerdict(
         request_id=request.request_id, intent_digest=request.intent_digest, reviewer=reviewer.name.strip(),
         verdict=verdict, reason=reason.strip() if reason else None, source="cli", decided_at=now,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **options)
     try:
         await producer.start()
         key, value = str(request.request_id).encode(), answer.model_dump_json().encode()

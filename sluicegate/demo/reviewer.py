@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from schemas import ApprovalRequest, ApprovalVerdict, TopicNames, VerdictKind
+from sluicegate.settings import PLAINTEXT, KafkaOptions
 from sluicegate.trust import KeyRing, SignerCredential, TrustError, verify_request
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ class SimulatedReviewer:
     """
 
     def __init__(self, bootstrap: str, topics: TopicNames, seed: int = 11, deny_share: float = 0.2,
-                 trust: ReviewerTrust | None = None) -> None:
-        self._bootstrap = bootstrap
+                 trust: ReviewerTrust | None = None, options: KafkaOptions = PLAINTEXT) -> None:
+        self._bootstrap, self._options = bootstrap, options
         self._topics = topics
         self._rng = random.Random(seed)
         self._deny_share = deny_share
@@ -78,8 +79,9 @@ class SimulatedReviewer:
             bootstrap_servers=self._bootstrap,
             auto_offset_reset="latest",
             enable_auto_commit=False,
+            **self._options,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all")
+        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", **self._options)
         await consumer.start()
         await producer.start()
         try:

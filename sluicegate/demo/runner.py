@@ -110,7 +110,8 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSt
         wait_for(worker, worker_port, ready=False, timeout_s=WORKER_START_TIMEOUT_S)
         publisher = trust.publisher if trust is not None else None
         policy = asyncio.run(
-            publish_policy(bootstrap, topics.policies, DEMO_POLICY.read_text(), str(DEMO_POLICY), publisher)
+            publish_policy(bootstrap, topics.policies, DEMO_POLICY.read_text(), str(DEMO_POLICY), publisher,
+                           options=settings.kafka_client_options())
         )
         signed = f", signed by publisher {publisher.name}" if publisher is not None else ""
         console.print(f"published policy {policy.name} {policy.version} ({policy.rule_count} rules{signed})")
@@ -153,7 +154,8 @@ async def _drive(
     simulator = FleetSimulator(agents, config.seed)
     stats = DemoStats()
     reviewer = SimulatedReviewer(bootstrap, topics, config.seed,
-                                 trust=trust.reviewers if trust is not None else None)
+                                 trust=trust.reviewers if trust is not None else None,
+                                 options=settings.kafka_client_options())
     listening = asyncio.Event()
     reviewer_task = asyncio.create_task(reviewer.run(listening))
     gate_settings = settings.model_copy(
