@@ -10,10 +10,10 @@ import pytest
 from mcp_types import ToolAnnotations
 
 from schemas import Action, Decision, DecisionKind
+from sluicegate.adapters.refusal import determining_reasons
 from sluicegate.errors import InvalidIntent
 from sluicegate.mcp.listing import always_blocked
 from sluicegate.mcp.mapping import MappingError, MappingFile, ToolMapper, ToolRule, load_mapping
-from sluicegate.mcp.results import determining_reasons
 from streams.engine.compiler import compile_policy
 
 AGENT = ("bot-1", "assistant", "production")
