@@ -3,7 +3,8 @@
 Each role's user may do only what its processes do: agents write intents and outcomes and read
 decisions; workers are the only writers of decisions, approval requests, approval results, the audit,
 their internal topics and changelogs; reviewers (CLI, Slack bot) write verdicts and read requests and
-results; the audit sink reads the audit; publishers write (and read) policies. aiokafka has no
+results; the audit sink reads the audit; publishers write (and read) policies. The worker, the audit sink
+and the Slack bot may also write the dead-letter topic. aiokafka has no
 ``create_acls``: the matrix is sent as Kafka CreateAcls requests through its admin client's connection.
 """
 
@@ -97,6 +98,7 @@ def matrix(prefix: str, users: dict[str, str] | None = None) -> list[Acl]:
         *_group(worker, f"{prefix}-worker", Pattern.PREFIXED),
         *_topics(who["reviewer"], Operation.WRITE, [n.approvals]),
         *_topics(who["reviewer"], Operation.READ, [n.approval_requests, n.approvals, n.approval_results]),
+        *_topics(who["reviewer"], Operation.WRITE, [n.dead_letter]),  # what the Slack bot cannot handle
         *_group(who["reviewer"], SLACK_BOT_GROUP),
         *_topics(who["sink"], Operation.READ, [n.audit]),
         *_topics(who["sink"], Operation.WRITE, [n.dead_letter]),
