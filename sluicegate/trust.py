@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -40,6 +42,10 @@ SIGNER_HEADER = "sg-signer"
 """The record header naming who authenticated a verdict or a policy (``reviewer:<name>``, ...)."""
 KEY_BYTES = 32
 _VERSION = b"sluicegate/trust/v1"
+_BLOCK = 64
+"""SHA-256's block size: HMAC pads its key to it."""
+_IPAD = bytes(byte ^ 0x36 for byte in range(256))
+_OPAD = bytes(byte ^ 0x5C for byte in range(256))
 
 
 class TrustError(ValueError):
@@ -118,10 +124,29 @@ def agent_names(agent_id: str, role: str, environment: str, owner: str | None) -
     return (agent_id, role, environment, owner or "")
 
 
+@lru_cache(maxsize=65_536)
+def _pads(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256's inner and outer hash states for ``key``, made once per key: a message's MAC then
+    costs two copies and two updates, about a third of a new HMAC context's cost."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    block = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(block.translate(_IPAD)), hashlib.sha256(block.translate(_OPAD))
+
+
+def mac(key: bytes, value: bytes) -> bytes:
+    """HMAC-SHA256 of ``value`` under ``key`` (RFC 2104: equal to ``hmac.digest(key, value, "sha256")``)."""
+    inner, outer = _pads(key)
+    inner = inner.copy()
+    inner.update(value)
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return outer.digest()  # type: ignore[no-any-return]
+
+
 def authenticator(key_id: str, key: bytes, value: bytes) -> bytes:
     """The header value authenticating ``value`` with ``key``."""
-    mac = hmac.digest(key, value, "sha256")
-    return f"{key_id}.{_b64(mac)}".encode()
+    return key_id.encode() + b"." + base64.urlsafe_b64encode(mac(key, value)).rstrip(b"=")
 
 
 def split_authenticator(header: bytes | None) -> tuple[str, bytes]:
@@ -134,9 +159,23 @@ def split_authenticator(header: bytes | None) -> tuple[str, bytes]:
     return key_id, _unb64(mac)
 
 
-def check(key: bytes, value: bytes, mac: bytes) -> None:
-    """Raise TrustError unless ``mac`` authenticates ``value`` under ``key`` (constant time)."""
-    if not hmac.compare_digest(hmac.digest(key, value, "sha256"), mac):
+def check(key: bytes, value: bytes, expected: bytes) -> None:
+    """Raise TrustError unless ``expected`` (a MAC) authenticates ``value`` under ``key`` (constant time)."""
+    if not hmac.compare_digest(mac(key, value), expected):
+        raise TrustError("wrong authenticator")
+
+
+def verify(ring: KeyRing, header: bytes | None, value: bytes, purpose: str, *names: str) -> None:
+    """Raise TrustError unless ``header`` (an :data:`AUTH_HEADER` value) authenticates ``value`` under the
+    key of ``purpose`` and ``names`` derived from the ring key it names. The MAC is compared as the
+    base64url text it travels as (constant time), so nothing is decoded."""
+    if not header:
+        raise TrustError("no authenticator")
+    key_id, sep, text = header.partition(b".")
+    if not sep or not key_id:
+        raise TrustError("malformed authenticator")
+    key = ring.derive(key_id.decode("ascii", "replace"), purpose, *names)
+    if not hmac.compare_digest(base64.urlsafe_b64encode(mac(key, value)).rstrip(b"="), text.rstrip(b"=")):
         raise TrustError("wrong authenticator")
 
 
@@ -234,8 +273,7 @@ def verify_signed(ring: KeyRing, headers: object, value: bytes, kinds: tuple[str
     kind, sep, name = signer.decode("utf-8", "replace").partition(":")
     if not sep or kind not in kinds or not name:
         raise TrustError(f"not signed by a {' or '.join(kinds)}")
-    key_id, mac = split_authenticator(header(headers))
-    check(ring.derive(key_id, kind, name), value, mac)
+    verify(ring, header(headers), value, kind, name)
     return kind, name
 
 
@@ -287,6 +325,6 @@ def verify_request(public_key: str, headers: object, value: bytes) -> None:
 
 __all__ = [
     "AUTH_HEADER", "SIGNER_HEADER", "AgentCredential", "KeyRing", "RequestSigner", "SignerCredential",
-    "TrustError", "agent_names", "authenticator", "check", "header", "split_authenticator",
-    "verify_request", "verify_signed",
+    "TrustError", "agent_names", "authenticator", "check", "header", "mac", "split_authenticator",
+    "verify", "verify_request", "verify_signed",
 ]

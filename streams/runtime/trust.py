@@ -32,9 +32,8 @@ from sluicegate.trust import (
     TrustError,
     agent_names,
     authenticator,
-    check,
     header,
-    split_authenticator,
+    verify,
     verify_signed,
 )
 from streams.stages.outputs import Route, Send
@@ -79,9 +78,8 @@ class WorkerTrust:
         if self.ring is None:
             return None
         try:
-            key_id, mac = split_authenticator(header(record.headers))
-            names = agent_names(agent, intent.agent_role, intent.environment, intent.agent_owner)
-            check(self.ring.derive(key_id, "agent", *names), record.value, mac)
+            verify(self.ring, header(record.headers), record.value, "agent",
+                   *agent_names(agent, intent.agent_role, intent.environment, intent.agent_owner))
         except TrustError as exc:
             return UNAUTHENTICATED, (f"{exc}: the intent must be signed with the credential of agent "
                                      f"{agent!r} as {intent.agent_role} in {intent.environment}")
@@ -91,8 +89,7 @@ class WorkerTrust:
         """Raise TrustError unless a worker sent this internal hop."""
         if self.ring is None:
             return
-        key_id, mac = split_authenticator(header(record.headers))
-        check(self.ring.derive(key_id, "internal"), record.value, mac)
+        verify(self.ring, header(record.headers), record.value, "internal")
 
     def verdict_signer(self, record: ConsumerRecord[Any, Any]) -> tuple[str, str] | None:
         """(kind, name) of who signed a verdict record (None: trust off); TrustError when unsigned or
