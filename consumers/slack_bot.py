@@ -5,14 +5,22 @@ producer, so one asyncio loop serves Slack's interactivity requests and Kafka, w
 dependencies (aiohttp is already used by slack_sdk's async client). Bolt verifies Slack's request
 signature (v0 HMAC-SHA256 over the timestamped body) and answers 401 to anything forged or stale.
 
-One consumer group reads three topics, all keyed by request id, and commits after each batch is fully
-handled:
+One consumer group reads three topics, all keyed by request id, and commits after each batch, up to the
+last record handled in each partition: a record whose handling fails is retried (``record_attempts``,
+with backoff), then parked on the dead-letter topic with the error and where it came from; if even that
+fails, nothing past it is committed and it is read again.
 - approval-requests: post the message (skipped when this request was already handled: the posted-store
   file survives restarts, so a redelivered request is never posted twice);
 - approvals: show verdicts received (from Slack or the CLI) on the message;
 - approval-results: the final decision of an approval (compacted, one per request) replaces the buttons
   with the outcome; a final read before its request is applied when the request is posted.
 The fleet-wide decisions topic, where agents get the same finals among every other decision, is not read.
+
+Slack's Web API: a rate-limited call (HTTP 429) is retried after the ``Retry-After`` it names, a 5xx or a
+connection failure after a backoff, up to ``api_attempts`` times. A request is posted once: the posted
+store records it in memory as soon as Slack answers and durably before the offset is committed, so no
+retry or redelivery posts it again (Slack has no idempotency key: only a crash between its answer and
+the store's fsync can post a request twice).
 
 Trust (see :mod:`sluicegate.cli.review`, shared with the CLI): a request or a final that is not signed by
 the workers (``SLUICEGATE_TRUST_PUBLIC_KEY``) is logged and ignored, never posted nor taken as an outcome;
@@ -27,6 +35,7 @@ as is, as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,12 +46,13 @@ from uuid import UUID
 
 import aiohttp
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from consumers.slack_blocks import (
     ACTION_APPROVE,
@@ -59,6 +69,7 @@ from consumers.slack_blocks import (
 from consumers.slack_identity import SlackIdentityMap
 from consumers.slack_store import PostedMessage, PostedStore
 from schemas import ApprovalRequest, ApprovalVerdict, Decision, TopicNames, VerdictKind
+from schemas.topics import dead_letter_headers
 from sluicegate.cli.review import ReviewTrust, digest_mismatch, where
 from sluicegate.trust import SIGNER_HEADER, SignerCredential, TrustError, check, header, split_authenticator
 
@@ -84,13 +95,13 @@ def _utcnow() -> datetime:
 class SlackBotConfig:
     """Everything the bot needs; build it with :meth:`create` to get clear errors for missing values."""
 
-    bot_token: str
-    signing_secret: str
+    bot_token: str = field(repr=False)
+    signing_secret: str = field(repr=False)
     bootstrap_servers: str
     identities: SlackIdentityMap
     state_file: Path
     trust: ReviewTrust
-    credential: SignerCredential | None = None
+    credential: SignerCredential | None = field(default=None, repr=False)
     """Signs the bot's verdicts (kind ``bot``); None only with trust off (unsigned verdicts)."""
     topics: TopicNames = field(default_factory=TopicNames)
     default_channel: str | None = None
@@ -99,7 +110,14 @@ class SlackBotConfig:
     port: int = 3000
     path: str = "/slack/events"
     group_id: str = "sluicegate-slack-bot"
-    post_attempts: int = 5
+    api_attempts: int = 5
+    """Tries of one Web API call (rate limits, 5xx, connection failures) before giving up on it."""
+    record_attempts: int = 3
+    """Tries of handling one record before it is dead-lettered."""
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    """Backoff between tries (doubling); a 429's Retry-After is waited instead, up to the max below."""
+    max_retry_after_s: float = 300.0
 
     @classmethod
     def create(
@@ -161,8 +179,26 @@ def signed_by(credential: SignerCredential, record: Record) -> bool:
 
 def _is_transient(exc: Exception) -> bool:
     if isinstance(exc, SlackApiError):
-        return exc.response.status_code >= 500 or exc.response.get("error") in TRANSIENT_SLACK_ERRORS
+        status = exc.response.status_code
+        return status == 429 or status >= 500 or _slack_error(exc) in TRANSIENT_SLACK_ERRORS
     return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
+
+
+def _slack_error(exc: SlackApiError) -> object:
+    data = exc.response.data
+    return data.get("error") if isinstance(data, dict) else None
+
+
+def retry_after_s(exc: Exception) -> float | None:
+    """The wait a rate-limited answer (HTTP 429) asks for in its ``Retry-After`` header (seconds)."""
+    if not isinstance(exc, SlackApiError) or exc.response.status_code != 429:
+        return None
+    headers = exc.response.headers or {}
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 class SlackApprovalBot:
@@ -196,7 +232,17 @@ class SlackApprovalBot:
         return app
 
     async def start(self) -> None:
-        """Connect to Kafka, bind the HTTP endpoint and start consuming."""
+        """Connect to Kafka, bind the HTTP endpoint and start consuming; on failure, close what started."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            raise
+        log.info("slack bot listening on %s:%s%s", self.config.host, self.port, self.config.path)
+        if self.config.trust.off:
+            log.warning("trust is off: approval requests, finals and verdicts are taken without verification")
+
+    async def _start(self) -> None:
         topics = self.config.topics
         self._producer = AIOKafkaProducer(bootstrap_servers=self.config.bootstrap_servers, acks="all",
                                           enable_idempotence=True)
@@ -213,9 +259,6 @@ class SlackApprovalBot:
         await site.start()
         self.port = self._runner.addresses[0][1]
         self._task = asyncio.create_task(self._consume(), name="slack-bot-consume")
-        log.info("slack bot listening on %s:%s%s", self.config.host, self.port, self.config.path)
-        if self.config.trust.off:
-            log.warning("trust is off: approval requests, finals and verdicts are taken without verification")
 
     async def stop(self) -> None:
         """Stop consuming (after the batch in hand), close the HTTP server and the Kafka clients."""
@@ -223,12 +266,16 @@ class SlackApprovalBot:
             await self._idle.wait()  # a batch is never cut between a post and its record and commit
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._close()
+
+    async def _close(self) -> None:
+        """Close the HTTP server and the Kafka clients that exist (also after a start that failed)."""
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
         self._task = self._runner = self._consumer = self._producer = None
 
     async def _health(self, _: web.Request) -> web.Response:
@@ -261,24 +308,50 @@ class SlackApprovalBot:
             self.config.topics.approvals: self._on_verdict_record,
             self.config.topics.approval_results: self._on_result_record,
         }
+        consumer = self._consumer_or_fail()
+        handled: dict[TopicPartition, int] = {}
         for partition, records in batch.items():
             for record in records:
-                try:
-                    await handlers[partition.topic](record)
-                except Exception:  # one bad record never stops the bot
-                    log.exception("failed to handle %s@%s", partition, record.offset)
-        if batch:
+                if not await self._handle(handlers[partition.topic], record):
+                    consumer.seek(partition, record.offset)  # read it again; commit nothing past it
+                    break
+                handled[partition] = record.offset + 1
+        if handled:
             try:
-                await self._consumer_or_fail().commit()
+                await consumer.commit(handled)
             except Exception as exc:  # e.g. a rebalance: the batch is redelivered, the store dedups posts
                 log.warning("offset commit failed: %s", exc)
 
-    async def _dead_letter(self, value: bytes | None, error: str) -> None:
+    async def _handle(self, handler: Callable[[Record], Awaitable[None]], record: Record) -> bool:
+        """Handle ``record`` (and make what it recorded durable), retrying with backoff; after the last
+        try, dead-letter it. False when even that failed: the record is not done with."""
+        delay = self.config.retry_initial_s
+        for attempt in range(1, self.config.record_attempts + 1):
+            try:
+                await handler(record)
+                self._store.flush()
+                return True
+            except Exception as exc:  # one bad record never stops the bot
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("handling %s failed (try %d of %d): %s", where(record), attempt,
+                            self.config.record_attempts, error)
+            if attempt < self.config.record_attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max_s)
+        try:
+            await self._dead_letter(record, f"the Slack bot could not handle it: {error}")
+        except Exception as exc:
+            log.error("could not dead-letter %s (%s); it will be read again", where(record), exc)
+            return False
+        return True
+
+    async def _dead_letter(self, record: Record, error: str) -> None:
+        """Park ``record`` on the dead-letter topic, with the error and where it came from."""
         assert self._producer is not None
-        log.error("dead-lettering a record: %s", error)
-        await self._producer.send_and_wait(
-            self.config.topics.dead_letter, value=value, headers=[("error", error[:1000].encode())]
-        )
+        log.error("dead-lettering %s: %s", where(record), error)
+        headers = dead_letter_headers(error, record.topic, record.partition, record.offset)
+        await self._producer.send_and_wait(self.config.topics.dead_letter, value=record.value, key=record.key,
+                                           headers=headers)
 
     async def _on_request_record(self, record: Record) -> None:
         value = record.value
@@ -290,7 +363,7 @@ class SlackApprovalBot:
         try:
             request = ApprovalRequest.model_validate_json(value or b"")
         except ValidationError as exc:
-            await self._dead_letter(value, f"invalid ApprovalRequest: {exc}")
+            await self._dead_letter(record, f"invalid ApprovalRequest: {exc}")
             return
         mismatch = digest_mismatch(request)
         if mismatch is not None:
@@ -316,33 +389,37 @@ class SlackApprovalBot:
             self._store.put(PostedMessage(request=request, channel=channel, status=status, note="expired"))
             return
         text, blocks = approval_message(request, status)
-        response = await self._post_with_retries(request, channel, text, blocks)
-        if response is None:
+        what = f"posting request {request.request_id} to {channel}"
+        try:
+            response = await self._api(what, lambda: self.client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks))
+        except Exception as exc:
+            log.error("%s failed: %s (it will expire: BLOCK)", what, exc)
             failed = PostedMessage(request=request, channel=channel, status=status, note="post failed")
             self._store.put(failed)
             return
+        data = response.data if isinstance(response.data, dict) else {}
         self._store.put(PostedMessage(
-            request=request, channel=str(response["channel"]), ts=str(response["ts"]), status=status
+            request=request, channel=str(data.get("channel", channel)), ts=str(data.get("ts")), status=status
         ))
 
-    async def _post_with_retries(
-        self, request: ApprovalRequest, channel: str, text: str, blocks: list[dict[str, Any]]
-    ) -> dict[str, Any] | None:
-        delay = 0.5
-        for attempt in range(1, self.config.post_attempts + 1):
+    async def _api(self, what: str, call: Callable[[], Awaitable[AsyncSlackResponse]]) -> AsyncSlackResponse:
+        """One Web API call: a 429 is retried after its Retry-After, a 5xx or connection failure after a
+        backoff, up to ``api_attempts`` tries; anything else, or the last failure, is raised."""
+        delay = self.config.retry_initial_s
+        for attempt in range(1, self.config.api_attempts):
             try:
-                response = await self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
-                return dict(response.data) if isinstance(response.data, dict) else None
+                return await call()
             except Exception as exc:
-                if not _is_transient(exc) or attempt == self.config.post_attempts:
-                    log.error("could not post request %s to %s: %s (it will expire: BLOCK)",
-                              request.request_id, channel, exc)
-                    return None
-                log.warning("posting request %s failed (%s); retry %d in %.1fs", request.request_id, exc,
-                            attempt, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        return None
+                if not _is_transient(exc):
+                    raise
+                asked = retry_after_s(exc)
+                wait = delay if asked is None else min(asked, self.config.max_retry_after_s)
+                log.warning("%s failed (%s); try %d of %d in %.1f s", what, exc, attempt + 1,
+                            self.config.api_attempts, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, self.config.retry_max_s)
+        return await call()
 
     def _shows(self, record: Record) -> bool:
         """Whether a verdict read from the approvals topic may be shown: signed by this bot (trust on)."""
@@ -406,8 +483,10 @@ class SlackApprovalBot:
         if posted.channel is None or posted.ts is None:
             return
         text, blocks = approval_message(posted.request, status)
+        channel, ts = posted.channel, posted.ts
         try:
-            await self.client.chat_update(channel=posted.channel, ts=posted.ts, text=text, blocks=blocks)
+            await self._api(f"updating the message of {posted.request.request_id}",
+                            lambda: self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks))
         except Exception as exc:  # the verdict stands; only the message is stale
             log.error("could not update the message of %s: %s", posted.request.request_id, exc)
 

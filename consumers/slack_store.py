@@ -38,6 +38,7 @@ class PostedStore:
     def __init__(self, path: Path, forget_before: datetime | None = None) -> None:
         self._path = path
         self._items: dict[UUID, PostedMessage] = {}
+        self._unsaved: dict[UUID, PostedMessage] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             self._load()
@@ -70,9 +71,19 @@ class PostedStore:
         return request_id in self._items
 
     def put(self, item: PostedMessage) -> None:
-        """Record ``item`` durably (fsync) before the caller commits its Kafka offset."""
+        """Record ``item``: at once in memory (a retry of its record does not post again), durably (fsync)
+        by this call or, when the disk fails, by a later :meth:`flush`; raises OSError then."""
+        self._items[item.request.request_id] = item
+        self._unsaved[item.request.request_id] = item
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what is recorded but not durable yet (fsync) before the caller commits its Kafka offset;
+        raises OSError, keeping it for the next call, when the disk fails."""
+        if not self._unsaved:
+            return
         with self._path.open("a", encoding="utf-8") as handle:
-            handle.write(item.model_dump_json() + "\n")
+            handle.writelines(item.model_dump_json() + "\n" for item in self._unsaved.values())
             handle.flush()
             os.fsync(handle.fileno())
-        self._items[item.request.request_id] = item
+        self._unsaved.clear()

@@ -25,6 +25,11 @@ class FakeSlackApi:
 
     calls: list[Call] = field(default_factory=list)
     fail: dict[str, str] = field(default_factory=dict)
+    refuse: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
+    """Per method, HTTP answers (status, headers) to give its next calls instead of serving them: 429 with
+    Retry-After, 5xx. A refused call is not in ``calls``, only in ``answered``."""
+    answered: list[tuple[str, int, float]] = field(default_factory=list)
+    """Every request: (method, HTTP status, loop time of the answer)."""
     url: str = ""
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -50,6 +55,14 @@ class FakeSlackApi:
         else:
             params = dict(await request.post())
         params["_auth"] = request.headers.get("Authorization", "")
+        now = asyncio.get_running_loop().time()
+        if self.refuse.get(method):
+            status, headers = self.refuse[method].pop(0)
+            self.answered.append((method, status, now))
+            if status == 429:
+                return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
+            return web.Response(status=status, text="upstream trouble", headers=headers)
+        self.answered.append((method, 200, now))
         async with self._changed:
             self.calls.append((method, params))
             self._changed.notify_all()
