@@ -17,6 +17,7 @@ from schemas import VerdictKind
 from sluicegate import Gate, SyncGate
 from sluicegate.adapters.langchain import OnBlock, governed
 from tests.adapters.conftest import Deployment
+from tests.mcp.conftest import outcomes_of
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,9 @@ def call(call_id: str, amount: float, customer: str = "c1") -> dict[str, Any]:
             "type": "tool_call"}
 
 
-async def test_allow_runs_block_raises_the_tool_error_with_the_reasons(gate: Gate) -> None:
+async def test_allow_runs_block_raises_the_tool_error_with_the_reasons(
+    deployment: Deployment, gate: Gate
+) -> None:
     refunds = Refunds()
     refund = govern(refunds, gate)
     assert await refund.ainvoke({"customer": "c1", "amount": 40}) == "refunded 40.0 to c1"
@@ -57,6 +60,10 @@ async def test_allow_runs_block_raises_the_tool_error_with_the_reasons(gate: Gat
         await refund.ainvoke({"customer": "c1", "amount": 5000})
     assert "ActionBlocked" in str(refused.value)
     assert refunds.made == [("c1", 40.0)]
+    await gate.stop()  # flushes the outcome of the refund that ran (the refused one has none)
+    (outcome,) = await outcomes_of(deployment.worker.bootstrap, deployment.worker.names.outcomes,
+                                   gate.identity.agent_id or "", 1)
+    assert (outcome["tool"], outcome["status"]) == ("payments.refund", "success")
 
 
 async def test_block_as_the_tools_message(gate: Gate) -> None:
