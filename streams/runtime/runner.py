@@ -22,6 +22,13 @@ Guarantees:
   restart restores the tables from their checkpoints and the changelogs, and the records since the last
   commit are redelivered and answered from their idempotency receipts.
 - A partition taken over is restored from its changelogs before its first record is handled.
+- Fenced after a stall: a worker whose group membership was last confirmed more than
+  :data:`FENCE_AFTER_S` ago (a pause, SIGSTOP, a frozen VM: past the session timeout its partitions move
+  to another worker) asks the group coordinator before it sends anything (a commit of offsets already
+  committed, which the coordinator refuses from a member of an older generation). Refused, the worker
+  sends nothing more: it drops what it handled since its last commit and closes its tables at their
+  checkpoints, and the rejoin that follows restores whatever it is given. Only what was already handed
+  to the producer when the stall began is sent late (see docs/faults.md).
 """
 
 from __future__ import annotations
@@ -36,13 +43,16 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
+    IllegalGenerationError,
     IllegalStateError,
     MessageSizeTooLargeError,
     RebalanceInProgressError,
+    UnknownMemberIdError,
 )
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 from mode import Service
 
+from sluicegate.settings import PLAINTEXT, KafkaOptions
 from streams.metrics import unhandled
 from streams.policy_source import PolicySource
 from streams.runtime import kafka
@@ -56,6 +66,9 @@ COMMIT_INTERVAL_S = 0.5
 TICK_INTERVAL_S = 1.0
 """How often the stages' :meth:`Stage.tick` runs (approval deadlines)."""
 STOP_TIMEOUT_S = 20.0
+FENCE_AFTER_S = 1.5
+"""Membership confirmed longer ago than this (well under the session timeout, while a working worker
+commits every :data:`COMMIT_INTERVAL_S`) is confirmed with the group coordinator before the next send."""
 
 
 class Stage(Protocol):
@@ -124,10 +137,11 @@ class Runner(Service):
 
     def __init__(
         self, bootstrap: str, group: str, stages: tuple[Stage, ...], routes: dict[Route, str],
-        policies: PolicySource, trust: WorkerTrust,
+        policies: PolicySource, trust: WorkerTrust, options: KafkaOptions = PLAINTEXT,
     ) -> None:
         super().__init__()
         self.bootstrap, self.group, self.stages, self.routes = bootstrap, group, stages, routes
+        self.options = options
         self.policies, self.trust = policies, trust
         self.by_topic = {topic: stage for stage in stages for topic in stage.sources}
         self.lock = asyncio.Lock()
@@ -140,6 +154,10 @@ class Runner(Service):
         self.revoking = False
         """A rebalance began: a take-over in progress stops at its next step (the revoke waits for it)."""
         self.restored = asyncio.Event()
+        self.committed: dict[TopicPartition, int] = {}
+        """The last offset committed (or positioned at) per owned partition: what a fence check commits."""
+        self.confirmed = -1.0
+        """When (monotonic) the last request the group coordinator accepted from this member was sent."""
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.restorer: AIOKafkaConsumer | None = None
@@ -153,9 +171,9 @@ class Runner(Service):
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        self.producer = kafka.producer(self.bootstrap)
-        self.restorer = kafka.restore_consumer(self.bootstrap)
-        self.consumer = kafka.group_consumer(self.bootstrap, self.group)
+        self.producer = kafka.producer(self.bootstrap, self.options)
+        self.restorer = kafka.restore_consumer(self.bootstrap, self.options)
+        self.consumer = kafka.group_consumer(self.bootstrap, self.group, self.options)
         await self.producer.start()
         await self.restorer.start()
         await self.consumer.start()
@@ -204,6 +222,8 @@ class Runner(Service):
             async with self.lock:
                 self.to_take_over = None
                 self.owned -= revoked
+                for tp in revoked:
+                    self.committed.pop(tp, None)
                 await self._commit(revoked)
         except Exception as exc:
             await self.crash(exc)
@@ -262,6 +282,7 @@ class Runner(Service):
             if offset is None:
                 offset = (await self.consumer.beginning_offsets([tp]))[tp]
             self.consumer.seek(tp, offset)
+            self.committed[tp] = offset
             self.positions[(tp.topic, tp.partition)] = offset - 1  # handled up to here
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -303,6 +324,8 @@ class Runner(Service):
                 log.exception("%s stage failed on %s[%d]@%d", stage.name, record.topic, record.partition,
                               record.offset)
                 sends = [dead_letter(record.key, record.value, exc, _source(record))]
+            if not await self._still_owner():
+                return
             await self._send_changelog(stage.store)  # a failure here crashes the worker
             try:
                 await self._send(sends)
@@ -324,6 +347,8 @@ class Runner(Service):
                     continue
                 stage.store.use(partition)
                 sends = stage.tick(partition, at_ms)
+                if not await self._still_owner():
+                    return
                 await self._send_changelog(stage.store)
                 await self._send(sends)
 
@@ -369,10 +394,17 @@ class Runner(Service):
         await self.producer.flush()
         self.progress.raise_failure()
         if offsets:
+            asked = time.monotonic()
             try:
                 await self.consumer.commit(offsets)
             except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
                 log.warning("offsets not committed (%r): they will be redelivered", exc)
+                if _fenced(exc):
+                    self._fence(exc)
+                    return
+            else:
+                self.confirmed = asked
+                self.committed.update(offsets)
         for stage in self.stages:
             for partition in sorted(partitions & set(stage.store.dbs)):
                 sent = changelog.get((stage.store.topic, partition))
@@ -381,6 +413,49 @@ class Runner(Service):
                 stage.store.use(partition)
                 stage.flushed(partition)
                 await self._send_changelog(stage.store)
+
+    # -- the fence -------------------------------------------------------------------------------------
+
+    async def _still_owner(self) -> bool:
+        """Whether this worker may send for its partitions. Free while its membership was confirmed
+        within :data:`FENCE_AFTER_S`; else a commit of an offset already committed asks the group
+        coordinator, and a refusal (another generation, an unknown member) fences the worker."""
+        assert self.consumer is not None
+        if time.monotonic() - self.confirmed < FENCE_AFTER_S:
+            return True
+        known = {tp: offset for tp, offset in self.committed.items() if tp in self.owned}
+        if not known:
+            self._fence(IllegalStateError("no partition owned"))
+            return False
+        tp = min(known)
+        asked = time.monotonic()
+        try:
+            await self.consumer.commit({tp: known[tp]})
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            if _fenced(exc):
+                self._fence(exc)
+                return False
+            return True  # a rebalance began: the partitions stay here until this worker's revoke
+        self.confirmed = asked
+        return True
+
+    def _fence(self, reason: BaseException) -> None:
+        """Stop sending for every partition: the group gave them to others. What was handled since the
+        last commit is dropped unsent (its records go to the new owners); each table is closed at its
+        checkpoint, to be restored if this worker is given the partition again."""
+        log.warning("fenced (%r): partitions %s may belong to another worker now; dropping what was "
+                    "handled since the last commit, sending nothing more until the group assigns again",
+                    reason, sorted(self.partitions))
+        self.owned = set()
+        self.restored.clear()
+        self.committed.clear()
+        self.progress.handled.clear()
+        self.progress.changelog.clear()
+        for stage in self.stages:
+            stage.store.take_writes()
+            for partition in sorted(stage.store.dbs):
+                stage.store.close(partition)
+                stage.gave_up(partition)
 
     # -- what the web pages show ----------------------------------------------------------------------
 
@@ -409,6 +484,14 @@ class Runner(Service):
             "handled": self.positions.get((tp.topic, tp.partition)),
             "highwater": self.consumer.highwater(tp), "paused": tp in paused,
         } for tp in sorted(self.consumer.assignment())}
+
+
+def _fenced(exc: BaseException) -> bool:
+    """Whether a refused commit means this member's partitions may be another's (not merely a
+    rebalance beginning, which waits for this worker's revoke)."""
+    if isinstance(exc, IllegalStateError):  # not assigned any more
+        return True
+    return isinstance(exc.__cause__, (UnknownMemberIdError, IllegalGenerationError))
 
 
 def _source(record: ConsumerRecord[Any, Any]) -> tuple[str, int, int]:
