@@ -225,6 +225,7 @@ def _intent(tool: str, amount: float) -> str:
     ("audit migrate", [], ("audit",)),
     ("backtest", ["--policy", "policies/examples/financial.yaml"], ("audit",)),
     ("slack run", [], ("slack",)),
+    ("mcp proxy", ["--server", "files", "--", "true"], ("mcp",)),
     ("demo", ["--no-live"], ("worker", "audit")),
 ])
 def test_a_command_of_a_missing_extra_names_it(
