@@ -24,7 +24,7 @@ _LITTLE = sys.byteorder == "little"
 _WINDOW_HEAD = struct.Struct("<BBI")  # format version, has values, entry count
 _BUCKETED_HEAD = struct.Struct("<BBIqI")  # the same, then bucket width (ms) and bucket count
 _HISTORY_HEAD = struct.Struct("<BIIddqqHH")
-_TRAIL_HEAD = struct.Struct("<BH")  # format version, time count
+_TRAIL_HEAD = struct.Struct("<BHH")  # format version, time count, hold count
 _FORMAT = 1
 _BUCKETED = 2
 MAX_TARGETS = 64
@@ -35,6 +35,8 @@ BUCKETS_PER_WINDOW = 256
 """Buckets per window length once a sum window folds: a bucket spans ``ceil(window / 256)``."""
 MAX_TRAIL = 8
 """Most times a sequence-rule trail keeps (its pruning leaves at most 4; the cap is a safeguard)."""
+MAX_HELD = 64
+"""Most actions a trail holds while their final decision is not known (see :class:`TrailState`)."""
 MAX_RECENT = 1024
 """Most recent timestamps kept per (agent, tool) for the burst factor."""
 
@@ -392,26 +394,35 @@ class HistoryState:
 
 class TrailState:
     """The earlier actions of one sequence-rule key: their event times (ms), sorted, without the ones no
-    window can need.
+    window can need; and the ones *held* while their final decision is not known yet.
 
     A query asks whether some earlier action lies in ``(t - within, t]``. Of three kept times
     ``a < b < c`` with ``c - a <= within``, every such window holding ``b`` holds ``a`` or ``c``, so
-    ``b`` is dropped; so are times two windows behind the newest. What is left is at most
-    :data:`MAX_TRAIL` times and answers every query up to one window late exactly.
+    ``b`` is dropped; so are times two windows behind the newest. What is left is at most 4 times
+    (:data:`MAX_TRAIL` is a safeguard) and answers every query up to one window late exactly.
+
+    A worker holds an action it forwarded to the shared-limit hops while it is ALLOW so far (held times
+    count in queries, so nothing slips through meanwhile) and drops the hold when the final decision
+    comes back, recording the time then if that decision counts. At most :data:`MAX_HELD` holds: past
+    that the oldest becomes a recorded time (stricter, never laxer).
     """
 
-    __slots__ = ("times_ms",)
+    __slots__ = ("held_ms", "held_tokens", "times_ms")
 
     def __init__(self, times_ms: array[int] | None = None) -> None:
         self.times_ms: array[int] = times_ms if times_ms is not None else array("q")
+        self.held_ms: array[int] = array("q")
+        self.held_tokens: array[int] = array("q")
 
     def latest(self, at_ms: int, within_ms: int) -> int | None:
-        """The newest earlier action in ``(at_ms - within, at_ms]``, or None."""
+        """The newest earlier action (recorded or held) in ``(at_ms - within, at_ms]``, or None."""
         times = self.times_ms
         index = bisect_right(times, at_ms)
-        if index and times[index - 1] > at_ms - within_ms:
-            return times[index - 1]
-        return None
+        found = times[index - 1] if index and times[index - 1] > at_ms - within_ms else None
+        for held in self.held_ms:
+            if at_ms - within_ms < held <= at_ms and (found is None or held > found):
+                found = held
+        return found
 
     def add(self, at_ms: int, within_ms: int) -> None:
         """Record an earlier action (again: no change), then drop what no window needs."""
@@ -429,21 +440,44 @@ class TrailState:
                 index += 1
         del times[:-MAX_TRAIL]
 
+    def hold(self, at_ms: int, token: int, within_ms: int) -> None:
+        """Hold an action whose final decision is not known yet (once per token)."""
+        if token in self.held_tokens:
+            return
+        self.held_ms.append(at_ms)
+        self.held_tokens.append(token)
+        if len(self.held_ms) > MAX_HELD:
+            self.add(self.held_ms.pop(0), within_ms)
+            self.held_tokens.pop(0)
+
+    def release(self, token: int) -> None:
+        """Drop the hold of ``token`` (none: no change)."""
+        if token in self.held_tokens:
+            index = self.held_tokens.index(token)
+            del self.held_ms[index], self.held_tokens[index]
+
     def to_bytes(self) -> bytes:
-        """A 3-byte header (format, count), then 8 bytes per time."""
-        return _TRAIL_HEAD.pack(_FORMAT, len(self.times_ms)) + _pack(self.times_ms)
+        """A 5-byte header (format, time count, hold count), 8 bytes per time, 16 per hold."""
+        head = _TRAIL_HEAD.pack(_FORMAT, len(self.times_ms), len(self.held_ms))
+        return head + _pack(self.times_ms) + _pack(self.held_ms) + _pack(self.held_tokens)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TrailState:
         """Inverse of :meth:`to_bytes`."""
-        version, count = _TRAIL_HEAD.unpack_from(data)
+        version, count, held = _TRAIL_HEAD.unpack_from(data)
         if version != _FORMAT:
             raise ValueError(f"unknown trail state format {version}")
         start = _TRAIL_HEAD.size
-        return cls(_unpack("q", data[start : start + 8 * count]))  # type: ignore[arg-type]
+        state = cls(_unpack("q", data[start : start + 8 * count]))  # type: ignore[arg-type]
+        start += 8 * count
+        state.held_ms = _unpack("q", data[start : start + 8 * held])  # type: ignore[assignment]
+        state.held_tokens = _unpack("q", data[start + 8 * held : start + 16 * held])  # type: ignore[assignment]
+        return state
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, TrailState) and self.times_ms == other.times_ms
+        return isinstance(other, TrailState) and all(
+            getattr(self, name) == getattr(other, name) for name in TrailState.__slots__
+        )
 
     __hash__ = None  # type: ignore[assignment]
 

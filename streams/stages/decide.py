@@ -208,7 +208,9 @@ class DecideStage:
             for change in windows:
                 self.state.add_once(change, intent.request_id)
             reserved = [Reservation(key=c.key, at_ms=c.at_ms, value=c.value) for c in windows]
-            apply(self.state, _trails(result.changes))  # as an ALLOW, at once; kept whatever follows
+            for trail in _trails(result.changes):  # held until the final decision comes back
+                if _ALLOW in trail.counts:
+                    self.state.hold_trail(trail.key, trail.at_ms, intent.request_id, trail.within_ms)
         forward = Forward(
             intent=intent, stage1=result.decision, decided_ms=now_ms,
             applied=tuple(AppliedItem.of(entry) for entry in result.applied),
@@ -256,10 +258,13 @@ class DecideStage:
         kind = feedback.decision.decision
         if kind is _APPROVAL and feedback.request is None:
             raise ValueError(f"request {request_id}: a REQUIRE_APPROVAL feedback without its request")
+        trails = [c.to_change() for c in record.changes if c.kind == "trail"]
+        for trail in trails:
+            self.state.release_trail(trail.key, request_id)
         if kind is _ALLOW:
-            apply(self.state, [c.to_change() for c in record.changes if c.kind in ("history", "trail")])
+            apply(self.state, [*trails, *(c.to_change() for c in record.changes if c.kind == "history")])
         else:
-            apply(self.state, [c.to_change() for c in record.changes if c.kind == "trail"], kind)
+            apply(self.state, trails, kind)
             for reservation in record.reserved:
                 self.state.release(reservation.key, reservation.at_ms, reservation.value, request_id)
         sends: list[Send] = []
@@ -316,7 +321,7 @@ def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> 
     apply(state, [change for change in changes if not isinstance(change, WindowChange)])
 
 
-def _trails(changes: tuple[Change, ...]) -> list[Change]:
+def _trails(changes: tuple[Change, ...]) -> list[TrailChange]:
     """The sequence rules' trail changes among ``changes``."""
     return [change for change in changes if isinstance(change, TrailChange)]
 

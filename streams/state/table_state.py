@@ -105,6 +105,19 @@ class TableState:
         """Store the trail at ``key`` (recording an action twice changes nothing: no tokens needed)."""
         self.table[TRAIL_PREFIX + key] = state.to_bytes()
 
+    def hold_trail(self, key: str, at_ms: int, request_id: UUID, within_ms: int) -> None:
+        """Hold ``request_id``'s earlier action on the trail at ``key`` until its final decision."""
+        trail = self.get_trail(key) or TrailState()
+        trail.hold(at_ms, _token(request_id, ""), within_ms)
+        self.put_trail(key, trail)
+
+    def release_trail(self, key: str, request_id: UUID) -> None:
+        """Drop ``request_id``'s hold on the trail at ``key`` (none: no change)."""
+        trail = self.get_trail(key)
+        if trail is not None and trail.held_tokens:
+            trail.release(_token(request_id, ""))
+            self.put_trail(key, trail)
+
     def release(
         self, key: str, at_ms: int, value: float | None, request_id: UUID | None = None, agent: str = "",
     ) -> bool:

@@ -19,7 +19,7 @@ from streams.engine import (
     decide,
     evaluate,
 )
-from streams.engine.state import MAX_TRAIL
+from streams.engine.state import MAX_HELD, MAX_TRAIL
 from tests.engine.helpers import intent, policy
 
 ALLOW, APPROVAL, BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
@@ -103,7 +103,7 @@ def test_a_trail_stays_bounded_and_answers_exactly_up_to_one_window_late(seed: i
             found = trail.latest(probe, within)
             assert (found is not None) == _late_exact(seen, probe, within)
     assert TrailState.from_bytes(trail.to_bytes()) == trail
-    assert len(trail.to_bytes()) <= 3 + 8 * 4
+    assert len(trail.to_bytes()) <= 5 + 8 * 4
 
 
 @pytest.mark.parametrize(("text", "line", "message"), [
@@ -137,3 +137,16 @@ risk: {thresholds: [{at_least: 0.9, decision: BLOCK}]}
     assert second.rules == ("r", "l", "s") and second.determining == ("l", "s")
     assert (compiled.limits[0].order, compiled.sequences[0].order) == (1, 2)
     assert compiled.risk_order == 3
+
+
+def test_a_held_action_counts_until_released_and_the_holds_are_capped() -> None:
+    trail = TrailState()
+    trail.hold(1_000, 7, 60_000)
+    trail.hold(1_000, 7, 60_000)  # once per token
+    assert trail.latest(2_000, 60_000) == 1_000 and list(trail.held_tokens) == [7]
+    assert TrailState.from_bytes(trail.to_bytes()) == trail
+    trail.release(7)
+    assert trail.latest(2_000, 60_000) is None and trail.times_ms.tolist() == []
+    for token in range(MAX_HELD + 1):
+        trail.hold(token, token, 60_000)
+    assert len(trail.held_ms) == MAX_HELD and trail.times_ms.tolist() == [0]  # the oldest is recorded
