@@ -22,7 +22,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPError
 
-from schemas import OutcomeStatus
+from schemas import Intent, OutcomeStatus
 from sluicegate.errors import InvalidIntent
 from sluicegate.gate import Gate
 from sluicegate.guard import MAX_ERROR_CHARS, Authorization
@@ -200,7 +200,7 @@ class GovernedProxy:
             raise MCPError(BLOCKED_CODE, decided)
         return decided
 
-    async def authorize(self, ctx: Context, intent: Any) -> Authorization:
+    async def authorize(self, ctx: Context, intent: Intent) -> Authorization:
         """The gate's authorization, with a progress notification every interval while it waits."""
         task = asyncio.ensure_future(self.gate.authorize(intent))
         try:
