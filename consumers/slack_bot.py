@@ -71,6 +71,7 @@ from consumers.slack_store import PostedMessage, PostedStore
 from schemas import ApprovalRequest, ApprovalVerdict, Decision, TopicNames, VerdictKind
 from schemas.topics import dead_letter_headers
 from sluicegate.cli.review import ReviewTrust, digest_mismatch, where
+from sluicegate.settings import KafkaOptions
 from sluicegate.trust import SIGNER_HEADER, SignerCredential, TrustError, check, header, split_authenticator
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ class SlackBotConfig:
     trust: ReviewTrust
     credential: SignerCredential | None = field(default=None, repr=False)
     """Signs the bot's verdicts (kind ``bot``); None only with trust off (unsigned verdicts)."""
+    kafka_options: KafkaOptions = field(default_factory=dict, repr=False)
+    """The Kafka clients' security options (:meth:`Settings.kafka_client_options`)."""
     topics: TopicNames = field(default_factory=TopicNames)
     default_channel: str | None = None
     api_url: str | None = None
@@ -245,12 +248,12 @@ class SlackApprovalBot:
     async def _start(self) -> None:
         topics = self.config.topics
         self._producer = AIOKafkaProducer(bootstrap_servers=self.config.bootstrap_servers, acks="all",
-                                          enable_idempotence=True)
+                                          enable_idempotence=True, **self.config.kafka_options)
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             topics.approval_requests, topics.approvals, topics.approval_results,
             bootstrap_servers=self.config.bootstrap_servers, group_id=self.config.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            enable_auto_commit=False, auto_offset_reset="earliest", **self.config.kafka_options,
         )
         await self._consumer.start()
         self._runner = web.AppRunner(self.web_app())

@@ -6,8 +6,9 @@ everything together (the runner is a dependency of the app), its web server serv
 ``/ready`` and ``/status`` (:mod:`streams.web`), its timers and tasks run the policy reader and the
 reviewer-file reload, and ``faust.Worker`` is the process (signals, logging, a crash exits non-zero).
 It consumes no records and holds no tables: its Kafka clients are switched off
-(:class:`HostBootStrategy`). Every record path is the runner's (:mod:`streams.runtime.runner`, which
-says why and what it measured).
+(:class:`HostBootStrategy`), so it opens no broker connection and needs no Kafka credentials. Every
+record path is the runner's (:mod:`streams.runtime.runner`, which says why and what it measured); every
+Kafka client takes the deployment's security options (``WorkerConfig.kafka_options``).
 
 Scaling: every worker of a deployment uses the same app id (``<prefix>-worker``), which is the one
 Kafka consumer group of all the stages. Kafka spreads the partitions, and with them the tables, over
@@ -24,12 +25,19 @@ import faust
 from faust.app.base import BootStrategy
 
 from schemas.topics import TopicNames
-from sluicegate.settings import DEFAULT_MAX_EVENT_SKEW_S, DEFAULT_PARTITIONS, DEFAULT_TOPIC_PREFIX
+from sluicegate.settings import (
+    DEFAULT_MAX_EVENT_SKEW_S,
+    DEFAULT_PARTITIONS,
+    DEFAULT_REPLICATION_FACTOR,
+    DEFAULT_TOPIC_PREFIX,
+    KafkaOptions,
+)
 from sluicegate.trust import KeyRing, RequestSigner, TrustError
 from streams.audit_chain import chain_stages
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.runtime.bindings import ApprovalBinding, DecideBinding, SharedBinding
+from streams.runtime.outcomes import WithReports
 from streams.runtime.runner import Runner
 from streams.runtime.trust import WorkerTrust
 from streams.stages.approval import ApprovalStage, Reviewers
@@ -55,12 +63,17 @@ class WorkerConfig:
     max_event_skew_s: float = DEFAULT_MAX_EVENT_SKEW_S
     log_level: str = "info"
     reviewers_file: Path | None = None
-    trust_keys: str | None = None
+    trust_keys: str | None = field(default=None, repr=False)
     """The deployment's key ring (``SLUICEGATE_TRUST_KEYS``); None with ``trust_off`` only."""
-    trust_signing_key: str | None = None
+    trust_signing_key: str | None = field(default=None, repr=False)
     """The Ed25519 key that signs approval requests (``SLUICEGATE_TRUST_SIGNING_KEY``)."""
     trust_off: bool = False
     """Run without credentials (``SLUICEGATE_TRUST_OFF``): a first local try, nothing is verified."""
+    kafka_options: KafkaOptions = field(default_factory=dict, repr=False)
+    """Every Kafka client's security options (:meth:`Settings.kafka_client_options`)."""
+    replication_factor: int = DEFAULT_REPLICATION_FACTOR
+    """Of every topic the worker creates; it refuses to start on topics with fewer replicas."""
+    min_insync_replicas: int = 1
 
     def trust(self) -> WorkerTrust:
         """The worker's trust: checks in, seals out. Raises TrustError when the keys are missing (and
@@ -131,10 +144,12 @@ def build(config: WorkerConfig) -> Processor:
     from streams.web import register  # the pages need the built Processor
 
     app = make_host_app(config)
-    topics = WorkerTopics(TopicNames(config.topic_prefix), config.partitions)
+    topics = WorkerTopics(TopicNames(config.topic_prefix), config.partitions, config.replication_factor,
+                          config.min_insync_replicas)
     metrics = Metrics()
     trust = config.trust()
-    policies = PolicySource(config.bootstrap, topics.names.policies, metrics, trust.ring, topics.names.audit)
+    policies = PolicySource(config.bootstrap, topics.names.policies, metrics, trust.ring, topics.names.audit,
+                            options=config.kafka_options)
     runner, stages = build_runner(config, topics, policies, metrics, trust)
     app.add_dependency(runner)
     processor = Processor(config, app, topics, metrics, policies, *stages, runner)
@@ -155,12 +170,14 @@ def build_runner(
     shared_stage = SharedStage(shared_state, config.retention_ms)
     approval_stage = ApprovalStage(approval_state, Reviewers(config.reviewers_file), config.retention_ms)
     bindings = (
-        DecideBinding(decide_stage, agent_state, n.intents, topics.agent_feedback, policies, metrics, trust),
+        WithReports(DecideBinding(decide_stage, agent_state, n.intents, topics.agent_feedback, policies,
+                                  metrics, trust), n.outcomes, trust),
         SharedBinding(shared_stage, shared_state, topics.shared_limits, policies, metrics, trust),
         ApprovalBinding(approval_stage, approval_state, n.approvals, topics.approval_control, trust),
     )
     chained = chain_stages(bindings, trust.signer)  # every stage's audit hash-chained (docs/audit.md)
-    runner = Runner(config.bootstrap, config.app_id, chained, topics.routes(), policies, trust)
+    runner = Runner(config.bootstrap, config.app_id, chained, topics.routes(), policies, trust,
+                    config.kafka_options)
     return runner, (decide_stage, shared_stage, approval_stage)
 
 

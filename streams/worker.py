@@ -16,12 +16,12 @@ from pathlib import Path
 import faust
 from pydantic import SecretStr
 
-from infra.kafka.admin import ensure_topics, partition_mismatches
-from sluicegate.settings import Settings
+from infra.kafka.admin import ensure_topics, partition_mismatches, replication_shortfalls
+from sluicegate.settings import PLAINTEXT, KafkaOptions, Settings
 from sluicegate.trust import TrustError
 from streams.app import WorkerConfig, build
 from streams.stages.approval_machine import ApprovalError
-from streams.topology import worker_app_id
+from streams.topology import WorkerTopics, worker_app_id
 from streams.upgrade import legacy_groups, upgrade
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ def config_from_args(argv: list[str] | None = None, settings: Settings | None = 
         workdir=args.workdir, web_port=args.web_port, log_level=args.log_level,
         reviewers_file=args.reviewers, max_event_skew_s=args.max_event_skew,
         trust_keys=_secret(settings.trust_keys), trust_signing_key=_secret(settings.trust_signing_key),
-        trust_off=settings.trust_off,
+        trust_off=settings.trust_off, kafka_options=settings.kafka_client_options(),
+        replication_factor=settings.kafka_replication_factor,
+        min_insync_replicas=settings.kafka_min_insync_replicas,
     )
 
 
@@ -78,26 +80,39 @@ def run(config: WorkerConfig) -> None:
     if config.reviewers_file is None:
         log.warning("no reviewers file (--reviewers / SLUICEGATE_REVIEWERS_FILE): nobody can approve, "
                     "every approval will be rejected or expire")
-    stale = loop.run_until_complete(legacy_groups(config.bootstrap, config.app_id))
-    if stale:
-        raise SystemExit(f"streams.worker: {stale}")
-    created = loop.run_until_complete(ensure_topics(config.bootstrap, processor.topics.specs()))
-    if created:
-        log.info("created topics: %s", ", ".join(created))
-    wrong = loop.run_until_complete(partition_mismatches(config.bootstrap, processor.topics.co_partitioned()))
-    if wrong:
-        raise SystemExit(
-            f"streams.worker: {'; '.join(wrong)}. The worker keeps its state per partition across the "
-            "topics it reads and its tables' changelogs, so they must all have --partitions "
-            "(SLUICEGATE_PARTITIONS) partitions: start it with their count, or recreate all of them.")
+    loop.run_until_complete(prepare_topics(config, processor.topics))
     worker = faust.Worker(processor.app, loop=loop, loglevel=config.log_level, workdir=str(config.workdir),
                           redirect_stdouts=False)
     worker.execute_from_commandline()
 
 
-def run_upgrade(bootstrap: str, topic_prefix: str) -> None:
+async def prepare_topics(config: WorkerConfig, topics: WorkerTopics) -> None:
+    """Create the missing topics; SystemExit naming what is wrong when an upgrade is due, or an existing
+    topic has fewer replicas than configured or the wrong partition count."""
+    bootstrap, options = config.bootstrap, config.kafka_options
+    stale = await legacy_groups(bootstrap, config.app_id, options)
+    if stale:
+        raise SystemExit(f"streams.worker: {stale}")
+    short = await replication_shortfalls(bootstrap, topics.specs(), options=options)
+    if short:
+        raise SystemExit(
+            f"streams.worker: {'; '.join(short)}. SLUICEGATE_KAFKA_REPLICATION_FACTOR asks for more copies: "
+            "losing a broker would lose decisions and reset limits. Add replicas to those topics "
+            "(kafka-reassign-partitions) or lower the setting.")
+    created = await ensure_topics(bootstrap, topics.specs(), options=options)
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    wrong = await partition_mismatches(bootstrap, topics.co_partitioned(), options=options)
+    if wrong:
+        raise SystemExit(
+            f"streams.worker: {'; '.join(wrong)}. The worker keeps its state per partition across the "
+            "topics it reads and its tables' changelogs, so they must all have --partitions "
+            "(SLUICEGATE_PARTITIONS) partitions: start it with their count, or recreate all of them.")
+
+
+def run_upgrade(bootstrap: str, topic_prefix: str, options: KafkaOptions = PLAINTEXT) -> None:
     """Copy the per-stage groups' offsets into the worker's group (:mod:`streams.upgrade`) and say what."""
-    copied = asyncio.run(upgrade(bootstrap, worker_app_id(topic_prefix)))
+    copied = asyncio.run(upgrade(bootstrap, worker_app_id(topic_prefix), options))
     for tp, offset in sorted(copied.items()):
         print(f"{tp.topic}[{tp.partition}]: resumes at offset {offset}")
     print(f"upgraded: {len(copied)} partitions" if copied else "nothing to upgrade")

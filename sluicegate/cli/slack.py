@@ -31,6 +31,7 @@ def run() -> None:
             trust_off=settings.trust_off,
             bot_credential=_secret(settings.bot_credential),
             bootstrap_servers=settings.bootstrap_servers,
+            kafka_options=settings.kafka_client_options(),
             state_file=settings.slack_posted_file,
             topics=TopicNames(settings.topic_prefix),
             default_channel=settings.slack_default_channel,

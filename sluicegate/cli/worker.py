@@ -48,7 +48,8 @@ def worker_command(
 
     settings = Settings()
     if upgrade:
-        run_upgrade(bootstrap or settings.bootstrap_servers, topic_prefix or settings.topic_prefix)
+        run_upgrade(bootstrap or settings.bootstrap_servers, topic_prefix or settings.topic_prefix,
+                    settings.kafka_client_options())
         return
     run(WorkerConfig(
         bootstrap=bootstrap or settings.bootstrap_servers,
@@ -59,7 +60,9 @@ def worker_command(
         max_event_skew_s=settings.max_event_skew_s if max_event_skew is None else max_event_skew,
         reviewers_file=settings.reviewers_file,
         trust_keys=_secret(settings.trust_keys), trust_signing_key=_secret(settings.trust_signing_key),
-        trust_off=settings.trust_off,
+        trust_off=settings.trust_off, kafka_options=settings.kafka_client_options(),
+        replication_factor=settings.kafka_replication_factor,
+        min_insync_replicas=settings.kafka_min_insync_replicas,
     ))
 
 
