@@ -1,4 +1,5 @@
-"""Audit benchmarks: sink throughput, audit lag at 1,000 decisions/s, report and backtest speed.
+"""Audit benchmarks: sink throughput, audit lag at 1,000 decisions/s, report and backtest speed, each
+beside its floor measured in the same run.
 
 ``python bench/audit.py --json`` prints one JSON line with ``sink_rows_per_s``, ``lag_p99_s``,
 ``report_s`` (over ``--report-rows`` rows generated inside ClickHouse) and ``backtest_per_s``: the best
@@ -7,6 +8,12 @@ average when each figure was taken in ``load``. The sink's clock starts once its
 it the partitions of the pre-filled topic and its decoder processes are up: it measures throughput,
 not the group join. Starts its own broker (Kafka port 19500-19599) unless ``--bootstrap`` is given;
 uses a fresh chDB path.
+
+Floors, alternating with the passes they bound: ``floor_rows_per_s``, the same rows already decoded
+(row tuples) inserted straight with clickhouse-connect into the same engine in the sink's batch size
+(``arrow_floor_rows_per_s``: the same rows as a ready Arrow stream, the engine's own insert cost);
+``backtest_floor_per_s``, the same intents, already in memory, replayed through the engine without
+ClickHouse. ``sink_vs_floor`` and ``backtest_vs_floor`` are the medians of the per-pass ratios.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import asyncio
 import json
 import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -28,14 +36,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.analytics import build_report
-from consumers.audit_sink import AuditSink, SinkConfig, open_sink
+from consumers.audit_columns import COLUMNS, row
+from consumers.audit_rows import arrow_stream, to_arrow
+from consumers.audit_sink import DEFAULT_MAX_ROWS, AuditSink, SinkConfig, open_sink
 from consumers.audit_store import ClientStore
-from consumers.backtest import backtest
+from consumers.backtest import audited_intents, backtest, replay
 from infra.clickhouse import open_client
 from infra.clickhouse.migrate import migrate
 from infra.kafka import BrokerConfig, start_broker, stop_broker
 from infra.kafka.process import port_is_free
-from schemas import DecisionKind, TopicNames
+from schemas import AuditRecord, DecisionKind, TopicNames
 from sluicegate.settings import Settings
 from streams.engine import load_policy
 from tests.consumers.kafka_io import create_topics
@@ -68,6 +78,31 @@ async def _assigned(consumer: AIOKafkaConsumer) -> None:
     """Wait until the group gave the consumer its partitions (the clock starts after the join)."""
     while not consumer.assignment():
         await asyncio.sleep(0.01)
+
+
+def _decoded(payloads: list[tuple[bytes, bytes]], topic: str) -> list[tuple[Any, ...]]:
+    """The rows the sink stores for ``payloads``, decoded beforehand (the floor's input)."""
+    return [row(AuditRecord.model_validate_json(value), (topic, 0, offset))
+            for offset, (_, value) in enumerate(payloads)]
+
+
+def insert_floor(client: Any, rows: list[tuple[Any, ...]], batch: int) -> tuple[float, float]:
+    """Rows per second of clickhouse-connect inserts of decoded ``rows`` into a fresh ``audit_events``,
+    ``batch`` rows per insert: as row tuples, and as a ready Arrow stream (``raw_insert``)."""
+    rates = []
+    for arrow in (False, True):
+        db = "floor" + secrets.token_hex(4)
+        migrate(client, db)
+        chunks = [rows[i:i + batch] for i in range(0, len(rows), batch)]
+        streams = [arrow_stream([to_arrow(chunk)]) for chunk in chunks] if arrow else []
+        started = time.perf_counter()
+        for index, chunk in enumerate(chunks):
+            if arrow:
+                client.raw_insert(f"{db}.audit_events", list(COLUMNS), streams[index], fmt="ArrowStream")
+            else:
+                client.insert(f"{db}.audit_events", chunk, column_names=list(COLUMNS))
+        rates.append(len(rows) / (time.perf_counter() - started))
+    return rates[0], rates[1]
 
 
 async def sink_throughput(bootstrap: str, client: Any, rows: int) -> float:
@@ -148,17 +183,23 @@ def report_seconds(client: Any, rows: int, repeat: int) -> list[float]:
     return passes
 
 
-def backtest_rates(client: Any, rows: int, repeat: int) -> list[float]:
-    """Intents per second replayed from the store (read included) through the customer support policy."""
+def backtest_rates(client: Any, rows: int, repeat: int) -> list[tuple[float, float]]:
+    """Per pass, intents per second replayed from the store (read included) through the customer
+    support policy, and its floor: the same intents, already in memory, replayed without ClickHouse."""
     db = "backtest" + secrets.token_hex(4)
     migrate(client, db)
     client.command(GENERATE.format(db=db, rows=rows))
     policy = load_policy(POLICY)
+    end = datetime.now(UTC)
+    history = list(audited_intents(ClientStore(client), db, end - timedelta(days=2), end))
     passes = []
     for _ in range(repeat):
         started = time.perf_counter()
-        result = backtest(ClientStore(client), db, policy, timedelta(days=2))
-        passes.append(result.replayed / (time.perf_counter() - started))
+        result = backtest(ClientStore(client), db, policy, timedelta(days=2), end)
+        rate = result.replayed / (time.perf_counter() - started)
+        started = time.perf_counter()
+        floor = replay(policy, history)
+        passes.append((rate, floor.replayed / (time.perf_counter() - started)))
     return passes
 
 
@@ -171,12 +212,28 @@ def _free_kafka_port() -> int:
                 if port_is_free("127.0.0.1", p) and port_is_free("127.0.0.1", p + 1))
 
 
+def _median_ratio(pairs: list[tuple[float, float]]) -> float:
+    return round(statistics.median(a / b for a, b in pairs), 3)
+
+
 async def _kafka_part(bootstrap: str, client: Any, args: argparse.Namespace) -> dict[str, Any]:
-    sink = [round(await sink_throughput(bootstrap, client, args.sink_rows)) for _ in range(args.repeat)]
+    rows = _decoded(_payloads(args.sink_rows, datetime.now(UTC)), "floor.audit")
+    pairs = []
+    arrow = []
+    for _ in range(args.repeat):  # alternating: the sink, then its floor
+        sink_rate = await sink_throughput(bootstrap, client, args.sink_rows)
+        floor_rate, arrow_rate = insert_floor(client, rows, DEFAULT_MAX_ROWS)
+        pairs.append((sink_rate, floor_rate))
+        arrow.append(arrow_rate)
+    sink = [round(rate) for rate, _ in pairs]
+    floors = {"floor_rows_per_s": max(round(f) for _, f in pairs),
+              "floor_passes": [round(f) for _, f in pairs],
+              "arrow_floor_rows_per_s": round(max(arrow)), "arrow_floor_passes": [round(a) for a in arrow],
+              "sink_vs_floor": _median_ratio(pairs), "sink_batch_rows": DEFAULT_MAX_ROWS}
     load = {"sink": _load()}
     lag = await lag_p99(bootstrap, client, 1000, args.lag_seconds)
     load["lag"] = _load()
-    return {"sink_rows_per_s": max(sink), "sink_passes": sink, "lag_p99_s": lag, "load": load}
+    return {"sink_rows_per_s": max(sink), "sink_passes": sink, **floors, "lag_p99_s": lag, "load": load}
 
 
 def main() -> None:
@@ -206,8 +263,12 @@ def main() -> None:
     report = [round(seconds, 3) for seconds in report_seconds(client, args.report_rows, args.repeat)]
     figures |= {"report_s": min(report), "report_passes": report, "report_rows": args.report_rows}
     figures["load"]["report"] = _load()
-    backtests = [round(rate) for rate in backtest_rates(client, args.backtest_rows, args.repeat)]
-    figures |= {"backtest_per_s": max(backtests), "backtest_passes": backtests}
+    backtests = backtest_rates(client, args.backtest_rows, args.repeat)
+    figures |= {"backtest_per_s": round(max(b for b, _ in backtests)),
+                "backtest_passes": [round(b) for b, _ in backtests],
+                "backtest_floor_per_s": round(max(f for _, f in backtests)),
+                "backtest_floor_passes": [round(f) for _, f in backtests],
+                "backtest_vs_floor": _median_ratio(backtests)}
     figures["load"]["backtest"] = _load()
     print(json.dumps(figures) if args.json else "\n".join(f"{k}: {v}" for k, v in figures.items()))
 
