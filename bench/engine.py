@@ -9,7 +9,12 @@ it, from the intent's bytes to its Decision (``entry_p50_us``/``entry_p99_us``: 
 the worker's context: clock, arrival time, skew bound, agent scopes; parsing included); and the state
 size per active (agent, limit) window key. ``--json`` prints one JSON line.
 
+``--state-size`` measures instead how big one key's state gets under a flood (:func:`state_sizes`): a
+sum window holding 1,000,000 actions of one agent, and a sequence rule's trail after 1,000,000 earlier
+actions, encoded as a worker's changelog stores them.
+
     .venv/bin/python bench/engine.py [--json] [--intents N] [--agents N] [--repeat N] [--profile]
+    .venv/bin/python bench/engine.py --state-size [--json] [--actions N]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import os
 import pstats
 import random
+import struct
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -41,7 +47,8 @@ from streams.engine import (
     evaluate,
     evaluate_raw,
 )
-from streams.engine.state import HistoryState, WindowState
+from streams.engine.state import HistoryState, TrailState, WindowState
+from streams.state.table_state import MAX_TOKENS, TableState
 
 SERVICES = ["payments", "crm", "tickets", "db", "services", "instances", "iam", "logs", "metrics", "files"]
 VERBS = ["get", "list", "create", "update", "delete", "refund", "export", "scale", "query", "sync"]
@@ -255,6 +262,48 @@ def run(count: int, agents: int, profile: bool, repeat: int = 1) -> dict[str, An
     }
 
 
+def state_sizes(actions: int = 1_000_000) -> dict[str, Any]:
+    """One agent's state under ``actions`` actions: a ``sum`` limit of 1h holding them all (one every
+    3 ms) and a 30m sequence rule's trail after as many earlier actions (one a second), encoded as the
+    worker's changelog stores them (the window's value with a full set of request tokens); and the time
+    to judge one more action on that window, in order and one window late (best of 5)."""
+    window, trail = WindowState(), TrailState()
+    start = 1_767_600_000_000
+    began = perf_counter_ns()
+    for index in range(actions):
+        window.add(start + 3 * index, 1.0, 3_600_000, None)
+    add_ns = (perf_counter_ns() - began) / actions
+    for index in range(actions):
+        trail.add(start + 1000 * index, 1_800_000)
+    table: dict[str, bytes] = {}
+    store = TableState(table)
+    store.put_window("spend|agent=a", window)
+    table["w|spend|agent=a"] = struct.pack("<I", MAX_TOKENS) + bytes(8 * MAX_TOKENS) + window.to_bytes()
+    store.put_trail("seq|agent=a", trail)
+    newest = start + 3 * (actions - 1)
+
+    def judge(at_ms: int) -> float:
+        best = min(_timed(lambda: window.peak_total(at_ms, 3_600_000, 1.0)) for _ in range(5))
+        return round(best / 1000, 1)
+
+    return {
+        "actions": actions,
+        "sum_window_bytes": len(window.to_bytes()),
+        "sum_window_changelog_value_bytes": len(table["w|spend|agent=a"]),
+        "sum_window_exact_entries": len(window.times_ms), "sum_window_buckets": len(window.starts),
+        "sum_window_add_ns": round(add_ns),
+        "sum_window_judge_us": judge(newest + 1), "sum_window_judge_late_us": judge(newest - 3_600_000 + 1),
+        "trail_times": len(trail.times_ms), "trail_changelog_value_bytes": len(table["q|seq|agent=a"]),
+        "python": sys.version.split()[0], "load_average": [round(load, 2) for load in os.getloadavg()],
+    }
+
+
+def _timed(call: Any) -> int:
+    began = perf_counter_ns()
+    call()
+    return perf_counter_ns() - began
+
+
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -263,8 +312,13 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=1_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the evaluation loop (to stderr)")
     parser.add_argument("--repeat", type=int, default=1, help="timed passes; the best p50 is reported")
+    parser.add_argument("--state-size", action="store_true", help="one key's state under a flood instead")
+    parser.add_argument("--actions", type=int, default=1_000_000, help="actions of the --state-size flood")
     args = parser.parse_args()
-    figures = run(args.intents, args.agents, args.profile, args.repeat)
+    if args.state_size:
+        figures = state_sizes(args.actions)
+    else:
+        figures = run(args.intents, args.agents, args.profile, args.repeat)
     if args.json:
         print(json.dumps(figures))
     else:

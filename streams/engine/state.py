@@ -41,6 +41,16 @@ MAX_RECENT = 1024
 """Most recent timestamps kept per (agent, tool) for the burst factor."""
 
 
+_UNIT = 1 << 1074
+"""2**1074: every finite float times this is an integer (the smallest subnormal is 2**-1074)."""
+
+
+def _scaled(value: float) -> int:
+    """``value * 2**1074``, exactly."""
+    numerator, denominator = value.as_integer_ratio()
+    return numerator * (_UNIT // denominator)
+
+
 def _pack(values: array[int] | array[float]) -> bytes:
     if _LITTLE:
         return values.tobytes()
@@ -120,11 +130,37 @@ class WindowState:
         if values is None:
             return extra
         times = self.times_ms
-        peak = -math.inf
-        for end in self._ends(at_ms, window_ms):
-            start, stop = bisect_right(times, end - window_ms), bisect_right(times, end)
-            parts = chain(values[start:stop], self._bucket_parts(end, window_ms), (extra,))
-            peak = max(peak, round(math.fsum(parts), 9))
+        ends = self._ends(at_ms, window_ms)
+        if len(ends) > 1:
+            return self._peak_total_late(ends, window_ms, extra)
+        start, stop = bisect_right(times, at_ms - window_ms), bisect_right(times, at_ms)
+        return round(math.fsum(chain(values[start:stop], self._bucket_parts(at_ms, window_ms), (extra,))), 9)
+
+    def _peak_total_late(self, ends: list[int], window_ms: int, extra: float) -> float:
+        """:meth:`peak_total` over many window ends in time linear in the state: prefix sums of the
+        values as exact integers (units of 2**-1074, so every float is one), each window's sum turned
+        back into the correctly rounded float, which is what ``math.fsum`` gives."""
+        assert self.values is not None
+        times, starts, sums, width = self.times_ms, self.starts, self.sums, self.bucket_ms
+        exact = [0]
+        for value in self.values:
+            exact.append(exact[-1] + _scaled(value))
+        whole, positive = [0], []
+        for index in range(len(starts)):
+            plus = _scaled(sums[4 * index]) + _scaled(sums[4 * index + 1])
+            positive.append(plus)
+            whole.append(whole[-1] + plus + _scaled(sums[4 * index + 2]) + _scaled(sums[4 * index + 3]))
+        added, peak = _scaled(extra), -math.inf
+        for end in ends:
+            low = end - window_ms
+            total = exact[bisect_right(times, end)] - exact[bisect_right(times, low)] + added
+            first, last = bisect_right(starts, low - width + 1), bisect_right(starts, end) - 1
+            for index in {first, last} if first <= last else ():
+                inside = starts[index] > low and starts[index] + width - 1 <= end
+                total += whole[index + 1] - whole[index] if inside else positive[index]
+            if last - first > 1:  # the buckets between the two edge ones lie inside the window
+                total += whole[last] - whole[first + 1]
+            peak = max(peak, round(total / _UNIT, 9))
         return peak
 
     def _bucket_parts(self, end: int, window_ms: int) -> list[float]:

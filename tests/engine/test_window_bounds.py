@@ -3,9 +3,11 @@ however many actions it holds, and never allows more than the exact window would
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from array import array
+from bisect import bisect_right
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -137,3 +139,27 @@ def test_existing_changelog_values_are_read_and_small_windows_keep_their_format(
     window = WindowState.from_bytes(old)
     assert list(window.times_ms) == [1_000, 2_000] and list(window.values or []) == [1.5, 2.5]
     assert window.to_bytes() == old
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_late_action_is_summed_as_fsum_sums_each_window(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The late path (prefix sums of exact integers) gives what fsum gives window by window."""
+    monkeypatch.setattr(engine_state, "MAX_EXACT", 16)
+    rng = random.Random(seed)
+    window_ms, window = 10_000, WindowState()
+    for index in range(200):
+        window.add(index * 37 + rng.randrange(0, 30), rng.choice([0.1, 0.2, 0.3, 1e-9, -0.7, 12.34, 1e15]),
+                   window_ms, None)
+    times, values = window.times_ms, window.values or array("d")
+    for _ in range(30):
+        probe = times[-1] - rng.randrange(1, window_ms)
+        ends = window._ends(probe, window_ms)
+        assert len(ends) > 1
+        expected = max(
+            round(math.fsum([
+                *values[bisect_right(times, end - window_ms) : bisect_right(times, end)],
+                *window._bucket_parts(end, window_ms), 0.05,
+            ]), 9)
+            for end in ends
+        )
+        assert window.peak_total(probe, window_ms, 0.05) == expected
