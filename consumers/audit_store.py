@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 from uuid import UUID
 
-from infra.clickhouse.client import MEMORY, chdb_location
+from infra.clickhouse.client import MEMORY, chdb_location, is_embedded
 from infra.clickhouse.migrate import DEFAULT_TTL_DAYS, migrate
 
 READ_ONLY_PREFIXES = ("select", "with", "show", "describe", "desc", "explain", "exists")
@@ -51,20 +51,52 @@ class AuditStore(Protocol):
 
 
 def require_read_only(sql: str) -> str:
-    """The statement, if it only reads; analysts' ad-hoc queries never change the audit."""
+    """The statement, if it is one statement that only reads; analysts' ad-hoc queries never change the
+    audit (the engine enforces it too: :class:`ClientStore`)."""
     words = sql.lstrip().split(None, 1)
     if not words or words[0].lower().rstrip("(") not in READ_ONLY_PREFIXES:
         raise StoreError(f"only read-only statements are allowed ({', '.join(READ_ONLY_PREFIXES)})")
+    if _statements(sql) > 1:
+        raise StoreError("one statement at a time")
     return sql
 
 
+def _statements(sql: str) -> int:
+    """How many statements ``sql`` holds: its ``;`` outside quotes, not counting a trailing one."""
+    count, quote, escaped = 1, "", False
+    text = sql.rstrip().removesuffix(";")
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quote and char == "\\":
+            escaped = True
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"`":
+            quote = char
+        elif char == ";":
+            count += 1
+    return count
+
+
 class ClientStore:
-    """The store through a clickhouse-connect client (a server, or chDB owned by this process)."""
+    """The store through a clickhouse-connect client (a server, or chDB owned by this process).
+
+    Queries only read: on the embedded engine each ends with ``SETTINGS readonly = 1`` (on a line of its
+    own, so no comment can swallow it; a session-wide SET would outlive a failed query and stop the
+    sink's inserts), so the engine itself refuses a write, DDL, a change of settings or a table function
+    reaching files or the network, whatever the text looks like; a query with a SETTINGS or FORMAT
+    clause of its own is refused too. On a server the reader user (``readonly=1`` in its profile,
+    :mod:`infra.clickhouse.users`) does the same.
+    """
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self.read_only = is_embedded(client)
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+        if self.read_only:
+            sql = sql.rstrip().removesuffix(";") + "\nSETTINGS readonly = 1"
         try:
             result = self.client.query(sql, parameters=parameters)
         except Exception as exc:
@@ -191,9 +223,11 @@ class QueryServer:
         return Handler
 
     def answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Run one request against the store this process owns."""
+        """Run one request against the store this process owns: a query only reads (checked here, and
+        enforced by the engine, see :class:`ClientStore`)."""
         if path == "/query":
-            result = self.store.query(str(body["sql"]), dict(body.get("parameters") or {}))
+            sql = require_read_only(str(body["sql"]))
+            result = self.store.query(sql, dict(body.get("parameters") or {}))
             return {"columns": list(result.columns), "rows": _jsonable(result.rows)}
         if path == "/migrate":
             applied = self.store.migrate(str(body["database"]), int(body["ttl_days"]), bool(body["set_ttl"]))

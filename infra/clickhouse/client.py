@@ -65,6 +65,11 @@ def _open_embedded(url: str) -> Client:
         return client
 
 
+def is_embedded(client: object) -> bool:
+    """Whether ``client`` is this process's embedded engine (opened by :func:`open_client`)."""
+    return _embedded is not None and _embedded[1] is client
+
+
 def open_client(url: str) -> Client:
     """A clickhouse-connect client for ``url``: ``chdb://`` (embedded, cached) or ``http(s)://`` (server)."""
     scheme = urlsplit(url).scheme.lower()
