@@ -129,7 +129,7 @@ def _intent(row: tuple[Any, ...]) -> Intent:
         "environment": environment, "tool": tool, "action": _ACTIONS[action], "target": target,
         "params": json.loads(params), "labels": dict(labels),
         "occurred_at": datetime.fromtimestamp(occurred_ms / 1000, UTC),
-        "trace": trace,
+        "trace": trace, "session_id": None,  # not audited yet: session-keyed sequence rules see one session
     })
 
 
