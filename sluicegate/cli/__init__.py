@@ -43,7 +43,10 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script: a command that cannot reach Kafka or ClickHouse ends with one
+    line naming what it tried, not a traceback (:mod:`sluicegate.cli.unreachable`)."""
+    from sluicegate.cli.unreachable import one_line, quiet_client_logs
 
     _register()
-    app()
+    quiet_client_logs()
+    one_line(app)
