@@ -402,6 +402,15 @@ class RiskModel(PolicyModel):
     thresholds: list[Threshold] = Field(default_factory=list)
 
 
+class Sensitive(PolicyModel):
+    """A parameter the audit and reviewers see only as a salted hash: evaluated as usual, redacted where
+    it is stored or shown (``docs/audit.md``)."""
+
+    field: Annotated[str, Field(pattern=r"^params(\.[^.\s]+)+$", description="params.<path>")]
+    show_last: int = Field(default=0, ge=0, le=8,
+                           description="Characters kept at the end as a masked hint (4: ****1234).")
+
+
 class PolicyDocument(PolicyModel):
     """One policy file."""
 
@@ -413,6 +422,7 @@ class PolicyDocument(PolicyModel):
     limits: list[Limit] = Field(default_factory=list)
     sequences: list[Sequence] = Field(default_factory=list)
     risk: RiskModel | None = None
+    sensitive: list[Sensitive] = Field(default_factory=list)
 
 
 for _model in (
