@@ -36,6 +36,7 @@ from sluicegate.trust import KeyRing, RequestSigner, TrustError
 from streams.audit_chain import chain_stages
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
+from streams.redaction import Redactor
 from streams.runtime.bindings import ApprovalBinding, DecideBinding, SharedBinding
 from streams.runtime.outcomes import WithReports
 from streams.runtime.runner import Runner
@@ -175,7 +176,7 @@ def build_runner(
         SharedBinding(shared_stage, shared_state, topics.shared_limits, policies, metrics, trust),
         ApprovalBinding(approval_stage, approval_state, n.approvals, topics.approval_control, trust),
     )
-    chained = chain_stages(bindings, trust.signer)  # every stage's audit hash-chained (docs/audit.md)
+    chained = chain_stages(bindings, trust.signer, Redactor(policies, trust.ring))  # docs/audit.md
     runner = Runner(config.bootstrap, config.app_id, chained, topics.routes(), policies, trust,
                     config.kafka_options)
     return runner, (decide_stage, shared_stage, approval_stage)
