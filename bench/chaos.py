@@ -1,0 +1,509 @@
+"""Chaos: a fleet at a steady rate through N workers while faults are injected, then a reconciliation.
+
+On loopback only, bounded in time and traffic, stopping by itself and stopping everything it started.
+It starts its own Kafka broker (the local launcher, on a free port, data in a temporary directory),
+``--workers`` workers (``python -m streams.worker``) with trust on (keys made for the run, as
+``sluicegate trust`` makes them), the audit sink (the production sink whose store the run can make
+fail, :mod:`bench.chaos_sink`), a simulated reviewer answering approval requests on the reviewer topic
+with signed verdicts, and a fleet of agents calling ``Gate.authorize`` at ``--rate`` intents/s for
+``--seconds``, on a policy with a per-agent limit, a fleet-wide budget and approvals.
+
+Faults, from ``--seed`` (:mod:`bench.chaos_faults`): a worker SIGKILLed and restarted after a pause; a
+worker SIGSTOPped past the session timeout, then SIGCONTed; a worker stopped cleanly and started; the
+broker stopped and started on the same port and data directory; the sink SIGKILLed and restarted;
+the store failing every insert for a while; bad records on the intents topic (:mod:`bench.chaos_inputs`).
+
+At the end it reconciles (:mod:`bench.chaos_reconcile`) what each agent was told against the decisions
+topic and the audit in ClickHouse, and prints a table (``--json``: one JSON line).
+
+    python bench/chaos.py --json --seconds 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import random
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.chaos_faults import (  # noqa: E402
+    KILL_PAUSE_S,
+    SETTLE_S,
+    STOPPED_S,
+    STORE_OUTAGE_S,
+    FaultPlan,
+    Managed,
+)
+from bench.chaos_inputs import corpus, variant  # noqa: E402
+from bench.chaos_reconcile import COUNTERS, Call, Limit, Windows, reconcile, table  # noqa: E402
+from consumers.audit_store import running_sink  # noqa: E402
+from infra.clickhouse.migrate import DEFAULT_DATABASE  # noqa: E402
+from infra.kafka import BrokerConfig, start_broker, stop_broker  # noqa: E402
+from infra.kafka.process import free_port  # noqa: E402
+from schemas import Decision, TopicNames  # noqa: E402
+from sluicegate.demo.fleet import SimulatedAgent  # noqa: E402
+from sluicegate.demo.processes import worker_readiness  # noqa: E402
+from sluicegate.demo.reviewer import SimulatedReviewer, reviewers_yaml  # noqa: E402
+from sluicegate.demo.trust import DemoTrust  # noqa: E402
+from sluicegate.gate import Gate  # noqa: E402
+from sluicegate.identity import AgentIdentity  # noqa: E402
+from sluicegate.settings import Settings  # noqa: E402
+from sluicegate.trust import AUTH_HEADER  # noqa: E402
+from streams.policy_source import publish_policy  # noqa: E402
+
+log = logging.getLogger("chaos")
+REFUND, READ, DEPLOY, DROP = "payments.refund", "crm.get_account", "services.deploy", "db.drop_table"
+WINDOW_MS = 60_000
+PER_AGENT = 30
+APPROVAL_TIMEOUT_S = 20
+DECISION_TIMEOUT_S = 30.0
+"""The agents wait this long for a decision by default: longer than a worker's failover."""
+START_TIMEOUT_S = 180.0
+AUDIT_WAIT_S = 120.0
+BAD_VARIANTS = 20
+FAULT_TAIL_S = 15.0
+"""No fault starts in the last seconds of the traffic: the run ends on a settled system."""
+
+
+def policy(budget: float) -> str:
+    """The chaos policy: reads allowed, refunds up to 100 within a per-agent limit and a fleet budget,
+    deploys reviewed, anything else blocked."""
+    return f"""
+policy: chaos
+default: BLOCK
+rules:
+  - id: reads
+    match: {{tool: {READ}}}
+    decision: ALLOW
+  - id: small-refunds
+    match: {{tool: {REFUND}}}
+    when: {{field: params.amount, op: lte, value: 100}}
+    decision: ALLOW
+  - id: deploys-reviewed
+    match: {{tool: {DEPLOY}}}
+    decision: REQUIRE_APPROVAL
+    approval: {{group: reviewers, timeout: {APPROVAL_TIMEOUT_S}s}}
+limits:
+  - id: refunds-per-agent
+    match: {{tool: {REFUND}}}
+    key: agent
+    window: {WINDOW_MS // 1000}s
+    count: {PER_AGENT}
+    decision: BLOCK
+  - id: fleet-refund-budget
+    match: {{tool: {REFUND}}}
+    key: fleet
+    window: {WINDOW_MS // 1000}s
+    sum: params.amount
+    max: {budget}
+    decision: BLOCK
+"""
+
+
+@dataclass
+class Run:
+    """Everything one run started and collected."""
+
+    args: argparse.Namespace
+    base: Path
+    broker: BrokerConfig
+    topics: TopicNames
+    trust: DemoTrust
+    workers: list[Managed] = field(default_factory=list)
+    sink: Managed | None = None
+    calls: list[Call] = field(default_factory=list)
+    crashes: Counter[str] = field(default_factory=Counter)
+    outage_exits: int = 0
+    outages: Windows = field(default_factory=Windows)
+    bad_inputs: Counter[str] = field(default_factory=Counter)
+    rss_max_mb: float = 0.0
+    broker_down: bool = False
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.broker.port}"
+
+    @property
+    def audit_url(self) -> str:
+        return f"chdb://{self.base / 'audit'}"
+
+    @property
+    def managed(self) -> list[Managed]:
+        return [*self.workers, *([self.sink] if self.sink is not None else [])]
+
+
+# -- processes ---------------------------------------------------------------------------------------
+
+def _worker(run: Run, index: int) -> Managed:
+    argv = ["-m", "streams.worker", "--bootstrap", run.bootstrap, "--topic-prefix", run.topics.prefix,
+            "--partitions", str(run.args.partitions), "--workdir", str(run.base / f"worker-{index}"),
+            "--web-port", str(free_port()), "--reviewers", str(run.base / "reviewers.yaml"),
+            "--log-level", "warning"]
+    return Managed(f"worker-{index}", argv, run.trust.worker_env(), run.base / f"worker-{index}.log")
+
+
+def _sink(run: Run) -> Managed:
+    argv = [str(ROOT / "bench" / "chaos_sink.py"), "--url", run.audit_url, "--bootstrap", run.bootstrap,
+            "--topic-prefix", run.topics.prefix, "--group", f"{run.topics.prefix}-audit", "--decoders", "0"]
+    return Managed("sink", argv, {}, run.base / "sink.log")
+
+
+def _port(worker: Managed) -> int:
+    return int(worker.argv[worker.argv.index("--web-port") + 1])
+
+
+async def _wait_worker(worker: Managed, ready: bool) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not worker.running:
+            raise RuntimeError(f"{worker.name} exited at start; log {worker.log}")
+        answer = await asyncio.to_thread(worker_readiness, _port(worker))
+        if answer is not None and (not ready or answer.get("ready") is True):
+            return
+        await asyncio.sleep(0.25)
+    raise RuntimeError(f"{worker.name} not {'ready' if ready else 'up'} in {START_TIMEOUT_S:.0f} s")
+
+
+async def _supervise(run: Run) -> None:
+    """Restart what exited without being asked to; count it as a crash (or, while the broker is down or
+    settling, as an exit caused by the outage). Sample the workers' memory."""
+    while True:
+        await asyncio.sleep(0.5)
+        for child in run.managed:
+            run.rss_max_mb = max(run.rss_max_mb, child.rss_mb() if child in run.workers else 0.0)
+            if child.proc is None or child.running or child.expected_exit:
+                continue
+            if run.broker_down:  # fail-stop while the broker is away: started again once it is back
+                run.outage_exits += 1
+                child.expected_exit = True
+                continue
+            else:
+                run.crashes[child.name] += 1
+                log.error("%s exited by itself (%s); restarting", child.name, child.proc.returncode)
+            child.start()
+
+
+# -- faults --------------------------------------------------------------------------------------------
+
+def _injectors(run: Run) -> dict[str, Any]:
+    async def worker_kill(rng: random.Random) -> None:
+        worker = rng.choice(run.workers)
+        worker.stop(signal.SIGKILL)
+        await asyncio.sleep(KILL_PAUSE_S)
+        worker.start()
+
+    async def worker_stop(rng: random.Random) -> None:
+        worker = rng.choice(run.workers)
+        worker.send(signal.SIGSTOP)
+        await asyncio.sleep(STOPPED_S)
+        worker.send(signal.SIGCONT)
+
+    async def worker_restart(rng: random.Random) -> None:
+        worker = rng.choice(run.workers)
+        await asyncio.to_thread(worker.stop)
+        worker.start()
+
+    async def broker_restart(rng: random.Random) -> None:
+        """The broker stopped and started on its port and data; over once every worker is ready again
+        (the workers that stopped for want of a broker started again)."""
+        started = time.monotonic()
+        run.broker_down = True
+        try:
+            await asyncio.to_thread(stop_broker, run.broker.data_dir)
+            await asyncio.to_thread(start_broker, run.broker)
+        finally:
+            run.broker_down = False
+        for child in run.managed:
+            if not child.running:
+                child.start()
+        for worker in run.workers:
+            with contextlib.suppress(RuntimeError):
+                await _wait_worker(worker, ready=True)
+        run.outages.add(started, time.monotonic() + SETTLE_S)
+
+    async def sink_kill(rng: random.Random) -> None:
+        assert run.sink is not None
+        run.sink.stop(signal.SIGKILL)
+        run.sink.start()
+
+    async def store_outage(rng: random.Random) -> None:
+        assert run.sink is not None
+        run.sink.send(signal.SIGUSR1)
+        await asyncio.sleep(STORE_OUTAGE_S)
+        run.sink.send(signal.SIGUSR2)
+
+    async def bad_input(rng: random.Random) -> None:
+        await _publish_bad_input(run, rng)
+
+    return {"worker_kill": worker_kill, "worker_stop": worker_stop, "worker_restart": worker_restart,
+            "broker_restart": broker_restart, "sink_kill": sink_kill, "store_outage": store_outage,
+            "bad_input": bad_input}
+
+
+async def _publish_bad_input(run: Run, rng: random.Random) -> None:
+    """The corpus and some variants; every other record authenticated with a real agent credential
+    (so it reaches the parser rather than being refused as unauthenticated)."""
+    agent = f"chaos-bad-{rng.randrange(4)}"
+    credential = run.trust.agents([SimulatedAgent(agent, "support", "production", "team")])[0]
+    records = corpus(agent, rng) + [variant(agent, rng) for _ in range(BAD_VARIANTS)]
+    producer = AIOKafkaProducer(bootstrap_servers=run.bootstrap, max_request_size=1 << 20)
+    await producer.start()
+    try:
+        for index, (kind, value) in enumerate(records):
+            headers = [(AUTH_HEADER, credential.authenticate(value))] if index % 2 == 0 else None
+            with contextlib.suppress(Exception):  # the broker itself may refuse (over its size limit)
+                await producer.send_and_wait(run.topics.intents, value, key=agent.encode(), headers=headers)
+                run.bad_inputs[kind] += 1
+    finally:
+        await producer.stop()
+
+
+# -- the fleet -----------------------------------------------------------------------------------------
+
+def _fleet(size: int) -> list[SimulatedAgent]:
+    return [SimulatedAgent(f"chaos-{index:04d}", "support", "production", "team-chaos")
+            for index in range(size)]
+
+
+def _draw(rng: random.Random) -> tuple[str, str, str, dict[str, Any]]:
+    """(tool, action, target, params) of the next call."""
+    roll = rng.random()
+    if roll < 0.45:
+        return READ, "read", "crm:accounts", {"account_id": rng.randint(1, 10**6)}
+    if roll < 0.9:
+        return REFUND, "create", "payments:refunds", {"amount": round(rng.uniform(1.0, 100.0), 2)}
+    if roll < 0.97:
+        return DROP, "delete", "db:prod", {}
+    return DEPLOY, "execute", "services:checkout", {"version": "1.0.0"}
+
+
+async def _call(gate: Gate, agent: SimulatedAgent, draw: tuple[str, str, str, dict[str, Any]],
+                calls: list[Call]) -> None:
+    tool, action, target, params = draw
+    now = datetime.now(UTC)
+    intent = gate.intent(tool=tool, action=action, target=target, params=params, occurred_at=now,
+                         agent=AgentIdentity(agent.agent_id, agent.role, agent.environment, agent.owner))
+    call = Call(str(intent.request_id), agent.agent_id, tool, float(params.get("amount", 0.0)),
+                int(now.timestamp() * 1000), time.monotonic())
+    calls.append(call)
+    auth = await gate.authorize(intent)
+    call.latency_ms = (time.monotonic() - call.started) * 1000
+    call.answers += 1
+    call.verdict = auth.decision.decision.value
+    call.unavailable, call.approval = auth.unavailable, auth.pending is not None
+
+
+async def _drive(run: Run, faults: asyncio.Task[None]) -> None:
+    """The fleet's calls at the rate, for the run's seconds and until the faults are over and settled;
+    then wait for the calls in flight."""
+    args = run.args
+    agents = _fleet(args.agents)
+    rng = random.Random(args.seed)
+    settings = Settings().model_copy(update={
+        "kafka_bootstrap_servers": run.bootstrap, "topic_prefix": run.topics.prefix,
+        "agent_credential": None, "decision_timeout_s": args.decision_timeout})
+    gate = Gate(settings, agent_id=agents[0].agent_id, credentials=run.trust.agents(agents))
+    in_flight: set[asyncio.Task[None]] = set()
+    async with gate:
+        await gate.prepare(*(agent.agent_id for agent in agents))
+        started, sent, settled = time.monotonic(), 0, float("inf")
+        while (elapsed := time.monotonic() - started) < args.seconds or time.monotonic() < settled:
+            if faults.done() and settled == float("inf"):
+                settled = time.monotonic() + SETTLE_S
+            for _ in range(int(elapsed * args.rate) - sent):
+                task = asyncio.create_task(_call(gate, rng.choice(agents), _draw(rng), run.calls))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                sent += 1
+            await asyncio.sleep(0.01)
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=APPROVAL_TIMEOUT_S + 2 * args.decision_timeout)
+        for task in in_flight:
+            task.cancel()
+
+
+async def _review(run: Run) -> None:
+    """The simulated reviewer, started again should the broker's restart end it."""
+    while True:
+        reviewer = SimulatedReviewer(run.bootstrap, run.topics, run.args.seed, trust=run.trust.reviewers)
+        with contextlib.suppress(Exception):
+            await reviewer.run(asyncio.Event())
+        await asyncio.sleep(1.0)
+
+
+# -- reconciliation sources --------------------------------------------------------------------------
+
+async def _topic_finals(run: Run) -> dict[str, list[str]]:
+    """Every final decision on the decisions topic, per request id (one entry per record)."""
+    consumer = AIOKafkaConsumer(run.topics.decisions, bootstrap_servers=run.bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    finals: dict[str, list[str]] = defaultdict(list)
+    try:
+        while not consumer.assignment():  # assigned every partition once the metadata is in
+            await asyncio.sleep(0.1)
+        tps = sorted(consumer.assignment())
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                for record in records:
+                    decision = Decision.model_validate_json(record.value or b"")
+                    if decision.final:
+                        finals[str(decision.request_id)].append(decision.decision.value)
+    finally:
+        await consumer.stop()
+    return finals
+
+
+def _audit_finals(run: Run) -> dict[str, Counter[str]]:
+    """The final decision rows in ClickHouse, per request id and decision (through the running sink)."""
+    store = running_sink(run.audit_url)
+    if store is None:
+        raise RuntimeError("the audit sink is not running")
+    result = store.query(
+        f"SELECT toString(request_id), decision, count() FROM {DEFAULT_DATABASE}.audit_events FINAL "
+        "WHERE event_type = 'decision' AND decision_final GROUP BY request_id, decision")
+    rows: dict[str, Counter[str]] = defaultdict(Counter)
+    for request_id, decision, count in result.rows:
+        rows[str(request_id)][str(decision)] += int(count)
+    return rows
+
+
+async def _audit_when_settled(run: Run, decided: set[str]) -> dict[str, Counter[str]]:
+    """The audit once it holds every decided request, or stops growing for a while."""
+    deadline, last, since = time.monotonic() + AUDIT_WAIT_S, -1, time.monotonic()
+    while True:
+        try:
+            audit = await asyncio.to_thread(_audit_finals, run)
+        except Exception as exc:  # the sink restarting: ask again
+            log.info("audit not readable yet: %s", exc)
+            audit = {}
+        have = len(decided & set(audit))
+        if have == len(decided) or time.monotonic() > deadline or (have == last and
+                                                                   time.monotonic() - since > 30):
+            return audit
+        if have != last:
+            last, since = have, time.monotonic()
+        await asyncio.sleep(1.0)
+
+
+# -- the run -------------------------------------------------------------------------------------------
+
+async def _start(run: Run) -> None:
+    (run.base / "reviewers.yaml").write_text(reviewers_yaml())
+    run.workers = [_worker(run, index) for index in range(run.args.workers)]
+    first = run.workers[0]
+    first.start()
+    await _wait_worker(first, ready=False)  # it created the topics
+    await publish_policy(run.bootstrap, run.topics.policies, policy(run.args.rate * 300.0), "chaos.yaml",
+                         run.trust.publisher)
+    await _wait_worker(first, ready=True)
+    for worker in run.workers[1:]:
+        worker.start()
+    for worker in run.workers[1:]:
+        await _wait_worker(worker, ready=False)
+    run.sink = _sink(run)
+    run.sink.start()
+
+
+async def _execute(run: Run) -> dict[str, Any]:
+    await _start(run)
+    began = time.monotonic()
+    plan = FaultPlan(run.args.seed, began + run.args.seconds - FAULT_TAIL_S, _injectors(run))
+    faults = asyncio.create_task(plan.run())
+    helpers = [asyncio.create_task(_supervise(run)), asyncio.create_task(_review(run)), faults]
+    try:
+        await _drive(run, faults)
+        await faults
+    finally:
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+    topic = await _topic_finals(run)
+    sent = {call.request_id for call in run.calls}
+    audit = await _audit_when_settled(run, {rid for rid in topic if rid in sent})
+    limits = [Limit(REFUND, WINDOW_MS, per_agent_count=PER_AGENT),
+              Limit(REFUND, WINDOW_MS, fleet_sum=run.args.rate * 300.0)]
+    result = reconcile(run.calls, topic, audit, limits, plan.windows, run.outages)
+    if run.args.keep is not None:  # what the counters were computed from, for a look afterwards
+        (run.base / "collected.json").write_text(json.dumps({
+            "calls": [dataclasses.asdict(call) for call in run.calls], "topic": topic, "audit": audit,
+            "faults": plan.windows.spans, "outages": run.outages.spans}))
+    return {
+        **result,
+        "bad_inputs": sum(run.bad_inputs.values()),
+        "crashes": sum(run.crashes.values()),
+        "crashes_by_process": dict(run.crashes),
+        "exits_during_broker_outage": run.outage_exits,
+        "faults": dict(plan.fired),
+        "faults_total": sum(plan.fired.values()),
+        "worker_rss_max_mb": round(run.rss_max_mb, 1),
+        "seconds": run.args.seconds, "rate": run.args.rate, "workers": run.args.workers,
+        "agents": run.args.agents, "seed": run.args.seed,
+    }
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON line after the table")
+    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--rate", type=float, default=500.0, help="intents per second")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--agents", type=int, default=0, help="default: rate / 2")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--decision-timeout", type=float, default=DECISION_TIMEOUT_S,
+                        help="how long each agent waits for a decision (the SDK's decision_timeout_s)")
+    parser.add_argument("--keep", type=Path, default=None, help="run under this directory and keep it")
+    args = parser.parse_args(argv)
+    args.agents = args.agents or max(20, int(args.rate / 2))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    settings = Settings()
+    with contextlib.ExitStack() as stack:
+        base = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sluicegate-chaos-")))
+        base.mkdir(parents=True, exist_ok=True)
+        logging.basicConfig(filename=base / "chaos.log", level=logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        broker = BrokerConfig(port=free_port(), data_dir=base / "kafka",
+                              cache_dir=settings.artifact_cache_dir.resolve(), version=settings.kafka_version)
+        run = Run(args, base, broker, TopicNames(f"chaos-{secrets.token_hex(4)}"),
+                  DemoTrust.create(base / "trust"))
+        start_broker(broker)
+        try:
+            result = asyncio.run(_execute(run))
+        finally:
+            for child in run.managed:
+                child.stop()
+            stop_broker(broker.data_dir)
+    print(table(result))
+    if args.json:
+        print(json.dumps(result))
+    return 1 if any(result[name] for name in COUNTERS) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
