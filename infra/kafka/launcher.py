@@ -64,6 +64,15 @@ class BrokerConfig:
     stop_timeout_s: float = 30.0
     secure: bool = False
     """SASL/SCRAM, the standard authorizer and one user per role (:mod:`infra.kafka.secure`)."""
+    node_id: int = NODE_ID
+    quorum: tuple[tuple[int, int], ...] = ()
+    """A node of a cluster (:mod:`infra.kafka.cluster`): every controller's (node id, port); empty for
+    a single node, whose controller port is picked at start."""
+
+    @property
+    def replicas(self) -> int:
+        """The cluster's size: the replication factor of its internal topics and of new topics."""
+        return max(1, len(self.quorum))
 
     @classmethod
     def from_settings(
@@ -123,19 +132,24 @@ PLAINTEXT_LISTENER = {"LISTENER": "PLAINTEXT", "CONTROLLER_PROTOCOL": "PLAINTEXT
 
 
 def render_server_properties(port: int, controller_port: int, log_dir: Path,
-                             credentials: Credentials | None = None) -> str:
-    """The broker's configuration for one single-node KRaft cluster on loopback (secure with
-    ``credentials``)."""
+                             credentials: Credentials | None = None, *, node_id: int = NODE_ID,
+                             quorum: tuple[tuple[int, int], ...] = ()) -> str:
+    """The configuration of one KRaft node (broker and controller) on loopback: a single-node cluster,
+    or a node of the cluster of ``quorum``; secure with ``credentials``."""
     listener = PLAINTEXT_LISTENER if credentials is None else server_properties(credentials)
+    voters = quorum or ((node_id, controller_port),)
+    replicas = len(voters)
     return render_file(
         "server.properties",
         {
-            "NODE_ID": NODE_ID,
-            "VOTERS": f"{NODE_ID}@{HOST}:{controller_port}",
+            "NODE_ID": node_id,
+            "VOTERS": ",".join(f"{node}@{HOST}:{cport}" for node, cport in voters),
             "HOST": HOST,
             "PORT": port,
             "CONTROLLER_PORT": controller_port,
             "LOG_DIR": log_dir,
+            "REPLICAS": replicas,
+            "MIN_ISR": min(2, replicas),
             **listener,
         },
     )
@@ -165,7 +179,7 @@ def _read_state(data_dir: Path) -> dict[str, int]:
         raw = json.loads((data_dir / STATE_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return {k: int(v) for k, v in raw.items() if k in ("pid", "port", "controller_port")}
+    return {k: int(v) for k, v in raw.items() if k in ("pid", "port", "controller_port", "node_id")}
 
 
 def _is_our_broker(pid: int, data_dir: Path) -> bool:
@@ -177,7 +191,7 @@ def _is_our_broker(pid: int, data_dir: Path) -> bool:
 
 
 def _probe(port: int, cluster_id: str | None, timeout_s: float = 2.0,
-           credentials: Credentials | None = None) -> bool:
+           credentials: Credentials | None = None, node_id: int = NODE_ID) -> bool:
     """The broker on ``port`` answers a Metadata request listing itself (and our cluster id, if known);
     a secure one, after authenticating its super user."""
     if credentials is not None:
@@ -186,7 +200,7 @@ def _probe(port: int, cluster_id: str | None, timeout_s: float = 2.0,
         answer = request_metadata(HOST, port, timeout_s=timeout_s)
     except (OSError, ProtocolError):
         return False
-    listed = any(b.node_id == NODE_ID and b.port == port for b in answer.brokers)
+    listed = any(b.node_id == node_id and b.port == port for b in answer.brokers)
     return listed and (cluster_id is None or answer.cluster_id == cluster_id)
 
 
@@ -217,7 +231,8 @@ def broker_status(data_dir: Path) -> BrokerStatus:
     pid, port = state.get("pid"), state.get("port") or _configured_port(data_dir)
     if pid is None or not _is_our_broker(pid, data_dir):
         return BrokerStatus(data_dir, port, None, False)
-    ready = port is not None and _probe(port, _cluster_id(data_dir), credentials=Credentials.load(data_dir))
+    ready = port is not None and _probe(port, _cluster_id(data_dir), credentials=Credentials.load(data_dir),
+                                        node_id=state.get("node_id", NODE_ID))
     return BrokerStatus(data_dir, port, pid, ready)
 
 
@@ -259,7 +274,8 @@ def _prepare(config: BrokerConfig, java: str, libs: Path, controller_port: int) 
         (data_dir / CLUSTER_ID_FILE).write_text(cluster_id + "\n")
     kraft = data_dir / KRAFT_DIR
     write_private(data_dir / "server.properties",
-                  render_server_properties(config.port, controller_port, kraft, credentials))
+                  render_server_properties(config.port, controller_port, kraft, credentials,
+                                           node_id=config.node_id, quorum=config.quorum))
     (data_dir / "log4j.properties").write_text(render_file("log4j.properties", {}))
     if not (kraft / "meta.properties").is_file():
         _format_storage(java, libs, data_dir, cluster_id, credentials)
@@ -270,8 +286,9 @@ def _rotate_log(log: Path) -> None:
         log.replace(log.with_name(LOG_FILE + ".1"))
 
 
-def _wait_ready(config: BrokerConfig, pid: int) -> None:
-    """Return once the broker answers metadata; raise with its log tail if it dies or times out."""
+def wait_ready(config: BrokerConfig, pid: int) -> None:
+    """Return once the broker (of ``pid``, from :func:`launch_broker`) answers metadata; LauncherError with
+    its log tail if it dies or times out."""
     log = config.data_dir / LOG_FILE
     cluster_id = _cluster_id(config.data_dir)
     credentials = Credentials.load(config.data_dir)
@@ -285,7 +302,7 @@ def _wait_ready(config: BrokerConfig, pid: int) -> None:
                 f"the Kafka broker exited{how} during start; last lines of {log}:\n"
                 + tail(log, LOG_TAIL_LINES)
             )
-        if _probe(config.port, cluster_id, timeout_s=1.0, credentials=credentials):
+        if _probe(config.port, cluster_id, timeout_s=1.0, credentials=credentials, node_id=config.node_id):
             return
         time.sleep(0.1)  # polling an external process: there is no event to await
     stop_broker(config.data_dir, timeout_s=config.stop_timeout_s)
@@ -297,6 +314,15 @@ def _wait_ready(config: BrokerConfig, pid: int) -> None:
 
 def start_broker(config: BrokerConfig) -> StartResult:
     """Start the broker of ``config.data_dir`` unless it already runs; return once it answers metadata."""
+    config, pid, started = launch_broker(config)
+    wait_ready(config, pid)
+    return StartResult(broker_status(config.data_dir), started=started)
+
+
+def launch_broker(config: BrokerConfig) -> tuple[BrokerConfig, int, bool]:
+    """Spawn the broker of ``config.data_dir`` unless it already runs, without waiting for it (the nodes
+    of a cluster answer only once a quorum of them runs): the config with its resolved data dir, the
+    pid, and whether this call spawned it."""
     data_dir = config.data_dir.resolve()
     config = dataclasses.replace(config, data_dir=data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -309,8 +335,7 @@ def start_broker(config: BrokerConfig) -> StartResult:
                     f"the broker of {data_dir} already runs on port {state.get('port')} (pid {pid}); "
                     "stop it first to change the port"
                 )
-            _wait_ready(config, pid)
-            return StartResult(broker_status(data_dir), started=False)
+            return config, pid, False
         (data_dir / STATE_FILE).unlink(missing_ok=True)
         if not port_is_free(HOST, config.port):
             raise LauncherError(
@@ -318,15 +343,15 @@ def start_broker(config: BrokerConfig) -> StartResult:
             )
         java = find_java()
         libs = ensure_artifacts(config.version, config.cache_dir)
-        controller_port = free_port(HOST)
+        controller_port = dict(config.quorum).get(config.node_id) or free_port(HOST)
         _prepare(config, java, libs, controller_port)
         log = data_dir / LOG_FILE
         _rotate_log(log)
         pid = spawn_detached(java_command(java, libs, data_dir, config.heap), cwd=data_dir, log=log)
-        state_json = {"pid": pid, "port": config.port, "controller_port": controller_port}
+        state_json = {"pid": pid, "port": config.port, "controller_port": controller_port,
+                      "node_id": config.node_id}
         (data_dir / STATE_FILE).write_text(json.dumps(state_json) + "\n")
-        _wait_ready(config, pid)
-        return StartResult(broker_status(data_dir), started=True)
+        return config, pid, True
 
 
 def stop_broker(data_dir: Path, timeout_s: float = 30.0) -> bool:

@@ -23,6 +23,7 @@ from infra.kafka.protocol import (
     decode_metadata_response,
     encode_metadata_request,
 )
+from infra.kafka.secure import Credentials
 from infra.kafka.templates import render
 from sluicegate.cli.kafka import app as kafka_app
 from sluicegate.cli.kafka import describe
@@ -60,6 +61,33 @@ def test_server_properties_describe_one_loopback_kraft_node(tmp_path: Path) -> N
     assert props["group.initial.rebalance.delay.ms"] == "0"
     factors = [v for k, v in props.items() if k.endswith("replication.factor")]
     assert factors and set(factors) == {"1"}
+
+
+def properties(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_secure_server_properties_authenticate_and_authorize(tmp_path: Path) -> None:
+    credentials = Credentials.generate()
+    props = properties(render_server_properties(19100, 19199, tmp_path / "kraft", credentials))
+    assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:19100,CONTROLLER://127.0.0.1:19199"
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT")
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["super.users"] == "User:admin" and props["allow.everyone.if.no.acl.found"] == "false"
+    jaas = props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
+    assert credentials.password("admin") in jaas
+    assert credentials.password("agent") not in repr(credentials)
+
+
+def test_a_node_of_a_three_node_cluster_replicates_three_times(tmp_path: Path) -> None:
+    quorum = ((1, 19201), (2, 19202), (3, 19203))
+    props = properties(render_server_properties(19102, 19202, tmp_path / "kraft", node_id=2, quorum=quorum))
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19201,2@127.0.0.1:19202,3@127.0.0.1:19203"
+    factors = [v for k, v in props.items() if k.endswith("replication.factor")]
+    assert set(factors) == {"3"} and props["min.insync.replicas"] == "2"
 
 
 def test_cluster_id_is_a_kafka_uuid() -> None:

@@ -18,6 +18,7 @@ from infra.kafka.secure import ADMIN, Credentials, client_options, settings_line
 from schemas import TopicNames
 from sluicegate.settings import Settings
 from streams.topology import WorkerTopics
+from tests.approvals.conftest import fake_slack, users_file
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,6 @@ async def secured(secure_kafka: SecureKafka, unique_name: str) -> WorkerTopics:
     await apply(secure_kafka.bootstrap, matrix(unique_name), admin)
     await ensure_topics(secure_kafka.bootstrap, topics.specs(), options=admin)
     return topics
+
+
+__all__ = ["fake_slack", "users_file"]  # the approval tests' fake Slack Web API and its users, used here too
