@@ -25,6 +25,7 @@ def _register() -> None:
         schemas,
         slack,
         trust,
+        webhook,
         worker,
     )
 
@@ -37,6 +38,7 @@ def _register() -> None:
     app.add_typer(approvals.app, name="approvals")
     app.add_typer(slack.app, name="slack")
     app.add_typer(mcp.app, name="mcp")
+    app.add_typer(webhook.app, name="webhook")
     audit.register(app)
     app.add_typer(schemas.app, name="schemas")
     app.command("demo")(demo.demo_command)
