@@ -7,13 +7,19 @@ worker needs, since it publishes the Decision) and ``evaluate()`` for the verdic
 ``Intent.model_validate_json`` separately; the engine's one entry as a worker's deciding stage calls
 it, from the intent's bytes to its Decision (``entry_p50_us``/``entry_p99_us``: ``evaluate_raw`` with
 the worker's context: clock, arrival time, skew bound, agent scopes; parsing included); and the state
-size per active (agent, limit) window key. ``--json`` prints one JSON line.
+size per active (agent, limit) window key. ``p50_vs_parse``: the full evaluation's p50 over the
+p50 of parsing and validating the same intents. ``--json`` prints one JSON line.
+
+``--peers [N]`` (``pip install -e '.[bench]'``) also evaluates the same rules, on the first N intents,
+in the engines a user would pick instead (:mod:`bench.peers`: Cedar, the Agent Governance Toolkit),
+beside sluicegate's rules-only evaluation, their verdicts checked against sluicegate's, and reports
+``p50_vs_best_peer``.
 
 ``--state-size`` measures instead how big one key's state gets under a flood (:func:`state_sizes`): a
 sum window holding 1,000,000 actions of one agent, and a sequence rule's trail after 1,000,000 earlier
 actions, encoded as a worker's changelog stores them.
 
-    .venv/bin/python bench/engine.py [--json] [--intents N] [--agents N] [--repeat N] [--profile]
+    .venv/bin/python bench/engine.py [--json] [--intents N] [--agents N] [--repeat N] [--profile] [--peers]
     .venv/bin/python bench/engine.py --state-size [--json] [--actions N]
 """
 
@@ -36,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.peers import peers
 from schemas import DecisionKind, Intent
 from streams.engine import (
     AGENT_SCOPES,
@@ -221,7 +228,7 @@ def _replay_entry(policy: CompiledPolicy, raw: list[bytes], arrived_ms: list[int
     return entry_ns
 
 
-def run(count: int, agents: int, profile: bool, repeat: int = 1) -> dict[str, Any]:
+def run(count: int, agents: int, profile: bool, repeat: int = 1, peer_intents: int = 0) -> dict[str, Any]:
     """Run the benchmark and return its figures (the evaluation pass with the best p50 of ``repeat``)."""
     policy = compile_policy(policy_text(), "bench.yaml")
     raw = intents(count, agents)
@@ -247,6 +254,7 @@ def run(count: int, agents: int, profile: bool, repeat: int = 1) -> dict[str, An
         "rules": policy.rule_count, "limits": len(policy.limits),
         "p50_us": percentile(eval_ns, 0.5), "p90_us": percentile(eval_ns, 0.9),
         "p99_us": percentile(eval_ns, 0.99), "max_us": eval_ns[-1] / 1000,
+        "p50_vs_parse": round(percentile(eval_ns, 0.5) / percentile(parse_ns, 0.5), 3),
         "mean_us": sum(eval_ns) / len(eval_ns) / 1000,
         "verdict_p50_us": percentile(verdict_ns, 0.5), "verdict_p99_us": percentile(verdict_ns, 0.99),
         "parse_p50_us": percentile(parse_ns, 0.5), "parse_p99_us": percentile(parse_ns, 0.99),
@@ -259,7 +267,7 @@ def run(count: int, agents: int, profile: bool, repeat: int = 1) -> dict[str, An
         "history_bytes_per_key": round(sum(history_bytes) / max(1, len(history_bytes)), 1),
         "decisions": {kind.value: number for kind, number in decisions.items()},
         "python": sys.version.split()[0], "load_average": [round(load, 2) for load in os.getloadavg()],
-    }
+    } | ({"peers": peers(policy_text(), parsed[:peer_intents], repeat)} if peer_intents else {})
 
 
 def state_sizes(actions: int = 1_000_000) -> dict[str, Any]:
@@ -312,13 +320,15 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=1_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the evaluation loop (to stderr)")
     parser.add_argument("--repeat", type=int, default=1, help="timed passes; the best p50 is reported")
+    parser.add_argument("--peers", type=int, nargs="?", const=10_000, default=0, metavar="N",
+                        help="also the peers (Cedar, the Agent Governance Toolkit) on the first N intents")
     parser.add_argument("--state-size", action="store_true", help="one key's state under a flood instead")
     parser.add_argument("--actions", type=int, default=1_000_000, help="actions of the --state-size flood")
     args = parser.parse_args()
     if args.state_size:
         figures = state_sizes(args.actions)
     else:
-        figures = run(args.intents, args.agents, args.profile, args.repeat)
+        figures = run(args.intents, args.agents, args.profile, args.repeat, args.peers)
     if args.json:
         print(json.dumps(figures))
     else:
