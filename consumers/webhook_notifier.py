@@ -38,7 +38,7 @@ from typing import Any, TypeAlias
 from uuid import UUID
 
 import yaml
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import ApprovalRequest, Decision, TopicNames
@@ -161,57 +161,66 @@ class WebhookNotifier:
         await consumer.start()
         try:
             while not self._stop.is_set():
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
+                handled: dict[TopicPartition, int] = {}
+                for partition, records in (await consumer.getmany(timeout_ms=500)).items():
                     for record in records:
-                        await self.handle(record)
-                if batch:
-                    await consumer.commit()
+                        if not await self.handle(record):
+                            consumer.seek(partition, record.offset)  # read it again; commit nothing past it
+                            break
+                        handled[partition] = record.offset + 1
+                if handled:
+                    await consumer.commit(handled)
         finally:
             await consumer.stop()
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def handle(self, record: Record) -> None:
-        """Deliver one record if the workers signed it; anything else is logged and skipped."""
+    async def handle(self, record: Record) -> bool:
+        """Deliver one record if the workers signed it (anything else is logged and skipped); False when
+        a receiver could not be reached after every try: the record is not done with."""
         try:
             self.trust.verify(record)
         except TrustError as exc:
             log.warning("ignoring %s: %s", where(record), exc)
-            return
+            return True
         try:
             if record.topic == self.topics.approval_requests:
-                await self._request(ApprovalRequest.model_validate_json(record.value or b""), record)
-            else:
-                await self._final(Decision.model_validate_json(record.value or b""))
+                return await self._request(ApprovalRequest.model_validate_json(record.value or b""), record)
+            return await self._final(Decision.model_validate_json(record.value or b""))
         except ValidationError as exc:
             log.warning("ignoring %s: not a valid record: %s", where(record), exc)
+            return True
 
-    async def _request(self, request: ApprovalRequest, record: Record) -> None:
+    async def _request(self, request: ApprovalRequest, record: Record) -> bool:
         mismatch = digest_mismatch(request)
         if mismatch is not None:
             log.error("ignoring approval request %s at %s: %s", request.request_id, where(record), mismatch)
-            return
+            return True
         body = {"event": "approval_request", "request": request.model_dump(mode="json")}
-        await self._deliver(request.request_id, "approval_request", request.approver_group, body)
+        return await self._deliver(request.request_id, "approval_request", request.approver_group, body)
 
-    async def _final(self, decision: Decision) -> None:
+    async def _final(self, decision: Decision) -> bool:
         group = self.store.groups.get(str(decision.request_id))
         if not decision.final or group is None:
-            return  # no request of ours was delivered for it
+            return True  # no request of ours was delivered for it
         body = {"event": "approval_final", "request_id": str(decision.request_id),
                 "decision": decision.model_dump(mode="json")}
-        await self._deliver(decision.request_id, "approval_final", group, body)
+        return await self._deliver(decision.request_id, "approval_final", group, body)
 
-    async def _deliver(self, request_id: UUID, event: str, group: str, body: dict[str, Any]) -> None:
+    async def _deliver(self, request_id: UUID, event: str, group: str, body: dict[str, Any]) -> bool:
+        """Post to every receiver of ``group`` not yet answered; True when all have answered 2xx."""
         delivery = f"{request_id}:{event}"
         data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        done = True
         for receiver in self.receivers.get(group, []):
             if (delivery, receiver.url) in self.store.done:
                 continue
             if await self._post(receiver, delivery, event, data):
                 self.store.add(delivery, receiver.url, group)
+            else:
+                done = False
+        return done
 
     async def _post(self, receiver: Receiver, delivery: str, event: str, data: bytes) -> bool:
         """POST with retries and backoff; True once the receiver answered 2xx."""
@@ -229,7 +238,7 @@ class WebhookNotifier:
             if attempt < self.attempts:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
-        log.error("gave up delivering %s to %s; it is tried again after a restart", delivery, receiver.url)
+        log.error("%d tries to deliver %s to %s failed; trying again", self.attempts, delivery, receiver.url)
         return False
 
 
