@@ -9,8 +9,11 @@
 | approvals          | request_id | ApprovalVerdict JSON | the reviewer topic                         |
 | approval-results   | request_id | Decision JSON        | compacted; the final decision of each      |
 |                    |            |                      | approval (read by the Slack bot and CLI)   |
-| audit              | request_id | AuditRecord JSON     | stored in ClickHouse by the audit sink     |
-| outcomes           | agent_id   | ExecutionOutcome JSON|                                            |
+| audit              | request_id | AuditRecord JSON     | written by workers only; stored in         |
+|                    |            |                      | ClickHouse by the audit sink               |
+| outcomes           | agent_id   | ExecutionOutcome or  | agents' reports (signed: sg-auth, sg-agent,|
+|                    |            | AuditRecord JSON     | :mod:`sluicegate.reports`); a worker       |
+|                    |            |                      | verifies them and writes them to the audit |
 | policies           | "active"   | policy YAML text     | kept forever; the last valid one is in     |
 |                    |            |                      | force (signed by a publisher, trust on)    |
 | dead-letter        | original   | original bytes       | headers: :func:`dead_letter_headers`       |

@@ -146,7 +146,7 @@ class Client:
         self.audit: list[dict[str, Any]] = []
         self.requests: dict[uuid.UUID, ApprovalRequest] = {}
         self._arrived = asyncio.Event()
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")  # as the SDK
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                           auto_offset_reset="earliest", fetch_max_wait_ms=50)
         self._task: asyncio.Task[None] | None = None
