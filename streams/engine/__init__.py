@@ -30,7 +30,9 @@ the intent naming itself; an internal failure BLOCKs with ``engine_error: ...``.
 Time is the intent's ``occurred_at`` (ms). Windows are ``(end - window, end]``: an action exactly
 ``window`` older than the current one is out of the window. A late action is checked against every
 window containing it (window state is kept two window lengths back, so this is exact up to one
-window of lateness).
+window of lateness). State per key is bounded: a sum window past 512 entries folds older ones into
+buckets that never count less than the exact window (see :class:`WindowState`). Sequence rules
+(``sequences``) keep a trail of earlier-action times per key (:class:`TrailState`), judged the same way.
 
 Partitioned workers. Intents are partitioned by agent id, so only limits whose key includes ``agent``
 (:attr:`LimitScope.AGENT`) have their state on the agent's partition; limits keyed by fleet, tool,
