@@ -25,7 +25,7 @@ from schemas.common import DecisionKind
 from schemas.decision import Decision
 from schemas.intent import Intent
 from streams.engine import ALL_SCOPES, CompiledPolicy, Context, WindowChange, apply, evaluate_intent
-from streams.stages.outputs import Route, Send, approval_request
+from streams.stages.outputs import Send, approval_request, audit_send
 from streams.state.table_state import BytesTable, TableState
 
 SHADOW_PREFIX = "s|"
@@ -89,4 +89,4 @@ def shadow_send(intent: Intent, decision: Decision, policy: CompiledPolicy, now_
         event_type=AuditEventType.SHADOW_DECISION, event_time=decision.decided_at,
         request_id=intent.request_id, intent=intent, decision=decision, approval_request=request,
     )
-    return Send(Route.AUDIT, str(intent.request_id).encode(), audit.model_dump_json().encode())
+    return audit_send(audit)
