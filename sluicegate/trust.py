@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -67,7 +67,7 @@ def _unb64(text: str) -> bytes:
 class KeyRing:
     """The deployment's master keys by id; the first is the current one."""
 
-    keys: tuple[tuple[str, bytes], ...]
+    keys: tuple[tuple[str, bytes], ...] = field(repr=False)
 
     @classmethod
     def generate(cls, key_id: str | None = None) -> KeyRing:
@@ -199,7 +199,7 @@ class AgentCredential:
     role: str
     environment: str
     owner: str | None
-    key: bytes
+    key: bytes = field(repr=False)
 
     @classmethod
     def issue(cls, ring: KeyRing, agent_id: str, role: str, environment: str,
@@ -237,7 +237,7 @@ class SignerCredential:
     """``reviewer``, ``bot`` or ``publisher``."""
     key_id: str
     name: str
-    key: bytes
+    key: bytes = field(repr=False)
 
     @classmethod
     def issue(cls, ring: KeyRing, kind: str, name: str) -> SignerCredential:

@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from sluicegate.secret_files import SecretFileError, check_private
 from sluicegate.trust import AgentCredential, KeyRing, RequestSigner, SignerCredential, TrustError
 
 app = typer.Typer(
@@ -90,10 +91,14 @@ def _replace(path: Path, text: str) -> None:
 
 
 def _read(path: Path) -> str:
+    """A key file's text; refused when it is missing or others can read it."""
     try:
+        check_private(path)
         return path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        raise KeyDirError(f"{path} not found: create the keys with sluicegate trust init DIR") from None
+    except SecretFileError as exc:
+        if not path.exists():
+            raise KeyDirError(f"{path} not found: create the keys with sluicegate trust init DIR") from None
+        raise KeyDirError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyDirError(f"cannot read {path}: {exc}") from None
 

@@ -84,3 +84,28 @@ def test_the_slack_bots_config_hides_its_token_secret_and_credentials(tmp_path: 
                                    kafka_options=Settings(**SASL).kafka_client_options())  # type: ignore[arg-type]
     shown = repr(config)
     assert BOT_TOKEN not in shown and SIGNING_SECRET not in shown and PASSWORD not in shown
+
+
+def test_trust_keys_readable_by_others_are_refused(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sluicegate.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+    keys = tmp_path / "keys"
+    assert runner.invoke(app, ["trust", "init", str(keys)]).exit_code == 0
+    assert runner.invoke(app, ["trust", "agent", str(keys), "fin-1", "--role", "support",
+                               "--environment", "production"]).exit_code == 0
+    (keys / "keyring").chmod(0o644)
+    refused = runner.invoke(app, ["trust", "agent", str(keys), "fin-1", "--role", "support",
+                                  "--environment", "production"])
+    assert refused.exit_code != 0 and "readable by others" in refused.output
+
+
+def test_credentials_and_key_rings_keep_their_keys_out_of_their_repr() -> None:
+    from sluicegate.trust import AgentCredential, KeyRing, SignerCredential
+
+    ring = KeyRing.generate()
+    for value in (ring, AgentCredential.issue(ring, "a", "r", "e"), SignerCredential.issue(ring, "bot", "b")):
+        assert "key=" not in repr(value) and "keys=" not in repr(value)

@@ -184,8 +184,9 @@ def test_keys_from_the_environment(runner: CliRunner, keydir: Path) -> None:
 def test_missing_keys_are_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["trust", "reviewer", str(tmp_path), "lena"])
     assert result.exit_code == 1 and "sluicegate trust init" in result.stderr and result.stdout == ""
-    (tmp_path / "keyring").write_text("garbage\n")
-    (tmp_path / "signing-key").write_text("garbage\n")
+    for name in ("keyring", "signing-key"):
+        (tmp_path / name).write_text("garbage\n")
+        (tmp_path / name).chmod(0o600)  # private, as keys must be (else refused as readable by others)
     result = runner.invoke(app, ["trust", "reviewer", str(tmp_path), "lena"])
     assert result.exit_code == 1 and "unreadable keys" in result.stderr
 
