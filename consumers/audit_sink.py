@@ -9,6 +9,13 @@ retries with backoff and stops fetching once its pipeline is full (its partition
 memory stays bounded by three batches); it never drops a record. A record that cannot be decoded
 goes to the dead-letter topic with an ``error`` header.
 
+A batch ClickHouse rejects for its data (:data:`PERMANENT_CODES`: a constraint, a value it cannot parse
+or hold) is tried ``rejection_attempts`` times with backoff, then split in halves, each stored the same
+way, down to the rows ClickHouse rejects alone: those go to the dead-letter topic (the original record,
+with the error and its source in the headers) and the sink goes on and commits. Any other failure
+(ClickHouse unavailable, overloaded, read-only, an unknown table) is retried until it passes: nothing is
+dead-lettered for it.
+
 Pipeline: decoding (validation, rows, Arrow) runs in decoder processes on the other cores while
 the event loop keeps fetching; batches are stored and committed strictly in order, at most two in
 flight (one decoding, one inserting) besides the one being filled.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import hashlib
 import logging
@@ -52,6 +60,16 @@ DEFAULT_GROUP_ID: Final = "sluicegate-audit-sink"
 MAX_IN_FLIGHT: Final = 2
 FETCH_BYTES: Final = {"max_partition_fetch_bytes": 16 << 20, "fetch_max_bytes": 64 << 20}
 """Consumer fetch sizes: a whole batch of ~1 KiB records per partition in one round trip."""
+PERMANENT_CODES: Final = frozenset({
+    6, 27, 38, 41, 72, 376,  # CANNOT_PARSE_TEXT, _INPUT_ASSERTION_FAILED, _DATE, _DATETIME, _NUMBER, _UUID
+    53, 70, 117,  # TYPE_MISMATCH, CANNOT_CONVERT_TYPE, INCORRECT_DATA
+    131, 190,  # TOO_LARGE_STRING_SIZE, SIZES_OF_ARRAYS_DONT_MATCH
+    69, 321,  # ARGUMENT_OUT_OF_BOUND, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    395, 469,  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO (a view's throwIf), VIOLATED_CONSTRAINT
+})
+"""ClickHouse error codes that reject an insert for its data: the same rows fail again however often they
+are sent. Every other failure is taken as passing (the server down, busy, read-only) and retried."""
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
@@ -75,6 +93,8 @@ class SinkConfig:
     max_delay_s: float = DEFAULT_MAX_DELAY_S
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
+    rejection_attempts: int = 3
+    """Tries of an insert ClickHouse rejects for its data before it is split (a row: dead-lettered)."""
     decoders: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Decoder processes; 0 decodes in the event loop's thread (small loads, tools)."""
     kafka_options: KafkaOptions = field(default_factory=dict, repr=False)
@@ -89,6 +109,16 @@ class SinkStats:
     batches: int = 0
     insert_failures: int = 0
     dead_lettered: int = 0
+    rows_rejected: int = 0
+    """Rows ClickHouse rejected for their data (dead-lettered; also in ``dead_lettered``)."""
+
+
+def rejected_data(exc: BaseException) -> bool:
+    """Whether ClickHouse refused an insert for its data (:data:`PERMANENT_CODES`), not for its state."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    return (isinstance(exc, DatabaseError) and not isinstance(exc, OperationalError)
+            and getattr(exc, "code", None) in PERMANENT_CODES)
 
 
 def dedup_token(ranges: dict[TopicPartition, tuple[int, int]]) -> str:
@@ -273,15 +303,63 @@ class AuditSink:
             await self._dead_letter(batch.records[index], error)
         if decoded.rows:
             token = dedup_token(batch.ranges)
-            await self._retrying("insert", lambda: asyncio.to_thread(
-                self.inserter.raw_insert, self.table, list(COLUMNS), decoded.arrow,
-                settings={"insert_deduplication_token": token}, fmt="ArrowStream"))
-            self.stats.rows_inserted += decoded.rows
+            rejection = await self._insert(decoded.arrow, token, self.config.rejection_attempts)
+            rejected = 0 if rejection is None else await self._store_rejected(batch, decoded.arrow, token,
+                                                                              rejection)
+            self.stats.rows_inserted += decoded.rows - rejected
             self.stats.batches += 1
         offsets = {tp: hi + 1 for tp, (_, hi) in batch.ranges.items()}
         await self._retrying("commit", lambda: self.consumer.commit(offsets))
         async with self._stored:
             self._stored.notify_all()
+
+    async def _insert(self, arrow: bytes, token: str, attempts: int) -> str | None:
+        """Insert an Arrow stream; retried until it passes, except that a rejection of its data
+        (:data:`PERMANENT_CODES`) returns its error after ``attempts`` such tries."""
+        delay, rejections = self.config.backoff_initial_s, 0
+        while True:
+            try:
+                await asyncio.to_thread(self.inserter.raw_insert, self.table, list(COLUMNS), arrow,
+                                        settings={"insert_deduplication_token": token}, fmt="ArrowStream")
+                return None
+            except Exception as exc:
+                self.stats.insert_failures += 1
+                rejections += rejected_data(exc)
+                if rejections >= attempts:
+                    return f"{type(exc).__name__}: {exc}"
+                log.warning("insert failed, retrying in %.2fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.backoff_max_s)
+
+    async def _store_rejected(self, batch: _Batch, arrow: bytes, token: str, error: str) -> int:
+        """Store the rows of a rejected batch but those ClickHouse rejects alone, which are dead-lettered
+        (their original records); how many were."""
+        rows = pa.ipc.open_stream(arrow).read_all()
+        log.warning("ClickHouse rejects a batch of %d rows (%s); storing it in parts", rows.num_rows, error)
+        rejected = await self._split(rows, token, 0, error)
+        sources = rows.select(["source_topic", "source_partition", "source_offset"]).to_pylist()
+        by_source = {(r.topic, r.partition, r.offset): r for r in batch.records}
+        for index, why in rejected:
+            source = sources[index]
+            record = by_source[(source["source_topic"], source["source_partition"], source["source_offset"])]
+            await self._dead_letter(record, f"rejected by ClickHouse: {why}")
+        self.stats.rows_rejected += len(rejected)
+        return len(rejected)
+
+    async def _split(self, rows: pa.Table, token: str, start: int, error: str) -> list[tuple[int, str]]:
+        """``rows`` (from row ``start`` of a batch) were rejected with ``error``: store them in halves, each
+        tried once for a rejection (retried as ever for anything else), down to the rows ClickHouse
+        rejects alone, returned with their error by their index in the batch."""
+        if rows.num_rows == 1:
+            return [(start, error)]
+        rejected: list[tuple[int, str]] = []
+        half = rows.num_rows // 2
+        for first, part in ((start, rows.slice(0, half)), (start + half, rows.slice(half))):
+            part_token = f"{token}:{first}+{part.num_rows}"
+            part_error = await self._insert(arrow_stream(part.to_batches()), part_token, 1)
+            if part_error is not None:
+                rejected.extend(await self._split(part, token, first, part_error))
+        return rejected
 
     async def _dead_letter(self, record: Record, error: str) -> None:
         headers = dead_letter_headers(error, record.topic, record.partition, record.offset)
@@ -297,7 +375,6 @@ class AuditSink:
             try:
                 return await step()
             except Exception as exc:
-                self.stats.insert_failures += what == "insert"
                 log.warning("%s failed, retrying in %.2fs: %s", what, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.backoff_max_s)
@@ -327,8 +404,14 @@ async def open_sink(bootstrap: str, inserter: Inserter, config: SinkConfig) -> A
     """A sink with its consumer, dead-letter producer and decoders started; ``close()`` stops them."""
     consumer = consumer_for(bootstrap, config)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **config.kafka_options)
-    await producer.start()
-    await consumer.start()
+    try:
+        await producer.start()
+        await consumer.start()
+    except BaseException:
+        for client in (consumer, producer):
+            with contextlib.suppress(Exception):
+                await client.stop()
+        raise
     decoder = Decoder(config.topics.outcomes, config.decoders)
     await decoder.start()
     return AuditSink(consumer, producer, inserter, config, decoder)
