@@ -43,7 +43,8 @@ async def committed(bootstrap: str, group: str, topic: str) -> int | None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        return await consumer.committed(TopicPartition(topic, 0))
+        offset = await consumer.committed(TopicPartition(topic, 0))
+        return None if offset is None else int(offset)
     finally:
         await consumer.stop()
 
