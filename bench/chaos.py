@@ -264,6 +264,8 @@ async def _publish_bad_input(run: Run, rng: random.Random) -> None:
     agent = f"chaos-bad-{rng.randrange(4)}"
     credential = run.trust.agents([SimulatedAgent(agent, "support", "production", "team")])[0]
     records = corpus(agent, rng) + [variant(agent, rng) for _ in range(BAD_VARIANTS)]
+    while run.broker_down:  # bad input is for the workers, not for a broker that is away
+        await asyncio.sleep(0.5)
     producer = AIOKafkaProducer(bootstrap_servers=run.bootstrap, max_request_size=1 << 20)
     await producer.start()
     try:
@@ -374,33 +376,39 @@ async def _topic_finals(run: Run) -> dict[str, list[str]]:
     return finals
 
 
-def _audit_finals(run: Run) -> dict[str, Counter[str]]:
-    """The final decision rows in ClickHouse, per request id and decision (through the running sink)."""
+def _audit_finals(run: Run) -> tuple[dict[str, Counter[str]], int]:
+    """The final decisions in ClickHouse per request id and decision, as reports read them (the
+    ``decision_events`` table: each event once), and the extra copies of final decision events in
+    ``audit_events`` (a redelivered record audited again: same event id, a place of its own in the
+    hash chain). Read through the running sink."""
     store = running_sink(run.audit_url)
     if store is None:
         raise RuntimeError("the audit sink is not running")
     result = store.query(
-        f"SELECT toString(request_id), decision, count() FROM {DEFAULT_DATABASE}.audit_events FINAL "
-        "WHERE event_type = 'decision' AND decision_final GROUP BY request_id, decision")
+        f"SELECT event_id, decision, count() FROM {DEFAULT_DATABASE}.decision_events "
+        "WHERE decision_final GROUP BY event_id, decision")
     rows: dict[str, Counter[str]] = defaultdict(Counter)
-    for request_id, decision, count in result.rows:
-        rows[str(request_id)][str(decision)] += int(count)
-    return rows
+    for event_id, decision, count in result.rows:
+        rows[str(event_id).split(":")[0]][str(decision)] += int(count)
+    copies = store.query(
+        f"SELECT count() - uniqExact(event_id) FROM {DEFAULT_DATABASE}.audit_events FINAL "
+        "WHERE event_type = 'decision' AND decision_final")
+    return rows, int(copies.rows[0][0])
 
 
-async def _audit_when_settled(run: Run, decided: set[str]) -> dict[str, Counter[str]]:
+async def _audit_when_settled(run: Run, decided: set[str]) -> tuple[dict[str, Counter[str]], int]:
     """The audit once it holds every decided request, or stops growing for a while."""
     deadline, last, since = time.monotonic() + AUDIT_WAIT_S, -1, time.monotonic()
     while True:
         try:
-            audit = await asyncio.to_thread(_audit_finals, run)
+            audit, copies = await asyncio.to_thread(_audit_finals, run)
         except Exception as exc:  # the sink restarting: ask again
             log.info("audit not readable yet: %s", exc)
-            audit = {}
+            audit, copies = {}, 0
         have = len(decided & set(audit))
         if have == len(decided) or time.monotonic() > deadline or (have == last and
                                                                    time.monotonic() - since > 30):
-            return audit
+            return audit, copies
         if have != last:
             last, since = have, time.monotonic()
         await asyncio.sleep(1.0)
@@ -440,7 +448,7 @@ async def _execute(run: Run) -> dict[str, Any]:
         await asyncio.gather(*helpers, return_exceptions=True)
     topic = await _topic_finals(run)
     sent = {call.request_id for call in run.calls}
-    audit = await _audit_when_settled(run, {rid for rid in topic if rid in sent})
+    audit, copies = await _audit_when_settled(run, {rid for rid in topic if rid in sent})
     limits = [Limit(REFUND, WINDOW_MS, per_agent_count=PER_AGENT),
               Limit(REFUND, WINDOW_MS, fleet_sum=run.args.rate * 300.0)]
     result = reconcile(run.calls, topic, audit, limits, plan.windows, run.outages)
@@ -450,11 +458,13 @@ async def _execute(run: Run) -> dict[str, Any]:
             "faults": plan.windows.spans, "outages": run.outages.spans}))
     return {
         **result,
+        "audit_event_copies": copies,
         "bad_inputs": sum(run.bad_inputs.values()),
         "crashes": sum(run.crashes.values()),
         "crashes_by_process": dict(run.crashes),
         "exits_during_broker_outage": run.outage_exits,
         "faults": dict(plan.fired),
+        "faults_not_injected": dict(plan.failed),
         "faults_total": sum(plan.fired.values()),
         "worker_rss_max_mb": round(run.rss_max_mb, 1),
         "seconds": run.args.seconds, "rate": run.args.rate, "workers": run.args.workers,

@@ -107,6 +107,8 @@ class FaultPlan:
     deadline: float
     injectors: dict[str, Injector]
     fired: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    """Faults that could not be injected (the injector raised): not counted as fired."""
     windows: Windows = field(default_factory=Windows)
 
     async def run(self) -> None:
@@ -125,7 +127,15 @@ class FaultPlan:
             kind = first.pop(0) if first else rng.choice(kinds)
             started = time.monotonic()
             log.warning("fault %s begins", kind)
-            await self.injectors[kind](rng)
+            try:
+                await self.injectors[kind](rng)
+            except Exception:
+                log.exception("fault %s could not be injected", kind)
+                self.failed[kind] += 1
+                if kind in first:
+                    first.append(kind)  # the first round still covers it
+                continue
+            finally:
+                self.windows.add(started, time.monotonic() + SETTLE_S)
             log.warning("fault %s ends after %.1f s", kind, time.monotonic() - started)
             self.fired[kind] += 1
-            self.windows.add(started, time.monotonic() + SETTLE_S)

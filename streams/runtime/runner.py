@@ -45,6 +45,7 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
     IllegalStateError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RebalanceInProgressError,
     UnknownMemberIdError,
@@ -266,7 +267,13 @@ class Runner(Service):
                 del self.progress.handled[tp]
             if self.revoking:
                 return
-            await self._position(assigned)
+            try:
+                await self._position(assigned)
+            except KafkaTimeoutError as exc:  # no leader for a while (a broker starting): not a crash
+                log.warning("could not read the committed offsets of %s (%r): taking over again", mine, exc)
+                if self.to_take_over is None:
+                    self.to_take_over = assigned
+                return
             self.owned = set(assigned)
             self.consumer.resume(*assigned)
             self.restored.set()
