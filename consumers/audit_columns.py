@@ -11,8 +11,7 @@ Everything a row says about the event is covered; not covered are where the sink
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -113,29 +112,44 @@ def row(record: AuditRecord | ExecutionOutcome, source: tuple[str, int, int]) ->
             *identity, *judgement, *approval, *outcome, record.note or "", *source, *_chain(record))
 
 
-def _plain(column: str, value: Any) -> Any:
-    """One hashed value in its canonical form (as the worker has it, or as the verifier reads it back)."""
-    if value is None:
-        return None
-    if column in TIMES:
-        return value if isinstance(value, int) else (value - _EPOCH) // _MS
-    if column in FLOATS:
-        return float(value)
-    if column in BOOLS:
-        return bool(value)
-    if isinstance(value, dict):
-        return sorted([str(k), float(v) if column == "risk_factors" else str(v)] for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    if isinstance(value, UUID):
-        return value.hex
-    return value
+def _time(value: Any) -> Any:
+    return value if value is None or isinstance(value, int) else (value - _EPOCH) // _MS
+
+
+def _float(value: Any) -> Any:
+    return None if value is None else float(value)
+
+
+def _texts(value: Any) -> Any:
+    return [str(v) for v in value]
+
+
+def _labels(value: Any) -> Any:
+    return sorted([str(k), str(v)] for k, v in value.items())
+
+
+def _factors(value: Any) -> Any:
+    return sorted([str(k), float(v)] for k, v in value.items())
+
+
+def _uuid(value: Any) -> Any:
+    return value.hex if isinstance(value, UUID) else value
+
+
+_CONVERT: Final[dict[str, Callable[[Any], Any]]] = {
+    **dict.fromkeys(TIMES, _time), **dict.fromkeys(FLOATS, _float), **dict.fromkeys(BOOLS, bool),
+    "reasons": _texts, "rules": _texts, "determining": _texts, "approved_by": _texts,
+    "labels": _labels, "risk_factors": _factors, "request_id": _uuid,
+}
+_PLAIN: Final = tuple((index, _CONVERT.get(column)) for index, column in enumerate(HASHED))
 
 
 def canonical(values: Sequence[Any]) -> bytes:
-    """The bytes a record's hash covers: the :data:`HASHED` values, in that order, canonical JSON."""
-    plain = [_plain(column, value) for column, value in zip(HASHED, values, strict=True)]
-    return json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode()
+    """The bytes a record's hash covers: the :data:`HASHED` values, in that order, in canonical form
+    (times as integer ms, maps as sorted pairs), as compact JSON."""
+    if len(values) != len(HASHED):
+        raise ValueError(f"{len(values)} values for {len(HASHED)} hashed columns")
+    return to_json([values[i] if convert is None else convert(values[i]) for i, convert in _PLAIN])
 
 
 def link(prev: str, values: Sequence[Any]) -> str:

@@ -402,6 +402,21 @@ class RiskModel(PolicyModel):
     thresholds: list[Threshold] = Field(default_factory=list)
 
 
+REDACTED = re.compile(r"^redacted:[A-Za-z0-9_-]+:[0-9a-f]{32}(:\*{4}.{1,8})?$", re.DOTALL)
+"""A sensitive parameter's value as the audit stores it and reviewers see it (``streams.redaction``)."""
+
+
+def has_redacted(value: Any) -> bool:
+    """Whether ``value`` (params, or any JSON value in them) holds a redacted value."""
+    if isinstance(value, str):
+        return REDACTED.match(value) is not None
+    if isinstance(value, dict):
+        return any(has_redacted(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_redacted(v) for v in value)
+    return False
+
+
 class Sensitive(PolicyModel):
     """A parameter the audit and reviewers see only as a salted hash: evaluated as usual, redacted where
     it is stored or shown (``docs/audit.md``)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
@@ -33,6 +33,7 @@ from aiokafka.structs import ConsumerRecord
 from consumers.audit_columns import GENESIS, chain_request_id, checkpoint_message, hashed_values, link, row
 from schemas.audit import AuditEventType, AuditRecord, ChainCheckpoint, ChainLink
 from sluicegate.trust import RequestSigner
+from streams.redaction import Redactor
 from streams.runtime.runner import Stage
 from streams.stages.outputs import Route, Send, now_ms, utc
 from streams.state.changelog_store import ChangelogStore
@@ -45,10 +46,6 @@ CHECKPOINT_INTERVAL_S = 5.0
 """Seconds between a record and the checkpoint that covers it, at most (once the partition is idle)."""
 _NO_SOURCE = ("", 0, 0)
 _TAIL = b',"chain":null}'
-
-Prepare = Callable[[AuditRecord], AuditRecord]
-"""What is done to every audit record before it is chained (redaction)."""
-
 
 def _key(seq: int) -> str:
     return f"{OUTBOX_PREFIX}{seq:020d}"
@@ -75,9 +72,9 @@ class _Chain:
 class AuditChain:
     """The chains of one stage's partitions, over the stage's table."""
 
-    def __init__(self, store: ChangelogStore, signer: RequestSigner | None, prepare: Prepare | None = None,
+    def __init__(self, store: ChangelogStore, signer: RequestSigner | None, redactor: Redactor | None = None,
                  every: int = CHECKPOINT_EVERY, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
-        self.store, self.signer, self.prepare = store, signer, prepare
+        self.store, self.signer, self.redactor = store, signer, redactor
         self.every, self.interval_s = every, interval_s
         self.base = store.topic.removesuffix("-changelog")
         self.chains: dict[int, _Chain] = {}
@@ -125,11 +122,18 @@ class AuditChain:
         chain = self.chains.get(partition)
         if chain is None:
             raise RuntimeError(f"{self.base}[{partition}]: no chain (the partition was not taken over)")
-        out = [send for send in sends if send.route is not Route.AUDIT]
+        out = [self._shown(send) for send in sends if send.route is not Route.AUDIT]
         for send in sends:
             if send.route is Route.AUDIT:
                 self._append(chain, send)
         return out + self._due(chain)
+
+    def _shown(self, send: Send) -> Send:
+        """An approval request as reviewers may see it (sensitive params redacted)."""
+        if send.route is not Route.APPROVAL_REQUESTS or self.redactor is None:
+            return send
+        value = self.redactor.request(send.value)
+        return send if value is send.value else replace(send, value=value)
 
     def tick(self, partition: int) -> list[Send]:
         """The durable records and a checkpoint due, on an idle partition."""
@@ -139,8 +143,8 @@ class AuditChain:
     def _append(self, chain: _Chain, send: Send) -> None:
         record = send.record if send.record is not None else AuditRecord.model_validate_json(send.value)
         value = send.value
-        if self.prepare is not None:
-            prepared = self.prepare(record)
+        if self.redactor is not None:
+            prepared = self.redactor(record)
             if prepared is not record:
                 record, value = prepared, prepared.model_dump_json().encode()
         seq = chain.seq + 1
@@ -211,6 +215,7 @@ class Chained:
 
 
 def chain_stages(stages: tuple[Stage, ...], signer: RequestSigner | None,
-                 prepare: Prepare | None = None, **options: Any) -> tuple[Stage, ...]:
-    """Every stage with its audit chained (``options``: ``every``, ``interval_s``)."""
-    return tuple(Chained(stage, AuditChain(stage.store, signer, prepare, **options)) for stage in stages)
+                 redactor: Redactor | None = None, **options: Any) -> tuple[Stage, ...]:
+    """Every stage with its audit chained and redacted, and its approval requests redacted
+    (``options``: ``every``, ``interval_s``)."""
+    return tuple(Chained(stage, AuditChain(stage.store, signer, redactor, **options)) for stage in stages)

@@ -1,14 +1,16 @@
 """Sensitive parameters (a policy's ``sensitive:``): decided on as usual, stored in the audit only as a
 salted hash, with a masked hint where the policy says so.
 
-A redacted value is the text ``redacted:<key id>:<hash>`` (``…:****1234`` with ``show_last: 4``): an
+A redacted value is the text ``redacted:<key id>:<hash>`` (``…:****1234`` with ``show_last: 4``,
+:data:`schemas.policy.REDACTED`): an
 HMAC-SHA256, under a key derived from the workers' ring for this purpose alone, of the value's canonical
 JSON, cut to 128 bits. Equal values give equal hashes under one ring key, so analysts can still group and
 join on them; nobody without the ring can test a guess (a card number's space is small enough to try
 every value against an unkeyed hash). With trust off there is no ring: the key is a fixed, public one,
 which hides the value from a glance only.
 
-Which declarations apply to a record: those of the policy that decided it (by version), of the policy
+Reviewers see approval requests redacted the same way (:meth:`Redactor.request`). Which declarations
+apply to a record: those of the policy that decided it (by version), of the policy
 in force and of the shadow policy, together (a declaration is never lost to a policy change in flight).
 """
 
@@ -20,9 +22,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from schemas.approval import ApprovalRequest
 from schemas.audit import AuditRecord
 from schemas.intent import Intent
-from schemas.policy import Sensitive
+from schemas.policy import Sensitive, has_redacted
 from sluicegate.trust import KeyRing
 from streams.engine import CompiledPolicy
 from streams.policy_source import PolicySource
@@ -55,8 +58,20 @@ class Redactor:
             update["approval_request"] = request.model_copy(update={"intent": redacted})
         return record.model_copy(update=update)
 
-    def _declared(self, record: AuditRecord) -> tuple[Sensitive, ...]:
-        judged = record.decision or record.approval_request
+    def request(self, value: bytes) -> bytes:
+        """An approval request as reviewers get it: its intent's sensitive params redacted. Its
+        ``intent_digest`` stays the digest of the intent as the agent authenticated it, which is what a
+        verdict approves; the workers' signature binds the two (reviewers' tools recompute the digest
+        only when nothing is redacted: :func:`sluicegate.cli.review.digest_mismatch`)."""
+        request = ApprovalRequest.model_validate_json(value)
+        fields = self._declared(request)
+        redacted = self.intent(request.intent, fields) if fields else request.intent
+        if redacted is request.intent:
+            return value
+        return request.model_copy(update={"intent": redacted}).model_dump_json().encode()
+
+    def _declared(self, record: AuditRecord | ApprovalRequest) -> tuple[Sensitive, ...]:
+        judged = record if isinstance(record, ApprovalRequest) else record.decision or record.approval_request
         versions = [judged.policy_version] if judged is not None and judged.policy_version else []
         found: list[CompiledPolicy | None] = [self.policies.version(v) for v in versions]
         found += [self.policies.current, self.policies.shadow]
@@ -79,7 +94,7 @@ class Redactor:
                 return params
             inner = self._redacted(value, rest, show_last)
             return params if inner is value else {**params, head: inner}
-        if isinstance(value, str) and value.startswith(PREFIX):
+        if has_redacted(value):
             return params
         return {**params, head: self.token(value, show_last)}
 

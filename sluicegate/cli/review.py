@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from schemas import ApprovalRequest, ApprovalVerdict, TopicNames, VerdictKind
+from schemas.policy import has_redacted
 from sluicegate.routing import partition_for
 from sluicegate.settings import PLAINTEXT, KafkaOptions
 from sluicegate.trust import SignerCredential, TrustError, verify_request
@@ -104,9 +105,11 @@ class ReviewTrust:
 
 
 def digest_mismatch(request: ApprovalRequest) -> str | None:
-    """Why ``request`` must not be shown, when its intent digest is not the digest of its intent."""
+    """Why ``request`` must not be shown, when its intent digest is not the digest of its intent. An intent
+    with sensitive params redacted (``docs/audit.md``) cannot be digested again: there the workers'
+    signature alone binds what is shown to the digest approved."""
     actual = request.intent.digest()
-    if actual == request.intent_digest:
+    if actual == request.intent_digest or has_redacted(request.intent.params):
         return None
     return (f"intent_digest {request.intent_digest[:12]}... is not the digest of the intent shown "
             f"({actual[:12]}...): what would be approved is not what is shown")

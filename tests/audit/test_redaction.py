@@ -15,15 +15,18 @@ from consumers.audit_store import ClientStore
 from consumers.audit_verify import Verifier
 from schemas import AuditRecord, DecisionKind
 from schemas.policy import Sensitive
+from sluicegate.cli.review import digest_mismatch
 from sluicegate.trust import KeyRing
 from streams.engine import CompiledPolicy, compile_policy
 from streams.policy_source import publish_policy
 from streams.redaction import PREFIX, Redactor
+from tests.audit.test_worker_chain import _complete
 from tests.consumers.conftest import Store
 from tests.consumers.records import approval_requested, decision_record
 from tests.streams.harness import Client, WorkerProcess, make_intent
 
 CARD, EMAIL = "4111111111111111", "kim@example.com"
+APPROVAL = DecisionKind.REQUIRE_APPROVAL
 POLICY = """
 policy: payments_with_cards
 default: BLOCK
@@ -35,6 +38,11 @@ rules:
     match: {tool: payments.charge}
     when: {field: params.card_number, op: regex, value: "^4[0-9]{15}$"}
     decision: ALLOW
+  - id: big-charges-need-approval
+    match: {tool: payments.charge}
+    when: {field: params.amount, op: gt, value: 100}
+    decision: REQUIRE_APPROVAL
+    approval: {group: payments-reviewers}
 """
 
 
@@ -52,9 +60,9 @@ def _policy() -> CompiledPolicy:
     return compile_policy(POLICY, "test.yaml")
 
 
-def _charge(card: str = CARD) -> Any:
+def _charge(card: str = CARD, amount: int = 12) -> Any:
     return make_intent("agent-1", tool="payments.charge", action="execute", target="payments:charges",
-                       params={"card_number": card, "amount": 12,
+                       params={"card_number": card, "amount": amount,
                                "customer": {"email": EMAIL, "tier": "gold"}})
 
 
@@ -95,16 +103,18 @@ async def test_a_worker_decides_on_the_value_and_audits_its_hash(
     try:
         await worker.wait_ready()
         async with Client(kafka_bootstrap, worker.prefix) as client:
-            visa, other = _charge(), _charge("5500000000000004")
-            decided = await client.decide_all([visa, other])
-            assert [d.decision for d in decided] == [DecisionKind.ALLOW, DecisionKind.BLOCK]
+            visa, other, big = _charge(), _charge("5500000000000004"), _charge(amount=500)
+            decided = await client.decide_all([visa, other, big])
+            assert [d.decision for d in decided] == [DecisionKind.ALLOW, DecisionKind.BLOCK, APPROVAL]
+            await client.wait_for(lambda: big.request_id in client.requests, what="the approval request")
+            shown = client.requests[big.request_id]
+            assert CARD not in shown.model_dump_json() and EMAIL not in shown.model_dump_json()
+            assert str(shown.intent.params["card_number"]).endswith(":****1111")
+            assert shown.intent_digest == big.digest()  # what a verdict approves: the action as sent
+            assert digest_mismatch(shown) is None  # reviewers' tools still show it
 
-            def complete() -> bool:
-                chained = [r for r in client.audit if r.get("chain")]
-                points = [r["checkpoint"]["seq"] for r in client.audit if r.get("checkpoint")]
-                return len(chained) >= 2 and max(points, default=0) >= max(r["chain"]["seq"] for r in chained)
-
-            await client.wait_for(complete, timeout_s=120, what="the audit and its checkpoint")
+            ids = {str(i.request_id) for i in (visa, other, big)}
+            await client.wait_for(lambda: _complete(client.audit, ids), timeout_s=120, what="the audit")
             await asyncio.sleep(0)
             audit = list(client.audit)
     finally:
@@ -115,6 +125,6 @@ async def test_a_worker_decides_on_the_value_and_audits_its_hash(
     rows = audit_store.query(f"SELECT params FROM {audit_db}.audit_events WHERE event_type = 'decision' "
                              "ORDER BY event_time").rows
     stored = [json.loads(row[0]) for row in rows]
-    assert [p["card_number"][-9:] for p in stored] == [":****1111", ":****0004"]
+    assert [p["card_number"][-9:] for p in stored] == [":****1111", ":****0004", ":****1111"]
     assert all(p["card_number"].startswith(PREFIX + "public:") for p in stored)  # trust off: a public key
     assert Verifier(audit_store, audit_db, None).run().ok

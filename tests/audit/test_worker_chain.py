@@ -40,8 +40,11 @@ def _heads(audit: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]
     return heads, signed
 
 
-def _complete(audit: list[dict[str, Any]]) -> bool:
-    """Every approval asked for is requested, and a checkpoint covers every chain's newest record."""
+def _complete(audit: list[dict[str, Any]], decided: set[str]) -> bool:
+    """The ``decided`` requests' decisions are audited, every approval asked for is requested, and a
+    checkpoint covers every chain's newest record."""
+    if not decided <= {r["request_id"] for r in audit if r["event_type"] == "decision"}:
+        return False
     asked = {r["request_id"] for r in audit if r["event_type"] == "decision"
              and r["decision"]["decision"] == "REQUIRE_APPROVAL"}
     requested = {r["request_id"] for r in audit if r["event_type"] == "approval_requested"}
@@ -77,7 +80,8 @@ async def test_sigkill_mid_stream_then_verify_passes(
             await client.decide_all(intents[half:])
             await client.wait_for(lambda: all(i.request_id in client.decisions for i in intents),
                                   what="every decision")
-            await client.wait_for(lambda: _complete(client.audit), timeout_s=120, what="the audit")
+            ids = {str(i.request_id) for i in intents}
+            await client.wait_for(lambda: _complete(client.audit, ids), timeout_s=120, what="the audit")
             await asyncio.sleep(0)
             audit = list(client.audit)
     finally:
