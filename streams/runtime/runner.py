@@ -155,6 +155,9 @@ class Runner(Service):
         self.revoking = False
         """A rebalance began: a take-over in progress stops at its next step (the revoke waits for it)."""
         self.restored = asyncio.Event()
+        self.prepared: dict[str, set[int]] = {}
+        """Per stage: the partitions its :meth:`Stage.took_over` prepared (and not given up since). A
+        take-over stopped half-way leaves tables restored but not prepared: the next one prepares them."""
         self.committed: dict[TopicPartition, int] = {}
         """The last offset committed (or positioned at) per owned partition: what a fence check commits."""
         self.confirmed = -1.0
@@ -248,18 +251,21 @@ class Runner(Service):
             mine = sorted({tp.partition for tp in assigned})
             started, applied = time.monotonic(), 0
             for stage in self.stages:
-                kept = set(stage.store.dbs)
-                for partition in kept - set(mine):
+                prepared = self.prepared.setdefault(stage.name, set())
+                for partition in set(stage.store.dbs) - set(mine):
                     stage.store.discard(partition)
+                for partition in prepared - set(mine):
                     stage.gave_up(partition)
+                    prepared.discard(partition)
                 applied += await stage.store.restore(self.restorer, mine, lambda: self.revoking)
-                for partition in sorted(set(mine) - kept):
+                for partition in sorted(set(mine) - prepared):
                     if self.revoking:
                         return
                     stage.store.use(partition)
                     sends = await stage.took_over(partition, lambda: self.revoking)
                     if sends is None:
                         return
+                    prepared.add(partition)
                     stage.store.use(partition)
                     await self._send_changelog(stage.store)
                     await self._send(sends)
@@ -462,6 +468,7 @@ class Runner(Service):
             stage.store.take_writes()
             for partition in sorted(stage.store.dbs):
                 stage.store.close(partition)
+            for partition in sorted(self.prepared.pop(stage.name, set())):
                 stage.gave_up(partition)
 
     # -- what the web pages show ----------------------------------------------------------------------
