@@ -30,6 +30,8 @@ _UNREACHABLE_KAFKA: Final = ("KafkaConnectionError", "KafkaTimeoutError", "NodeN
                               "RequestTimedOutError")
 _KAFKA_HOSTS = re.compile(r"\('([^']+)', (\d+),")
 _CLICKHOUSE_URL = re.compile(r"\((https?://[^)\s]+)\)")
+_USERINFO = re.compile(r"(\w+://)[^/\s@]+@")
+"""The user and password of a URL in an error's text: never printed."""
 
 
 def quiet_client_logs() -> None:
@@ -95,7 +97,7 @@ def _clickhouse(error: BaseException) -> str | None:
 
 
 def _detail(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+    text = _USERINFO.sub(r"\1", " ".join(str(error).split())) or type(error).__name__
     if not text.startswith(type(error).__name__):
         text = f"{type(error).__name__}: {text}"
     return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 3] + "..."
