@@ -51,6 +51,7 @@ SIGNATURE_HEADER = "X-Sluicegate-Signature"
 TIMESTAMP_HEADER = "X-Sluicegate-Timestamp"
 DELIVERY_HEADER = "X-Sluicegate-Delivery"
 POST_TIMEOUT_S = 10.0
+MAX_EARLY_FINALS = 10_000
 
 
 class WebhookConfigError(ValueError):
@@ -149,6 +150,8 @@ class WebhookNotifier:
     retry_max_s: float = 30.0
     group_id: str | None = None
     clock: Callable[[], float] = time.time
+    early: dict[str, Decision] = field(default_factory=dict)
+    """Finals read before their request, by request id (bounded)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -162,7 +165,10 @@ class WebhookNotifier:
         try:
             while not self._stop.is_set():
                 handled: dict[TopicPartition, int] = {}
-                for partition, records in (await consumer.getmany(timeout_ms=500)).items():
+                batch = await consumer.getmany(timeout_ms=500)
+                requests_first = sorted(batch.items(),
+                                        key=lambda item: item[0].topic != self.topics.approval_requests)
+                for partition, records in requests_first:
                     for record in records:
                         if not await self.handle(record):
                             consumer.seek(partition, record.offset)  # read it again; commit nothing past it
@@ -198,12 +204,20 @@ class WebhookNotifier:
             log.error("ignoring approval request %s at %s: %s", request.request_id, where(record), mismatch)
             return True
         body = {"event": "approval_request", "request": request.model_dump(mode="json")}
-        return await self._deliver(request.request_id, "approval_request", request.approver_group, body)
+        if not await self._deliver(request.request_id, "approval_request", request.approver_group, body):
+            return False
+        early = self.early.pop(str(request.request_id), None)
+        return early is None or await self._final(early)
 
     async def _final(self, decision: Decision) -> bool:
+        if not decision.final:
+            return True
         group = self.store.groups.get(str(decision.request_id))
-        if not decision.final or group is None:
-            return True  # no request of ours was delivered for it
+        if group is None:  # read before its request: delivered right after it
+            self.early[str(decision.request_id)] = decision
+            while len(self.early) > MAX_EARLY_FINALS:
+                self.early.pop(next(iter(self.early)))
+            return True
         body = {"event": "approval_final", "request_id": str(decision.request_id),
                 "decision": decision.model_dump(mode="json")}
         return await self._deliver(decision.request_id, "approval_final", group, body)

@@ -44,7 +44,7 @@ class Received:
     posts: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
     changed: threading.Condition = field(default_factory=threading.Condition)
 
-    def wait_for(self, count: int, timeout_s: float = 60.0) -> None:
+    def wait_for(self, count: int, timeout_s: float = 120.0) -> None:
         with self.changed:
             assert self.changed.wait_for(lambda: len(self.posts) >= count, timeout_s), self.posts
 
@@ -122,10 +122,11 @@ async def test_requests_and_finals_are_delivered_signed_retried_and_never_twice(
     assert ApprovalRequest.model_validate(request["request"]) == first
     assert (decided["event"], decided["decision"]["decision"]) == ("approval_final", "ALLOW")
 
-    # A restart reading everything again (a new consumer group) posts only what is new.
-    await produce_signed(kafka_bootstrap, topics.approval_requests, str(second.request_id), second, keys)
+    # A restart reading everything again (a new consumer group) posts only what is new; a final
+    # published before its request is still delivered after it.
     results = topics.approval_results
     await produce_signed(kafka_bootstrap, results, str(second.request_id), final(second), keys)
+    await produce_signed(kafka_bootstrap, topics.approval_requests, str(second.request_id), second, keys)
     async with running(notifier(f"{unique_name}.two")):
         await asyncio.to_thread(received.wait_for, 5)
     assert [h[DELIVERY_HEADER] for h, _, _ in received.posts[3:]] == [
