@@ -257,7 +257,11 @@ class Runner(Service):
                 for partition in prepared - set(mine):
                     stage.gave_up(partition)
                     prepared.discard(partition)
-                applied += await stage.store.restore(self.restorer, mine, lambda: self.revoking)
+                try:
+                    applied += await stage.store.restore(self.restorer, mine, lambda: self.revoking)
+                except KafkaTimeoutError as exc:  # no leader for a while (a broker starting)
+                    self._retake(assigned, exc)
+                    return
                 for partition in sorted(set(mine) - prepared):
                     if self.revoking:
                         return
@@ -275,16 +279,21 @@ class Runner(Service):
                 return
             try:
                 await self._position(assigned)
-            except KafkaTimeoutError as exc:  # no leader for a while (a broker starting): not a crash
-                log.warning("could not read the committed offsets of %s (%r): taking over again", mine, exc)
-                if self.to_take_over is None:
-                    self.to_take_over = assigned
+            except KafkaTimeoutError as exc:
+                self._retake(assigned, exc)
                 return
             self.owned = set(assigned)
             self.consumer.resume(*assigned)
             self.restored.set()
             log.info("owns partitions %s (restored %d changelog records in %.1f s)",
                      mine, applied, time.monotonic() - started)
+
+    def _retake(self, assigned: set[TopicPartition], reason: BaseException) -> None:
+        """A take-over the broker could not serve in time (no leader yet: a broker starting) is tried
+        again by the loop, unless a rebalance gave new partitions meanwhile; it is not a crash."""
+        log.warning("take-over of %s stopped (%r): trying again", sorted(assigned), reason)
+        if self.to_take_over is None:
+            self.to_take_over = assigned
 
     async def _position(self, tps: set[TopicPartition]) -> None:
         """Seek each partition to its committed offset, else its beginning (records fetched before the
