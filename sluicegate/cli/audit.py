@@ -95,6 +95,39 @@ def migrate(database: Database = DEFAULT_DATABASE,
 
 
 @app.command()
+def users(
+    database: Database = DEFAULT_DATABASE,
+    sink_user: Annotated[str, typer.Option(help="The sink's insert-only user.")] = "sluicegate_sink",
+    reader_user: Annotated[str, typer.Option(help="The readers' readonly=1 user.")] = "sluicegate_reader",
+    apply: Annotated[bool, typer.Option(help="Run them on the configured server, as its admin.")] = False,
+) -> None:
+    """The least-privilege users of a ClickHouse server: print their DDL (passwords from
+    SLUICEGATE_CLICKHOUSE_SINK_PASSWORD and SLUICEGATE_CLICKHOUSE_READER_PASSWORD), or --apply it."""
+    import os
+
+    from infra.clickhouse.users import create_users, user_statements
+
+    passwords = [os.environ.get(f"SLUICEGATE_CLICKHOUSE_{who}_PASSWORD", "") for who in ("SINK", "READER")]
+    settings = Settings()
+    try:
+        statements = user_statements(database, sink_user, passwords[0], reader_user, passwords[1])
+        if apply:
+            if settings.audit_url.startswith("chdb"):
+                raise _fail("the embedded engine has no users: --apply needs a ClickHouse server URL")
+            with require("audit", command="audit users"):
+                from infra.clickhouse import open_client
+            create_users(open_client(settings.audit_url), database, sink_user, passwords[0], reader_user,
+                         passwords[1])
+    except (ValueError, MigrationError) as exc:
+        raise _fail(str(exc)) from exc
+    if apply:
+        typer.echo(f"created {sink_user} (insert-only) and {reader_user} (readonly=1)")
+    else:
+        typer.echo(";\n".join(s.replace(passwords[0], "***").replace(passwords[1], "***")
+                              for s in statements) + ";")
+
+
+@app.command()
 def query(sql: Annotated[str, typer.Argument(help="Read-only SQL, e.g. on sluicegate.audit_events.")],
           fmt: Annotated[Format, typer.Option("--format")] = Format.TABLE) -> None:
     """Run one read-only SQL query against the audit."""
