@@ -218,6 +218,7 @@ def _injectors(run: Run) -> dict[str, Any]:
 
     async def worker_restart(rng: random.Random) -> None:
         worker = rng.choice(run.workers)
+        await _wait_worker(worker, ready=False)  # up (its SIGTERM handler installed): a clean stop
         await asyncio.to_thread(worker.stop)
         worker.start()
 
