@@ -510,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
             for child in run.managed:
                 child.stop()
             stop_broker(broker.data_dir)
+    if args.keep is not None:
+        (args.keep / "result.json").write_text(json.dumps(result))
     print(table(result))
     if args.json:
         print(json.dumps(result))
