@@ -23,7 +23,7 @@ from sluicegate.reports import Report, parse_report, reporter
 from sluicegate.trust import TrustError, agent_names, header, verify
 from streams.runtime.bindings import DecideBinding
 from streams.runtime.trust import WorkerTrust
-from streams.stages.outputs import Route, Send
+from streams.stages.outputs import Send, audit_send
 
 REPORTED = frozenset({AuditEventType.FAIL_OPEN, AuditEventType.SECURITY})
 """What an agent may report besides outcomes: a tool it ran fail-open, replies its SDK refused."""
@@ -104,7 +104,7 @@ def _audited(report: Report, agent: str) -> Send:
     else:
         record = report.model_copy(update={
             "event_id": _event_id(report.request_id, f"reported-{report.event_type}", agent)})
-    return Send(Route.AUDIT, str(record.request_id).encode(), record.model_dump_json().encode())
+    return audit_send(record)
 
 
 def _refused(record: ConsumerRecord[Any, Any], report: Report, why: str) -> Send:
@@ -115,4 +115,4 @@ def _refused(record: ConsumerRecord[Any, Any], report: Report, why: str) -> Send
         event_id=f"{report.request_id}:security:report:{source}"[:200], event_type=AuditEventType.SECURITY,
         event_time=datetime.now(UTC), request_id=report.request_id,
         note=f"refused an agent report ({kind}, key {record.key!r}) from {source}: {why}"[:2000])
-    return Send(Route.AUDIT, str(report.request_id).encode(), audit.model_dump_json().encode())
+    return audit_send(audit)
