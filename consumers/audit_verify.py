@@ -194,7 +194,7 @@ class Verifier:
             if isinstance(problem, Problem):
                 result.problems.append(problem)
                 return
-            last, prev = problem, problem.digest(prev)
+            last, prev = problem
         assert last is not None
         covered = max(signed, default=0)
         if to_end and covered > last.seq:
@@ -212,8 +212,14 @@ class Verifier:
                     f"checkpoint: the chain stopped without one (its newest rows may have been dropped)"))
 
     def _step(self, chain_id: str, seq: int, rows: list[_Row], prev: str, last: _Row | None,
-              following: list[_Row], signed: dict[int, set[str]]) -> _Row | Problem:
-        """The genuine record at ``seq`` (following ``prev``), or the problem there."""
+              following: list[_Row], signed: dict[int, set[str]]) -> tuple[_Row, str] | Problem:
+        """The genuine record at ``seq`` (following ``prev``) and its hash, or the problem there."""
+        if len(rows) == 1 and rows[0].prev == prev:  # the common case: one hash per record
+            digest = rows[0].digest(prev)
+            if signed.get(seq) and digest not in signed[seq]:
+                return Problem(chain_id, seq, rows[0].event_id, "edited: the record no longer hashes to what "
+                               "the workers' checkpoint signed")
+            return rows[0], digest
         linked = [row for row in rows if row.prev == prev]
         if not linked:
             row = rows[0]
@@ -228,10 +234,7 @@ class Verifier:
         if others:
             return Problem(chain_id, seq, others[0].event_id, "a forged row stands at this place of the "
                            f"chain besides the genuine record (event {row.event_id})")
-        if signed.get(seq) and row.digest(prev) not in signed[seq]:
-            return Problem(chain_id, seq, row.event_id, "edited: the record no longer hashes to what the "
-                           "workers' checkpoint signed")
-        return row
+        return row, row.digest(prev)
 
     def _forged_copies(self, window: str, params: dict[str, Any]) -> list[Problem]:
         """Unchained rows that claim the event id of a chained record (a forged duplicate)."""
