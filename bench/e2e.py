@@ -383,7 +383,7 @@ def start_floor(args: argparse.Namespace, bootstrap: str, workdir: Path, prefix:
 
 async def written(bootstrap: str, worker: Responder) -> dict[str, dict[str, float]]:
     """What the worker wrote per intent so far, per topic (intents and policies aside): records per
-    intent and mean value bytes (of the last records of each partition)."""
+    intent and mean value bytes (of every record; a tombstone counts as 0 bytes)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     prefix = worker.names.prefix
@@ -398,7 +398,7 @@ async def written(bootstrap: str, worker: Responder) -> dict[str, dict[str, floa
                 continue
             consumer.assign(parts)
             for tp in parts:
-                consumer.seek(tp, max(begin[tp], end[tp] - 50))
+                consumer.seek(tp, begin[tp])
             sizes: list[int] = []
             left = {tp for tp in parts if end[tp] > begin[tp]}
             deadline = time.monotonic() + 30
