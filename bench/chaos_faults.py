@@ -124,7 +124,8 @@ class FaultPlan:
             await asyncio.sleep(rng.uniform(*GAP_S))
             if not first and time.monotonic() >= self.deadline:
                 return
-            kind = first.pop(0) if first else rng.choice(kinds)
+            first_round = bool(first)
+            kind = first.pop(0) if first_round else rng.choice(kinds)
             started = time.monotonic()
             log.warning("fault %s begins", kind)
             try:
@@ -132,7 +133,7 @@ class FaultPlan:
             except Exception:
                 log.exception("fault %s could not be injected", kind)
                 self.failed[kind] += 1
-                if kind in first:
+                if first_round:
                     first.append(kind)  # the first round still covers it
                 continue
             finally:
