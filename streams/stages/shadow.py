@@ -30,7 +30,7 @@ from streams.state.table_state import BytesTable, TableState
 
 SHADOW_PREFIX = "s|"
 """Key prefix of the shadow's window and history state in the decide stage's table."""
-_ALLOW, _APPROVAL = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL
+_ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
 
 
 class PrefixedTable(MutableMapping[str, bytes]):
@@ -69,7 +69,8 @@ class Shadow:
 
     def judge(self, policy: CompiledPolicy, intent: Intent, now_ms: int, appended_ms: int | None) -> Send:
         """The shadow's decision on ``intent`` (first delivery only), counted on the shadow's state when
-        it is ALLOW, as its audit record. Never raises (the engine does not)."""
+        it is ALLOW (a BLOCK only on the trails of sequence rules that count BLOCKs), as its audit
+        record. Never raises (the engine does not)."""
         context = Context(now_ms, appended_ms, self.max_event_skew_ms, ALL_SCOPES)
         result = evaluate_intent(policy, self.state, intent, context)
         decision = result.decision
@@ -78,6 +79,8 @@ class Shadow:
                 if isinstance(change, WindowChange):
                     self.state.add_once(change, intent.request_id)
             apply(self.state, [c for c in result.changes if not isinstance(c, WindowChange)])
+        elif decision.decision is _BLOCK:  # a sequence rule may count the shadow's BLOCKs
+            apply(self.state, result.changes, _BLOCK)
         return shadow_send(intent, decision, policy, now_ms)
 
 
