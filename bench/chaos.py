@@ -54,7 +54,7 @@ from bench.chaos_faults import (  # noqa: E402
 )
 from bench.chaos_inputs import corpus, variant  # noqa: E402
 from bench.chaos_reconcile import COUNTERS, Call, Limit, Windows, reconcile, table  # noqa: E402
-from consumers.audit_store import running_sink  # noqa: E402
+from consumers.audit_store import lock_path, running_sink  # noqa: E402
 from infra.clickhouse.migrate import DEFAULT_DATABASE  # noqa: E402
 from infra.kafka import BrokerConfig, start_broker, stop_broker  # noqa: E402
 from infra.kafka.process import free_port  # noqa: E402
@@ -182,6 +182,20 @@ async def _wait_worker(worker: Managed, ready: bool) -> None:
     raise RuntimeError(f"{worker.name} not {'ready' if ready else 'up'} in {START_TIMEOUT_S:.0f} s")
 
 
+async def _wait_sink(run: Run) -> None:
+    """Until the sink process is serving (its query endpoint's lock file names its pid)."""
+    path = lock_path(run.audit_url)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        sink = run.sink
+        with contextlib.suppress(OSError, ValueError):
+            if sink is not None and sink.proc is not None and path is not None and \
+                    json.loads(path.read_text() or "{}").get("pid") == sink.proc.pid:
+                return
+        await asyncio.sleep(0.25)
+    raise RuntimeError(f"the sink is not serving after {START_TIMEOUT_S:.0f} s")
+
+
 async def _supervise(run: Run) -> None:
     """Restart what exited without being asked to; count it as a crash (or, while the broker is down or
     settling, as an exit caused by the outage). Sample the workers' memory."""
@@ -247,8 +261,10 @@ def _injectors(run: Run) -> dict[str, Any]:
 
     async def store_outage(rng: random.Random) -> None:
         assert run.sink is not None
+        await _wait_sink(run)  # a sink still starting has no handler yet: the signal would end it
         run.sink.send(signal.SIGUSR1)
         await asyncio.sleep(STORE_OUTAGE_S)
+        await _wait_sink(run)
         run.sink.send(signal.SIGUSR2)
 
     async def bad_input(rng: random.Random) -> None:
