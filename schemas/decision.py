@@ -38,10 +38,13 @@ WRONG_PARTITION = "wrong_partition"
 partition Kafka's default partitioner gives that key, so its limits could not hold."""
 REQUEST_ID_REUSED = "request_id_reused"
 """In ``determining`` (and the reason's prefix): a request id already decided for another action."""
+WAIT_EXPIRED = "wait_expired"
+"""In ``determining`` (and the reason's prefix): the intent reached a worker after its agent stopped
+waiting (``wait_until``); it is refused so that nothing contradicts what the agent was told."""
 MARKERS = frozenset({
     DEFAULT, INVALID_INTENT, NO_POLICY, EVENT_TIME_SKEW, ENGINE_ERROR, POLICY_UNAVAILABLE,
     GOVERNANCE_UNAVAILABLE, APPROVAL_GRANTED, APPROVAL_DENIED, APPROVAL_EXPIRED, UNAUTHENTICATED,
-    WRONG_PARTITION, REQUEST_ID_REUSED,
+    WRONG_PARTITION, REQUEST_ID_REUSED, WAIT_EXPIRED,
 })
 """The ids ``determining`` uses for what is not a rule, limit or risk threshold (no policy may use them)."""
 

@@ -60,6 +60,10 @@ class Intent(WireModel):
     session_id: Identifier | None = Field(
         default=None, description="The agent's session (a conversation, a task): sequence rules key by it.",
     )
+    wait_until: UtcDatetime | None = Field(
+        default=None, description="When the agent stops waiting for the first decision (the SDK sets "
+        "it): a worker that reaches the intent later BLOCKs it (wait_expired) and counts nothing.",
+    )
 
     @field_validator("params")
     @classmethod

@@ -34,7 +34,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 from uuid import uuid4
@@ -73,13 +73,23 @@ from sluicegate.identity import (
 from sluicegate.reports import report_headers
 from sluicegate.routing import BadReply, ReplyCheck, ReplyWaiter
 from sluicegate.settings import Settings
-from sluicegate.transport import KafkaTransport, Transport, TransportError
+from sluicegate.transport import KafkaTransport, PublishUncertain, Transport, TransportError
 from sluicegate.trust import AUTH_HEADER, AgentCredential
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_APPROVAL_WAIT_S = 3600.0
 DEFAULT_FLUSH_TIMEOUT_S = 5.0
+
+
+WAIT_MARGIN_S = 1.0
+"""How long before a call stops waiting its intent's ``wait_until`` falls (at most a quarter of the
+timeout): time for a decision made just before it to reach the agent, and for the clocks' skew."""
+
+
+def _wait_bound(timeout_s: float) -> float:
+    """Seconds from now to the ``wait_until`` of a call that waits ``timeout_s``."""
+    return timeout_s - min(WAIT_MARGIN_S, timeout_s / 4)
 
 
 def _now() -> datetime:
@@ -245,12 +255,17 @@ class Gate:
         return self.identities.resolve(agent)[0]
 
     async def authorize(self, intent: Intent, timeout_s: float | None = None) -> Authorization:
-        """Publish ``intent`` and wait for its final decision, with how it was reached."""
+        """Publish ``intent`` and wait for its final decision, with how it was reached.
+
+        The intent carries when this call stops waiting (``wait_until``, a margin before the timeout): a
+        worker that reaches it later BLOCKs it, so no decision contradicts an answer given here."""
         if not self._started:
             raise GateNotStarted("the gate is not started", request_id=intent.request_id)
         credential = self.identities.credential_for(
             intent.agent_id, intent.agent_role, intent.environment, intent.agent_owner
         )
+        timeout_s = timeout_s or self.settings.decision_timeout_s
+        intent = intent.model_copy(update={"wait_until": _now() + timedelta(seconds=_wait_bound(timeout_s))})
         value = self._encoded(intent)
         permit = self.breaker.acquire()
         if permit is None:
@@ -259,7 +274,6 @@ class Gate:
         if not self.transport.connected:
             self.breaker.failure(permit)
             return self._unavailable(intent, f"not connected to Kafka ({self.transport.last_error})")
-        timeout_s = timeout_s or self.settings.decision_timeout_s
         return await self._exchange(intent, value, permit, timeout_s, credential)
 
     def _encoded(self, intent: Intent) -> bytes:
@@ -286,10 +300,14 @@ class Gate:
         started = loop.time()
         pending: Decision | None = None
         waiter: ReplyWaiter | None = None
+        uncertain: PublishUncertain | None = None
         try:
             async with asyncio.timeout_at(started + timeout_s) as scope:
                 waiter = await self.transport.expect(intent.request_id, intent.agent_id, check)
-                await self.transport.send_intent(intent, value, headers)
+                try:
+                    await self.transport.send_intent(intent, value, headers)
+                except PublishUncertain as exc:  # it may be decided yet: wait for it, until the deadline
+                    uncertain = exc
                 while True:
                     decision = await waiter.next()
                     if decision.final:
@@ -306,7 +324,8 @@ class Gate:
                 return self._settled(waiter, self._unavailable(
                     intent, f"no verifiable decision within {timeout_s:g} s", waiter))
             self.breaker.failure(permit)
-            return self._unavailable(intent, f"no decision within {timeout_s:g} s")
+            detail = f"no decision within {timeout_s:g} s" + (f" ({uncertain})" if uncertain else "")
+            return self._unavailable(intent, detail)
         except TransportError as exc:
             self.breaker.failure(permit)
             return self._settled(waiter, self._unavailable(intent, str(exc), waiter))

@@ -42,6 +42,11 @@ class TransportError(Exception):
     """The transport could not do what was asked (broker unreachable, send failed)."""
 
 
+class PublishUncertain(TransportError):
+    """Publishing failed in a way that may still have reached the broker (a timeout, a lost leader): the
+    intent may yet be decided, so its decision is still awaited."""
+
+
 class Transport(Protocol):
     """What a gate needs from the messaging layer; the Kafka one below, fakes in unit tests."""
 
@@ -208,7 +213,7 @@ class KafkaTransport:
                                 f"as too large: {exc!r}; lower SLUICEGATE_MAX_INTENT_BYTES to the topic's "
                                 "max.message.bytes", request_id=intent.request_id) from exc
         except KafkaError as exc:
-            raise TransportError(f"cannot publish the intent: {exc!r}") from exc
+            raise PublishUncertain(f"cannot publish the intent: {exc!r}") from exc
 
     def emit(self, topic: str, key: str, payload: WireModel, sign: Signer | None = None) -> None:
         """Publish in the background (the agent's reports), with the headers ``sign`` gives its bytes;

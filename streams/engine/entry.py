@@ -20,7 +20,14 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from schemas.common import DecisionKind
-from schemas.decision import ENGINE_ERROR, EVENT_TIME_SKEW, NO_POLICY, POLICY_UNAVAILABLE, Decision
+from schemas.decision import (
+    ENGINE_ERROR,
+    EVENT_TIME_SKEW,
+    NO_POLICY,
+    POLICY_UNAVAILABLE,
+    WAIT_EXPIRED,
+    Decision,
+)
 from schemas.intent import MAX_INTENT_BYTES, Intent
 from streams.engine import build
 from streams.engine.build import Applied
@@ -124,8 +131,9 @@ def evaluate_raw(
 def evaluate_intent(
     policy: CompiledPolicy | None, state: StateStore, intent: Intent, context: Context = REPLAY,
 ) -> Result:
-    """Decide one valid intent (see :func:`evaluate_raw`): no policy → BLOCK ``no_policy``; an intent
-    stamped too far from its arrival → BLOCK ``event_time_skew``; else rules, risk and limits.
+    """Decide one valid intent (see :func:`evaluate_raw`): reached after its agent stopped waiting (by
+    the worker's clock) → BLOCK ``wait_expired``; no policy → BLOCK ``no_policy``; an intent stamped too
+    far from its arrival → BLOCK ``event_time_skew``; else rules, risk and limits.
 
     Shared-key limits come last, as a worker checks them: only when the rest is not BLOCK already, and
     a shared limit that cannot be evaluated BLOCKs without the others. Outside the context's scopes
@@ -135,6 +143,9 @@ def evaluate_intent(
     at = None if now_ms is None else _utc(now_ms)
     if context.admit is not None and (refusal := context.admit(intent)) is not None:
         return Result(intent, blocked(intent, policy, *refusal, at), refused=True)
+    if at is not None and intent.wait_until is not None and at > intent.wait_until:
+        detail = f"the agent stopped waiting at {intent.wait_until.isoformat()}; decided at {at.isoformat()}"
+        return Result(intent, blocked(intent, policy, WAIT_EXPIRED, detail, at))
     if policy is None:
         return Result(intent, blocked(intent, None, NO_POLICY, "no valid policy is loaded", at))
     bound = context.max_skew_ms

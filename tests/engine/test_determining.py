@@ -128,6 +128,20 @@ def test_without_a_rule_a_marker_determines() -> None:
     assert (skewed.decision.decision, skewed.decision.determining) == (BLOCK, ("event_time_skew",))
 
 
+def test_an_intent_reached_after_its_agent_stopped_waiting_is_blocked_and_counts_nothing() -> None:
+    compiled = policy(RULES + COUNT)
+    now_ms = int(T0.timestamp() * 1000)
+    late = intent(params={"amount": 10}, wait_until=T0 - timedelta(milliseconds=1))
+    result = evaluate_intent(compiled, InMemoryState(), late, Context(now_ms=now_ms))
+    assert (result.decision.decision, result.decision.determining) == (BLOCK, ("wait_expired",))
+    assert result.changes == () and "stopped waiting" in result.decision.reasons[0]
+    in_time = intent(params={"amount": 10}, wait_until=T0)
+    counted = evaluate_intent(compiled, InMemoryState(), in_time, Context(now_ms=now_ms))
+    assert counted.decision.decision is ALLOW and counted.changes
+    replayed = evaluate_intent(compiled, InMemoryState(), late)  # a replay has no clock: as decided then
+    assert replayed.decision.decision is ALLOW
+
+
 def test_an_engine_failure_determines_as_engine_error() -> None:
     compiled = policy("default: ALLOW\n" + ASK)
     failed = evaluate_intent(compiled, None, intent())  # type: ignore[arg-type]  # no state: fails closed

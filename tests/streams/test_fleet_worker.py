@@ -102,6 +102,17 @@ async def test_duplicate_intent_gets_the_same_decision_and_consumes_once(fleet: 
     assert nxt.decision is BLOCK  # the 21st counted action: 20 were counted once each
 
 
+async def test_an_intent_the_agent_stopped_waiting_for_is_blocked_and_counts_nothing(fleet: Client) -> None:
+    a, t0 = agent("late"), day(5)
+    gone = datetime.now(UTC) - timedelta(seconds=1)
+    late = await fleet.decide(make_intent(a, params={"amount": 1}, occurred_at=t0, wait_until=gone))
+    assert (late.decision, late.final, late.determining) == (BLOCK, True, ("wait_expired",))
+    waiting = datetime.now(UTC) + timedelta(minutes=5)
+    counted = await fleet.decide_all(make_intent(a, params={"amount": 1}, wait_until=waiting,
+                                                 occurred_at=t0 + timedelta(seconds=i)) for i in range(20))
+    assert [d.decision for d in counted] == [ALLOW] * 20  # the late one took no place in the limit
+
+
 async def test_invalid_intents_never_crash_the_worker(fleet: Client, fleet_worker: WorkerProcess) -> None:
     rid = uuid.uuid4()
     await fleet.send_raw(b"bad-agent", f'{{"request_id": "{rid}", "agent_id": "bad-agent"}}'.encode())
