@@ -73,6 +73,7 @@ async def test_sigkill_mid_stream_then_verify_passes(
             for intent in intents[:half]:
                 await client.send(intent)
             await client.wait_for(lambda: len(client.decisions) >= half // 3, what="some decisions")
+            await client.wait_for(lambda: bool(_heads(client.audit)[0]), what="some chained audit records")
             worker.kill()  # mid-stream: decided, chained, not all flushed or committed
             before, _ = _heads(client.audit)
             worker.start()
