@@ -3,8 +3,9 @@
 The data directory holds everything of one broker: ``server.properties`` and ``log4j.properties``
 (rendered at each start), ``cluster.id`` (made once), ``kraft/`` (formatted once), ``broker.json``
 (pid and ports while it runs) and ``broker.log``. A secure broker (``secure``: SASL/SCRAM and ACLs,
-:mod:`infra.kafka.secure`) also holds ``credentials.json``; a data dir is secure or not from its first
-start on.
+:mod:`infra.kafka.secure`) also holds ``credentials.json``, and with TLS (``protocol`` SASL_SSL or SSL)
+``tls/`` (:mod:`infra.kafka.tls`); a data dir is secure or not from its first start on, its protocol is
+the one of its latest start.
 """
 
 from __future__ import annotations
@@ -36,8 +37,19 @@ from infra.kafka.process import (
     tail,
 )
 from infra.kafka.protocol import ProtocolError, request_metadata
-from infra.kafka.secure import Credentials, format_arguments, probe_secure, server_properties
+from infra.kafka.secure import (
+    ADMIN,
+    ROLES,
+    SASL_PLAINTEXT,
+    Credentials,
+    Listener,
+    format_arguments,
+    listener_of,
+    probe_secure,
+    server_properties,
+)
 from infra.kafka.templates import render_file
+from infra.kafka.tls import ensure_certificates
 from sluicegate.secret_files import write_private
 from sluicegate.settings import Settings
 
@@ -64,6 +76,8 @@ class BrokerConfig:
     stop_timeout_s: float = 30.0
     secure: bool = False
     """SASL/SCRAM, the standard authorizer and one user per role (:mod:`infra.kafka.secure`)."""
+    protocol: str = SASL_PLAINTEXT.protocol
+    """A secure broker's client listener: SASL_PLAINTEXT, SASL_SSL or SSL (mutual TLS)."""
     node_id: int = NODE_ID
     quorum: tuple[tuple[int, int], ...] = ()
     """A node of a cluster (:mod:`infra.kafka.cluster`): every controller's (node id, port); empty for
@@ -77,15 +91,17 @@ class BrokerConfig:
     @classmethod
     def from_settings(
         cls, settings: Settings, *, port: int | None = None, data_dir: Path | None = None,
-        secure: bool = False,
+        secure: bool = False, protocol: str = SASL_PLAINTEXT.protocol,
     ) -> BrokerConfig:
-        """The settings' broker, with the CLI's overrides (``--port``, ``--data-dir``, ``--secure``)."""
+        """The settings' broker, with the CLI's overrides (``--port``, ``--data-dir``, ``--secure``,
+        ``--protocol``)."""
         return cls(
             port=port if port is not None else settings.kafka_port,
             data_dir=(data_dir or settings.broker_data_dir).resolve(),
             cache_dir=settings.artifact_cache_dir.resolve(),
             version=settings.kafka_version,
             secure=secure,
+            protocol=protocol,
         )
 
 
@@ -133,10 +149,11 @@ PLAINTEXT_LISTENER = {"LISTENER": "PLAINTEXT", "CONTROLLER_PROTOCOL": "PLAINTEXT
 
 def render_server_properties(port: int, controller_port: int, log_dir: Path,
                              credentials: Credentials | None = None, *, node_id: int = NODE_ID,
-                             quorum: tuple[tuple[int, int], ...] = ()) -> str:
+                             quorum: tuple[tuple[int, int], ...] = (),
+                             secure_listener: Listener = SASL_PLAINTEXT) -> str:
     """The configuration of one KRaft node (broker and controller) on loopback: a single-node cluster,
-    or a node of the cluster of ``quorum``; secure with ``credentials``."""
-    listener = PLAINTEXT_LISTENER if credentials is None else server_properties(credentials)
+    or a node of the cluster of ``quorum``; secure with ``credentials``, on ``secure_listener``."""
+    listener = PLAINTEXT_LISTENER if credentials is None else server_properties(credentials, secure_listener)
     voters = quorum or ((node_id, controller_port),)
     replicas = len(voters)
     return render_file(
@@ -191,11 +208,12 @@ def _is_our_broker(pid: int, data_dir: Path) -> bool:
 
 
 def _probe(port: int, cluster_id: str | None, timeout_s: float = 2.0,
-           credentials: Credentials | None = None, node_id: int = NODE_ID) -> bool:
+           credentials: Credentials | None = None, node_id: int = NODE_ID,
+           listener: Listener = SASL_PLAINTEXT) -> bool:
     """The broker on ``port`` answers a Metadata request listing itself (and our cluster id, if known);
     a secure one, after authenticating its super user."""
     if credentials is not None:
-        return probe_secure(f"{HOST}:{port}", credentials, cluster_id, timeout_s)
+        return probe_secure(f"{HOST}:{port}", credentials, cluster_id, timeout_s, listener)
     try:
         answer = request_metadata(HOST, port, timeout_s=timeout_s)
     except (OSError, ProtocolError):
@@ -232,7 +250,7 @@ def broker_status(data_dir: Path) -> BrokerStatus:
     if pid is None or not _is_our_broker(pid, data_dir):
         return BrokerStatus(data_dir, port, None, False)
     ready = port is not None and _probe(port, _cluster_id(data_dir), credentials=Credentials.load(data_dir),
-                                        node_id=state.get("node_id", NODE_ID))
+                                        node_id=state.get("node_id", NODE_ID), listener=listener_of(data_dir))
     return BrokerStatus(data_dir, port, pid, ready)
 
 
@@ -273,9 +291,12 @@ def _prepare(config: BrokerConfig, java: str, libs: Path, controller_port: int) 
         cluster_id = new_cluster_id()
         (data_dir / CLUSTER_ID_FILE).write_text(cluster_id + "\n")
     kraft = data_dir / KRAFT_DIR
+    listener = Listener(config.protocol, ensure_certificates(data_dir, (ADMIN, *ROLES))
+                        if config.secure and config.protocol.endswith("SSL") else None)
     write_private(data_dir / "server.properties",
                   render_server_properties(config.port, controller_port, kraft, credentials,
-                                           node_id=config.node_id, quorum=config.quorum))
+                                           node_id=config.node_id, quorum=config.quorum,
+                                           secure_listener=listener))
     (data_dir / "log4j.properties").write_text(render_file("log4j.properties", {}))
     if not (kraft / "meta.properties").is_file():
         _format_storage(java, libs, data_dir, cluster_id, credentials)
@@ -292,6 +313,7 @@ def wait_ready(config: BrokerConfig, pid: int) -> None:
     log = config.data_dir / LOG_FILE
     cluster_id = _cluster_id(config.data_dir)
     credentials = Credentials.load(config.data_dir)
+    listener = listener_of(config.data_dir)
     deadline = time.monotonic() + config.start_timeout_s
     while time.monotonic() < deadline:
         if not pid_alive(pid):
@@ -302,7 +324,8 @@ def wait_ready(config: BrokerConfig, pid: int) -> None:
                 f"the Kafka broker exited{how} during start; last lines of {log}:\n"
                 + tail(log, LOG_TAIL_LINES)
             )
-        if _probe(config.port, cluster_id, timeout_s=1.0, credentials=credentials, node_id=config.node_id):
+        if _probe(config.port, cluster_id, timeout_s=1.0, credentials=credentials, node_id=config.node_id,
+                  listener=listener):
             return
         time.sleep(0.1)  # polling an external process: there is no event to await
     stop_broker(config.data_dir, timeout_s=config.stop_timeout_s)

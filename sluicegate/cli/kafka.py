@@ -12,7 +12,16 @@ import typer
 
 from infra.kafka import BrokerConfig, BrokerStatus, LauncherError, broker_status, start_broker, stop_broker
 from infra.kafka.acls import AclError, apply, matrix
-from infra.kafka.secure import ADMIN, ROLES, Credentials, client_options, settings_lines
+from infra.kafka.secure import (
+    ADMIN,
+    PROTOCOL,
+    PROTOCOLS,
+    ROLES,
+    Credentials,
+    client_options,
+    listener_of,
+    settings_lines,
+)
 from sluicegate.settings import KafkaOptions, Settings
 
 app = typer.Typer(name="kafka", help="Run a local single-node Kafka broker (KRaft) on loopback.")
@@ -26,8 +35,10 @@ DataDirOption = Annotated[
 ]
 
 
-def _config(port: int | None, data_dir: Path | None, secure: bool = False) -> BrokerConfig:
-    return BrokerConfig.from_settings(Settings(), port=port, data_dir=data_dir, secure=secure)
+def _config(port: int | None, data_dir: Path | None, secure: bool = False,
+            protocol: str = PROTOCOL) -> BrokerConfig:
+    return BrokerConfig.from_settings(Settings(), port=port, data_dir=data_dir, secure=secure,
+                                      protocol=protocol)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -40,9 +51,17 @@ def start(
     port: PortOption = None, data_dir: DataDirOption = None,
     secure: Annotated[bool, typer.Option("--secure", help="SASL/SCRAM, ACLs and one user per role; "
                                          "prints each role's settings.")] = False,
+    protocol: Annotated[str, typer.Option(
+        "--protocol", help=f"With --secure: the client listener, one of {', '.join(PROTOCOLS)} (SSL: mutual "
+        "TLS, a certificate per role). TLS certificates are made under <data dir>/tls.")] = PROTOCOL,
 ) -> None:
     """Start the broker (fetching its jars once) and return when it answers; no-op if it runs."""
-    config = _config(port, data_dir, secure)
+    protocol = protocol.upper()
+    if protocol not in PROTOCOLS:
+        raise _fail(ValueError(f"--protocol is one of {', '.join(PROTOCOLS)}, not {protocol}"))
+    if protocol != PROTOCOL and not secure:
+        raise _fail(ValueError("--protocol needs --secure"))
+    config = _config(port, data_dir, secure, protocol)
     began = time.monotonic()
     try:
         current, started = start_broker(config)
@@ -55,12 +74,18 @@ def start(
         typer.echo(f"Kafka is already running on {where}")
     credentials = Credentials.load(config.data_dir) if secure else None
     if credentials is not None:
-        typer.echo(f"SASL_PLAINTEXT/SCRAM-SHA-512, ACLs on (super user {ADMIN!r}; its password is in "
+        listener = listener_of(config.data_dir)
+        how = "mutual TLS (a certificate per role)" if listener.protocol == "SSL" else \
+            f"{listener.protocol}/SCRAM-SHA-512"
+        typer.echo(f"{how}, ACLs on (super user {ADMIN!r}; its password is in "
                    f"{config.data_dir / 'credentials.json'}). Apply the ACL matrix: "
                    "sluicegate kafka acls --apply")
+        if listener.tls is not None:
+            typer.echo("Every client trusts the broker's throwaway CA (in each role's lines below):\n"
+                       f"SLUICEGATE_KAFKA_SSL_CAFILE={listener.tls.ca_file}")
         for role in ROLES:
             typer.echo(f"\n# {role}")
-            typer.echo("\n".join(settings_lines(role, current.bootstrap_servers, credentials)))
+            typer.echo("\n".join(settings_lines(role, current.bootstrap_servers, credentials, listener)))
 
 
 @app.command()
@@ -115,7 +140,8 @@ def _admin_access(settings: Settings, data_dir: Path | None) -> tuple[str, Kafka
                             "SLUICEGATE_KAFKA_* to a super user, or start one with "
                             "`sluicegate kafka start --secure`")
     status = broker_status(config.data_dir)
-    return status.bootstrap_servers, client_options(ADMIN, credentials.password(ADMIN))
+    return status.bootstrap_servers, client_options(ADMIN, credentials.password(ADMIN),
+                                                    listener_of(config.data_dir))
 
 
 @app.command()
