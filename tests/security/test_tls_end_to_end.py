@@ -1,0 +1,111 @@
+"""``sluicegate kafka start --secure --protocol SASL_SSL``: the SDK, a worker subprocess and the audit sink,
+each with its role's settings lines (SCRAM user and the broker's CA), decide and audit over TLS; a client
+that does not trust the broker's CA is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from clickhouse_connect.driver.client import Client
+
+from consumers.audit_sink import DEFAULT_GROUP_ID, SinkConfig, open_sink
+from infra.clickhouse.migrate import migrate
+from infra.kafka.tls import ensure_certificates
+from sluicegate import Gate
+from sluicegate.trust import AgentCredential, SignerCredential
+from streams.policy_source import publish_policy
+from tests.approvals.factories import WorkerKeys
+from tests.security.tls_kafka import TlsKafka, produce, tls_broker
+from tests.streams.harness import WorkerProcess
+
+pytestmark = pytest.mark.integration
+KEYS = WorkerKeys()
+POLICY = """
+policy: tls_e2e
+default: BLOCK
+rules:
+  - {id: small-refund, match: {tool: payments.refund}, when: {field: params.amount, op: lte, value: 100},
+     decision: ALLOW}
+"""
+DEADLINE_S = 120.0
+
+
+@pytest.fixture(scope="module")
+def sasl_ssl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsKafka]:
+    with tls_broker(tmp_path_factory.mktemp("sasl-ssl-kafka"), "SASL_SSL") as kafka:
+        yield kafka
+
+
+def decision_rows(client: Client, database: str, agent_id: str) -> list[tuple[str, str]]:
+    """The audited decisions of ``agent_id``: (decision, determining rule ids)."""
+    rows = client.query(f"SELECT decision, toString(rules) FROM {database}.audit_events FINAL "
+                        f"WHERE agent_id = '{agent_id}' AND event_type = 'decision'")
+    return [(str(decision), str(rules)) for decision, rules in rows.result_rows]
+
+
+async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
+    sasl_ssl: TlsKafka, unique_name: str, tmp_path: Path, clickhouse_client: Client,
+) -> None:
+    kafka = sasl_ssl
+    assert kafka.env("agent")["SLUICEGATE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    topics = await kafka.deployment(unique_name)
+    names = topics.names
+    publisher = SignerCredential.issue(KEYS.ring, "publisher", "policy-team")
+    await publish_policy(kafka.bootstrap, names.policies, POLICY, "tls_e2e.yaml", publisher,
+                         options=kafka.settings("publisher").kafka_client_options())
+    worker = WorkerProcess(kafka.bootstrap, names.prefix, tmp_path / "worker", partitions=topics.partitions,
+                           trust={"SLUICEGATE_TRUST_KEYS": str(KEYS.ring),
+                                  "SLUICEGATE_TRUST_SIGNING_KEY": str(KEYS.signer), **kafka.env("worker")})
+    worker.start()
+    try:
+        await worker.wait_ready()
+        agent_id = f"tls-{uuid.uuid4().hex[:8]}"
+        credential = AgentCredential.issue(KEYS.ring, agent_id, "support", "production", "team-a")
+        async with Gate(kafka.settings("agent", topic_prefix=names.prefix, decision_timeout_s=30),
+                        credential=credential) as gate:
+
+            @gate.guard(tool="payments.refund", action="create", target="payments:refunds",
+                        params=lambda amount: {"amount": amount})
+            async def refund(amount: float) -> str:
+                return f"refunded {amount}"
+
+            # trust is on: the tool runs only on a decision the SDK verified with the agent's key
+            assert await refund(40) == "refunded 40"
+    finally:
+        worker.stop()
+
+    database = f"tls_{names.prefix}"
+    migrate(clickhouse_client, database)
+    sink = await open_sink(kafka.bootstrap, clickhouse_client, SinkConfig(
+        database=database, topics=names, group_id=DEFAULT_GROUP_ID, decoders=0,
+        kafka_options=kafka.settings("sink").kafka_client_options()))
+    task = asyncio.create_task(sink.run())
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not (rows := decision_rows(clickhouse_client, database, agent_id)):
+            assert time.monotonic() < deadline, "the decision's audit row did not reach ClickHouse"
+            await asyncio.sleep(0.5)  # polling ClickHouse, written by the sink's task
+    finally:
+        sink.stop()
+        await task
+        await sink.close()
+    assert rows == [("ALLOW", "['small-refund']")]
+
+
+async def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(
+    sasl_ssl: TlsKafka, unique_name: str, tmp_path: Path,
+) -> None:
+    kafka = sasl_ssl
+    intents = (await kafka.deployment(unique_name, partitions=1)).names.intents
+    await produce(kafka.bootstrap, kafka.settings("agent").kafka_client_options(), intents)
+    other_ca = ensure_certificates(tmp_path / "other", ()).ca_file
+    for cafile in (None, other_ca):  # the system's CAs; another throwaway CA
+        untrusting = kafka.settings("agent", kafka_ssl_cafile=cafile)
+        with pytest.raises(KafkaConnectionError):
+            await produce(kafka.bootstrap, untrusting.kafka_client_options(), intents)
