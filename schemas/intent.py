@@ -64,6 +64,13 @@ class Intent(WireModel):
         default=None, description="When the agent stops waiting for the first decision (the SDK sets "
         "it): a worker that reaches the intent later BLOCKs it (wait_expired) and counts nothing.",
     )
+    reply_key: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+        exclude_if=lambda value: value is None,
+        description="Where the decision goes (docs/replies.md): the worker publishes it on the replies "
+        "topic keyed by this, instead of on the decisions topic keyed by agent id. Covered by the "
+        "intent's authenticator; omitted: the decisions topic.",
+    )
 
     @field_validator("params")
     @classmethod

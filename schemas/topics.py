@@ -5,6 +5,10 @@
 | intents            | agent_id   | Intent JSON          | partitioned by agent                       |
 | decisions          | agent_id   | Decision JSON        | same key and partition count as intents,   |
 |                    |            |                      | so an agent reads only its own partition   |
+| replies            | reply_key  | Decision JSON        | decisions of intents naming a reply_key    |
+|                    |            |                      | (docs/replies.md)                          |
+| reply-leases       | partition/ | ReplyLeaseClaim JSON | compacted; which agent processes read      |
+|                    | holder     |                      | which replies partition                    |
 | approval-requests  | request_id | ApprovalRequest JSON | read by the Slack bot and the CLI          |
 | approvals          | request_id | ApprovalVerdict JSON | the reviewer topic                         |
 | approval-results   | request_id | Decision JSON        | compacted; the final decision of each      |
@@ -46,6 +50,14 @@ class TopicNames:
     @property
     def decisions(self) -> str:
         return self._name("decisions")
+
+    @property
+    def replies(self) -> str:
+        return self._name("replies")
+
+    @property
+    def reply_leases(self) -> str:
+        return self._name("reply-leases")
 
     @property
     def approval_requests(self) -> str:

@@ -70,6 +70,7 @@ from sluicegate.identity import (
     Identities,
     collect_credentials,
 )
+from sluicegate.reply_lease import LeaseOptions
 from sluicegate.reports import report_headers
 from sluicegate.routing import BadReply, ReplyCheck, ReplyWaiter
 from sluicegate.settings import Settings
@@ -139,6 +140,7 @@ class Gate:
         self.transport: Transport = transport or KafkaTransport(
             self.settings.bootstrap_servers, TopicNames(self.settings.topic_prefix),
             options=self.settings.kafka_client_options(),
+            replies=LeaseOptions(sharing=settings.reply_sharing) if settings.reply_leases else None,
         )
         self.topics = self.transport.topics
         self._started = False
@@ -265,7 +267,8 @@ class Gate:
             intent.agent_id, intent.agent_role, intent.environment, intent.agent_owner
         )
         timeout_s = timeout_s or self.settings.decision_timeout_s
-        intent = intent.model_copy(update={"wait_until": _now() + timedelta(seconds=_wait_bound(timeout_s))})
+        intent = intent.model_copy(update={"wait_until": _now() + timedelta(seconds=_wait_bound(timeout_s)),
+                                           "reply_key": self.transport.reply_key})
         value = self._encoded(intent)
         permit = self.breaker.acquire()
         if permit is None:
@@ -303,7 +306,8 @@ class Gate:
         uncertain: PublishUncertain | None = None
         try:
             async with asyncio.timeout_at(started + timeout_s) as scope:
-                waiter = await self.transport.expect(intent.request_id, intent.agent_id, check)
+                waiter = await self.transport.expect(intent.request_id, intent.agent_id, check,
+                                                     intent.reply_key)
                 try:
                     await self.transport.send_intent(intent, value, headers)
                 except PublishUncertain as exc:  # it may be decided yet: wait for it, until the deadline

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.intent import MAX_INTENT_BYTES
+from sluicegate.replies import DEFAULT_REPLY_PARTITIONS, DEFAULT_REPLY_SHARING
 from sluicegate.secret_files import check_private
 
 DEFAULT_KAFKA_VERSION = "3.9.1"
@@ -80,6 +81,21 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = Field(default=DEFAULT_TOPIC_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
+    reply_partitions: int = Field(
+        default=DEFAULT_REPLY_PARTITIONS, ge=1,
+        description="Workers: partitions of the replies topic they create; at least agent processes / "
+                    "reply_sharing (docs/replies.md).",
+    )
+    reply_leases: bool = Field(
+        default=False,
+        description="SDK: lease a partition of the replies topic and have decisions sent there, instead of "
+                    "reading the decisions topic's share of the fleet's (docs/replies.md; needs workers "
+                    "that know reply keys).",
+    )
+    reply_sharing: int = Field(
+        default=DEFAULT_REPLY_SHARING, ge=1,
+        description="SDK: how many agent processes may lease one reply partition (the same fleet-wide).",
+    )
     decision_timeout_s: float = Field(default=DEFAULT_DECISION_TIMEOUT_S, gt=0)
     max_intent_bytes: int = Field(
         default=MAX_INTENT_BYTES, ge=1024,

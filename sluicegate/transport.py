@@ -1,8 +1,11 @@
 """The gate's Kafka I/O: one producer and one reply consumer per gate, however many agents it serves.
 
-The reply consumer uses manual assignment (no consumer group, no rebalances): it reads only the
-partitions of the decisions topic that the gate's agents hash to, and a partition is positioned at its
-end offset *before* the first intent routed to it is published, so no decision can be missed.
+The reply consumer uses manual assignment (no consumer group, no rebalances). With reply leases on
+(docs/replies.md) it reads the partition of the replies topic this process leases, where the workers put
+the decisions of the intents naming its reply key; otherwise (or while no partition is free) it reads the
+partitions of the decisions topic that the gate's agents hash to. Either way a partition is positioned at
+its end offset *before* the first intent routed to it is published, and a reply partition is read until
+the last call that named it is answered (also after the lease moved), so no decision can be missed.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 from uuid import UUID
@@ -23,6 +26,7 @@ from schemas import Intent, TopicNames
 from schemas.common import WireModel
 from sluicegate.breaker import Backoff
 from sluicegate.errors import InvalidIntent
+from sluicegate.reply_lease import LeaseOptions, ReplyLeaser
 from sluicegate.routing import ReplyCheck, ReplyDemux, ReplyWaiter, partition_for
 from sluicegate.settings import PLAINTEXT, KafkaOptions
 
@@ -64,7 +68,15 @@ class Transport(Protocol):
 
     async def ensure_partition(self, agent_id: str) -> None: ...
 
-    async def expect(self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None) -> ReplyWaiter:
+    @property
+    def reply_key(self) -> str | None:
+        """The key of the reply partition this process leases (None: decisions come on the decisions
+        topic)."""
+        ...
+
+    async def expect(
+        self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None, reply_key: str | None = None,
+    ) -> ReplyWaiter:
         ...
 
     def forget(self, request_id: UUID) -> None: ...
@@ -90,6 +102,7 @@ class KafkaTransport:
         backlog: int = DEFAULT_BACKLOG,
         rng: random.Random | None = None,
         options: KafkaOptions = PLAINTEXT,
+        replies: LeaseOptions | None = None,
     ) -> None:
         self.topics = topics
         self._options = options
@@ -102,8 +115,13 @@ class KafkaTransport:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions = 0
-        self._assigned: set[int] = set()
-        self._next_offset: dict[int, int] = {}
+        self._reply_options = replies
+        self._reply_partitions = 0
+        self.leaser: ReplyLeaser | None = None
+        self._assigned: set[TopicPartition] = set()
+        self._next_offset: dict[TopicPartition, int] = {}
+        self._waiting_on: dict[UUID, TopicPartition] = {}
+        self._users: Counter[TopicPartition] = Counter()
         self._assign_lock = asyncio.Lock()
         self._connected = asyncio.Event()
         self._has_assignment = asyncio.Event()
@@ -124,12 +142,25 @@ class KafkaTransport:
     @property
     def assigned_partitions(self) -> frozenset[int]:
         """The decision partitions this gate reads."""
-        return frozenset(self._assigned)
+        return frozenset(tp.partition for tp in self._assigned if tp.topic == self.topics.decisions)
+
+    @property
+    def reply_partitions_read(self) -> frozenset[int]:
+        """The partitions of the replies topic this gate reads (its lease's, and those calls in flight
+        still wait on)."""
+        return frozenset(tp.partition for tp in self._assigned if tp.topic == self.topics.replies)
 
     @property
     def decision_partitions(self) -> int:
         """Partition count of the decisions topic (0 until connected)."""
         return self._partitions
+
+    @property
+    def reply_key(self) -> str | None:
+        """The key of the reply partition this process leases, for its intents' ``reply_key`` (None:
+        leases off, or no partition free: decisions come on the decisions topic)."""
+        lease = self.leaser.lease if self.leaser is not None else None
+        return None if lease is None else lease.key
 
     async def start(self, wait_s: float) -> None:
         """Connect in the background; wait up to ``wait_s`` for the first connection, never raise."""
@@ -138,7 +169,8 @@ class KafkaTransport:
             await asyncio.wait_for(self._connected.wait(), wait_s)
 
     async def stop(self, flush_timeout_s: float) -> None:
-        """Flush outcomes and audit records (bounded), fail waiting calls, close the clients."""
+        """Flush outcomes and audit records (bounded), fail waiting calls, release the reply lease, close
+        the clients."""
         self.demux.fail_all("gate stopped")
         pending = set(self._sends)
         if pending:
@@ -151,51 +183,150 @@ class KafkaTransport:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.leaser is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.leaser.stop(), flush_timeout_s)
+            self.leaser = None
         await self._close_clients()
 
-    async def expect(self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None) -> ReplyWaiter:
-        """Register a waiter (delivered only replies passing ``check``, when given) and make sure the
-        agent's decision partition is read from now on."""
+    async def expect(
+        self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None, reply_key: str | None = None,
+    ) -> ReplyWaiter:
+        """Register a waiter (delivered only replies passing ``check``, when given) and make sure its
+        reply is read from now on: on the replies topic's partition of ``reply_key`` (the one its intent
+        names), else on the agent's partition of the decisions topic."""
         waiter = self.demux.register(request_id, agent_id, check)
         try:
-            await self.ensure_partition(agent_id)
+            if reply_key is None:
+                await self.ensure_partition(agent_id)
+            else:
+                tp = self._reply_tp(reply_key)
+                self._waiting_on[request_id] = tp
+                self._users[tp] += 1
+                await self._ensure(tp)
         except BaseException:
-            self.demux.unregister(request_id)
+            self.forget(request_id)
             raise
         return waiter
 
     def forget(self, request_id: UUID) -> None:
         self.demux.unregister(request_id)
+        tp = self._waiting_on.pop(request_id, None)
+        if tp is None:
+            return
+        self._users[tp] -= 1
+        if self._users[tp] <= 0:
+            del self._users[tp]
+            if tp != self._lease_tp() and tp in self._assigned:
+                self._spawn(self._prune(), "sluicegate-reply-prune")
 
     async def ensure_partition(self, agent_id: str) -> None:
-        """Read the decision partition of ``agent_id``, positioned at its end if it is new."""
+        """Read where ``agent_id``'s decisions come: the leased reply partition if there is one, else its
+        decision partition; positioned at the end if it is new."""
         if not self.connected:
             raise TransportError(f"not connected to Kafka: {self._last_error}")
-        partition = partition_for(agent_id, self._partitions)
-        if partition in self._assigned:
+        lease = self._lease_tp()
+        await self._ensure(lease or TopicPartition(self.topics.decisions,
+                                                   partition_for(agent_id, self._partitions)))
+
+    async def move_lease(self) -> None:
+        """Give up the reply partition and lease another (calls in flight keep reading the old one)."""
+        if self.leaser is None:
+            raise TransportError("reply leases are off")
+        await self.leaser.move()
+        await self._prune()
+
+    def _reply_tp(self, reply_key: str) -> TopicPartition:
+        if not self._reply_partitions:
+            raise TransportError(f"topic {self.topics.replies} not known: cannot wait on {reply_key!r}")
+        return TopicPartition(self.topics.replies, partition_for(reply_key, self._reply_partitions))
+
+    def _lease_tp(self) -> TopicPartition | None:
+        key = self.reply_key
+        return None if key is None else self._reply_tp(key)
+
+    async def _ensure(self, tp: TopicPartition) -> None:
+        if not self.connected:
+            raise TransportError(f"not connected to Kafka: {self._last_error}")
+        if tp in self._assigned:
             return
         async with self._assign_lock:
-            if partition not in self._assigned:
-                await self._add_partition(partition)
+            if tp not in self._assigned:
+                await self._add_partition(tp)
 
-    async def _add_partition(self, partition: int) -> None:
+    async def _add_partition(self, new: TopicPartition) -> None:
         consumer = self._consumer
         assert consumer is not None
-        new = TopicPartition(self.topics.decisions, partition)
         try:
             end = (await consumer.end_offsets([new]))[new]
         except KafkaError as exc:
             raise TransportError(f"cannot read the end of {new}: {exc!r}") from exc
-        # assign() replaces the whole assignment and forgets positions: restore ours synchronously,
-        # before the fetcher runs again, so the partitions already read lose nothing.
-        keep = dict(self._next_offset)
-        consumer.assign([TopicPartition(self.topics.decisions, p) for p in (*self._assigned, partition)])
-        for p, offset in keep.items():
-            consumer.seek(TopicPartition(self.topics.decisions, p), offset)
-        consumer.seek(new, end)
-        self._next_offset[partition] = end
-        self._assigned.add(partition)
+        self._next_offset[new] = end
+        self._assign({*self._assigned, new})
         self._has_assignment.set()
+
+    def _assign(self, partitions: set[TopicPartition]) -> None:
+        """Read exactly ``partitions``: assign() replaces the whole assignment and forgets positions, so
+        ours are restored synchronously, before the fetcher runs again (nothing read is lost)."""
+        consumer = self._consumer
+        assert consumer is not None
+        consumer.assign(sorted(partitions))
+        for tp in partitions:
+            consumer.seek(tp, self._next_offset[tp])
+        for tp in self._assigned - partitions:
+            self._next_offset.pop(tp, None)
+        self._assigned = set(partitions)
+
+    async def _prune(self) -> None:
+        """Stop reading reply partitions that neither the lease nor a call in flight needs."""
+        async with self._assign_lock:
+            if self._consumer is None:
+                return
+            lease = self._lease_tp()
+            keep = {tp for tp in self._assigned
+                    if tp.topic != self.topics.replies or tp == lease or self._users[tp] > 0}
+            if keep != self._assigned:
+                self._assign(keep)
+
+    async def _start_leases(self) -> None:
+        """Lease a reply partition (leases on and the replies topic there); on any failure decisions
+        keep coming on the decisions topic."""
+        options, producer = self._reply_options, self._producer
+        if options is None or producer is None:
+            return
+        try:
+            partitions = await asyncio.wait_for(producer.partitions_for(self.topics.replies),
+                                                self._metadata_timeout_s)
+        except (TimeoutError, KafkaError):
+            partitions = set()
+        if not partitions:
+            log.warning("reply leases on but topic %s not found: decisions come on %s", self.topics.replies,
+                        self.topics.decisions)
+            return
+        self._reply_partitions = len(partitions)
+        leaser = ReplyLeaser(self._bootstrap, self.topics.reply_leases, len(partitions), producer,
+                             options=options, kafka=self._options, rng=self._rng)
+        try:
+            await leaser.start()
+            await leaser.acquire()
+        except (KafkaError, OSError) as exc:
+            log.warning("cannot lease a reply partition (%r): decisions come on %s", exc,
+                        self.topics.decisions)
+            with contextlib.suppress(Exception):
+                await leaser.stop()
+            return
+        self.leaser = leaser
+        self._spawn(self._renew(leaser), "sluicegate-reply-lease")
+
+    async def _renew(self, leaser: ReplyLeaser) -> None:
+        """Renew every third of the TTL; when the lease moved, stop reading what nobody waits on."""
+        while True:
+            await asyncio.sleep(leaser.options.ttl_ms / 3000)
+            try:
+                await leaser.renew()
+            except KafkaError as exc:
+                log.warning("renewing the reply lease failed (%r); retrying", exc)
+            await self._prune()
 
     async def send_intent(self, intent: Intent, value: bytes, headers: RecordHeaders = ()) -> None:
         """Publish ``value`` (the intent's JSON) with ``headers``, keyed by agent id (so the default
@@ -253,6 +384,7 @@ class KafkaTransport:
                 continue
             break
         self._last_error = ""
+        await self._start_leases()
         self._connected.set()
         self._spawn(self._read(), "sluicegate-replies")
         while self._backlog:
@@ -301,7 +433,7 @@ class KafkaTransport:
             failures = 0
             for tp, records in batches.items():
                 for record in records:
-                    self._next_offset[tp.partition] = record.offset + 1
+                    self._next_offset[tp] = record.offset + 1
                     self.demux.feed(tp.partition, record.key, record.value, record.headers)
 
     async def _close_clients(self) -> None:

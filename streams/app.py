@@ -25,6 +25,7 @@ import faust
 from faust.app.base import BootStrategy
 
 from schemas.topics import TopicNames
+from sluicegate.replies import DEFAULT_REPLY_PARTITIONS
 from sluicegate.settings import (
     DEFAULT_MAX_EVENT_SKEW_S,
     DEFAULT_PARTITIONS,
@@ -75,6 +76,8 @@ class WorkerConfig:
     replication_factor: int = DEFAULT_REPLICATION_FACTOR
     """Of every topic the worker creates; it refuses to start on topics with fewer replicas."""
     min_insync_replicas: int = 1
+    reply_partitions: int = DEFAULT_REPLY_PARTITIONS
+    """Of the replies topic (``SLUICEGATE_REPLY_PARTITIONS``, docs/replies.md)."""
 
     def trust(self) -> WorkerTrust:
         """The worker's trust: checks in, seals out. Raises TrustError when the keys are missing (and
@@ -146,7 +149,7 @@ def build(config: WorkerConfig) -> Processor:
 
     app = make_host_app(config)
     topics = WorkerTopics(TopicNames(config.topic_prefix), config.partitions, config.replication_factor,
-                          config.min_insync_replicas)
+                          config.min_insync_replicas, config.reply_partitions)
     metrics = Metrics()
     trust = config.trust()
     policies = PolicySource(config.bootstrap, topics.names.policies, metrics, trust.ring, topics.names.audit,

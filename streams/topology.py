@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from infra.kafka.admin import MIN_INSYNC_REPLICAS, TopicSpec
 from schemas.topics import TopicNames
+from sluicegate.replies import DEFAULT_REPLY_PARTITIONS
 from streams.policy_source import POLICIES_TOPIC
 from streams.stages.outputs import Route
 from streams.state.changelog_store import changelog_topic
@@ -47,6 +48,8 @@ class WorkerTopics:
     partitions: int
     replication_factor: int = 1
     min_insync_replicas: int = 1
+    reply_partitions: int = DEFAULT_REPLY_PARTITIONS
+    """Of the replies topic, where decisions go when an intent names a reply key (docs/replies.md)."""
 
     @property
     def shared_limits(self) -> str:
@@ -79,7 +82,8 @@ class WorkerTopics:
         """The topic of each output route."""
         n = self.names
         return {
-            Route.DECISIONS: n.decisions, Route.AUDIT: n.audit, Route.SHARED: self.shared_limits,
+            Route.DECISIONS: n.decisions, Route.REPLIES: n.replies, Route.AUDIT: n.audit,
+            Route.SHARED: self.shared_limits,
             Route.FEEDBACK: self.agent_feedback, Route.DEAD_LETTER: n.dead_letter,
             Route.APPROVAL_REQUESTS: n.approval_requests, Route.APPROVAL_CONTROL: self.approval_control,
             Route.APPROVAL_RESULTS: n.approval_results,
@@ -105,6 +109,8 @@ class WorkerTopics:
         n, p = self.names, self.partitions
         return [
             TopicSpec(n.intents, p, configs=dict(APPEND_TIME)), TopicSpec(n.decisions, p),
+            TopicSpec(n.replies, self.reply_partitions),
+            TopicSpec(n.reply_leases, 1, configs={**COMPACTED, **APPEND_TIME}),
             TopicSpec(n.approval_requests, p),
             TopicSpec(n.approvals, p, configs=dict(APPEND_TIME)),
             TopicSpec(n.approval_results, p, configs=dict(RESULTS)),

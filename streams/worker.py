@@ -58,6 +58,7 @@ def config_from_args(argv: list[str] | None = None, settings: Settings | None = 
         trust_off=settings.trust_off, kafka_options=settings.kafka_client_options(),
         replication_factor=settings.kafka_replication_factor,
         min_insync_replicas=settings.kafka_min_insync_replicas,
+        reply_partitions=settings.reply_partitions,
     )
 
 

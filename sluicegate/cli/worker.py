@@ -63,6 +63,7 @@ def worker_command(
         trust_off=settings.trust_off, kafka_options=settings.kafka_client_options(),
         replication_factor=settings.kafka_replication_factor,
         min_insync_replicas=settings.kafka_min_insync_replicas,
+        reply_partitions=settings.reply_partitions,
     ))
 
 

@@ -106,7 +106,7 @@ class WorkerTrust:
         if self.ring is None or self.signer is None:
             return headers
         route = send.route
-        if route is Route.DECISIONS and send.agent is not None:
+        if route in (Route.DECISIONS, Route.REPLIES) and send.agent is not None:
             headers += [(AUTH_HEADER, authenticator(key_id, self.ring.derive(key_id, "agent", *send.agent),
                                                     send.value)) for key_id, _ in self.ring.keys]
         elif route in INTERNAL_ROUTES:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from schemas.approval import ApprovalRequest
 from schemas.audit import AuditEventType, AuditRecord
 from schemas.common import DecisionKind
-from schemas.decision import Decision
+from schemas.decision import UNAUTHENTICATED, WRONG_PARTITION, Decision
 from schemas.intent import Intent
 from schemas.policy import Approval, duration_ms
 from schemas.topics import dead_letter_headers
@@ -27,12 +27,15 @@ from streams.stages.approval_machine import new_request
 
 MAX_DEAD_LETTER_BYTES = 256 * 1024
 _APPROVAL = DecisionKind.REQUIRE_APPROVAL
+_REFUSED = frozenset({UNAUTHENTICATED, WRONG_PARTITION})
+"""Refusals of an intent whose sender is not known to be its agent: its reply key is not honoured."""
 
 
 class Route(StrEnum):
     """Where an output goes."""
 
     DECISIONS = "decisions"
+    REPLIES = "replies"
     AUDIT = "audit"
     SHARED = "shared"
     FEEDBACK = "feedback"
@@ -110,11 +113,17 @@ def publish_sends(intent: Intent | None, decision: Decision) -> list[Send]:
         event_id=f"{decision.request_id}:decision:{final}", event_type=AuditEventType.DECISION,
         event_time=decision.decided_at, request_id=decision.request_id, intent=intent, decision=decision,
     )
-    return [
-        Send(Route.DECISIONS, decision.agent_id.encode(), decision.model_dump_json().encode(),
-             agent=agent_of(intent)),
-        audit_send(audit),
-    ]
+    return [answer_send(intent, decision, decision.model_dump_json().encode()), audit_send(audit)]
+
+
+def answer_send(intent: Intent | None, decision: Decision, value: bytes) -> Send:
+    """The decision ``value`` on its way to the agent: on the replies topic keyed by the intent's
+    ``reply_key`` when the intent names one and was admitted (its authenticator, which covers the key,
+    verified; docs/replies.md), else on the decisions topic keyed by agent id."""
+    refused = bool(decision.determining) and decision.determining[0] in _REFUSED
+    if intent is not None and intent.reply_key is not None and not refused:
+        return Send(Route.REPLIES, intent.reply_key.encode(), value, agent=agent_of(intent))
+    return Send(Route.DECISIONS, decision.agent_id.encode(), value, agent=agent_of(intent))
 
 
 def agent_of(intent: Intent | None) -> tuple[str, ...] | None:

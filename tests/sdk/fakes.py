@@ -89,7 +89,11 @@ class FakeTransport:
     async def ensure_partition(self, agent_id: str) -> None:
         return None
 
-    async def expect(self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None) -> ReplyWaiter:
+    reply_key: str | None = None
+
+    async def expect(
+        self, request_id: UUID, agent_id: str, check: ReplyCheck | None = None, reply_key: str | None = None,
+    ) -> ReplyWaiter:
         return self.demux.register(request_id, agent_id, check)
 
     def forget(self, request_id: UUID) -> None:
