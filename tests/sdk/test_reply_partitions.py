@@ -38,6 +38,7 @@ rules:
     decision: ALLOW
 """
 WAIT_S = 90.0
+Gates = Callable[[str], Gate]
 
 
 def credential(agent: str) -> AgentCredential:
@@ -66,7 +67,7 @@ def settings(worker: WorkerProcess) -> Settings:
 
 
 @pytest.fixture
-async def gates(worker: WorkerProcess) -> AsyncIterator[Callable[[str], Gate]]:
+async def gates(worker: WorkerProcess) -> AsyncIterator[Gates]:
     """Started gates, one agent process each, stopped at the end."""
     started: list[Gate] = []
 
@@ -92,7 +93,7 @@ async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float 
         await asyncio.sleep(0.05)
 
 
-async def test_each_process_gets_its_decisions_on_its_partition_and_reads_no_other(gates) -> None:  # type: ignore[no-untyped-def]
+async def test_each_process_gets_its_decisions_on_its_partition_and_reads_no_other(gates: Gates) -> None:
     first, second = gates("rp-agent-1"), gates("rp-agent-2")
     await first.start()
     await second.start()
@@ -113,7 +114,9 @@ async def test_each_process_gets_its_decisions_on_its_partition_and_reads_no_oth
         assert t.demux.stats.skipped == 0 and t.demux.stats.rejected == 0
 
 
-async def test_a_reply_key_changed_after_signing_is_refused_and_not_honoured(worker, gates) -> None:  # type: ignore[no-untyped-def]
+async def test_a_reply_key_changed_after_signing_is_refused_and_not_honoured(
+    worker: WorkerProcess, gates: Gates,
+) -> None:
     victim = gates("rp-victim")
     await victim.start()
     target = transport(victim).reply_key
@@ -133,7 +136,9 @@ async def test_a_reply_key_changed_after_signing_is_refused_and_not_honoured(wor
     assert transport(victim).demux.stats.records.total() == 0
 
 
-async def test_a_decision_for_another_agent_on_ones_partition_is_not_believed(worker, gates) -> None:  # type: ignore[no-untyped-def]
+async def test_a_decision_for_another_agent_on_ones_partition_is_not_believed(
+    worker: WorkerProcess, gates: Gates,
+) -> None:
     victim = gates("rp-owner")
     await victim.start()
     t = transport(victim)
@@ -160,7 +165,9 @@ async def test_a_decision_for_another_agent_on_ones_partition_is_not_believed(wo
     assert decision.agent_id == "rp-owner" and decision.decision is DecisionKind.BLOCK  # 5000: its own
 
 
-async def test_a_moved_lease_loses_no_decision_in_flight(worker, gates) -> None:  # type: ignore[no-untyped-def]
+async def test_a_moved_lease_loses_no_decision_in_flight(
+    worker: WorkerProcess, gates: Gates,
+) -> None:
     gate = gates("rp-mover")
     await gate.start()
     t = transport(gate)
@@ -187,7 +194,9 @@ async def test_a_moved_lease_loses_no_decision_in_flight(worker, gates) -> None:
     assert after.decision is DecisionKind.ALLOW
 
 
-async def test_a_restarted_process_and_a_killed_worker_lose_no_decision(worker, gates) -> None:  # type: ignore[no-untyped-def]
+async def test_a_restarted_process_and_a_killed_worker_lose_no_decision(
+    worker: WorkerProcess, gates: Gates,
+) -> None:
     first = gates("rp-restart")
     await first.start()
     await first.check(tool="payments.refund", action="create", target="payments:refunds",
