@@ -216,3 +216,49 @@ class ApprovalEntry(_Model):
     seen: tuple[tuple[str, str, str], ...] = ()
     closed_by: str | None = None
     final: Decision | None = None
+
+
+class LeaseAsk(_Model):
+    """A deciding partition -> the shared-limits partition of ``key``: lend me budget (docs/leases.md).
+
+    ``start_ms``/``end_ms`` is the event-time span wanted, ``want`` the amount (actions or sum),
+    ``need`` the least that is any use (the asking intent's); the grant goes back on the agent-feedback
+    topic keyed by ``reply_key`` (an agent of ``partition``, the asker)."""
+
+    kind: Literal["leaseask"] = "leaseask"
+    ask_id: UUID
+    key: str
+    limit_id: str
+    policy_version: str
+    partition: int
+    partitions: int
+    reply_key: str
+    start_ms: int
+    end_ms: int
+    want: float
+    need: float
+
+
+class LeaseGrant(_Model):
+    """The owner -> the asking partition: the lease (``amount`` 0: nothing lent). Its id is the ask's."""
+
+    kind: Literal["leasegrant"] = "leasegrant"
+    ask_id: UUID
+    key: str
+    policy_version: str
+    partition: int
+    start_ms: int
+    end_ms: int
+    amount: float
+
+
+class LeaseReturn(_Model):
+    """The holder -> the owner, after the lease's span: what it spent, one use per action (event time,
+    value), to count in the lease's place."""
+
+    kind: Literal["leasereturn"] = "leasereturn"
+    lease_id: UUID
+    key: str
+    partition: int
+    uses_ms: tuple[int, ...] = ()
+    uses_values: tuple[float, ...] = ()

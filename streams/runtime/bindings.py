@@ -16,7 +16,18 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from sluicegate.trust import TrustError
-from streams.messages import Count, Feedback, Forward, Open, Release, Resolved, kind_of
+from streams.messages import (
+    Count,
+    Feedback,
+    Forward,
+    LeaseAsk,
+    LeaseGrant,
+    LeaseReturn,
+    Open,
+    Release,
+    Resolved,
+    kind_of,
+)
 from streams.metrics import Metrics
 from streams.policy_source import PolicySource
 from streams.runtime.trust import WorkerTrust
@@ -74,6 +85,7 @@ class DecideBinding(_Retaining):
         self.stage, self.store, self.intents, self.retention = stage, store, intents, stage.retention
         self.sources: tuple[str, ...] = (intents, feedback)
         self.policies, self.metrics, self.trust = policies, metrics, trust
+        stage.partitions = trust.partitions  # every partition may hold leases (docs/leases.md)
 
     def handle(self, record: ConsumerRecord[Any, Any]) -> list[Send]:
         partition, body = record.partition, record.value
@@ -85,9 +97,16 @@ class DecideBinding(_Retaining):
             self.metrics.observe(outcome, record.timestamp)
             return outcome.sends
         self.trust.check_internal(record)
-        if kind_of(body) == "resolved":
+        kind = kind_of(body)
+        if kind == "resolved":
             return self.stage.handle_resolved(Resolved.model_validate_json(body), partition, now_ms())
+        if kind == "leasegrant":
+            return self.stage.handle_grant(LeaseGrant.model_validate_json(body), partition)
         return self.stage.handle_feedback(Feedback.model_validate_json(body), partition, now_ms())
+
+    def tick(self, partition: int, now_ms: int) -> list[Send]:
+        """Return the leases whose span is over (docs/leases.md)."""
+        return self.stage.tick(partition, now_ms)
 
 class SharedBinding(_Retaining):
     """The shared stage reads the shared-limits topic: forwarded intents' hops, releases of
@@ -110,6 +129,12 @@ class SharedBinding(_Retaining):
             return []
         if kind == "count":
             return self.stage.handle_count(Count.model_validate_json(body), partition, now_ms())
+        if kind == "leaseask":
+            ask = LeaseAsk.model_validate_json(body)
+            return self.stage.handle_ask(ask, self.policies.version(ask.policy_version), partition, now_ms())
+        if kind == "leasereturn":
+            self.stage.handle_return(LeaseReturn.model_validate_json(body), partition, now_ms())
+            return []
         forward = Forward.model_validate_json(body)
         policy = self.policies.version(forward.stage1.policy_version)
         outcome = self.stage.handle_forward(forward, policy, partition, now_ms())

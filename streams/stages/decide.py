@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from schemas.common import DecisionKind
 from schemas.decision import REQUEST_ID_REUSED, Decision
@@ -65,11 +65,15 @@ from streams.messages import (
     Count,
     Feedback,
     Forward,
+    LeaseAsk,
+    LeaseGrant,
+    LeaseReturn,
     Pending,
     Receipt,
     Reservation,
     Resolved,
 )
+from streams.stages.leases import LEAD_MS, LEASE_MS, Held, HolderLeases, need_of
 from streams.stages.outputs import (
     Outcome,
     Route,
@@ -99,7 +103,7 @@ class DecideStage:
     """On the intents' partition (agent id): rules, risk, agent-keyed limits, idempotency."""
 
     def __init__(self, table: BytesTable, retention_ms: int = DEFAULT_RETENTION_MS,
-                 max_event_skew_ms: int | None = None) -> None:
+                 max_event_skew_ms: int | None = None, partitions: int = 0) -> None:
         self.table = table
         self.state = TableState(table)
         self.retention = Retention(retention_ms)
@@ -111,6 +115,10 @@ class DecideStage:
         """Called once per approved action, when its final ALLOW is recorded (the metrics' hook)."""
         self.shadow = Shadow(table, max_event_skew_ms)
         """Decides with a shadow policy, when one is published (:mod:`streams.stages.shadow`)."""
+        self.partitions = partitions
+        """How many partitions decide, each of which may hold a lease on a shared key (docs/leases.md);
+        0: this stage asks for none, every shared limit takes the hops."""
+        self.leases = HolderLeases(table)
 
     def _receipt(self, request_id: UUID) -> Receipt | None:
         raw = self.table.get(f"{RECEIPT_PREFIX}{request_id}")
@@ -166,7 +174,9 @@ class DecideStage:
         # the shadow's state is written before the receipt, which then implies it after a crash
         judged = self.shadow.judge(shadow, intent, now_ms, appended_ms) if shadow is not None else None
         if result.shared:
-            outcome = self._forward(intent, result, partition, now_ms, fingerprint)
+            outcome = self._leased(intent, result, policy, partition, now_ms, fingerprint) or \
+                self._forward(intent, result, partition, now_ms, fingerprint)
+            outcome.sends.extend(self._asks(intent, result, policy, partition, now_ms))
         else:
             outcome = self._settle(intent, result.decision, result.changes, policy, partition, now_ms,
                                    fingerprint)
@@ -221,6 +231,72 @@ class DecideStage:
                          forward=forward, reserved=tuple(reserved), fingerprint=fingerprint)
         self._write(intent.request_id, record, partition, now_ms, new=True)
         return Outcome([forward_send(forward)], None, False, True)
+
+    def _leased(
+        self, intent: Intent, result: Result, policy: CompiledPolicy | None, partition: int, now_ms: int,
+        fingerprint: str,
+    ) -> Outcome | None:
+        """Decide here an ALLOW whose every shared limit a lease covers (docs/leases.md); None: no lease
+        covers them all, so the intent takes the shared hops."""
+        if policy is None or result.decision.decision is not _ALLOW:
+            return None
+        found = []
+        for change in result.shared:
+            hit = self.leases.find(change, policy.version)
+            if hit is None:
+                return None
+            found.append((change, *hit))
+        for change, held, index in found:
+            self.leases.spend(change, held, index)
+        return self._settle(intent, result.decision, result.changes, policy, partition, now_ms, fingerprint)
+
+    def _asks(
+        self, intent: Intent, result: Result, policy: CompiledPolicy | None, partition: int, now_ms: int,
+    ) -> list[Send]:
+        """Ask the owners of an ALLOW's shared keys for a lease where none lasts and none is asked."""
+        if policy is None or result.decision.decision is not _ALLOW or not self.partitions:
+            return []
+        sends = []
+        for change in result.shared:
+            due = self.leases.ask_due(change, now_ms)
+            if due is None:
+                continue
+            want, held = due
+            ask = LeaseAsk(
+                ask_id=uuid4(), key=change.key, limit_id=change.limit_id, policy_version=policy.version,
+                partition=partition, partitions=self.partitions, reply_key=intent.agent_id,
+                start_ms=change.at_ms - LEAD_MS, end_ms=change.at_ms + LEASE_MS, want=want,
+                need=need_of(change) or 0.0,
+            )
+            self.leases.asked(change.key, held, ask.ask_id, now_ms)
+            sends.append(Send(Route.SHARED, change.key.encode(), ask.model_dump_json().encode()))
+        return sends
+
+    def handle_grant(self, grant: LeaseGrant, partition: int) -> list[Send]:
+        """Hold a lease asked for here. A grant nobody here asked for (an ask given up, or not this
+        partition's) is returned unused at once, unless it is a lease held or returned already."""
+        if grant.partition != partition:
+            return []
+        lease = None if not grant.amount else Held(
+            lease_id=grant.ask_id, policy_version=grant.policy_version, start_ms=grant.start_ms,
+            end_ms=grant.end_ms, amount=grant.amount)
+        if self.leases.granted(grant.key, grant.ask_id, lease) or lease is None:
+            return []
+        if self.leases.knows(grant.key, grant.ask_id):
+            return []
+        back = LeaseReturn(lease_id=grant.ask_id, key=grant.key, partition=partition)
+        return [Send(Route.SHARED, grant.key.encode(), back.model_dump_json().encode())]
+
+    def tick(self, partition: int, now_ms: int) -> list[Send]:
+        """Return the leases whose span is over, with what was spent of them."""
+        sends = []
+        for key in self.leases.shared_keys():
+            for lease, uses in self.leases.close_due(key, now_ms):
+                back = LeaseReturn(lease_id=lease.lease_id, key=key, partition=partition,
+                                   uses_ms=tuple(at for at, _ in uses),
+                                   uses_values=tuple(value for _, value in uses))
+                sends.append(Send(Route.SHARED, key.encode(), back.model_dump_json().encode()))
+        return sends
 
     def _settle(
         self, intent: Intent, decision: Decision, changes: tuple[Change, ...],

@@ -6,15 +6,26 @@ from __future__ import annotations
 from uuid import UUID
 
 from schemas.common import DecisionKind
-from streams.engine import CompiledPolicy, WindowChange, combine_hops, evaluate_hop
+from streams.engine import CompiledLimit, CompiledPolicy, LimitScope, WindowChange, combine_hops, evaluate_hop
 from streams.messages import (
     AppliedItem,
     Count,
     Feedback,
     Forward,
+    LeaseAsk,
+    LeaseGrant,
+    LeaseReturn,
     Receipt,
     Release,
     Reservation,
+)
+from streams.stages.leases import (
+    LEAD_MS,
+    LEASE_MS,
+    MIN_WINDOW_FACTOR,
+    GrantRecord,
+    OwnerLeases,
+    grant_key,
 )
 from streams.stages.outputs import (
     Outcome,
@@ -39,6 +50,7 @@ class SharedStage:
         self.table = table
         self.state = TableState(table)
         self.retention = Retention(retention_ms)
+        self.leases = OwnerLeases(table, self.state)
 
     def handle_forward(
         self, forward: Forward, policy: CompiledPolicy | None, partition: int, now_ms: int,
@@ -126,6 +138,55 @@ class SharedStage:
         if rest:
             return [count_send(count.model_copy(update={"changes": rest}))]
         return approval_final_sends(count.intent, count.decision)
+
+
+    def handle_ask(self, ask: LeaseAsk, policy: CompiledPolicy | None, partition: int,
+                   now_ms: int) -> list[Send]:
+        """Lend the asking partition what fits of this key's budget (docs/leases.md), once per ask (a
+        redelivered ask gets the same grant); an ask this limit cannot serve gets nothing lent."""
+        self.retention.evict(self.table, partition, now_ms)
+        record = self.leases.record(ask.ask_id)
+        if record is None:
+            limit = _leasable(policy, ask)
+            record = GrantRecord(
+                key=ask.key, partition=ask.partition, reply_key=ask.reply_key,
+                counting=limit is None or limit.count is not None, start_ms=ask.start_ms,
+                end_ms=ask.end_ms, amount=0.0, window_ms=limit.window_ms if limit else 0,
+                keep=limit.keep if limit else None, settled=True,
+            )
+            if limit is None:
+                self.table[grant_key(ask.ask_id)] = record.model_dump_json().encode()
+            else:
+                budget = float(limit.count if limit.count is not None else limit.max or 0.0)
+                record = self.leases.lend(ask.ask_id, record, ask.want, ask.need, ask.partitions, budget)
+            self.retention.note(partition, now_ms, grant_key(ask.ask_id))
+        grant = LeaseGrant(ask_id=ask.ask_id, key=record.key, policy_version=ask.policy_version,
+                           partition=record.partition, start_ms=record.start_ms, end_ms=record.end_ms,
+                           amount=record.amount)
+        return [Send(Route.FEEDBACK, record.reply_key.encode(), grant.model_dump_json().encode())]
+
+    def handle_return(self, back: LeaseReturn, partition: int, now_ms: int) -> None:
+        """Count what a returned lease spent in its place (once; a return naming a lease this key did
+        not lend to that partition changes nothing)."""
+        self.retention.evict(self.table, partition, now_ms)
+        if len(back.uses_ms) != len(back.uses_values):
+            raise ValueError(f"lease {back.lease_id}: as many use times as values expected")
+        self.leases.settle(back.lease_id, back.key, back.partition, list(zip(back.uses_ms, back.uses_values,
+                                                                             strict=True)))
+
+
+def _leasable(policy: CompiledPolicy | None, ask: LeaseAsk) -> CompiledLimit | None:
+    """The shared limit an ask is for, when a lease of that span may be lent on it."""
+    if policy is None or not 0 <= ask.partition < ask.partitions or ask.want <= 0 or ask.need < 0:
+        return None
+    span = ask.end_ms - ask.start_ms
+    if not 0 < span <= LEASE_MS + LEAD_MS:
+        return None
+    for limit in policy.limits:
+        if limit.id == ask.limit_id:
+            fits = limit.scope is LimitScope.SHARED and ask.key.startswith(f"{limit.id}|")
+            return limit if fits and limit.window_ms >= MIN_WINDOW_FACTOR * span else None
+    return None
 
 
 def _reserves(forward: Forward, hits: tuple[AppliedItem, ...]) -> bool:

@@ -1,0 +1,320 @@
+"""Budget leases: a shared limit's owner lends a deciding partition a slice of its budget, so intents
+under a fleet-wide limit are decided where they arrive (one hop) while the limit stays exact.
+
+The arithmetic here is pure (window states in, numbers out); :class:`HolderLeases` and
+:class:`OwnerLeases` keep it in the stages' tables. docs/leases.md has the design and the proof.
+
+A lease covers the event times ``[start, end]`` (shorter than the limit's window) with ``amount``
+(actions for a count limit, a sum for a sum limit). The owner counts it at *both* ends: every window
+that overlaps the span contains one of them, so whatever the holder spends inside the span is counted
+in every window that could hold it. When the holder returns the lease (after its span, by its clock)
+with what it spent, the owner replaces the two lease entries by those uses, each at its event time:
+exact again. Nothing depends on the workers' clocks agreeing: the owner never takes a lease back
+without its holder's return.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from streams.engine import WindowChange
+from streams.engine.state import WindowState
+from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
+
+LEASE_MS = 2_000
+"""Event time a lease covers after the intent that asked for it."""
+LEAD_MS = LEASE_MS // 4
+"""...and before it (intents of many agents reach a partition slightly out of event-time order)."""
+CLOSE_AFTER_MS = LEASE_MS
+"""A holder returns a lease once its clock is this far past the lease's end."""
+ASK_TIMEOUT_MS = 5_000
+"""An ask without an answer for this long is forgotten (a later intent asks again)."""
+MIN_WINDOW_FACTOR = 4
+"""Leases only for limits whose window is at least this many lease spans."""
+FIRST_WANT = 4
+"""A first ask wants this many actions (times the intent's value, for a sum)."""
+HOLDER_PREFIX = "L|"
+USES_PREFIX = "u|"
+GRANT_PREFIX = f"{RECEIPT_PREFIX}lease|"
+"""The owner's grant records are receipts: evicted after the retention like the others."""
+USES_PER_CHUNK = 64
+MAX_CLOSED = 32
+_USE = struct.Struct("<qd")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- pure arithmetic ------------------------------------------------------------------------------------
+
+
+def used_around(window: WindowState | None, counting: bool, start_ms: int, end_ms: int,
+                window_ms: int) -> float:
+    """The fullest window containing ``start_ms`` or ``end_ms``: its count, or its sum."""
+    if window is None:
+        return 0.0
+    if counting:
+        return float(max(window.peak_count(start_ms, window_ms), window.peak_count(end_ms, window_ms)))
+    return max(window.peak_total(start_ms, window_ms, 0.0), window.peak_total(end_ms, window_ms, 0.0))
+
+
+def slice_of(room: float, want: float, need: float, partitions: int, counting: bool) -> float:
+    """How much to lend: what the holder wants, at most ``room / (2 * partitions)`` (a lease is counted
+    twice, and every partition may hold one), whole actions for a count; 0 when that is below ``need``
+    (the intent that asked could not use it)."""
+    amount = min(want, room / (2 * max(1, partitions)))
+    if counting:
+        amount = float(math.floor(amount))
+    return amount if amount >= need and amount > 0 else 0.0
+
+
+def add_lease(window: WindowState, counting: bool, start_ms: int, end_ms: int, amount: float,
+              window_ms: int, keep: int | None) -> None:
+    """Count a lease at both ends of its span."""
+    for at_ms in (start_ms, end_ms):
+        if counting:
+            for _ in range(int(amount)):
+                window.add(at_ms, None, window_ms, keep)
+        else:
+            window.add(at_ms, amount, window_ms, keep)
+
+
+def settle_lease(window: WindowState, counting: bool, grant: GrantRecord,
+                 uses: list[tuple[int, float]]) -> bool:
+    """Replace a lease's two entries by its ``uses``. Uses outside the lease (more than lent, outside
+    its span, a negative value) keep the lease entries too: stricter, never laxer. True when replaced."""
+    spent = len(uses) if counting else math.fsum(value for _, value in uses)
+    valid = spent <= grant.amount + 1e-9 and all(
+        grant.start_ms <= at <= grant.end_ms and value >= 0 for at, value in uses)
+    if valid:
+        for at_ms in (grant.start_ms, grant.end_ms):
+            if counting:
+                for _ in range(int(grant.amount)):
+                    window.remove(at_ms, None)
+            else:
+                window.remove(at_ms, grant.amount)
+    for at_ms, value in uses:
+        window.add(at_ms, None if counting else value, grant.window_ms, grant.keep)
+    return valid
+
+
+# -- the holder: a deciding partition -------------------------------------------------------------------
+
+
+class Held(_Model):
+    """One lease a deciding partition holds on a shared key."""
+
+    lease_id: UUID
+    policy_version: str
+    start_ms: int
+    end_ms: int
+    amount: float
+    spent: float = 0.0
+    uses: int = 0
+
+    def covers(self, at_ms: int, need: float, policy_version: str) -> bool:
+        return (self.policy_version == policy_version and self.start_ms <= at_ms <= self.end_ms
+                and self.spent + need <= self.amount)
+
+
+class Asked(_Model):
+    """An ask not answered yet."""
+
+    ask_id: UUID
+    asked_ms: int
+
+
+class HeldKey(_Model):
+    """A deciding partition's leases and open asks on one shared key (``L|<key>`` in its table)."""
+
+    leases: tuple[Held, ...] = ()
+    asks: tuple[Asked, ...] = ()
+    last_spent: float = 0.0
+    """What the last lease returned had spent: the next ask wants twice that."""
+    closed: tuple[UUID, ...] = ()
+    """The leases returned last (a redelivered grant of one is not returned again, unused)."""
+
+
+def need_of(change: WindowChange) -> float | None:
+    """What an action takes from a lease (None: no lease can cover it, e.g. a negative amount)."""
+    if change.value is None:
+        return 1.0
+    return change.value if change.value >= 0 else None
+
+
+def leasable(change: WindowChange) -> bool:
+    """Whether the limit of ``change`` lends leases at all (its window is long enough)."""
+    return change.window_ms >= MIN_WINDOW_FACTOR * (LEASE_MS + LEAD_MS)
+
+
+class HolderLeases:
+    """The leases of one deciding partition's table (the one in use)."""
+
+    def __init__(self, table: BytesTable) -> None:
+        self.table = table
+
+    def held(self, key: str) -> HeldKey:
+        raw = self.table.get(HOLDER_PREFIX + key)
+        return HeldKey() if raw is None else HeldKey.model_validate_json(raw)
+
+    def put(self, key: str, held: HeldKey) -> None:
+        if held.leases or held.asks or held.last_spent:
+            self.table[HOLDER_PREFIX + key] = held.model_dump_json().encode()
+        else:
+            self.table.pop(HOLDER_PREFIX + key, None)
+
+    def find(self, change: WindowChange, policy_version: str) -> tuple[HeldKey, int] | None:
+        """The lease that covers ``change`` (its key, index), or None."""
+        need = need_of(change)
+        if need is None:
+            return None
+        held = self.held(change.key)
+        for index, lease in enumerate(held.leases):
+            if lease.covers(change.at_ms, need, policy_version):
+                return held, index
+        return None
+
+    def spend(self, change: WindowChange, held: HeldKey, index: int) -> None:
+        """Spend ``change`` on lease ``index`` of ``held``: the total, then the use itself."""
+        lease = held.leases[index]
+        need = need_of(change) or 0.0
+        spent = lease.model_copy(update={"spent": lease.spent + need, "uses": lease.uses + 1})
+        leases = (*held.leases[:index], spent, *held.leases[index + 1:])
+        self.put(change.key, held.model_copy(update={"leases": leases}))
+        chunk = f"{USES_PREFIX}{lease.lease_id}|{lease.uses // USES_PER_CHUNK}"
+        self.table[chunk] = self.table.get(chunk, b"") + _USE.pack(change.at_ms, change.value or 0.0)
+
+    def ask_due(self, change: WindowChange, now_ms: int) -> tuple[float, HeldKey] | None:
+        """(what to want, the key's state) when a new lease should be asked for ``change``'s key: no
+        ask open and no lease that still lasts (half its span left after this action, half its
+        amount unspent); None otherwise."""
+        need = need_of(change)
+        if need is None or not leasable(change):
+            return None
+        held = self.held(change.key)
+        if any(now_ms - ask.asked_ms < ASK_TIMEOUT_MS for ask in held.asks):
+            return None
+        for lease in held.leases:
+            lasting = lease.end_ms - change.at_ms >= LEASE_MS // 2 and lease.start_ms <= change.at_ms
+            if lasting and lease.amount - lease.spent >= max(need, lease.amount / 2):
+                return None
+        spent = max([held.last_spent, *(lease.spent for lease in held.leases)])
+        return max(FIRST_WANT * max(need, 1.0), 2 * spent), held
+
+    def asked(self, key: str, held: HeldKey, ask_id: UUID, now_ms: int) -> None:
+        asks = tuple(ask for ask in held.asks if now_ms - ask.asked_ms < ASK_TIMEOUT_MS)
+        self.put(key, held.model_copy(update={"asks": (*asks, Asked(ask_id=ask_id, asked_ms=now_ms))}))
+
+    def granted(self, key: str, ask_id: UUID, lease: Held | None) -> bool:
+        """Take the answer to an open ask (``lease`` None: refused). False when no such ask is open:
+        the caller returns that lease unused, if it is not one already held."""
+        held = self.held(key)
+        if not any(ask.ask_id == ask_id for ask in held.asks):
+            return False
+        asks = tuple(ask for ask in held.asks if ask.ask_id != ask_id)
+        leases = held.leases if lease is None else (*held.leases, lease)
+        self.put(key, held.model_copy(update={"asks": asks, "leases": leases}))
+        return True
+
+    def knows(self, key: str, lease_id: UUID) -> bool:
+        """Whether ``lease_id`` is held or was returned lately."""
+        held = self.held(key)
+        return lease_id in held.closed or any(lease.lease_id == lease_id for lease in held.leases)
+
+    def close_due(self, key: str, now_ms: int) -> list[tuple[Held, list[tuple[int, float]]]]:
+        """Close the leases of ``key`` whose span ended :data:`CLOSE_AFTER_MS` ago: (lease, its uses)
+        to return; their state is gone once this is written (so nothing spends them again)."""
+        held = self.held(key)
+        due = [lease for lease in held.leases if now_ms > lease.end_ms + CLOSE_AFTER_MS]
+        asks = tuple(ask for ask in held.asks if now_ms - ask.asked_ms < ASK_TIMEOUT_MS)
+        if not due and asks == held.asks:
+            return []
+        closed = []
+        for lease in due:
+            uses: list[tuple[int, float]] = []
+            for chunk in range(-(-lease.uses // USES_PER_CHUNK)):
+                raw = self.table.pop(f"{USES_PREFIX}{lease.lease_id}|{chunk}", b"")
+                uses += [_USE.unpack_from(raw, at) for at in range(0, len(raw), _USE.size)]
+            closed.append((lease, uses))
+        left = tuple(lease for lease in held.leases if lease not in due)
+        last = due[-1].spent if due else held.last_spent
+        gone = (*held.closed, *(lease.lease_id for lease in due))[-MAX_CLOSED:]
+        self.put(key, HeldKey(leases=left, asks=asks, last_spent=last, closed=gone))
+        return closed
+
+    def shared_keys(self) -> list[str]:
+        """The shared keys with leases or asks on this partition."""
+        table = self.table
+        by_prefix = getattr(table, "keys_with_prefix", None)
+        found = by_prefix(HOLDER_PREFIX) if by_prefix is not None else (k for k in table if
+                                                                        k.startswith(HOLDER_PREFIX))
+        return [key[len(HOLDER_PREFIX):] for key in found]
+
+
+# -- the owner: the shared key's partition --------------------------------------------------------------
+
+
+class GrantRecord(_Model):
+    """What the owner lent (``d|lease|<lease id>``): answers a redelivered ask, settles the return."""
+
+    key: str
+    partition: int
+    reply_key: str
+    counting: bool
+    start_ms: int
+    end_ms: int
+    amount: float
+    window_ms: int
+    keep: int | None
+    settled: bool = False
+
+
+def grant_key(lease_id: UUID) -> str:
+    """Where the owner keeps its record of a lease."""
+    return f"{GRANT_PREFIX}{lease_id}"
+
+
+class OwnerLeases:
+    """The leases a shared key's partition lent, in its table."""
+
+    def __init__(self, table: BytesTable, state: TableState) -> None:
+        self.table, self.state = table, state
+
+    def record(self, lease_id: UUID) -> GrantRecord | None:
+        raw = self.table.get(grant_key(lease_id))
+        return None if raw is None else GrantRecord.model_validate_json(raw)
+
+    def lend(self, lease_id: UUID, record: GrantRecord, want: float, need: float, partitions: int,
+             limit: float) -> GrantRecord:
+        """Lend what fits (maybe nothing) and record it: the window first, then the record, so a crash
+        between them leaves the lease counted (stricter) rather than lent uncounted."""
+        window = self.state.get_window(record.key)
+        used = used_around(window, record.counting, record.start_ms, record.end_ms, record.window_ms)
+        amount = slice_of(limit - used, want, need, partitions, record.counting)
+        record = record.model_copy(update={"amount": amount, "settled": amount == 0})
+        if amount:
+            window = window or WindowState()
+            add_lease(window, record.counting, record.start_ms, record.end_ms, amount, record.window_ms,
+                      record.keep)
+            self.state.put_window(record.key, window)
+        self.table[grant_key(lease_id)] = record.model_dump_json().encode()
+        return record
+
+    def settle(self, lease_id: UUID, key: str, partition: int, uses: list[tuple[int, float]]) -> bool:
+        """Replace a returned lease by its uses, once; the record is marked first, so a crash between
+        the two leaves the lease counted whole (which covers the uses). False: not lent by this
+        partition to that one, or already settled."""
+        record = self.record(lease_id)
+        if record is None or record.settled or record.partition != partition or record.key != key:
+            return False
+        settled = record.model_copy(update={"settled": True})
+        self.table[grant_key(lease_id)] = settled.model_dump_json().encode()
+        window = self.state.get_window(record.key) or WindowState()
+        settle_lease(window, record.counting, record, uses)
+        self.state.put_window(record.key, window)
+        return True

@@ -1,0 +1,350 @@
+"""Budget leases without Kafka: the arithmetic, and the stages over dict tables exchanging their
+messages in random interleavings, where no window may ever be overspent (docs/leases.md)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from bisect import bisect_right
+from collections import deque
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas import Decision, DecisionKind
+from streams.engine import CompiledPolicy, WindowChange, compile_policy
+from streams.engine.compiler import LimitScope
+from streams.engine.state import WindowState
+from streams.messages import Feedback, Forward, LeaseAsk, LeaseGrant, LeaseReturn, Release, kind_of
+from streams.stages.decide import DecideStage
+from streams.stages.leases import (
+    LEASE_MS,
+    GrantRecord,
+    Held,
+    add_lease,
+    settle_lease,
+    slice_of,
+    used_around,
+)
+from streams.stages.outputs import Route, Send
+from streams.stages.shared import SharedStage
+from streams.state.table_state import TableState
+from tests.streams.harness import make_intent
+
+ALLOW = DecisionKind.ALLOW
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+T0_MS = int(T0.timestamp() * 1000)
+W = 10_000
+
+
+def budget_policy(limit: str) -> CompiledPolicy:
+    """Refunds allowed, under a fleet budget per 10 s (``count: 40`` or ``sum: params.amount, max: 400``)."""
+    return compile_policy(f"""
+policy: leases
+rules:
+  - {{id: refunds, match: {{tool: payments.refund}}, decision: ALLOW}}
+limits:
+  - {{id: budget, match: {{tool: payments.refund}}, key: fleet, window: 10s, {limit}, decision: BLOCK}}
+""", "leases.yaml")
+
+
+COUNT_POLICY = budget_policy("count: 40")
+KEY = "budget|fleet"
+
+
+# -- the arithmetic ---------------------------------------------------------------------------------------
+
+
+def test_a_slice_is_a_share_of_the_room_and_never_below_what_is_needed() -> None:
+    assert slice_of(room=100, want=1000, need=1, partitions=5, counting=True) == 10  # 100 / (2 * 5)
+    assert slice_of(room=100, want=3, need=1, partitions=5, counting=True) == 3  # only what is wanted
+    assert slice_of(room=9, want=10, need=1, partitions=5, counting=True) == 0  # under one action
+    assert slice_of(room=100.0, want=50.0, need=20.0, partitions=6, counting=False) == 0  # 8.3 < 20
+    assert slice_of(room=-5, want=10, need=1, partitions=1, counting=True) == 0
+
+
+def test_every_window_overlapping_a_span_shorter_than_the_window_holds_one_of_its_ends() -> None:
+    window = WindowState()
+    add_lease(window, True, 1_000, 3_500, 3, W, None)
+    for end in range(1_000, 3_500 + W, 250):  # every window (end - W, end] that overlaps the span
+        inside = bisect_right(window.times_ms, end) - bisect_right(window.times_ms, end - W)
+        assert inside >= 3
+
+
+def test_the_room_is_that_of_the_fullest_window_holding_either_end() -> None:
+    window = WindowState()
+    for at in (0, 100, 200):
+        window.add(at, None, W, None)
+    window.add(11_000, None, W, None)
+    assert used_around(window, True, 5_000, 9_000, W) == 3  # windows holding 5 s hold the first three
+    assert used_around(window, True, 9_900, 12_000, W) == 3  # (-0.1 s, 9.9 s] holds 9.9 s
+    assert used_around(window, True, 10_150, 12_000, W) == 1  # past the first three
+    assert used_around(None, True, 0, 1, W) == 0
+
+
+def _record(amount: float, counting: bool = True) -> GrantRecord:
+    return GrantRecord(key=KEY, partition=0, reply_key="a", counting=counting, start_ms=1_000, end_ms=3_500,
+                       amount=amount, window_ms=W, keep=None)
+
+
+def test_a_return_replaces_the_lease_by_its_uses() -> None:
+    window = WindowState()
+    add_lease(window, False, 1_000, 3_500, 50.0, W, None)
+    assert settle_lease(window, False, _record(50.0, False), [(2_000, 20.0), (3_000, 5.0)])
+    assert list(window.times_ms) == [2_000, 3_000] and list(window.values or ()) == [20.0, 5.0]
+
+
+def test_a_return_that_spent_more_than_lent_keeps_the_lease_counted() -> None:
+    window = WindowState()
+    add_lease(window, True, 1_000, 3_500, 1, W, None)
+    assert not settle_lease(window, True, _record(1), [(2_000, 0.0), (2_100, 0.0)])
+    assert list(window.times_ms) == [1_000, 2_000, 2_100, 3_500]  # stricter, never laxer
+    window = WindowState()
+    add_lease(window, True, 1_000, 3_500, 1, W, None)
+    assert not settle_lease(window, True, _record(1), [(9_000, 0.0)])  # outside its span
+    assert list(window.times_ms) == [1_000, 3_500, 9_000]
+
+
+def test_a_lease_is_spent_only_inside_its_span_and_its_amount() -> None:
+    lease = Held(lease_id=uuid.uuid4(), policy_version="v", start_ms=1_000, end_ms=3_500, amount=2)
+    assert lease.covers(1_000, 1, "v") and lease.covers(3_500, 1, "v")
+    assert not lease.covers(3_501, 1, "v") and not lease.covers(999, 1, "v")  # expired / not yet
+    assert not lease.covers(2_000, 3, "v")  # more than lent
+    assert not lease.covers(2_000, 1, "w")  # another policy
+
+
+def _overspent(times: list[int], limit: int) -> bool:
+    times = sorted(times)
+    return any(bisect_right(times, end) - bisect_right(times, end - W) > limit for end in times)
+
+
+def test_a_holder_spending_past_its_span_would_overspend() -> None:
+    """Why the span matters: the lease is counted at its two ends only, so a use long after its end
+    lies in windows that hold neither, where the owner lends or allows the whole budget again."""
+    owner = WindowState()
+    lease_start, lease_end = 0, 2_500
+    add_lease(owner, True, lease_start, lease_end, 5, W, None)
+    late = lease_end + W  # a use the span does not cover
+    allowed = []
+    for _ in range(10):  # the owner's slow path at the same time: windows holding `late`
+        if owner.peak_count(late, W) < 10:
+            owner.add(late, None, W, None)
+            allowed.append(late)
+    assert _overspent([*allowed, *[late] * 5], 10)  # 15 actions in (2.5 s, 12.5 s]
+    lease = Held(lease_id=uuid.uuid4(), policy_version="v", start_ms=lease_start, end_ms=lease_end, amount=5)
+    assert not lease.covers(late, 1, "v")  # which is why the holder never spends it there
+
+
+# -- the stages, two deciding partitions and one owner, random interleavings ------------------------------
+
+
+class Fleet:
+    """Two decide stages (partition 0: agents a*, 1: agents b*) and the owner of the budget key, over dict
+    tables. Messages wait in per-destination FIFO queues (Kafka's per-partition order) and are delivered
+    in a random interleaving; the clock moves as the test says."""
+
+    def __init__(self, policy: CompiledPolicy, rng: random.Random) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.now_ms = T0_MS
+        self.tables: list[dict[str, bytes]] = [{}, {}]
+        self.deciders = [DecideStage(table, partitions=2) for table in self.tables]
+        self.owner_table: dict[str, bytes] = {}
+        self.owner = SharedStage(self.owner_table)
+        self.queues: dict[str, deque[Send]] = {"shared": deque(), "fb0": deque(), "fb1": deque()}
+        self.decisions: dict[str, Decision] = {}
+        self.amounts: dict[str, float] = {}
+        self.at_ms: dict[str, int] = {}
+        self.internal = 0
+        self.intents = 0
+
+    @staticmethod
+    def home(agent: str) -> int:
+        return 0 if agent.startswith("a") else 1
+
+    def post(self, sends: list[Send]) -> None:
+        for send in sends:
+            if send.route is Route.DECISIONS:
+                decision = Decision.model_validate_json(send.value)
+                self.decisions[str(decision.request_id)] = decision
+            elif send.route is Route.SHARED:
+                self.internal += 1
+                self.queues["shared"].append(send)
+            elif send.route is Route.FEEDBACK:
+                self.internal += 1
+                self.queues[f"fb{self.home(send.key.decode())}"].append(send)
+
+    def intent(self, agent: str, amount: float, skew_ms: int = 0) -> None:
+        at = T0 + timedelta(milliseconds=self.now_ms - T0_MS + skew_ms)
+        intent = make_intent(agent, params={"amount": amount}, occurred_at=at)
+        self.amounts[str(intent.request_id)] = amount
+        self.at_ms[str(intent.request_id)] = intent.occurred_at_ms
+        self.intents += 1
+        stage = self.deciders[self.home(agent)]
+        outcome = stage.handle_intent(intent.model_dump_json().encode(), agent.encode(), self.policy,
+                                      self.home(agent), self.now_ms)
+        self.post(outcome.sends)
+
+    def deliver_one(self) -> bool:
+        ready = [name for name, queue in self.queues.items() if queue]
+        if not ready:
+            return False
+        name = self.rng.choice(ready)
+        send = self.queues[name].popleft()
+        self.post(self.handle(name, send))
+        return True
+
+    def handle(self, name: str, send: Send) -> list[Send]:
+        kind, body, now = kind_of(send.value), send.value, self.now_ms
+        if name == "shared":
+            if kind == "leaseask":
+                return self.owner.handle_ask(LeaseAsk.model_validate_json(body), self.policy, 0, now)
+            if kind == "leasereturn":
+                self.owner.handle_return(LeaseReturn.model_validate_json(body), 0, now)
+                return []
+            if kind == "release":
+                self.owner.handle_release(Release.model_validate_json(body), 0, now)
+                return []
+            return self.owner.handle_forward(Forward.model_validate_json(body), self.policy, 0, now).sends
+        partition = int(name[-1])
+        stage = self.deciders[partition]
+        if kind == "leasegrant":
+            return stage.handle_grant(LeaseGrant.model_validate_json(body), partition)
+        return stage.handle_feedback(Feedback.model_validate_json(body), partition, now)
+
+    def drain(self) -> None:
+        while self.deliver_one():
+            pass
+
+    def tick(self) -> None:
+        for partition, stage in enumerate(self.deciders):
+            self.post(stage.tick(partition, self.now_ms))
+
+    def allowed(self) -> list[tuple[int, float]]:
+        return sorted((self.at_ms[rid], self.amounts[rid]) for rid, d in self.decisions.items()
+                      if d.decision is ALLOW)
+
+
+def _worst_window(allowed: list[tuple[int, float]], counting: bool) -> float:
+    times = [at for at, _ in allowed]
+    worst = 0.0
+    for end in times:
+        inside = allowed[bisect_right(times, end - W):bisect_right(times, end)]
+        worst = max(worst, len(inside) if counting else sum(value for _, value in inside))
+    return worst
+
+
+@pytest.mark.parametrize(("limit", "counting", "budget", "room"), [
+    ("count: 40", True, 40, False), ("sum: params.amount, max: 400", False, 400, False),
+    ("count: 2000", True, 2000, True), ("sum: params.amount, max: 20000", False, 20000, True),
+])
+@pytest.mark.parametrize("seed", range(4))
+def test_random_interleavings_never_overspend_a_window(
+    limit: str, counting: bool, budget: float, room: bool, seed: int,
+) -> None:
+    """Four agents on two partitions, about 50 refunds/s for 18 s of event time (some stamped up to
+    0.3 s late), messages delivered in random order across partitions, returns on random ticks: the
+    allowed refunds never exceed the budget in any 10 s window. Without room (a budget of ~4 s of
+    refunds) the edge is decided on the slow path; with room, leases decide most refunds alone."""
+    rng = random.Random(seed)
+    fleet = Fleet(budget_policy(limit), rng)
+    for step in range(900):
+        fleet.now_ms += rng.choice((5, 10, 20, 40))
+        agent = rng.choice(("a1", "a2", "b1", "b2"))
+        fleet.intent(agent, rng.choice((1, 5, 10, 25)), skew_ms=-rng.randrange(0, 300))
+        for _ in range(rng.randrange(0, 4)):
+            fleet.deliver_one()
+        if step % 25 == 0:
+            fleet.tick()
+    fleet.now_ms += 3 * LEASE_MS
+    fleet.drain()
+    fleet.tick()
+    fleet.drain()
+    allowed = fleet.allowed()
+    assert len(fleet.decisions) == fleet.intents
+    assert _worst_window(allowed, counting) <= budget
+    if room:
+        assert len(allowed) == fleet.intents
+        assert fleet.internal / fleet.intents < 0.3  # 2 hops per intent without leases
+    else:
+        spent = len(allowed) if counting else sum(value for _, value in allowed)
+        assert spent >= 1.5 * budget  # the budget was spent, and again as the window slid
+    # Every lease was returned: the owner counts exactly the actions allowed.
+    state = TableState(fleet.owner_table).get_window(KEY)
+    assert state is not None and list(state.times_ms) == [at for at, _ in allowed][-len(state.times_ms):]
+
+
+def test_with_room_a_partition_decides_alone_after_its_first_ask() -> None:
+    fleet = Fleet(COUNT_POLICY, random.Random(0))
+    fleet.intent("a1", 1)
+    assert [kind_of(s.value) for s in fleet.queues["shared"]] == ["forward", "leaseask"]
+    fleet.drain()
+    before = fleet.internal
+    for _ in range(2):
+        fleet.now_ms += 10
+        fleet.intent("a1", 1)
+    assert fleet.internal == before  # decided on the agent's partition: no hop at all
+    assert all(d.decision is ALLOW for d in fleet.decisions.values())
+    owner = TableState(fleet.owner_table).get_window(KEY)
+    assert owner is not None and len(owner.times_ms) == 1 + 2 * 4  # the first refund, a lease of 4 twice
+    fleet.now_ms += 3 * LEASE_MS
+    fleet.tick()
+    fleet.drain()
+    owner = TableState(fleet.owner_table).get_window(KEY)
+    assert owner is not None and len(owner.times_ms) == 3  # the lease replaced by its 2 uses
+
+
+def test_grants_and_returns_are_idempotent_and_strangers_change_nothing() -> None:
+    fleet = Fleet(COUNT_POLICY, random.Random(0))
+    fleet.intent("a1", 1)
+    forward, ask = fleet.queues["shared"]
+    fleet.queues["shared"].clear()
+    fleet.post(fleet.handle("shared", forward))
+    grant = fleet.handle("shared", ask)
+    assert fleet.handle("shared", ask) == grant  # a redelivered ask: the same grant, lent once
+    owner_before = dict(fleet.owner_table)
+    body = LeaseGrant.model_validate_json(grant[0].value)
+    # A grant for the other partition, or for an ask nobody made, is not held.
+    assert fleet.deciders[1].handle_grant(body, 1) == []
+    stranger = body.model_copy(update={"ask_id": uuid.uuid4()})
+    back = fleet.deciders[0].handle_grant(stranger, 0)
+    assert [kind_of(s.value) for s in back] == ["leasereturn"]  # returned unused at once
+    fleet.owner.handle_return(LeaseReturn.model_validate_json(back[0].value), 0, fleet.now_ms)
+    assert fleet.owner_table == owner_before  # the owner never lent it: nothing changes
+    assert fleet.deciders[0].handle_grant(body, 0) == []
+    assert fleet.deciders[0].handle_grant(body, 0) == []  # redelivered: held once
+    fleet.now_ms += 10
+    fleet.intent("a1", 1)
+    assert not fleet.queues["shared"]  # decided under the lease
+    fleet.now_ms += 3 * LEASE_MS
+    returns = fleet.deciders[0].tick(0, fleet.now_ms)
+    assert fleet.deciders[0].tick(0, fleet.now_ms) == []  # returned once
+    returned = LeaseReturn.model_validate_json(returns[0].value)
+    forged = returned.model_copy(update={"partition": 1})
+    fleet.owner.handle_return(forged, 0, fleet.now_ms)  # not the partition it was lent to
+    assert len(TableState(fleet.owner_table).get_window(KEY).times_ms) == 1 + 2 * 4  # type: ignore[union-attr]
+    fleet.owner.handle_return(returned, 0, fleet.now_ms)
+    fleet.owner.handle_return(returned, 0, fleet.now_ms)
+    assert len(TableState(fleet.owner_table).get_window(KEY).times_ms) == 2  # type: ignore[union-attr]
+    assert fleet.deciders[0].handle_grant(body, 0) == []  # a grant of a returned lease: not again
+
+
+def test_an_ask_for_what_the_policy_does_not_lend_gets_nothing() -> None:
+    fleet = Fleet(COUNT_POLICY, random.Random(0))
+    ask = LeaseAsk(ask_id=uuid.uuid4(), key=KEY, limit_id="budget", policy_version="x", partition=0,
+                   partitions=2, reply_key="a1", start_ms=0, end_ms=10 * W, want=10, need=1)
+    def lent(ask: LeaseAsk) -> float:
+        return LeaseGrant.model_validate_json(fleet.owner.handle_ask(ask, COUNT_POLICY, 0, 0)[0].value).amount
+
+    assert lent(ask) == 0  # a span as long as the window
+    other = ask.model_copy(update={"ask_id": uuid.uuid4(), "end_ms": 2_000, "limit_id": "nope"})
+    assert lent(other) == 0  # no such limit
+    assert TableState(fleet.owner_table).get_window(KEY) is None
+
+
+def test_a_window_change_decides_if_a_lease_may_be_asked() -> None:
+    from streams.stages.leases import leasable, need_of
+
+    short = WindowChange("x", LimitScope.SHARED, "x|fleet", 0, None, 5_000, None)
+    assert not leasable(short)
+    assert need_of(short) == 1 and need_of(short._replace(value=-1.0)) is None
