@@ -89,7 +89,8 @@ SASL_PLAINTEXT = Listener()
 
 
 def listener_of(data_dir: Path) -> Listener:
-    """The listener of the secure broker last rendered in ``data_dir`` (its ``server.properties``)."""
+    """The listener of the secure broker last rendered in ``data_dir`` (its ``server.properties``); the
+    default for a data dir without one (never used there: an open broker needs no client options)."""
     try:
         text = (data_dir / "server.properties").read_text()
     except OSError:
@@ -97,7 +98,8 @@ def listener_of(data_dir: Path) -> Listener:
     for line in text.splitlines():
         if line.startswith("inter.broker.listener.name="):
             protocol = line.partition("=")[2].strip()
-            return Listener(protocol, tls_files(data_dir) if protocol.endswith("SSL") else None)
+            if protocol in PROTOCOLS:
+                return Listener(protocol, tls_files(data_dir) if protocol.endswith("SSL") else None)
     return SASL_PLAINTEXT
 
 
