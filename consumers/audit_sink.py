@@ -46,6 +46,13 @@ import pyarrow as pa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from consumers.audit_rows import COLUMNS, DecodedBatch, Messages, arrow_stream, decode_batch
+from consumers.audit_schema import (
+    DEFAULT_MIGRATIONS,
+    MIGRATIONS_MODES,
+    MigrationsMode,
+    SchemaBehind,
+    prepare_schema,
+)
 from consumers.audit_store import ClientStore, QueryServer
 from infra.clickhouse.migrate import DEFAULT_DATABASE, check_identifier
 from schemas import TopicNames
@@ -99,6 +106,9 @@ class SinkConfig:
     """Decoder processes; 0 decodes in the event loop's thread (small loads, tools)."""
     kafka_options: KafkaOptions = field(default_factory=dict, repr=False)
     """The Kafka clients' security options (:meth:`Settings.kafka_client_options`)."""
+    migrations: MigrationsMode = DEFAULT_MIGRATIONS
+    """``apply`` the audit schema's pending migrations at start, or ``skip``: only check that none is
+    pending (an insert-only ClickHouse user; :mod:`consumers.audit_schema`)."""
 
 
 @dataclass(slots=True)
@@ -397,6 +407,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-delay", type=float, default=DEFAULT_MAX_DELAY_S)
     parser.add_argument("--decoders", type=int, default=os.cpu_count() or 1,
                         help="decoder processes (0: decode in the sink's own thread)")
+    parser.add_argument("--migrations", choices=MIGRATIONS_MODES, default=settings.audit_migrations,
+                        help="apply the audit schema's migrations, or skip: only check them (an insert-only "
+                             "user) [default: SLUICEGATE_AUDIT_MIGRATIONS or apply]")
     return parser.parse_args(argv)
 
 
@@ -419,12 +432,14 @@ async def open_sink(bootstrap: str, inserter: Inserter, config: SinkConfig) -> A
 
 async def serve(url: str, bootstrap: str, config: SinkConfig, inserter: Inserter | None = None,
                 on_ready: Callable[[AuditSink], None] | None = None) -> SinkStats:
-    """Migrate, serve the query endpoint (embedded store), and run the sink until SIGTERM/SIGINT."""
+    """Apply (or check) the schema, serve the query endpoint (embedded store), and run the sink until
+    SIGTERM/SIGINT. Raises :class:`SchemaBehind` before touching Kafka when ``config.migrations`` is
+    ``skip`` and the schema is behind."""
     from infra.clickhouse import open_client
 
     client = open_client(url)
     store = ClientStore(client)
-    store.migrate(config.database)
+    prepare_schema(client, config.database, config.migrations)
     topics = config.topics
     server = QueryServer(store, url)
     sink = await open_sink(bootstrap, inserter or client, config)
@@ -450,8 +465,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = SinkConfig(database=args.database, topics=TopicNames(args.topic_prefix), group_id=args.group,
                         max_rows=args.max_rows, max_delay_s=args.max_delay, decoders=args.decoders,
-                        kafka_options=Settings().kafka_client_options())
-    stats = asyncio.run(serve(args.url, args.bootstrap, config))
+                        kafka_options=Settings().kafka_client_options(), migrations=args.migrations)
+    try:
+        stats = asyncio.run(serve(args.url, args.bootstrap, config))
+    except SchemaBehind as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
     log.info("audit sink stopped: %s", stats)
 
 

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         default=None,
         description="chdb:///path for the embedded engine, http(s)://host:8123 for a server.",
     )
+    audit_migrations: Literal["apply", "skip"] = Field(
+        default="apply",
+        description="The audit sink applies the audit schema's migrations at start (apply), or only checks "
+                    "that none is pending and refuses to start if one is (skip: an insert-only ClickHouse "
+                    "user; an administrator runs `sluicegate audit migrate`).",
+    )
     topic_prefix: str = Field(default=DEFAULT_TOPIC_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
     partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
     reply_partitions: int = Field(
