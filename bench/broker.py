@@ -1,4 +1,5 @@
-"""What the Kafka benchmarks share: a broker to run against, and how they print their figures."""
+"""What the Kafka benchmarks share: a broker to run against, its clients' security options, and how they
+print their figures."""
 
 from __future__ import annotations
 
@@ -17,6 +18,22 @@ from infra.kafka.process import free_port
 from sluicegate.settings import Settings
 
 
+def kafka_options() -> dict[str, Any]:
+    """The security options of every Kafka client a benchmark makes: the ``SLUICEGATE_KAFKA_*`` settings, as
+    every other client of sluicegate reads them (empty for PLAINTEXT). Its subprocesses (workers, floors,
+    the sink) read the same settings from the environment they inherit."""
+    return Settings().kafka_client_options()
+
+
+def require_open_broker(settings: Settings) -> None:
+    """A benchmark about to start its own broker (which is open, PLAINTEXT) stops if the settings name a
+    security protocol: its clients would speak it to a broker that does not."""
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        raise SystemExit(f"SLUICEGATE_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs a "
+                         "cluster that speaks it: pass --bootstrap (as a user the ACLs let do what the "
+                         "benchmark does, e.g. a super user); a broker the benchmark starts is PLAINTEXT")
+
+
 @contextmanager
 def bootstrap_servers(given: str | None, workdir: Path) -> Iterator[str]:
     """``given``, else a throwaway local broker (data under ``workdir``) for as long as the block runs."""
@@ -24,6 +41,7 @@ def bootstrap_servers(given: str | None, workdir: Path) -> Iterator[str]:
         yield given
         return
     settings = Settings()
+    require_open_broker(settings)
     broker = BrokerConfig(port=free_port(), data_dir=workdir / "kafka",
                           cache_dir=settings.artifact_cache_dir.resolve(), version=settings.kafka_version)
     start_broker(broker)

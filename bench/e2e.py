@@ -53,6 +53,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.broker import kafka_options  # noqa: E402
 from bench.broker import main as bench_main  # noqa: E402
 from bench.floors import Shape, floor_topics  # noqa: E402
 from infra.kafka.admin import ensure_topics  # noqa: E402
@@ -197,9 +198,10 @@ class Client:
 
     def __init__(self, bootstrap: str) -> None:
         self.tracker = Tracker()
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all",
+                                         **kafka_options())
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5,
-                                         auto_offset_reset="latest")
+                                         auto_offset_reset="latest", **kafka_options())
         self.counter = 0
         self.task: asyncio.Task[None] | None = None
 
@@ -329,7 +331,7 @@ async def start_worker(args: argparse.Namespace, bootstrap: str, workdir: Path, 
     names = TopicNames(prefix)
     policy = (ROOT / "policies" / "examples" / args.policy).read_text()
     publisher = None if ring is None else SignerCredential.issue(ring, "publisher", "bench")
-    await publish_policy(bootstrap, names.policies, policy, args.policy, publisher)
+    await publish_policy(bootstrap, names.policies, policy, args.policy, publisher, options=kafka_options())
     if name == "shadow":
         await publish_shadow(bootstrap, names.policies, policy)
     port = free_port()
@@ -384,7 +386,8 @@ def start_floor(args: argparse.Namespace, bootstrap: str, workdir: Path, prefix:
 async def written(bootstrap: str, worker: Responder) -> dict[str, dict[str, float]]:
     """What the worker wrote per intent so far, per topic (intents and policies aside): records per
     intent and mean value bytes (of every record; a tombstone counts as 0 bytes)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **kafka_options())
     await consumer.start()
     prefix = worker.names.prefix
     skip = {worker.names.intents, worker.names.policies}
@@ -545,7 +548,7 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[s
             procs.append(workers[-1].proc)
         floor_prefixes = {mode: "floor" + secrets.token_hex(4) for mode in ("echo", "writes")}
         for prefix in floor_prefixes.values():
-            await ensure_topics(bootstrap, floor_topics(prefix, args.partitions)[2])
+            await ensure_topics(bootstrap, floor_topics(prefix, args.partitions)[2], options=kafka_options())
         client = Client(bootstrap)
         await client.start([w.names.decisions for w in workers]
                            + [TopicNames(p).decisions for p in floor_prefixes.values()])
@@ -596,7 +599,7 @@ async def publish_shadow(bootstrap: str, topic: str, policy: str) -> None:
     """The worker's own policy again, renamed, as its shadow: each intent is decided twice by the same
     rules (own state, one more audit record), so the cost measured is the shadow's alone."""
     text = re.sub(r"^policy: *(\S+)", r"policy: \1-shadow", policy, count=1, flags=re.MULTILINE)
-    await publish(bootstrap, topic, text, "shadow", role=SHADOW)
+    await publish(bootstrap, topic, text, "shadow", role=SHADOW, options=kafka_options())
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
