@@ -101,7 +101,7 @@ class DecideBinding(_Retaining):
         if kind == "resolved":
             return self.stage.handle_resolved(Resolved.model_validate_json(body), partition, now_ms())
         if kind == "leasegrant":
-            return self.stage.handle_grant(LeaseGrant.model_validate_json(body), partition)
+            return self.stage.handle_grant(LeaseGrant.model_validate_json(body), partition, now_ms())
         return self.stage.handle_feedback(Feedback.model_validate_json(body), partition, now_ms())
 
     def tick(self, partition: int, now_ms: int) -> list[Send]:

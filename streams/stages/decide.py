@@ -40,6 +40,7 @@ again and nothing is counted twice. Records are dropped after ``retention_ms``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -73,7 +74,7 @@ from streams.messages import (
     Reservation,
     Resolved,
 )
-from streams.stages.leases import LEAD_MS, LEASE_MS, Held, HolderLeases, need_of
+from streams.stages.leases import LEAD_MS, LEASE_MS, Held, HolderLeases, leasable, need_of
 from streams.stages.outputs import (
     Outcome,
     Route,
@@ -257,7 +258,10 @@ class DecideStage:
         if policy is None or result.decision.decision is not _ALLOW or not self.partitions:
             return []
         sends = []
+        budgets = _budgets(policy)
         for change in result.shared:
+            if not leasable(change, budgets.get(change.limit_id, 0.0), self.partitions):
+                continue
             due = self.leases.ask_due(change, now_ms)
             if due is None:
                 continue
@@ -272,14 +276,14 @@ class DecideStage:
             sends.append(Send(Route.SHARED, change.key.encode(), ask.model_dump_json().encode()))
         return sends
 
-    def handle_grant(self, grant: LeaseGrant, partition: int) -> list[Send]:
+    def handle_grant(self, grant: LeaseGrant, partition: int, now_ms: int) -> list[Send]:
         """Hold a lease asked for here. A grant nobody here asked for (an ask given up, or not this
         partition's) is returned unused at once, unless it is a lease held or returned already."""
         if grant.partition != partition:
             return []
         lease = None if not grant.amount else Held(
             lease_id=grant.ask_id, policy_version=grant.policy_version, start_ms=grant.start_ms,
-            end_ms=grant.end_ms, amount=grant.amount)
+            end_ms=grant.end_ms, amount=grant.amount, held_ms=now_ms)
         if self.leases.granted(grant.key, grant.ask_id, lease) or lease is None:
             return []
         if self.leases.knows(grant.key, grant.ask_id):
@@ -395,6 +399,13 @@ def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> 
         if isinstance(change, WindowChange):
             state.add_once(change, request_id)
     apply(state, [change for change in changes if not isinstance(change, WindowChange)])
+
+
+@functools.lru_cache(maxsize=8)
+def _budgets(policy: CompiledPolicy) -> dict[str, float]:
+    """Each limit's count or max, by id."""
+    return {limit.id: float(limit.count if limit.count is not None else limit.max or 0.0)
+            for limit in policy.limits}
 
 
 def _trails(changes: tuple[Change, ...]) -> list[TrailChange]:

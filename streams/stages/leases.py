@@ -29,14 +29,17 @@ LEASE_MS = 2_000
 """Event time a lease covers after the intent that asked for it."""
 LEAD_MS = LEASE_MS // 4
 """...and before it (intents of many agents reach a partition slightly out of event-time order)."""
-CLOSE_AFTER_MS = LEASE_MS
-"""A holder returns a lease once its clock is this far past the lease's end."""
+CLOSE_AFTER_MS = 2 * LEASE_MS
+"""A holder returns a lease this long after it received it, by its own clock (when is a matter of
+waste only: a lease returned is never spent again)."""
 ASK_TIMEOUT_MS = 5_000
 """An ask without an answer for this long is forgotten (a later intent asks again)."""
 MIN_WINDOW_FACTOR = 4
 """Leases only for limits whose window is at least this many lease spans."""
 FIRST_WANT = 4
 """A first ask wants this many actions (times the intent's value, for a sum)."""
+MIN_SHARE = 2
+"""Leases only for limits whose sustained rate gives every partition this many actions per span."""
 HOLDER_PREFIX = "L|"
 USES_PREFIX = "u|"
 GRANT_PREFIX = f"{RECEIPT_PREFIX}lease|"
@@ -71,6 +74,15 @@ def slice_of(room: float, want: float, need: float, partitions: int, counting: b
     if counting:
         amount = float(math.floor(amount))
     return amount if amount >= need and amount > 0 else 0.0
+
+
+def worth_leasing(budget: float, window_ms: int, need: float, partitions: int) -> bool:
+    """Whether a limit lends leases: its window spans several leases, and its budget spread over the
+    window gives every partition a few actions per lease span. A smaller budget is spent in a burst,
+    where the slow path decides the edge exactly; a lease would only hold part of it out of reach."""
+    span = LEASE_MS + LEAD_MS
+    share = budget * span / window_ms if window_ms > 0 else 0.0
+    return window_ms >= MIN_WINDOW_FACTOR * span and share >= MIN_SHARE * max(1, partitions) * max(need, 1.0)
 
 
 def add_lease(window: WindowState, counting: bool, start_ms: int, end_ms: int, amount: float,
@@ -114,6 +126,8 @@ class Held(_Model):
     start_ms: int
     end_ms: int
     amount: float
+    held_ms: int
+    """When the holder took it (its clock): it is returned :data:`CLOSE_AFTER_MS` later."""
     spent: float = 0.0
     uses: int = 0
 
@@ -147,9 +161,10 @@ def need_of(change: WindowChange) -> float | None:
     return change.value if change.value >= 0 else None
 
 
-def leasable(change: WindowChange) -> bool:
-    """Whether the limit of ``change`` lends leases at all (its window is long enough)."""
-    return change.window_ms >= MIN_WINDOW_FACTOR * (LEASE_MS + LEAD_MS)
+def leasable(change: WindowChange, budget: float, partitions: int) -> bool:
+    """Whether the limit of ``change`` (whose count or max is ``budget``) lends leases at all."""
+    need = need_of(change)
+    return need is not None and worth_leasing(budget, change.window_ms, need, partitions)
 
 
 class HolderLeases:
@@ -191,10 +206,10 @@ class HolderLeases:
 
     def ask_due(self, change: WindowChange, now_ms: int) -> tuple[float, HeldKey] | None:
         """(what to want, the key's state) when a new lease should be asked for ``change``'s key: no
-        ask open and no lease that still lasts (half its span left after this action, half its
-        amount unspent); None otherwise."""
+        ask open or refused lately, and no lease that still lasts (half its span left after this
+        action, half its amount unspent); None otherwise."""
         need = need_of(change)
-        if need is None or not leasable(change):
+        if need is None:
             return None
         held = self.held(change.key)
         if any(now_ms - ask.asked_ms < ASK_TIMEOUT_MS for ask in held.asks):
@@ -211,13 +226,16 @@ class HolderLeases:
         self.put(key, held.model_copy(update={"asks": (*asks, Asked(ask_id=ask_id, asked_ms=now_ms))}))
 
     def granted(self, key: str, ask_id: UUID, lease: Held | None) -> bool:
-        """Take the answer to an open ask (``lease`` None: refused). False when no such ask is open:
-        the caller returns that lease unused, if it is not one already held."""
+        """Take the answer to an open ask (``lease`` None: refused, and the ask stays until its timeout,
+        so nobody asks again meanwhile). False when no such ask is open: the caller returns that lease
+        unused, if it is not one already held."""
         held = self.held(key)
         if not any(ask.ask_id == ask_id for ask in held.asks):
             return False
+        if lease is None:
+            return True
         asks = tuple(ask for ask in held.asks if ask.ask_id != ask_id)
-        leases = held.leases if lease is None else (*held.leases, lease)
+        leases = (*held.leases, lease)
         self.put(key, held.model_copy(update={"asks": asks, "leases": leases}))
         return True
 
@@ -227,10 +245,10 @@ class HolderLeases:
         return lease_id in held.closed or any(lease.lease_id == lease_id for lease in held.leases)
 
     def close_due(self, key: str, now_ms: int) -> list[tuple[Held, list[tuple[int, float]]]]:
-        """Close the leases of ``key`` whose span ended :data:`CLOSE_AFTER_MS` ago: (lease, its uses)
-        to return; their state is gone once this is written (so nothing spends them again)."""
+        """Close the leases of ``key`` held for :data:`CLOSE_AFTER_MS`: (lease, its uses) to return; their
+        state is gone once this is written (so nothing spends them again)."""
         held = self.held(key)
-        due = [lease for lease in held.leases if now_ms > lease.end_ms + CLOSE_AFTER_MS]
+        due = [lease for lease in held.leases if now_ms >= lease.held_ms + CLOSE_AFTER_MS]
         asks = tuple(ask for ask in held.asks if now_ms - ask.asked_ms < ASK_TIMEOUT_MS)
         if not due and asks == held.asks:
             return []

@@ -26,6 +26,7 @@ from streams.stages.leases import (
     GrantRecord,
     OwnerLeases,
     grant_key,
+    worth_leasing,
 )
 from streams.stages.outputs import (
     Outcome,
@@ -185,7 +186,9 @@ def _leasable(policy: CompiledPolicy | None, ask: LeaseAsk) -> CompiledLimit | N
     for limit in policy.limits:
         if limit.id == ask.limit_id:
             fits = limit.scope is LimitScope.SHARED and ask.key.startswith(f"{limit.id}|")
-            return limit if fits and limit.window_ms >= MIN_WINDOW_FACTOR * span else None
+            budget = float(limit.count if limit.count is not None else limit.max or 0.0)
+            worth = worth_leasing(budget, limit.window_ms, ask.need, ask.partitions)
+            return limit if fits and worth and limit.window_ms >= MIN_WINDOW_FACTOR * span else None
     return None
 
 

@@ -106,7 +106,7 @@ def test_a_return_that_spent_more_than_lent_keeps_the_lease_counted() -> None:
 
 
 def test_a_lease_is_spent_only_inside_its_span_and_its_amount() -> None:
-    lease = Held(lease_id=uuid.uuid4(), policy_version="v", start_ms=1_000, end_ms=3_500, amount=2)
+    lease = Held(lease_id=uuid.uuid4(), policy_version="v", start_ms=1_000, end_ms=3_500, amount=2, held_ms=0)
     assert lease.covers(1_000, 1, "v") and lease.covers(3_500, 1, "v")
     assert not lease.covers(3_501, 1, "v") and not lease.covers(999, 1, "v")  # expired / not yet
     assert not lease.covers(2_000, 3, "v")  # more than lent
@@ -131,7 +131,8 @@ def test_a_holder_spending_past_its_span_would_overspend() -> None:
             owner.add(late, None, W, None)
             allowed.append(late)
     assert _overspent([*allowed, *[late] * 5], 10)  # 15 actions in (2.5 s, 12.5 s]
-    lease = Held(lease_id=uuid.uuid4(), policy_version="v", start_ms=lease_start, end_ms=lease_end, amount=5)
+    lease = Held(lease_id=uuid.uuid4(), policy_version="v", start_ms=lease_start, end_ms=lease_end,
+                 amount=5, held_ms=0)
     assert not lease.covers(late, 1, "v")  # which is why the holder never spends it there
 
 
@@ -209,7 +210,7 @@ class Fleet:
         partition = int(name[-1])
         stage = self.deciders[partition]
         if kind == "leasegrant":
-            return stage.handle_grant(LeaseGrant.model_validate_json(body), partition)
+            return stage.handle_grant(LeaseGrant.model_validate_json(body), partition, self.now_ms)
         return stage.handle_feedback(Feedback.model_validate_json(body), partition, now)
 
     def drain(self) -> None:
@@ -305,14 +306,14 @@ def test_grants_and_returns_are_idempotent_and_strangers_change_nothing() -> Non
     owner_before = dict(fleet.owner_table)
     body = LeaseGrant.model_validate_json(grant[0].value)
     # A grant for the other partition, or for an ask nobody made, is not held.
-    assert fleet.deciders[1].handle_grant(body, 1) == []
+    assert fleet.deciders[1].handle_grant(body, 1, fleet.now_ms) == []
     stranger = body.model_copy(update={"ask_id": uuid.uuid4()})
-    back = fleet.deciders[0].handle_grant(stranger, 0)
+    back = fleet.deciders[0].handle_grant(stranger, 0, fleet.now_ms)
     assert [kind_of(s.value) for s in back] == ["leasereturn"]  # returned unused at once
     fleet.owner.handle_return(LeaseReturn.model_validate_json(back[0].value), 0, fleet.now_ms)
     assert fleet.owner_table == owner_before  # the owner never lent it: nothing changes
-    assert fleet.deciders[0].handle_grant(body, 0) == []
-    assert fleet.deciders[0].handle_grant(body, 0) == []  # redelivered: held once
+    assert fleet.deciders[0].handle_grant(body, 0, fleet.now_ms) == []
+    assert fleet.deciders[0].handle_grant(body, 0, fleet.now_ms) == []  # redelivered: held once
     fleet.now_ms += 10
     fleet.intent("a1", 1)
     assert not fleet.queues["shared"]  # decided under the lease
@@ -326,7 +327,7 @@ def test_grants_and_returns_are_idempotent_and_strangers_change_nothing() -> Non
     fleet.owner.handle_return(returned, 0, fleet.now_ms)
     fleet.owner.handle_return(returned, 0, fleet.now_ms)
     assert len(TableState(fleet.owner_table).get_window(KEY).times_ms) == 2  # type: ignore[union-attr]
-    assert fleet.deciders[0].handle_grant(body, 0) == []  # a grant of a returned lease: not again
+    assert fleet.deciders[0].handle_grant(body, 0, fleet.now_ms) == []  # a returned lease: not again
 
 
 def test_an_ask_for_what_the_policy_does_not_lend_gets_nothing() -> None:
@@ -345,6 +346,9 @@ def test_an_ask_for_what_the_policy_does_not_lend_gets_nothing() -> None:
 def test_a_window_change_decides_if_a_lease_may_be_asked() -> None:
     from streams.stages.leases import leasable, need_of
 
-    short = WindowChange("x", LimitScope.SHARED, "x|fleet", 0, None, 5_000, None)
-    assert not leasable(short)
-    assert need_of(short) == 1 and need_of(short._replace(value=-1.0)) is None
+    change = WindowChange("x", LimitScope.SHARED, "x|fleet", 0, None, 60_000, None)
+    assert leasable(change, budget=1_000, partitions=6)  # 41 actions per lease span, 6 partitions
+    assert not leasable(change._replace(window_ms=5_000), budget=1_000, partitions=6)  # window too short
+    assert not leasable(change, budget=200, partitions=6)  # 8 actions per span: spent in a burst
+    assert not leasable(change._replace(value=-1.0), budget=1_000, partitions=6)  # no lease covers it
+    assert need_of(change) == 1 and need_of(change._replace(value=30.0)) == 30
