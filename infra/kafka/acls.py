@@ -86,11 +86,11 @@ def matrix(prefix: str, users: dict[str, str] | None = None) -> list[Acl]:
     who = {role: role for role in ("agent", "worker", "reviewer", "sink", "publisher")} | (users or {})
     worker, internal, changelogs = who["worker"], f"{prefix}.internal.", f"{prefix}-worker-"
     acls = [
-        *_topics(who["agent"], Operation.WRITE, [n.intents, n.outcomes]),
-        *_topics(who["agent"], Operation.READ, [n.decisions]),
+        *_topics(who["agent"], Operation.WRITE, [n.intents, n.outcomes, n.reply_leases]),
+        *_topics(who["agent"], Operation.READ, [n.decisions, n.replies, n.reply_leases]),
         *_topics(worker, Operation.READ, [n.intents, n.outcomes, n.approvals, n.policies]),
-        *_topics(worker, Operation.WRITE, [n.decisions, n.approval_requests, n.approval_results, n.audit,
-                                           n.dead_letter]),
+        *_topics(worker, Operation.WRITE, [n.decisions, n.replies, n.approval_requests, n.approval_results,
+                                           n.audit, n.dead_letter]),
         *_topics(worker, Operation.READ, [internal, changelogs], Pattern.PREFIXED),
         *_topics(worker, Operation.WRITE, [internal, changelogs], Pattern.PREFIXED),
         *_topics(worker, Operation.CREATE, [f"{prefix}.", changelogs], Pattern.PREFIXED),

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from infra.kafka.acls import Operation, matrix
 from schemas import Decision, DecisionKind, Intent, TopicNames
 from schemas.decision import REQUEST_ID_REUSED, UNAUTHENTICATED, WRONG_PARTITION
 from sluicegate.replies import LeaseBook, ReplyLeaseClaim, lease_key, reply_key_for
@@ -134,3 +135,12 @@ def test_the_workers_create_the_replies_and_lease_topics_and_route_replies() -> 
     assert specs["p.reply-leases"].partitions == 1
     assert specs["p.reply-leases"].configs["cleanup.policy"] == "compact"
     assert topics.routes()[Route.REPLIES] == "p.replies"
+
+
+def test_only_workers_write_replies_and_agents_read_them_and_hold_leases() -> None:
+    def who(topic: str, operation: Operation) -> set[str]:
+        return {a.principal for a in matrix("p") if a.name == topic and a.operation is operation}
+
+    writers, readers = who("p.replies", Operation.WRITE), who("p.replies", Operation.READ)
+    leasers = who("p.reply-leases", Operation.WRITE)
+    assert (writers, readers, leasers) == ({"User:worker"}, {"User:agent"}, {"User:agent"})
