@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import thread_time_ns
@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import matplotlib  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -88,12 +89,12 @@ from streams.topology import COMPACTED  # noqa: E402
 
 RULE_SIZES, QUICK_RULE_SIZES = (10, 100, 1_000, 10_000), (10, 100, 1_000)
 KEY_SIZES, QUICK_KEY_SIZES = (1_000, 10_000, 100_000, 1_000_000), (200, 2_000)
-RATES = (250, 500, 1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000)
+RATES = (100, 250, 500, 1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000)
 QUICK_RATES = (100, 200)
 SHAPES = {"fleet of 100 tools": 100, "10 rules per tool": 0}
 """Rules-curve shapes: at most this many tools (rules per tool grow), or 0: tools = rules / 10."""
 SATURATED = 0.9
-"""A step whose answered rate is below this share of the offered rate is saturation: the last step."""
+"""A step whose answered rate is below this share of the published rate is saturation: the last step."""
 STATE_BUDGET_S = 420.0
 """A state point whose expected time (the previous point's, scaled) is over this is extrapolated."""
 PARTITIONS = 6
@@ -515,7 +516,11 @@ async def load_curve(bootstrap: str, workdir: Path, quick: bool) -> dict[str, An
 
 
 def _saturated(step: dict[str, Any]) -> bool:
-    return bool(step["worker"]["answered_per_s"] < SATURATED * step["offered_per_s"])
+    """The worker answered fewer than :data:`SATURATED` of what was published per second, or the load
+    generator could not publish that share of the offered rate (the curve ends there either way)."""
+    worker = step["worker"]
+    return bool(worker["answered_per_s"] < SATURATED * worker["published_per_s"]
+                or worker["published_per_s"] < SATURATED * step["offered_per_s"])
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -523,6 +528,22 @@ def _ratio(numerator: float, denominator: float) -> float | None:
 
 
 # -- plots ----------------------------------------------------------------------------------------------
+
+
+def _number(value: float, _: int = 0) -> str:
+    return f"{value:,.0f}" if value >= 1 and value == int(value) else f"{value:.3g}"
+
+
+def _minor(value: float, _: int = 0) -> str:
+    return _number(value) if f"{value:e}"[0] in "25" else ""
+
+
+def _plain(*axes: Any) -> None:
+    """Tick labels as plain numbers (10, 1,000, 0.5), not powers of ten; minor ones at 2 and 5."""
+    for each in axes:
+        for axis in (each.xaxis, each.yaxis):
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(_number))
+            axis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor))
 
 
 def _caption(curve: dict[str, Any], cores: int | None) -> str:
@@ -546,6 +567,7 @@ def plot_rules(curve: dict[str, Any], path: Path, cores: int | None) -> None:
               title="evaluate_raw per intent")
     ratios.set(xscale="log", yscale="log", xlabel="rules in the policy", ylabel="x floor (json.loads)",
                title="ratio to the floor")
+    _plain(times, ratios)
     for axes in (times, ratios):
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=7)
@@ -577,6 +599,7 @@ def plot_state(curve: dict[str, Any], path: Path, cores: int | None) -> None:
              title="state bytes")
     restore.set(xscale="log", yscale="log", xlabel="active agent-keyed windows", ylabel="seconds",
                 title=f"restore into empty RocksDB ({curve['partitions']} partitions)")
+    _plain(size, restore)
     for axes in (size, restore):
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=7)
@@ -607,6 +630,7 @@ def plot_load(curve: dict[str, Any], path: Path, cores: int | None) -> None:
     latency.set(xscale="log", yscale="log", xlabel="offered intents/s", ylabel="ms (published → decision)",
                 title=f"latency ({curve['policy']}, {curve['partitions']} partitions)")
     ratios.set(xscale="log", xlabel="offered intents/s", ylabel="x floor", title="ratio to the floor")
+    _plain(latency, ratios)
     for axes in (latency, ratios):
         axes.grid(True, which="both", alpha=0.3)
     latency.legend(fontsize=7)
@@ -624,27 +648,51 @@ def plot_load(curve: dict[str, Any], path: Path, cores: int | None) -> None:
 
 def run(out_dir: Path, quick: bool, only: Iterable[str] = ("rules", "state", "load")) -> dict[str, Any]:
     """Measure the curves in ``only``, write their PNGs and ``cost_curves.json`` into ``out_dir``, and
-    return the figures (JSON-serialisable). ``quick``: tiny sizes (a smoke run)."""
+    return the figures (JSON-serialisable). ``quick``: tiny sizes (a smoke run). The curves not in
+    ``only`` are kept from an earlier ``cost_curves.json`` there (of the same ``quick``), if any."""
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = set(only)
-    figures: dict[str, Any] = {"machine": machine(), "quick": quick,
-                               "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "plots": {}}
+    figures = _earlier(out_dir / "cost_curves.json", quick, wanted)
+    figures |= {"machine": machine(), "quick": quick}
+    figures.setdefault("plots", {})
     cores = figures["machine"]["cpus"]
     if "rules" in wanted:
-        figures["rules"] = rules_curve(quick)
+        figures["rules"] = _stamped(rules_curve, quick)
         plot_rules(figures["rules"], out_dir / "rules.png", cores)
-        figures["plots"]["rules"] = str(out_dir / "rules.png")
+        figures["plots"]["rules"] = "rules.png"
     if wanted & {"state", "load"}:
         figures |= asyncio.run(_kafka_curves(wanted, quick))
         if "state" in figures:
             plot_state(figures["state"], out_dir / "state.png", cores)
-            figures["plots"]["state"] = str(out_dir / "state.png")
+            figures["plots"]["state"] = "state.png"
         if "load" in figures:
             plot_load(figures["load"], out_dir / "load.png", cores)
-            figures["plots"]["load"] = str(out_dir / "load.png")
-    figures["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            figures["plots"]["load"] = "load.png"
     (out_dir / "cost_curves.json").write_text(json.dumps(figures, indent=1) + "\n")
     return figures
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _stamped(measure: Callable[[bool], dict[str, Any]], quick: bool) -> dict[str, Any]:
+    """``measure(quick)`` with the UTC times it started and finished."""
+    began = _now()
+    return {"started_at": began} | measure(quick) | {"finished_at": _now()}
+
+
+def _earlier(path: Path, quick: bool, wanted: set[str]) -> dict[str, Any]:
+    """The curves of an earlier run at ``path`` that are not measured again (none: a fresh dict)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("quick") != quick:
+        return {}
+    kept = {name: earlier[name] for name in ("rules", "state", "load")
+            if name in earlier and name not in wanted}
+    return kept | {"plots": {name: plot for name, plot in earlier.get("plots", {}).items() if name in kept}}
 
 
 async def _kafka_curves(wanted: set[str], quick: bool) -> dict[str, Any]:
@@ -656,9 +704,13 @@ async def _kafka_curves(wanted: set[str], quick: bool) -> dict[str, Any]:
         workdir = Path(tmp)
         broker_dir = None if given else workdir / "kafka"
         if "state" in wanted:
-            out["state"] = await state_curve(bootstrap, workdir, broker_dir, quick)
+            began = _now()
+            out["state"] = {"started_at": began} | await state_curve(bootstrap, workdir, broker_dir, quick)
+            out["state"]["finished_at"] = _now()
         if "load" in wanted:
-            out["load"] = await load_curve(bootstrap, workdir, quick)
+            began = _now()
+            out["load"] = {"started_at": began} | await load_curve(bootstrap, workdir, quick)
+            out["load"]["finished_at"] = _now()
     return out
 
 
