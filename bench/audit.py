@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.broker import kafka_options, require_open_broker
 from consumers.analytics import build_report
 from consumers.audit_columns import COLUMNS, row
 from consumers.audit_rows import arrow_stream, to_arrow
@@ -44,11 +45,11 @@ from consumers.backtest import audited_intents, backtest, replay
 from infra.clickhouse import open_client
 from infra.clickhouse.migrate import migrate
 from infra.kafka import BrokerConfig, start_broker, stop_broker
+from infra.kafka.admin import TopicSpec, ensure_topics
 from infra.kafka.process import port_is_free
 from schemas import AuditRecord, DecisionKind, TopicNames
 from sluicegate.settings import Settings
 from streams.engine import load_policy
-from tests.consumers.kafka_io import create_topics
 from tests.consumers.records import decision_record, intent
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "examples" / "customer_support.yaml"
@@ -61,6 +62,17 @@ def _payloads(count: int, at: datetime) -> list[tuple[bytes, bytes]]:
         record = decision_record(asked, DecisionKind.ALLOW)
         out.append((str(record.request_id).encode(), record.model_dump_json().encode()))
     return out
+
+
+async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 3) -> None:
+    """The sink's topics (audit, outcomes, dead letters)."""
+    names = (topics.audit, topics.outcomes, topics.dead_letter)
+    await ensure_topics(bootstrap, [TopicSpec(name, partitions) for name in names], options=kafka_options())
+
+
+def sink_config(database: str, topics: TopicNames) -> SinkConfig:
+    """The sink under measurement, with the settings' Kafka security."""
+    return SinkConfig(database=database, topics=topics, group_id=database, kafka_options=kafka_options())
 
 
 async def _running(bootstrap: str, client: Any, config: SinkConfig) -> tuple[AuditSink, asyncio.Task[None]]:
@@ -109,7 +121,8 @@ async def sink_throughput(bootstrap: str, client: Any, rows: int) -> float:
     """Rows per second stored from a pre-filled topic."""
     topics = TopicNames("bench" + secrets.token_hex(4))
     await create_topics(bootstrap, topics)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20,
+                                **kafka_options())
     await producer.start()
     for key, value in _payloads(rows, datetime.now(UTC)):
         await producer.send(topics.audit, value, key=key)
@@ -117,7 +130,7 @@ async def sink_throughput(bootstrap: str, client: Any, rows: int) -> float:
     await producer.stop()
     db = topics.prefix
     migrate(client, db)
-    sink, task = await _running(bootstrap, client, SinkConfig(database=db, topics=topics, group_id=db))
+    sink, task = await _running(bootstrap, client, sink_config(db, topics))
     await _assigned(sink.consumer)
     started = time.perf_counter()
     await sink.wait_stored(rows)
@@ -132,8 +145,8 @@ async def lag_p99(bootstrap: str, client: Any, rate: int, seconds: int) -> float
     await create_topics(bootstrap, topics)
     db = topics.prefix
     migrate(client, db)
-    sink, task = await _running(bootstrap, client, SinkConfig(database=db, topics=topics, group_id=db))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    sink, task = await _running(bootstrap, client, sink_config(db, topics))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **kafka_options())
     await producer.start()
     start = time.monotonic()
     for tick in range(rate * seconds // 100):
@@ -251,6 +264,7 @@ def main() -> None:
     broker = None
     if args.bootstrap is None:
         settings = Settings()
+        require_open_broker(settings)
         broker = BrokerConfig(port=_free_kafka_port(), data_dir=work / "kafka",
                               cache_dir=settings.artifact_cache_dir, version=settings.kafka_version)
         start_broker(broker)

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
 
+from bench.broker import kafka_options
 from infra.kafka.admin import TopicSpec, ensure_topics
 from schemas import TopicNames
 from streams.runtime import kafka
@@ -78,9 +79,10 @@ def reply(rid: bytes, agent: bytes, size: int) -> bytes:
 async def respond(bootstrap: str, prefix: str, partitions: int, mode: str, shape: Shape) -> None:
     """Answer every intent on ``prefix``'s intents topic until cancelled."""
     names, changelog, specs = floor_topics(prefix, partitions)
-    await ensure_topics(bootstrap, specs)
-    consumer = kafka.group_consumer(bootstrap, f"{prefix}-floor")
-    producer = kafka.producer(bootstrap)
+    options = kafka_options()
+    await ensure_topics(bootstrap, specs, options=options)
+    consumer = kafka.group_consumer(bootstrap, f"{prefix}-floor", options)
+    producer = kafka.producer(bootstrap, options)
     await producer.start()
     await consumer.start()
     consumer.subscribe([names.intents])

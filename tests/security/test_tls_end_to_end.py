@@ -1,6 +1,6 @@
 """``sluicegate kafka start --secure --protocol SASL_SSL``: the SDK, a worker subprocess and the audit sink,
 each with its role's settings lines (SCRAM user and the broker's CA), decide and audit over TLS; a client
-that does not trust the broker's CA is refused."""
+that does not trust the broker's CA is refused; the benchmarks' clients take the same settings."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from clickhouse_connect.driver.client import Client
 
+from bench.audit import sink_throughput
+from bench.broker import require_open_broker
 from consumers.audit_sink import DEFAULT_GROUP_ID, SinkConfig, open_sink
 from infra.clickhouse.migrate import migrate
+from infra.kafka.secure import ADMIN
 from infra.kafka.tls import ensure_certificates
-from sluicegate import Gate
+from sluicegate import Gate, Settings
 from sluicegate.trust import AgentCredential, SignerCredential
 from streams.policy_source import publish_policy
 from tests.approvals.factories import WorkerKeys
@@ -77,24 +80,24 @@ async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
 
             # trust is on: the tool runs only on a decision the SDK verified with the agent's key
             assert await refund(40) == "refunded 40"
-    finally:
-        worker.stop()
 
-    database = f"tls_{names.prefix}"
-    migrate(clickhouse_client, database)
-    sink = await open_sink(kafka.bootstrap, clickhouse_client, SinkConfig(
-        database=database, topics=names, group_id=DEFAULT_GROUP_ID, decoders=0,
-        kafka_options=kafka.settings("sink").kafka_client_options()))
-    task = asyncio.create_task(sink.run())
-    try:
-        deadline = time.monotonic() + DEADLINE_S
-        while not (rows := decision_rows(clickhouse_client, database, agent_id)):
-            assert time.monotonic() < deadline, "the decision's audit row did not reach ClickHouse"
-            await asyncio.sleep(0.5)  # polling ClickHouse, written by the sink's task
+        database = f"tls_{names.prefix}"
+        migrate(clickhouse_client, database)
+        sink = await open_sink(kafka.bootstrap, clickhouse_client, SinkConfig(
+            database=database, topics=names, group_id=DEFAULT_GROUP_ID, decoders=0,
+            kafka_options=kafka.settings("sink").kafka_client_options()))
+        task = asyncio.create_task(sink.run())
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while not (rows := decision_rows(clickhouse_client, database, agent_id)):
+                assert time.monotonic() < deadline, "the decision's audit row did not reach ClickHouse"
+                await asyncio.sleep(0.5)  # polling ClickHouse, written by the sink's task
+        finally:
+            sink.stop()
+            await task
+            await sink.close()
     finally:
-        sink.stop()
-        await task
-        await sink.close()
+        worker.stop()  # once the audit is stored: the worker writes its audit records after the decision
     assert rows == [("ALLOW", "['small-refund']")]
 
 
@@ -109,3 +112,17 @@ async def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(
         untrusting = kafka.settings("agent", kafka_ssl_cafile=cafile)
         with pytest.raises(KafkaConnectionError):
             await produce(kafka.bootstrap, untrusting.kafka_client_options(), intents)
+
+
+async def test_a_benchmark_runs_over_sasl_ssl_from_the_settings(
+    sasl_ssl: TlsKafka, monkeypatch: pytest.MonkeyPatch, clickhouse_client: Client,
+) -> None:
+    """bench/audit.py's sink measurement (topic creation, producer, sink) with a super user's settings in
+    the environment: nothing connects unless every client takes them."""
+    env = {**sasl_ssl.env("agent"), "SLUICEGATE_KAFKA_SASL_USERNAME": ADMIN,
+           "SLUICEGATE_KAFKA_SASL_PASSWORD": sasl_ssl.credentials.password(ADMIN)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert await asyncio.wait_for(sink_throughput(sasl_ssl.bootstrap, clickhouse_client, 200), DEADLINE_S) > 0
+    with pytest.raises(SystemExit, match="pass --bootstrap"):  # a broker it starts itself is open
+        require_open_broker(Settings())
