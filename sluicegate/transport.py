@@ -197,13 +197,10 @@ class KafkaTransport:
         names), else on the agent's partition of the decisions topic."""
         waiter = self.demux.register(request_id, agent_id, check)
         try:
-            if reply_key is None:
-                await self.ensure_partition(agent_id)
-            else:
-                tp = self._reply_tp(reply_key)
-                self._waiting_on[request_id] = tp
-                self._users[tp] += 1
-                await self._ensure(tp)
+            tp = self._decisions_tp(agent_id) if reply_key is None else self._reply_tp(reply_key)
+            self._waiting_on[request_id] = tp
+            self._users[tp] += 1
+            await self._ensure(tp)
         except BaseException:
             self.forget(request_id)
             raise
@@ -217,7 +214,7 @@ class KafkaTransport:
         self._users[tp] -= 1
         if self._users[tp] <= 0:
             del self._users[tp]
-            if tp != self._lease_tp() and tp in self._assigned:
+            if tp in self._assigned and not self._wanted(tp, self._lease_tp()):
                 self._spawn(self._prune(), "sluicegate-reply-prune")
 
     async def ensure_partition(self, agent_id: str) -> None:
@@ -225,9 +222,7 @@ class KafkaTransport:
         decision partition; positioned at the end if it is new."""
         if not self.connected:
             raise TransportError(f"not connected to Kafka: {self._last_error}")
-        lease = self._lease_tp()
-        await self._ensure(lease or TopicPartition(self.topics.decisions,
-                                                   partition_for(agent_id, self._partitions)))
+        await self._ensure(self._lease_tp() or self._decisions_tp(agent_id))
 
     async def move_lease(self) -> None:
         """Give up the reply partition and lease another (calls in flight keep reading the old one)."""
@@ -235,6 +230,11 @@ class KafkaTransport:
             raise TransportError("reply leases are off")
         await self.leaser.move()
         await self._prune()
+
+    def _decisions_tp(self, agent_id: str) -> TopicPartition:
+        if not self._partitions:
+            raise TransportError(f"not connected to Kafka: {self._last_error}")
+        return TopicPartition(self.topics.decisions, partition_for(agent_id, self._partitions))
 
     def _reply_tp(self, reply_key: str) -> TopicPartition:
         if not self._reply_partitions:
@@ -277,14 +277,19 @@ class KafkaTransport:
             self._next_offset.pop(tp, None)
         self._assigned = set(partitions)
 
+    def _wanted(self, tp: TopicPartition, lease: TopicPartition | None) -> bool:
+        """Whether ``tp`` must still be read: it is the lease's, a call in flight waits on it, or (no
+        lease) it is a decision partition of the gate's agents."""
+        return tp == lease or self._users[tp] > 0 or (lease is None and tp.topic == self.topics.decisions)
+
     async def _prune(self) -> None:
-        """Stop reading reply partitions that neither the lease nor a call in flight needs."""
+        """Stop reading partitions that neither the lease nor a call in flight needs (with a lease, the
+        decisions topic's too)."""
         async with self._assign_lock:
             if self._consumer is None:
                 return
             lease = self._lease_tp()
-            keep = {tp for tp in self._assigned
-                    if tp.topic != self.topics.replies or tp == lease or self._users[tp] > 0}
+            keep = {tp for tp in self._assigned if self._wanted(tp, lease)}
             if keep != self._assigned:
                 self._assign(keep)
 

@@ -81,6 +81,12 @@ async def gates(worker: WorkerProcess) -> AsyncIterator[Gates]:
         await gate.stop()
 
 
+async def refund(gate: Gate, amount: int) -> Decision:
+    """A refund's final decision (ALLOW up to 100)."""
+    return await gate.check(tool="payments.refund", action="create", target="payments:refunds",
+                            params={"amount": amount})
+
+
 def transport(gate: Gate) -> KafkaTransport:
     assert isinstance(gate.transport, KafkaTransport)
     return gate.transport
@@ -102,9 +108,7 @@ async def test_each_process_gets_its_decisions_on_its_partition_and_reads_no_oth
     assert a.reply_partitions_read != b.reply_partitions_read  # exclusive leases (sharing 1)
 
     calls = 5
-    decisions = await asyncio.gather(*(gate.check(tool="payments.refund", action="create",
-                                                  target="payments:refunds", params={"amount": 10})
-                                       for gate in (first, second) for _ in range(calls)))
+    decisions = await asyncio.gather(*(refund(gate, 10) for gate in (first, second) for _ in range(calls)))
 
     assert {d.decision for d in decisions} == {DecisionKind.ALLOW}
     for t in (a, b):
@@ -189,9 +193,28 @@ async def test_a_moved_lease_loses_no_decision_in_flight(
 
     t.forget(intent.request_id)
     await wait_until(lambda: old_partition not in t.reply_partitions_read, "the old partition dropped")
-    after = await gate.check(tool="payments.refund", action="create", target="payments:refunds",
-                             params={"amount": 1})
+    after = await refund(gate, 1)
     assert after.decision is DecisionKind.ALLOW
+
+
+async def test_without_a_free_partition_a_process_is_answered_on_the_decisions_topic(gates: Gates) -> None:
+    holders = [gates(f"rp-holder-{i}") for i in range(REPLY_PARTITIONS)]
+    for gate in holders:
+        await gate.start()
+    late = gates("rp-late")
+    await late.start()
+    t = transport(late)
+    assert t.reply_key is None  # every place taken (sharing 1): the intent names no reply key
+
+    assert (await refund(late, 3)).decision is DecisionKind.ALLOW
+    assert t.assigned_partitions and not t.reply_partitions_read
+
+    await holders[0].stop()  # a place frees up; the late process leases it
+    await t.move_lease()
+    assert t.reply_key is not None
+    assert t.assigned_partitions == frozenset()  # nobody waits there any more: no longer read
+    assert (await refund(late, 3)).decision is DecisionKind.ALLOW
+    assert len(t.reply_partitions_read) == 1
 
 
 async def test_a_restarted_process_and_a_killed_worker_lose_no_decision(
@@ -199,16 +222,14 @@ async def test_a_restarted_process_and_a_killed_worker_lose_no_decision(
 ) -> None:
     first = gates("rp-restart")
     await first.start()
-    await first.check(tool="payments.refund", action="create", target="payments:refunds",
-                      params={"amount": 1})
+    await refund(first, 1)
     await first.stop()  # the process ends: its lease is released
 
     worker.kill()  # nothing committed after this: the next intents wait on the topic
     again = gates("rp-restart")
     await again.start()
     assert transport(again).reply_key is not None
-    pending = asyncio.ensure_future(again.check(tool="payments.refund", action="create",
-                                                target="payments:refunds", params={"amount": 2}))
+    pending = asyncio.ensure_future(refund(again, 2))
     worker.start()
     decision = await asyncio.wait_for(pending, WAIT_S + 30)
     assert decision.decision is DecisionKind.ALLOW and decision.final
