@@ -147,16 +147,23 @@ def build_fleet(size: int, seed: int = 7) -> list[SimulatedAgent]:
 
 
 class FleetSimulator:
-    """Draws the next tool call of the fleet; misbehaving agents act `rogue_share` of the time."""
+    """Draws the next tool call of the fleet; once rogue, misbehaving agents act `rogue_share` of the
+    time. Before that (the calm period) they work like the rest of their role, which gives every agent a
+    history that the audit report compares the rogue period with."""
 
     def __init__(self, agents: list[SimulatedAgent], seed: int = 7, rogue_share: float = 0.03) -> None:
         self._rng = random.Random(seed)
+        self._agents = agents
         self._normal = [agent for agent in agents if agent.misbehaviour is None]
         self._rogues = [agent for agent in agents if agent.misbehaviour is not None]
         self._rogue_share = rogue_share
 
-    def next_call(self, now: datetime) -> ToolCall:
-        """The next call; `now` is the wall-clock time the demo stamps on it."""
+    def next_call(self, now: datetime, rogue: bool = True) -> ToolCall:
+        """The next call; `now` is the wall-clock time the demo stamps on it; `rogue`: whether the
+        misbehaving agents misbehave yet."""
+        if not rogue:
+            agent = self._rng.choice(self._agents)
+            return ROLE_CALLS[agent.role](self._rng, agent)
         if self._rogues and self._rng.random() < self._rogue_share:
             return _misbehaving_call(self._rng, self._rng.choice(self._rogues), now)
         agent = self._rng.choice(self._normal)

@@ -3,8 +3,10 @@
 Everything runs for real on this machine: the local Kafka broker (unless KAFKA_BOOTSTRAP_SERVERS
 names one), a worker subprocess deciding with `policies/demo.yaml`, the audit sink subprocess
 storing every decision in the embedded ClickHouse, a reviewer answering approval requests, and a
-few hundred simulated agents calling `Gate.check` at a steady rate. Each run uses its own topic
-prefix and state directory under `<state dir>/demo/`, so runs do not see each other.
+few hundred simulated agents calling their tools through `gate.guard` at a steady rate (so outcomes
+reach the audit too). The first third of the run is calm: the misbehaving agents work like the rest of
+their role, which gives the audit report a history to compare the rogue period with. Each run uses its
+own topic prefix and state directory under `<state dir>/demo/`, so runs do not see each other.
 
 Trust is on unless ``SLUICEGATE_TRUST_OFF=1``: the run makes its own keys under `<run>/trust`, and
 every agent, the policy and the reviewers' verdicts are signed (:mod:`sluicegate.demo.trust`).
@@ -28,12 +30,12 @@ from rich.live import Live
 from infra.kafka import BrokerConfig, start_broker, stop_broker
 from policies import DEMO_POLICY
 from schemas import TopicNames
-from sluicegate.demo.fleet import FleetSimulator, ToolCall, build_fleet
+from sluicegate.demo.fleet import FleetSimulator, build_fleet
 from sluicegate.demo.processes import Child, DemoError, free_port, wait_for
 from sluicegate.demo.reviewer import SimulatedReviewer, reviewers_yaml
 from sluicegate.demo.stats import DemoStats
+from sluicegate.demo.tools import FleetTools, ObservedGate
 from sluicegate.demo.trust import TRUST_OFF_ENV, DemoTrust
-from sluicegate.gate import Gate
 from sluicegate.settings import Settings
 from streams.policy_source import publish_policy
 
@@ -41,6 +43,9 @@ WORKER_START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 10.0
 SINK_FLUSH_S = 2.0
 DEMO_MAX_EVENT_SKEW_S = 2 * 24 * 3600
+CALM_SHARE = 1 / 3
+"""The share of the run before the misbehaving agents start (their history)."""
+VIEW_REFRESH_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +139,10 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSt
             env,
         )
         children.append(sink)
-        stats = asyncio.run(_drive(settings, bootstrap, topics, config, console, trust))
+        stats, rogue_s = asyncio.run(_drive(settings, bootstrap, topics, config, console, trust))
         console.print(stats.render("summary"))
         sink.require_running()
-        _print_audit_report(console, audit_url, env)
+        _print_audit_report(console, audit_url, env, rogue_s)
         return stats
     finally:
         for child in reversed(children):
@@ -149,10 +154,11 @@ def run_demo(settings: Settings, config: DemoConfig, console: Console) -> DemoSt
 async def _drive(
     settings: Settings, bootstrap: str, topics: TopicNames, config: DemoConfig, console: Console,
     trust: DemoTrust | None,
-) -> DemoStats:
+) -> tuple[DemoStats, float]:
+    """Run the fleet; the stats, and how many seconds ago the misbehaving agents started."""
     agents = build_fleet(config.agents, config.seed)
     simulator = FleetSimulator(agents, config.seed)
-    stats = DemoStats()
+    stats = DemoStats(asked_rate=config.rate)
     reviewer = SimulatedReviewer(bootstrap, topics, config.seed,
                                  trust=trust.reviewers if trust is not None else None,
                                  options=settings.kafka_client_options())
@@ -162,14 +168,19 @@ async def _drive(
         update={"kafka_bootstrap_servers": bootstrap, "topic_prefix": topics.prefix, "agent_credential": None}
     )
     if trust is not None:  # one process acting for the whole fleet, each agent with its own credential
-        gate = Gate(gate_settings, agent_id=agents[0].agent_id, credentials=trust.agents(agents))
+        gate = ObservedGate(gate_settings, agent_id=agents[0].agent_id, credentials=trust.agents(agents),
+                            stats=stats)
     else:
-        gate = Gate(gate_settings, agent_id=agents[0].agent_id, agent_role=agents[0].role)
+        gate = ObservedGate(gate_settings, agent_id=agents[0].agent_id, agent_role=agents[0].role,
+                            stats=stats)
+    tools = FleetTools(gate, config.seed)
     async with gate:
         await gate.prepare(*(agent.agent_id for agent in agents))
         await listening.wait()
         in_flight: set[asyncio.Task[None]] = set()
         started = time.monotonic()
+        calm_s = config.seconds * CALM_SHARE
+        shown = 0.0
         with Live(
             stats.render("sluicegate demo"),
             console=console,
@@ -180,44 +191,40 @@ async def _drive(
             sent = 0
             while (elapsed := time.monotonic() - started) < config.seconds:
                 due = int(elapsed * config.rate) - sent
+                rogue = elapsed >= calm_s
                 for _ in range(max(due, 0)):
-                    task = asyncio.create_task(_one_call(gate, simulator.next_call(datetime.now(UTC)), stats))
+                    stats.offer(time.monotonic())
+                    task = asyncio.create_task(tools.call(simulator.next_call(datetime.now(UTC), rogue)))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                     sent += 1
-                if config.live:
-                    live.update(stats.render(f"sluicegate demo  {elapsed:4.0f}/{config.seconds:.0f} s"))
+                if elapsed - shown >= VIEW_REFRESH_S:
+                    shown = elapsed
+                    stats.sample_cpu(time.monotonic())
+                    if config.live:
+                        phase = "rogues active" if rogue else "calm (history)"
+                        live.update(stats.render(f"sluicegate demo  {elapsed:4.0f}/{config.seconds:.0f} s  "
+                                                 f"{phase}"))
                 await asyncio.sleep(0.01)
+            stats.sample_cpu(time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*in_flight), DRAIN_TIMEOUT_S)
+            stats.ended(config.seconds)
             live.update(stats.render("sluicegate demo  done"))
+        rogue_s = time.monotonic() - started - calm_s
     reviewer_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reviewer_task
-    return stats
+    return stats, rogue_s
 
 
-async def _one_call(gate: Gate, call: ToolCall, stats: DemoStats) -> None:
-    started = time.perf_counter()
-    decision = await gate.check(
-        tool=call.tool,
-        action=call.action,
-        target=call.target,
-        params=call.params,
-        occurred_at=call.occurred_at,
-        agent_id=call.agent.agent_id,
-        agent_role=call.agent.role,
-        environment=call.agent.environment,
-        owner=call.agent.owner,
-    )
-    stats.record(decision, call.tool, (time.perf_counter() - started) * 1000, time.monotonic())
-
-
-def _print_audit_report(console: Console, audit_url: str, env: dict[str, str]) -> None:
-    console.rule("audit report (ClickHouse)")
+def _print_audit_report(console: Console, audit_url: str, env: dict[str, str], rogue_s: float) -> None:
+    """The audit report over the rogue period; the calm period before it is the agents' history."""
+    console.rule("audit report (ClickHouse): the rogue period, against the calm period as history")
     time.sleep(SINK_FLUSH_S)  # the sink stores what it has read at most this long ago
+    since = f"{round(rogue_s + SINK_FLUSH_S)}s"
     completed = subprocess.run(
-        [sys.executable, "-m", "sluicegate.cli", "audit", "report", "--since", "1h"],
+        [sys.executable, "-m", "sluicegate.cli", "audit", "report", "--since", since],
         env={**os.environ, **env, "SLUICEGATE_CLICKHOUSE_URL": audit_url},
         check=False,
     )

@@ -36,3 +36,18 @@ def test_a_short_demo_decides_approves_and_reports(kafka_bootstrap: str, tmp_pat
     stored = re.search(r"│ ALLOW\s+│ True\s+│ (\d+)", output)
     assert stored and int(stored.group(1)) > 0, "the audit report shows no stored decisions"
     assert "saas-rogue-1" in output  # the bulk-deleting agent is among the top blocked
+    ran = re.search(r"tools ran: (\d+) ok", output)
+    assert ran and int(ran.group(1)) > 0, "no tool ran through its guard"
+    deviating = output.split("Agents deviating most from their history", 1)[-1]
+    assert re.search(r"│ [a-z]+-(rogue-1|\d{4}) +│ \d+", deviating), "no agent has a history to deviate from"
+
+    (run,) = (tmp_path / "state" / "demo").iterdir()
+    query = subprocess.run(
+        [sys.executable, "-m", "sluicegate.cli", "audit", "query",
+         "SELECT event_type, count() FROM sluicegate.audit_events GROUP BY event_type ORDER BY event_type"],
+        env={**env, "SLUICEGATE_CLICKHOUSE_URL": f"chdb://{run / 'audit'}"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert query.returncode == 0, query.stdout + query.stderr
+    outcomes = re.search(r"outcome\W+(\d+)", query.stdout)
+    assert outcomes and int(outcomes.group(1)) > 0, "the guard's outcomes did not reach the audit:\n" + query.stdout

@@ -61,3 +61,15 @@ def test_off_hours_deploy_is_stamped_at_night_in_the_past() -> None:
     deploys = [i for i in _draw(simulator, 300) if i.agent_id == "devops-rogue-1"]
     assert deploys
     assert all(i.occurred_at.hour == 2 and i.occurred_at <= NOW for i in deploys)
+
+
+def test_the_rogues_behave_until_the_rogue_period() -> None:
+    """The calm period gives every agent, the rogues included, a history to compare the rogue period with."""
+    fleet = build_fleet(12)
+    rogues = {agent.agent_id for agent in fleet if agent.misbehaviour}
+    calm = FleetSimulator(fleet, seed=5, rogue_share=1.0)
+    calls = [calm.next_call(NOW, rogue=False) for _ in range(3000)]
+    assert rogues <= {call.agent.agent_id for call in calls}
+    assert not any(call.params.get("record_count") == 25_000 or call.occurred_at for call in calls)
+    later = [calm.next_call(NOW) for _ in range(50)]
+    assert {call.agent.agent_id for call in later} <= rogues

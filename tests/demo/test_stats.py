@@ -64,14 +64,45 @@ def test_render_shows_the_figures() -> None:
 
 def test_reviewed_decisions_count_as_approval_waits_not_latency() -> None:
     stats = DemoStats()
-    stats.record(_decision(DecisionKind.ALLOW, "a", "approval_granted: approved by lena"), "t", 900.0, 1.0)
-    stats.record(
-        _decision(DecisionKind.BLOCK, "a", "approval_expired: no final decision by …"), "t", 5.0, 1.0
-    )
+    stats.offer(1.0)
+    stats.offer(1.0)
+    stats.pending(4.0)  # the REQUIRE_APPROVAL: a decision 4 ms after the intent
+    assert stats.awaiting_review == 1 and stats.in_flight == 2
+    stats.record(_decision(DecisionKind.ALLOW, "a", "approval_granted: approved by lena"), "t", 900.0, 1.0,
+                 reviewed=True)
+    stats.pending(6.0)
+    stats.record(_decision(DecisionKind.BLOCK, "a", "approval_expired: no final decision by …"), "t", 5.0,
+                 1.0, reviewed=True)
     stats.record(_decision(DecisionKind.ALLOW, "a"), "t", 3.0, 1.0)
     assert stats.approvals == {"granted": 1, "expired": 1}
     assert stats.approval_waits_ms == [900.0, 5.0]
-    assert stats.latencies_ms == [3.0]
+    assert stats.latencies_ms == [4.0, 6.0, 3.0]
+    assert stats.awaiting_review == 0 and stats.reviews == 2
+
+
+def test_a_run_short_of_its_rate_says_why() -> None:
+    stats = DemoStats(asked_rate=100.0)
+    for tick in range(250):  # 50/s offered over the window, while the process burns a whole core
+        stats.offer(tick / 50)
+    stats.sample_cpu(0.0, cpu_s=0.0)
+    stats.sample_cpu(5.0, cpu_s=4.9)
+    assert "uses 98% of a core" in stats.shortfall()
+    assert "wait for a decision" in stats.shortfall()  # 250 offered, none decided
+    for tick in range(250):
+        stats.record(_decision(DecisionKind.ALLOW, "a"), "t", 1.0, 4.9)
+    assert "wait for a decision" not in stats.shortfall()
+    stats.ended(2.5)  # over the whole run: 100/s offered and decided, as asked
+    assert stats.shortfall() == ""
+    assert stats.offered_rate() == 100.0 and stats.rate() == 100.0
+
+
+def test_waiting_on_a_reviewer_is_not_a_shortfall() -> None:
+    stats = DemoStats(asked_rate=10.0)
+    for tick in range(50):
+        stats.offer(tick / 10)
+        stats.pending(2.0)
+    assert stats.in_flight == 50 and stats.awaiting_review == 50
+    assert "wait for a decision" not in stats.shortfall()
 
 
 def test_a_block_counts_under_what_determined_it_not_every_rule_that_applied() -> None:
