@@ -25,13 +25,16 @@ def kafka_options() -> dict[str, Any]:
     return Settings().kafka_client_options()
 
 
-def require_open_broker(settings: Settings) -> None:
+BRING_YOUR_CLUSTER = ("pass --bootstrap (as a user the ACLs let do what the benchmark does, e.g. a super "
+                      "user)")
+
+
+def require_open_broker(settings: Settings, remedy: str = BRING_YOUR_CLUSTER) -> None:
     """A benchmark about to start its own broker (which is open, PLAINTEXT) stops if the settings name a
     security protocol: its clients would speak it to a broker that does not."""
     if settings.kafka_security_protocol != "PLAINTEXT":
         raise SystemExit(f"SLUICEGATE_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs a "
-                         "cluster that speaks it: pass --bootstrap (as a user the ACLs let do what the "
-                         "benchmark does, e.g. a super user); a broker the benchmark starts is PLAINTEXT")
+                         f"cluster that speaks it, and a broker the benchmark starts is PLAINTEXT: {remedy}")
 
 
 @contextmanager

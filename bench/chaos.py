@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.broker import require_open_broker  # noqa: E402
 from bench.chaos_faults import (  # noqa: E402
     KILL_PAUSE_S,
     SETTLE_S,
@@ -510,6 +511,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     settings = Settings()
+    require_open_broker(settings, "the chaos run always starts (and restarts) its own broker; unset "
+                        "SLUICEGATE_KAFKA_SECURITY_PROTOCOL")
     with contextlib.ExitStack() as stack:
         base = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sluicegate-chaos-")))
         base.mkdir(parents=True, exist_ok=True)
