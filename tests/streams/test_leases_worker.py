@@ -117,5 +117,5 @@ async def test_leases_keep_the_budget_through_a_rebalance_and_a_sigkill(
     assert most_in_a_window(allowed) <= BUDGET  # never overspent, whoever decided and whenever
     assert len(allowed) >= BUDGET * 3 // 4  # and the budget was spent (the edge is exact on the slow path)
     # Without leases every refund takes two hops (forward, feedback): 1,200 records for phase A.
-    print(f"phase A: {hops_room} internal records for {ROOM} refunds; {len(allowed)} allowed of {len(everything)}")
+    print(f"phase A: {hops_room} internal records for {ROOM} refunds; {len(allowed)} allowed of all")
     assert hops_room / ROOM <= 0.5, f"{hops_room} internal records for {ROOM} refunds"
