@@ -299,13 +299,11 @@ class KafkaTransport:
         options, producer = self._reply_options, self._producer
         if options is None or producer is None:
             return
-        try:
-            partitions = await asyncio.wait_for(producer.partitions_for(self.topics.replies),
-                                                self._metadata_timeout_s)
-        except (TimeoutError, KafkaError):
-            partitions = set()
-        if not partitions:
-            log.warning("reply leases on but topic %s not found: decisions come on %s", self.topics.replies,
+        partitions = await self._partitions_of(self.topics.replies)
+        leases = await self._partitions_of(self.topics.reply_leases)
+        if not partitions or not leases:
+            log.warning("reply leases on but topic %s or %s not found (workers that predate them?): "
+                        "decisions come on %s", self.topics.replies, self.topics.reply_leases,
                         self.topics.decisions)
             return
         self._reply_partitions = len(partitions)
@@ -322,6 +320,15 @@ class KafkaTransport:
             return
         self.leaser = leaser
         self._spawn(self._renew(leaser), "sluicegate-reply-lease")
+
+    async def _partitions_of(self, topic: str) -> set[int]:
+        """The partitions of ``topic`` (empty: it does not exist, or no answer in time)."""
+        producer = self._producer
+        assert producer is not None
+        try:
+            return set(await asyncio.wait_for(producer.partitions_for(topic), self._metadata_timeout_s))
+        except (TimeoutError, KafkaError):
+            return set()
 
     async def _renew(self, leaser: ReplyLeaser) -> None:
         """Renew every third of the TTL; when the lease moved, stop reading what nobody waits on."""
