@@ -25,6 +25,8 @@ Nothing is measured before a responder is warm: ready, a first intent round-trip
 
     python bench/e2e.py --json --seconds 10
     python bench/e2e.py --json --seconds 10 --trust   # trust off and on alternating: their ratios
+    python bench/e2e.py --json --policy fleet_budget.yaml --baseline fleet_budget_unshared.yaml
+        # a fleet budget (leases: extra_hops_per_intent) against the same without it (docs/leases.md)
 """
 
 from __future__ import annotations
@@ -324,14 +326,22 @@ class Client:
 # -- the responders -----------------------------------------------------------------------------------
 
 
+def policy_path(name: str) -> Path:
+    """A policy by file name: the bench's own (bench/policies/) before the examples."""
+    own = ROOT / "bench" / "policies" / name
+    return own if own.exists() else ROOT / "policies" / "examples" / name
+
+
 async def start_worker(args: argparse.Namespace, bootstrap: str, workdir: Path, name: str,
-                       ring: KeyRing | None) -> Responder:
-    """A worker on a fresh prefix (trust on with ``ring``), ready."""
+                       ring: KeyRing | None, policy_name: str | None = None) -> Responder:
+    """A worker on a fresh prefix (trust on with ``ring``) deciding by ``policy_name`` (default
+    ``--policy``), ready."""
     prefix = "bench" + secrets.token_hex(4)
     names = TopicNames(prefix)
-    policy = (ROOT / "policies" / "examples" / args.policy).read_text()
+    policy_name = policy_name or args.policy
+    policy = policy_path(policy_name).read_text()
     publisher = None if ring is None else SignerCredential.issue(ring, "publisher", "bench")
-    await publish_policy(bootstrap, names.policies, policy, args.policy, publisher, options=kafka_options())
+    await publish_policy(bootstrap, names.policies, policy, policy_name, publisher, options=kafka_options())
     if name == "shadow":
         await publish_shadow(bootstrap, names.policies, policy)
     port = free_port()
@@ -415,6 +425,22 @@ async def written(bootstrap: str, worker: Responder) -> dict[str, dict[str, floa
     finally:
         await consumer.stop()
     return out
+
+
+async def extra_hops(bootstrap: str, worker: Responder) -> float:
+    """Internal records (the shared-limits and agent-feedback topics: forwards, feedback, lease asks,
+    grants and returns) the worker produced per intent sent to it, from the topics' offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                **kafka_options())
+    await consumer.start()
+    try:
+        internal = [f"{worker.names.prefix}.internal.{name}" for name in ("shared-limits", "agent-feedback")]
+        parts = [tp for topic in internal for tp in await partitions(consumer, topic)]
+        begin, end = await consumer.beginning_offsets(parts), await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+    records: int = sum(end[tp] - begin[tp] for tp in parts)
+    return round(records / max(1, worker.sent), 4)
 
 
 def shape_of(worker: Responder, writes: dict[str, dict[str, float]]) -> Shape:
@@ -546,6 +572,10 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[s
         if args.shadow:
             workers.append(await start_worker(args, bootstrap, workdir / "shadow", "shadow", None))
             procs.append(workers[-1].proc)
+        if args.baseline:
+            workers.append(await start_worker(args, bootstrap, workdir / "baseline", "baseline", None,
+                                              args.baseline))
+            procs.append(workers[-1].proc)
         floor_prefixes = {mode: "floor" + secrets.token_hex(4) for mode in ("echo", "writes")}
         for prefix in floor_prefixes.values():
             await ensure_topics(bootstrap, floor_topics(prefix, args.partitions)[2], options=kafka_options())
@@ -567,6 +597,8 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[s
             started_load = load()
             await rates(client, responders, args, results)
             await bursts(client, responders, args, results)
+            for worker in workers:
+                results[worker.name]["extra_hops_per_intent"] = await extra_hops(bootstrap, worker)
         finally:
             await client.stop()
     echo, io = results["floor_echo"], results["floor_writes"]
@@ -589,6 +621,10 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[s
         figures["trust_on_vs_off"] = trust_ratios(results["trust_on"], off)
     if args.shadow:
         figures["shadow_vs_off"] = trust_ratios(results["shadow"], off)
+    figures["extra_hops_per_intent"] = off["extra_hops_per_intent"]
+    if args.baseline:
+        figures["baseline_max_per_worker"] = results["baseline"]["max_per_worker"]
+        figures["max_vs_baseline"] = ratio(off["max_per_worker"], results["baseline"]["max_per_worker"])
     return figures | {"responders": results}
 
 
@@ -610,6 +646,10 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust", action="store_true",
                         help="also a worker with trust on: it verifies every intent and authenticates its "
                              "decisions")
+    parser.add_argument("--baseline", metavar="POLICY",
+                        help="also a worker deciding by POLICY (e.g. fleet_budget_unshared.yaml: the same "
+                             "without its shared limit), alternating: max_vs_baseline is the max per "
+                             "worker over its")
     parser.add_argument("--shadow", action="store_true",
                         help="also a worker evaluating a shadow policy (its own policy again): its ratios "
                              "to trust_off (shadow_vs_off) are the shadow's cost")
