@@ -296,7 +296,8 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[s
     if args.plots is not None:
         from bench import cost_curves  # lazily: the curves are their own benchmark
 
-        result.update(cost_curves.run(args.plots, args.quick))
+        # it runs its own event loops (and broker): on a thread of its own, outside this one's
+        result.update(await asyncio.to_thread(cost_curves.run, args.plots, args.quick))
     return result
 
 
