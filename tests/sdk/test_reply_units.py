@@ -16,7 +16,7 @@ from sluicegate.replies import LeaseBook, ReplyLeaseClaim, lease_key, reply_key_
 from sluicegate.routing import partition_for
 from sluicegate.trust import AUTH_HEADER, KeyRing, RequestSigner
 from streams.runtime.trust import WorkerTrust
-from streams.stages.outputs import Route, answer_send, publish_sends
+from streams.stages.outputs import Route, answer_send, approval_final_sends, publish_sends
 from streams.topology import WorkerTopics
 from tests.streams.harness import make_intent
 
@@ -144,3 +144,10 @@ def test_only_workers_write_replies_and_agents_read_them_and_hold_leases() -> No
     writers, readers = who("p.replies", Operation.WRITE), who("p.replies", Operation.READ)
     leasers = who("p.reply-leases", Operation.WRITE)
     assert (writers, readers, leasers) == ({"User:worker"}, {"User:agent"}, {"User:agent"})
+
+
+def test_an_approvals_final_decision_goes_to_the_same_reply_key() -> None:
+    intent = make_intent("a-1", reply_key="r3.0")
+    sends = approval_final_sends(intent, decision_of(intent))
+    assert (sends[0].route, sends[0].key) == (Route.REPLIES, b"r3.0")
+    assert sends[-1].route is Route.APPROVAL_RESULTS
