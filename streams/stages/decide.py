@@ -74,7 +74,7 @@ from streams.messages import (
     Reservation,
     Resolved,
 )
-from streams.stages.leases import LEAD_MS, LEASE_MS, Held, HolderLeases, leasable, need_of
+from streams.stages.leases import LEAD_MS, LEASE_MS, Held, HeldKey, HolderLeases, leasable, need_of
 from streams.stages.outputs import (
     Outcome,
     Route,
@@ -175,9 +175,10 @@ class DecideStage:
         # the shadow's state is written before the receipt, which then implies it after a crash
         judged = self.shadow.judge(shadow, intent, now_ms, appended_ms) if shadow is not None else None
         if result.shared:
-            outcome = self._leased(intent, result, policy, partition, now_ms, fingerprint) or \
+            spent: dict[str, HeldKey] = {}
+            outcome = self._leased(intent, result, policy, partition, now_ms, fingerprint, spent) or \
                 self._forward(intent, result, partition, now_ms, fingerprint)
-            outcome.sends.extend(self._asks(intent, result, policy, partition, now_ms))
+            outcome.sends.extend(self._asks(intent, result, policy, partition, now_ms, spent))
         else:
             outcome = self._settle(intent, result.decision, result.changes, policy, partition, now_ms,
                                    fingerprint)
@@ -235,10 +236,11 @@ class DecideStage:
 
     def _leased(
         self, intent: Intent, result: Result, policy: CompiledPolicy | None, partition: int, now_ms: int,
-        fingerprint: str,
+        fingerprint: str, spent: dict[str, HeldKey],
     ) -> Outcome | None:
-        """Decide here an ALLOW whose every shared limit a lease covers (docs/leases.md); None: no lease
-        covers them all, so the intent takes the shared hops."""
+        """Decide here an ALLOW whose every shared limit a lease covers (docs/leases.md), noting each
+        key's lease state after in ``spent``; None: no lease covers them all, so the intent takes the
+        shared hops."""
         if policy is None or result.decision.decision is not _ALLOW:
             return None
         found = []
@@ -248,13 +250,15 @@ class DecideStage:
                 return None
             found.append((change, *hit))
         for change, held, index in found:
-            self.leases.spend(change, held, index)
+            spent[change.key] = self.leases.spend(change, held, index)
         return self._settle(intent, result.decision, result.changes, policy, partition, now_ms, fingerprint)
 
     def _asks(
         self, intent: Intent, result: Result, policy: CompiledPolicy | None, partition: int, now_ms: int,
+        spent: dict[str, HeldKey],
     ) -> list[Send]:
-        """Ask the owners of an ALLOW's shared keys for a lease where none lasts and none is asked."""
+        """Ask the owners of an ALLOW's shared keys for a lease where none lasts and none is asked
+        (``spent``: the lease state of the keys just spent on, else read)."""
         if policy is None or result.decision.decision is not _ALLOW or not self.partitions:
             return []
         sends = []
@@ -262,7 +266,7 @@ class DecideStage:
         for change in result.shared:
             if not leasable(change, budgets.get(change.limit_id, 0.0), self.partitions):
                 continue
-            due = self.leases.ask_due(change, now_ms)
+            due = self.leases.ask_due(change, now_ms, spent.get(change.key))
             if due is None:
                 continue
             want, held = due

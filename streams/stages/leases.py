@@ -38,9 +38,14 @@ MIN_WINDOW_FACTOR = 4
 """Leases only for limits whose window is at least this many lease spans."""
 FIRST_WANT = 4
 """A first ask wants this many actions (times the intent's value, for a sum)."""
+GROWTH = 4
+"""An ask wants this many times what the key's latest lease spent (asked at half spent: it doubles
+while the rate outgrows the leases)."""
 MIN_SHARE = 2
 """Leases only for limits whose sustained rate gives every partition this many actions per span."""
 HOLDER_PREFIX = "L|"
+CLOSED_PREFIX = "Lc|"
+"""The leases a partition returned last, per key (a redelivered grant of one is not returned again)."""
 USES_PREFIX = "u|"
 GRANT_PREFIX = f"{RECEIPT_PREFIX}lease|"
 """The owner's grant records are receipts: evicted after the retention like the others."""
@@ -149,9 +154,7 @@ class HeldKey(_Model):
     leases: tuple[Held, ...] = ()
     asks: tuple[Asked, ...] = ()
     last_spent: float = 0.0
-    """What the last lease returned had spent: the next ask wants twice that."""
-    closed: tuple[UUID, ...] = ()
-    """The leases returned last (a redelivered grant of one is not returned again, unused)."""
+    """What the last lease returned had spent (the next ask's size follows it)."""
 
 
 def need_of(change: WindowChange) -> float | None:
@@ -194,24 +197,27 @@ class HolderLeases:
                 return held, index
         return None
 
-    def spend(self, change: WindowChange, held: HeldKey, index: int) -> None:
-        """Spend ``change`` on lease ``index`` of ``held``: the total, then the use itself."""
+    def spend(self, change: WindowChange, held: HeldKey, index: int) -> HeldKey:
+        """Spend ``change`` on lease ``index`` of ``held``: the total, then the use itself. Returns the
+        key's state after."""
         lease = held.leases[index]
         need = need_of(change) or 0.0
         spent = lease.model_copy(update={"spent": lease.spent + need, "uses": lease.uses + 1})
-        leases = (*held.leases[:index], spent, *held.leases[index + 1:])
-        self.put(change.key, held.model_copy(update={"leases": leases}))
+        held = held.model_copy(update={"leases": (*held.leases[:index], spent, *held.leases[index + 1:])})
+        self.put(change.key, held)
         chunk = f"{USES_PREFIX}{lease.lease_id}|{lease.uses // USES_PER_CHUNK}"
         self.table[chunk] = self.table.get(chunk, b"") + _USE.pack(change.at_ms, change.value or 0.0)
+        return held
 
-    def ask_due(self, change: WindowChange, now_ms: int) -> tuple[float, HeldKey] | None:
+    def ask_due(self, change: WindowChange, now_ms: int,
+                held: HeldKey | None = None) -> tuple[float, HeldKey] | None:
         """(what to want, the key's state) when a new lease should be asked for ``change``'s key: no
         ask open or refused lately, and no lease that still lasts (half its span left after this
-        action, half its amount unspent); None otherwise."""
+        action, half its amount unspent); None otherwise. ``held``: the key's state, when known."""
         need = need_of(change)
         if need is None:
             return None
-        held = self.held(change.key)
+        held = held if held is not None else self.held(change.key)
         if any(now_ms - ask.asked_ms < ASK_TIMEOUT_MS for ask in held.asks):
             return None
         for lease in held.leases:
@@ -219,7 +225,7 @@ class HolderLeases:
             if lasting and lease.amount - lease.spent >= max(need, lease.amount / 2):
                 return None
         spent = max([held.last_spent, *(lease.spent for lease in held.leases)])
-        return max(FIRST_WANT * max(need, 1.0), 2 * spent), held
+        return max(FIRST_WANT * max(need, 1.0), GROWTH * spent), held
 
     def asked(self, key: str, held: HeldKey, ask_id: UUID, now_ms: int) -> None:
         asks = tuple(ask for ask in held.asks if now_ms - ask.asked_ms < ASK_TIMEOUT_MS)
@@ -241,8 +247,9 @@ class HolderLeases:
 
     def knows(self, key: str, lease_id: UUID) -> bool:
         """Whether ``lease_id`` is held or was returned lately."""
-        held = self.held(key)
-        return lease_id in held.closed or any(lease.lease_id == lease_id for lease in held.leases)
+        closed = self.table.get(CLOSED_PREFIX + key, b"")
+        return lease_id.bytes in {closed[at:at + 16] for at in range(0, len(closed), 16)} or any(
+            lease.lease_id == lease_id for lease in self.held(key).leases)
 
     def close_due(self, key: str, now_ms: int) -> list[tuple[Held, list[tuple[int, float]]]]:
         """Close the leases of ``key`` held for :data:`CLOSE_AFTER_MS`: (lease, its uses) to return; their
@@ -261,8 +268,10 @@ class HolderLeases:
             closed.append((lease, uses))
         left = tuple(lease for lease in held.leases if lease not in due)
         last = due[-1].spent if due else held.last_spent
-        gone = (*held.closed, *(lease.lease_id for lease in due))[-MAX_CLOSED:]
-        self.put(key, HeldKey(leases=left, asks=asks, last_spent=last, closed=gone))
+        self.put(key, HeldKey(leases=left, asks=asks, last_spent=last))
+        if due:
+            gone = self.table.get(CLOSED_PREFIX + key, b"") + b"".join(lease.lease_id.bytes for lease in due)
+            self.table[CLOSED_PREFIX + key] = gone[-16 * MAX_CLOSED:]
         return closed
 
     def shared_keys(self) -> list[str]:
