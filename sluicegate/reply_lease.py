@@ -10,7 +10,6 @@ large the fleet. A lease not renewed within its TTL (a paused process) is claime
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -162,12 +161,3 @@ class ReplyLeaser:
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
-
-async def renew_forever(leaser: ReplyLeaser) -> None:
-    """Renew every third of the TTL, for as long as the process runs."""
-    while True:
-        await asyncio.sleep(leaser.options.ttl_ms / 3000)
-        try:
-            await leaser.renew()
-        except KafkaError as exc:
-            log.warning("renewing the reply lease failed (%r); retrying", exc)
