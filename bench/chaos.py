@@ -8,6 +8,10 @@ fail, :mod:`bench.chaos_sink`), a simulated reviewer answering approval requests
 with signed verdicts, and a fleet of agents calling ``Gate.authorize`` at ``--rate`` intents/s for
 ``--seconds``, on a policy with a per-agent limit, a fleet-wide budget and approvals.
 
+With ``--kafka-protocol SASL_PLAINTEXT|SASL_SSL|SSL`` the broker is the secure one of ``kafka start
+--secure`` with the ACL matrix applied, and each process connects as its role's user
+(:mod:`bench.chaos_kafka`).
+
 Faults, from ``--seed`` (:mod:`bench.chaos_faults`): a worker SIGKILLed and restarted after a pause; a
 worker SIGSTOPped past the session timeout, then SIGCONTed; a worker stopped cleanly and started; the
 broker stopped and started on the same port and data directory; the sink SIGKILLed and restarted;
@@ -36,6 +40,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +59,9 @@ from bench.chaos_faults import (  # noqa: E402
     Managed,
 )
 from bench.chaos_inputs import corpus, variant  # noqa: E402
+from bench.chaos_kafka import CHOICES, OPEN, ChaosKafka, broker_config  # noqa: E402
 from bench.chaos_reconcile import COUNTERS, Call, Limit, Windows, reconcile, table  # noqa: E402
+from consumers.audit_sink import DEFAULT_GROUP_ID  # noqa: E402
 from consumers.audit_store import lock_path, running_sink  # noqa: E402
 from infra.clickhouse.migrate import DEFAULT_DATABASE  # noqa: E402
 from infra.kafka import BrokerConfig, start_broker, stop_broker  # noqa: E402
@@ -142,6 +149,11 @@ class Run:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.broker.port}"
 
+    @cached_property
+    def kafka(self) -> ChaosKafka:
+        """How each role reaches the broker (its user on a secure one)."""
+        return ChaosKafka.of(self.broker)
+
     @property
     def audit_url(self) -> str:
         return f"chdb://{self.base / 'audit'}"
@@ -158,13 +170,14 @@ def _worker(run: Run, index: int) -> Managed:
             "--partitions", str(run.args.partitions), "--workdir", str(run.base / f"worker-{index}"),
             "--web-port", str(free_port()), "--reviewers", str(run.base / "reviewers.yaml"),
             "--log-level", "warning"]
-    return Managed(f"worker-{index}", argv, run.trust.worker_env(), run.base / f"worker-{index}.log")
+    env = {**run.trust.worker_env(), **run.kafka.env("worker")}
+    return Managed(f"worker-{index}", argv, env, run.base / f"worker-{index}.log")
 
 
 def _sink(run: Run) -> Managed:
     argv = [str(ROOT / "bench" / "chaos_sink.py"), "--url", run.audit_url, "--bootstrap", run.bootstrap,
-            "--topic-prefix", run.topics.prefix, "--group", f"{run.topics.prefix}-audit", "--decoders", "0"]
-    return Managed("sink", argv, {}, run.base / "sink.log")
+            "--topic-prefix", run.topics.prefix, "--group", DEFAULT_GROUP_ID, "--decoders", "0"]
+    return Managed("sink", argv, run.kafka.env("sink"), run.base / "sink.log")
 
 
 def _port(worker: Managed) -> int:
@@ -284,7 +297,8 @@ async def _publish_bad_input(run: Run, rng: random.Random) -> None:
     records = corpus(agent, rng) + [variant(agent, rng) for _ in range(BAD_VARIANTS)]
     while run.broker_down:  # bad input is for the workers, not for a broker that is away
         await asyncio.sleep(0.5)
-    producer = AIOKafkaProducer(bootstrap_servers=run.bootstrap, max_request_size=1 << 20)
+    producer = AIOKafkaProducer(bootstrap_servers=run.bootstrap, max_request_size=1 << 20,
+                                **run.kafka.options("agent"))
     await producer.start()
     try:
         for index, (kind, value) in enumerate(records):
@@ -339,7 +353,7 @@ async def _drive(run: Run, faults: asyncio.Task[None]) -> None:
     rng = random.Random(args.seed)
     settings = Settings().model_copy(update={
         "kafka_bootstrap_servers": run.bootstrap, "topic_prefix": run.topics.prefix,
-        "agent_credential": None, "decision_timeout_s": args.decision_timeout})
+        "agent_credential": None, "decision_timeout_s": args.decision_timeout, **run.kafka.settings("agent")})
     gate = Gate(settings, agent_id=agents[0].agent_id, credentials=run.trust.agents(agents))
     in_flight: set[asyncio.Task[None]] = set()
     async with gate:
@@ -363,7 +377,8 @@ async def _drive(run: Run, faults: asyncio.Task[None]) -> None:
 async def _review(run: Run) -> None:
     """The simulated reviewer, started again should the broker's restart end it."""
     while True:
-        reviewer = SimulatedReviewer(run.bootstrap, run.topics, run.args.seed, trust=run.trust.reviewers)
+        reviewer = SimulatedReviewer(run.bootstrap, run.topics, run.args.seed, trust=run.trust.reviewers,
+                                     options=run.kafka.options("reviewer"))
         with contextlib.suppress(Exception):
             await reviewer.run(asyncio.Event())
         await asyncio.sleep(1.0)
@@ -374,7 +389,8 @@ async def _review(run: Run) -> None:
 async def _topic_finals(run: Run) -> dict[str, list[str]]:
     """Every final decision on the decisions topic, per request id (one entry per record)."""
     consumer = AIOKafkaConsumer(run.topics.decisions, bootstrap_servers=run.bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                **run.kafka.options("agent"))
     await consumer.start()
     finals: dict[str, list[str]] = defaultdict(list)
     try:
@@ -436,12 +452,13 @@ async def _audit_when_settled(run: Run, decided: set[str]) -> tuple[dict[str, Co
 
 async def _start(run: Run) -> None:
     (run.base / "reviewers.yaml").write_text(reviewers_yaml())
+    await run.kafka.apply_acls(run.topics.prefix)
     run.workers = [_worker(run, index) for index in range(run.args.workers)]
     first = run.workers[0]
     first.start()
     await _wait_worker(first, ready=False)  # it created the topics
     await publish_policy(run.bootstrap, run.topics.policies, policy(run.args.rate * 300.0), "chaos.yaml",
-                         run.trust.publisher)
+                         run.trust.publisher, options=run.kafka.options("publisher"))
     await _wait_worker(first, ready=True)
     for worker in run.workers[1:]:
         worker.start()
@@ -486,7 +503,7 @@ async def _execute(run: Run) -> dict[str, Any]:
         "faults_total": sum(plan.fired.values()),
         "worker_rss_max_mb": round(run.rss_max_mb, 1),
         "seconds": run.args.seconds, "rate": run.args.rate, "workers": run.args.workers,
-        "agents": run.args.agents, "seed": run.args.seed,
+        "agents": run.args.agents, "seed": run.args.seed, "kafka_protocol": run.args.kafka_protocol,
     }
 
 
@@ -497,6 +514,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--rate", type=float, default=500.0, help="intents per second")
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--kafka-protocol", choices=CHOICES, default=OPEN,
+                        help="the broker's client listener: open, or secure (kafka start --secure) with the "
+                             "ACL matrix and one user per role")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--agents", type=int, default=0, help="default: rate / 2")
     parser.add_argument("--seed", type=int, default=1)
@@ -511,15 +531,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     settings = Settings()
-    require_open_broker(settings, "the chaos run always starts (and restarts) its own broker; unset "
-                        "SLUICEGATE_KAFKA_SECURITY_PROTOCOL")
+    require_open_broker(settings, "the chaos run starts (and restarts) its own broker and gives each process "
+                        "its role's settings: unset SLUICEGATE_KAFKA_SECURITY_PROTOCOL and pass "
+                        "--kafka-protocol")
     with contextlib.ExitStack() as stack:
         base = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sluicegate-chaos-")))
         base.mkdir(parents=True, exist_ok=True)
         logging.basicConfig(filename=base / "chaos.log", level=logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        broker = BrokerConfig(port=free_port(), data_dir=base / "kafka",
-                              cache_dir=settings.artifact_cache_dir.resolve(), version=settings.kafka_version)
+        broker = broker_config(BrokerConfig(port=free_port(), data_dir=base / "kafka",
+                                            cache_dir=settings.artifact_cache_dir.resolve(),
+                                            version=settings.kafka_version), args.kafka_protocol)
         run = Run(args, base, broker, TopicNames(f"chaos-{secrets.token_hex(4)}"),
                   DemoTrust.create(base / "trust"))
         start_broker(broker)

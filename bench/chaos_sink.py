@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from consumers.audit_sink import SinkConfig, _parse_args, serve
 from infra.clickhouse import open_client
 from schemas import TopicNames
+from sluicegate.settings import Settings
 
 
 class SwitchableStore:
@@ -36,7 +37,8 @@ class SwitchableStore:
 async def _serve(argv: list[str]) -> None:
     args = _parse_args(argv)
     config = SinkConfig(database=args.database, topics=TopicNames(args.topic_prefix), group_id=args.group,
-                        max_rows=args.max_rows, max_delay_s=args.max_delay, decoders=args.decoders)
+                        max_rows=args.max_rows, max_delay_s=args.max_delay, decoders=args.decoders,
+                        kafka_options=Settings().kafka_client_options())
     store = SwitchableStore(open_client(args.url))  # the same cached engine serve() opens
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, lambda: setattr(store, "down", True))
