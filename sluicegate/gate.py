@@ -321,6 +321,9 @@ class Gate:
                     pending = decision
                     scope.reschedule(self._approval_deadline(decision, started))
         except TimeoutError:
+            late = waiter.delivered_final() if waiter is not None else None
+            if late is not None:
+                return self._late(waiter, intent, late, pending, permit)
             if pending is not None:
                 return self._settled(waiter, self._expired(intent, pending))
             if waiter is not None and waiter.rejected_count:
@@ -344,6 +347,13 @@ class Gate:
         if pending is None:
             self.breaker.success(permit)
         return self._settled(waiter, Authorization(intent, decision, pending=pending))
+
+    def _late(self, waiter: ReplyWaiter | None, intent: Intent, final: Decision, pending: Decision | None,
+              permit: Permit) -> Authorization:
+        """The final decision that arrived as the deadline passed: the answer, as if in time."""
+        if pending is None:
+            self.breaker.success(permit)
+        return self._settled(waiter, Authorization(intent, final, pending=pending))
 
     def _approval_deadline(self, pending: Decision, started: float) -> float:
         """Loop time until which a pending decision is awaited: its deadline plus a grace, bounded."""

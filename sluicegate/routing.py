@@ -156,6 +156,15 @@ class ReplyWaiter:
     def put(self, item: Decision | BadReply) -> None:
         self._queue.put_nowait(item)
 
+    def delivered_final(self) -> Decision | None:
+        """A final decision that arrived but was not taken yet (the call's deadline passed in the same
+        instant, or while it was still publishing): the answer, rather than a timeout."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, Decision) and item.final:
+                return item
+        return None
+
 
 @dataclass
 class DemuxStats:

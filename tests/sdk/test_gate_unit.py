@@ -25,6 +25,7 @@ from sluicegate import (
     Settings,
     SluicegateError,
 )
+from sluicegate.transport import RecordHeaders
 from tests.sdk.fakes import FakeTransport, Reply, Responder, decision_for, pending_for
 
 FAST = 0.2
@@ -365,3 +366,23 @@ async def test_unreachable_broker_blocks_at_once_and_keeps_retrying_in_the_backg
         assert loop.time() - started < 0.5 + 0.5
     assert decision.reasons[0].startswith(f"{GOVERNANCE_UNAVAILABLE}: not connected to Kafka")
     assert "127.0.0.1" in decision.reasons[0]
+
+
+async def test_a_final_decision_that_arrived_as_the_deadline_passed_is_the_answer_not_a_timeout() -> None:
+    """The worker answered while the intent's publish was still being acknowledged: the answer sits in
+    the call's queue when its deadline fires, and it is what the call returns (the worker decided it
+    before the intent's wait_until; calling it unavailable would contradict the audit)."""
+
+    class SlowAck(FakeTransport):
+        async def send_intent(self, intent: Intent, value: bytes, headers: RecordHeaders = ()) -> None:
+            reply = decision_for(intent).model_dump_json().encode()
+            self.demux.feed(0, intent.agent_id.encode(), reply, ())
+            await asyncio.sleep(1.0)  # the acknowledgement outlives the call's deadline
+
+    transport = SlowAck()
+    gate = Gate(Settings(kafka_bootstrap_servers="unused:1"), agent_id="sup-1", agent_role="support",
+                environment="production", transport=transport)  # type: ignore[arg-type]
+    async with gate:
+        decision = await gate.check(**REFUND, timeout_s=0.05)
+    assert decision.decision is DecisionKind.ALLOW
+    assert not any(r.startswith("governance_unavailable") for r in decision.reasons)
