@@ -1,6 +1,7 @@
-"""``sluicegate kafka start --secure --protocol SASL_SSL``: the SDK, a worker subprocess and the audit sink,
-each with its role's settings lines (SCRAM user and the broker's CA), decide and audit over TLS; a client
-that does not trust the broker's CA is refused; the benchmarks' clients take the same settings."""
+"""``sluicegate kafka start --secure --protocol SASL_SSL``: the SDK, a worker subprocess, the approvals CLI
+and the audit sink, each with its role's settings lines (SCRAM user and the broker's CA), decide, approve
+and audit over TLS; a client that does not trust the broker's CA is refused; the benchmarks' clients take
+the same settings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,9 @@ from consumers.audit_sink import DEFAULT_GROUP_ID, SinkConfig, open_sink
 from infra.clickhouse.migrate import migrate
 from infra.kafka.secure import ADMIN
 from infra.kafka.tls import ensure_certificates
+from schemas import ApprovalRequest, TopicNames, VerdictKind
 from sluicegate import Gate, Settings
+from sluicegate.cli.review import Reviewer, ReviewTrust, pending_requests, submit_verdict
 from sluicegate.trust import AgentCredential, SignerCredential
 from streams.policy_source import publish_policy
 from tests.approvals.factories import WorkerKeys
@@ -35,7 +39,13 @@ default: BLOCK
 rules:
   - {id: small-refund, match: {tool: payments.refund}, when: {field: params.amount, op: lte, value: 100},
      decision: ALLOW}
+  - id: refund-review
+    match: {tool: payments.refund}
+    when: {field: params.amount, op: gt, value: 100}
+    decision: REQUIRE_APPROVAL
+    approval: {group: payments-reviewers, timeout: 10m}
 """
+REVIEWERS = "groups:\n  payments-reviewers: [bob]\n"
 DEADLINE_S = 120.0
 
 
@@ -43,6 +53,22 @@ DEADLINE_S = 120.0
 def sasl_ssl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsKafka]:
     with tls_broker(tmp_path_factory.mktemp("sasl-ssl-kafka"), "SASL_SSL") as kafka:
         yield kafka
+
+
+async def approve_with_the_cli(kafka: TlsKafka, names: TopicNames, agent_id: str) -> None:
+    """``sluicegate approvals list`` until the agent's request shows, then ``approve`` it, as bob with the
+    reviewer role's settings."""
+    options, trust = kafka.settings("reviewer").kafka_client_options(), ReviewTrust(KEYS.public)
+    deadline = time.monotonic() + DEADLINE_S
+    request: ApprovalRequest | None = None
+    while request is None:
+        assert time.monotonic() < deadline, "no approval request listed"
+        listed = await pending_requests(kafka.bootstrap, names, datetime.now(UTC), trust=trust,
+                                        options=options)
+        request = next((p.request for p in listed.requests if p.request.intent.agent_id == agent_id), None)
+    await submit_verdict(kafka.bootstrap, names, str(request.request_id),
+                         reviewer=Reviewer("bob", KEYS.reviewer("bob")), verdict=VerdictKind.APPROVE,
+                         reason=None, now=datetime.now(UTC), trust=trust, options=options)
 
 
 def decision_rows(client: Client, database: str, agent_id: str) -> list[tuple[str, str]]:
@@ -62,8 +88,10 @@ async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
     publisher = SignerCredential.issue(KEYS.ring, "publisher", "policy-team")
     await publish_policy(kafka.bootstrap, names.policies, POLICY, "tls_e2e.yaml", publisher,
                          options=kafka.settings("publisher").kafka_client_options())
+    reviewers = tmp_path / "reviewers.yaml"
+    reviewers.write_text(REVIEWERS)
     worker = WorkerProcess(kafka.bootstrap, names.prefix, tmp_path / "worker", partitions=topics.partitions,
-                           trust={"SLUICEGATE_TRUST_KEYS": str(KEYS.ring),
+                           reviewers=reviewers, trust={"SLUICEGATE_TRUST_KEYS": str(KEYS.ring),
                                   "SLUICEGATE_TRUST_SIGNING_KEY": str(KEYS.signer), **kafka.env("worker")})
     worker.start()
     try:
@@ -80,6 +108,9 @@ async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
 
             # trust is on: the tool runs only on a decision the SDK verified with the agent's key
             assert await refund(40) == "refunded 40"
+            reviewed = asyncio.create_task(refund(400))
+            await approve_with_the_cli(kafka, names, agent_id)
+            assert await asyncio.wait_for(reviewed, DEADLINE_S) == "refunded 400"
 
         database = f"tls_{names.prefix}"
         migrate(clickhouse_client, database)
@@ -89,7 +120,9 @@ async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
         task = asyncio.create_task(sink.run())
         try:
             deadline = time.monotonic() + DEADLINE_S
-            while not (rows := decision_rows(clickhouse_client, database, agent_id)):
+            expected = {("ALLOW", "['small-refund']"), ("REQUIRE_APPROVAL", "['refund-review']")}
+            while not (expected <= set(rows := decision_rows(clickhouse_client, database, agent_id))
+                       and len(rows) == 3):  # and the approved ALLOW
                 assert time.monotonic() < deadline, "the decision's audit row did not reach ClickHouse"
                 await asyncio.sleep(0.5)  # polling ClickHouse, written by the sink's task
         finally:
@@ -98,7 +131,7 @@ async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
             await sink.close()
     finally:
         worker.stop()  # once the audit is stored: the worker writes its audit records after the decision
-    assert rows == [("ALLOW", "['small-refund']")]
+    assert sorted(decision for decision, _ in rows) == ["ALLOW", "ALLOW", "REQUIRE_APPROVAL"], rows
 
 
 async def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(
