@@ -74,7 +74,7 @@ from streams.messages import (
     Reservation,
     Resolved,
 )
-from streams.stages.leases import LEAD_MS, LEASE_MS, Held, HeldKey, HolderLeases, leasable, need_of
+from streams.stages.leases import Held, HeldKey, HolderLeases, leasable, need_of, span_of
 from streams.stages.outputs import (
     Outcome,
     Route,
@@ -270,10 +270,11 @@ class DecideStage:
             if due is None:
                 continue
             want, held = due
+            start_ms, end_ms = span_of(change.at_ms, change.window_ms)
             ask = LeaseAsk(
                 ask_id=uuid4(), key=change.key, limit_id=change.limit_id, policy_version=policy.version,
                 partition=partition, partitions=self.partitions, reply_key=intent.agent_id,
-                start_ms=change.at_ms - LEAD_MS, end_ms=change.at_ms + LEASE_MS, want=want,
+                start_ms=start_ms, end_ms=end_ms, want=want,
                 need=need_of(change) or 0.0,
             )
             self.leases.asked(change.key, held, ask.ask_id, now_ms)

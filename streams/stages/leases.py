@@ -26,9 +26,12 @@ from streams.engine.state import WindowState
 from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
 
 LEASE_MS = 2_000
-"""Event time a lease covers after the intent that asked for it."""
+"""The shortest event-time span a lease covers after the intent that asked for it; an eighth of the
+limit's window, up to :data:`MAX_SPAN_MS`, when that is longer (see :func:`span_of`)."""
 LEAD_MS = LEASE_MS // 4
-"""...and before it (intents of many agents reach a partition slightly out of event-time order)."""
+"""...and before it: a quarter of that (intents of many agents reach a partition out of event-time
+order, and a partition with a backlog decides intents from a while ago)."""
+MAX_SPAN_MS = 60_000
 CLOSE_AFTER_MS = 2 * LEASE_MS
 """A holder returns a lease this long after it received it, by its own clock (when is a matter of
 waste only: a lease returned is never spent again)."""
@@ -51,6 +54,8 @@ GRANT_PREFIX = f"{RECEIPT_PREFIX}lease|"
 """The owner's grant records are receipts: evicted after the retention like the others."""
 USES_PER_CHUNK = 64
 MAX_CLOSED = 32
+MAX_USES = 8192
+"""Most uses of one lease (its return lists them all: it stays well under Kafka's message size)."""
 _USE = struct.Struct("<qd")
 
 
@@ -81,13 +86,23 @@ def slice_of(room: float, want: float, need: float, partitions: int, counting: b
     return amount if amount >= need and amount > 0 else 0.0
 
 
+def span_of(at_ms: int, window_ms: int) -> tuple[int, int]:
+    """The event-time span of a lease asked by an intent at ``at_ms`` under a window of ``window_ms``.
+
+    How long a span is costs nothing: a lease is returned a fixed time after it was received, whatever
+    its span; a long one stays usable when asks and grants queue behind a backlog."""
+    after = max(LEASE_MS, min(MAX_SPAN_MS, window_ms // 8))
+    return at_ms - after // 4, at_ms + after
+
+
 def worth_leasing(budget: float, window_ms: int, need: float, partitions: int) -> bool:
     """Whether a limit lends leases: its window spans several leases, and its budget spread over the
     window gives every partition a few actions per lease span. A smaller budget is spent in a burst,
     where the slow path decides the edge exactly; a lease would only hold part of it out of reach."""
-    span = LEASE_MS + LEAD_MS
-    share = budget * span / window_ms if window_ms > 0 else 0.0
-    return window_ms >= MIN_WINDOW_FACTOR * span and share >= MIN_SHARE * max(1, partitions) * max(need, 1.0)
+    start, end = span_of(0, window_ms)
+    share = budget * (LEASE_MS + LEAD_MS) / window_ms if window_ms > 0 else 0.0
+    return window_ms >= MIN_WINDOW_FACTOR * (end - start) and share >= MIN_SHARE * max(1, partitions) * max(
+        need, 1.0)
 
 
 def add_lease(window: WindowState, counting: bool, start_ms: int, end_ms: int, amount: float,
@@ -138,7 +153,7 @@ class Held(_Model):
 
     def covers(self, at_ms: int, need: float, policy_version: str) -> bool:
         return (self.policy_version == policy_version and self.start_ms <= at_ms <= self.end_ms
-                and self.spent + need <= self.amount)
+                and self.spent + need <= self.amount and self.uses < MAX_USES)
 
 
 class Asked(_Model):
@@ -221,7 +236,8 @@ class HolderLeases:
         if any(now_ms - ask.asked_ms < ASK_TIMEOUT_MS for ask in held.asks):
             return None
         for lease in held.leases:
-            lasting = lease.end_ms - change.at_ms >= LEASE_MS // 2 and lease.start_ms <= change.at_ms
+            half = (lease.end_ms - lease.start_ms) // 2
+            lasting = lease.end_ms - change.at_ms >= half and lease.start_ms <= change.at_ms
             if lasting and lease.amount - lease.spent >= max(need, lease.amount / 2):
                 return None
         spent = max([held.last_spent, *(lease.spent for lease in held.leases)])

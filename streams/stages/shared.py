@@ -20,12 +20,11 @@ from streams.messages import (
     Reservation,
 )
 from streams.stages.leases import (
-    LEAD_MS,
-    LEASE_MS,
     MIN_WINDOW_FACTOR,
     GrantRecord,
     OwnerLeases,
     grant_key,
+    span_of,
     worth_leasing,
 )
 from streams.stages.outputs import (
@@ -181,14 +180,16 @@ def _leasable(policy: CompiledPolicy | None, ask: LeaseAsk) -> CompiledLimit | N
     if policy is None or not 0 <= ask.partition < ask.partitions or ask.want <= 0 or ask.need < 0:
         return None
     span = ask.end_ms - ask.start_ms
-    if not 0 < span <= LEASE_MS + LEAD_MS:
+    if span <= 0:
         return None
     for limit in policy.limits:
         if limit.id == ask.limit_id:
             fits = limit.scope is LimitScope.SHARED and ask.key.startswith(f"{limit.id}|")
             budget = float(limit.count if limit.count is not None else limit.max or 0.0)
             worth = worth_leasing(budget, limit.window_ms, ask.need, ask.partitions)
-            return limit if fits and worth and limit.window_ms >= MIN_WINDOW_FACTOR * span else None
+            longest = span_of(0, limit.window_ms)
+            fits = fits and span <= longest[1] - longest[0] and limit.window_ms >= MIN_WINDOW_FACTOR * span
+            return limit if fits and worth else None
     return None
 
 
