@@ -89,7 +89,7 @@ from streams.topology import COMPACTED  # noqa: E402
 
 RULE_SIZES, QUICK_RULE_SIZES = (10, 100, 1_000, 10_000), (10, 100, 1_000)
 KEY_SIZES, QUICK_KEY_SIZES = (1_000, 10_000, 100_000, 1_000_000), (200, 2_000)
-RATES = (100, 250, 500, 1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000)
+RATES = (100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000)
 QUICK_RATES = (100, 200)
 SHAPES = {"fleet of 100 tools": 100, "10 rules per tool": 0}
 """Rules-curve shapes: at most this many tools (rules per tool grow), or 0: tools = rules / 10."""
@@ -626,10 +626,11 @@ def plot_load(curve: dict[str, Any], path: Path, cores: int | None) -> None:
                   color="tab:red", label="worker answered / offered")
     answered.set_ylabel("answered / offered", color="tab:red")
     answered.set_ylim(0, 1.1)
-    answered.legend(fontsize=7, loc="lower right")
+    answered.legend(fontsize=7, loc="lower left")
     latency.set(xscale="log", yscale="log", xlabel="offered intents/s", ylabel="ms (published → decision)",
                 title=f"latency ({curve['policy']}, {curve['partitions']} partitions)")
-    ratios.set(xscale="log", xlabel="offered intents/s", ylabel="x floor", title="ratio to the floor")
+    ratios.set(xscale="log", yscale="log", xlabel="offered intents/s", ylabel="x floor",
+               title="ratio to the floor")
     _plain(latency, ratios)
     for axes in (latency, ratios):
         axes.grid(True, which="both", alpha=0.3)
