@@ -1,7 +1,7 @@
-"""``sluicegate kafka start --secure --protocol SASL_SSL``: the SDK, a worker subprocess, the approvals CLI
-and the audit sink, each with its role's settings lines (SCRAM user and the broker's CA), decide, approve
-and audit over TLS; a client that does not trust the broker's CA is refused; the benchmarks' clients take
-the same settings."""
+"""``sluicegate kafka start --secure --protocol SASL_SSL``: the SDK, a worker subprocess, the approvals CLI,
+the Slack bot (on a fake Slack) and the audit sink, each with its role's settings lines (SCRAM user and the
+broker's CA), decide, approve and audit over TLS; a client that does not trust the broker's CA is refused;
+the benchmarks' clients take the same settings."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from clickhouse_connect.driver.client import Client
 from bench.audit import sink_throughput
 from bench.broker import require_open_broker
 from consumers.audit_sink import DEFAULT_GROUP_ID, SinkConfig, open_sink
+from consumers.slack_blocks import ACTION_APPROVE
+from consumers.slack_bot import SlackApprovalBot
 from infra.clickhouse.migrate import migrate
 from infra.kafka.secure import ADMIN
 from infra.kafka.tls import ensure_certificates
@@ -27,7 +29,10 @@ from sluicegate import Gate, Settings
 from sluicegate.cli.review import Reviewer, ReviewTrust, pending_requests, submit_verdict
 from sluicegate.trust import AgentCredential, SignerCredential
 from streams.policy_source import publish_policy
+from tests.approvals.conftest import bot_config, trusting
 from tests.approvals.factories import WorkerKeys
+from tests.approvals.slack_fake import FakeSlackApi
+from tests.approvals.test_slack_bot import click
 from tests.security.tls_kafka import TlsKafka, produce, tls_broker
 from tests.streams.harness import WorkerProcess
 
@@ -43,9 +48,9 @@ rules:
     match: {tool: payments.refund}
     when: {field: params.amount, op: gt, value: 100}
     decision: REQUIRE_APPROVAL
-    approval: {group: payments-reviewers, timeout: 10m}
+    approval: {group: payments-reviewers, timeout: 10m, channel: "#payments"}
 """
-REVIEWERS = "groups:\n  payments-reviewers: [bob]\n"
+REVIEWERS = "groups:\n  payments-reviewers: [alice, bob]\nbots:\n  slack-bot: [alice]\n"
 DEADLINE_S = 120.0
 
 
@@ -78,8 +83,9 @@ def decision_rows(client: Client, database: str, agent_id: str) -> list[tuple[st
     return [(str(decision), str(rules)) for decision, rules in rows.result_rows]
 
 
-async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
-    sasl_ssl: TlsKafka, unique_name: str, tmp_path: Path, clickhouse_client: Client,
+async def test_sdk_worker_approvals_and_audit_sink_run_over_sasl_ssl(
+    sasl_ssl: TlsKafka, unique_name: str, tmp_path: Path, clickhouse_client: Client, fake_slack: FakeSlackApi,
+    users_file: Path,
 ) -> None:
     kafka = sasl_ssl
     assert kafka.env("agent")["SLUICEGATE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
@@ -94,8 +100,13 @@ async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
                            reviewers=reviewers, trust={"SLUICEGATE_TRUST_KEYS": str(KEYS.ring),
                                   "SLUICEGATE_TRUST_SIGNING_KEY": str(KEYS.signer), **kafka.env("worker")})
     worker.start()
+    bot = SlackApprovalBot(bot_config(fake_slack.url, users_file, tmp_path / "posted.jsonl",
+                                      bootstrap_servers=kafka.bootstrap, topics=names,
+                                      kafka_options=kafka.settings("reviewer").kafka_client_options(),
+                                      **trusting(KEYS)))
     try:
         await worker.wait_ready()
+        await bot.start()
         agent_id = f"tls-{uuid.uuid4().hex[:8]}"
         credential = AgentCredential.issue(KEYS.ring, agent_id, "support", "production", "team-a")
         async with Gate(kafka.settings("agent", topic_prefix=names.prefix, decision_timeout_s=30),
@@ -111,6 +122,11 @@ async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
             reviewed = asyncio.create_task(refund(400))
             await approve_with_the_cli(kafka, names, agent_id)
             assert await asyncio.wait_for(reviewed, DEADLINE_S) == "refunded 400"
+            in_slack = asyncio.create_task(refund(500))
+            posted = await fake_slack.wait_for("chat.postMessage", lambda p: "500" in str(p.get("blocks")),
+                                               timeout=DEADLINE_S)
+            assert (await click(bot, ACTION_APPROVE, posted, "UALICE"))[0] == 200
+            assert await asyncio.wait_for(in_slack, DEADLINE_S) == "refunded 500"
 
         database = f"tls_{names.prefix}"
         migrate(clickhouse_client, database)
@@ -122,7 +138,7 @@ async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
             deadline = time.monotonic() + DEADLINE_S
             expected = {("ALLOW", "['small-refund']"), ("REQUIRE_APPROVAL", "['refund-review']")}
             while not (expected <= set(rows := decision_rows(clickhouse_client, database, agent_id))
-                       and len(rows) == 3):  # and the approved ALLOW
+                       and len(rows) == 5):  # and the two approved ALLOWs
                 assert time.monotonic() < deadline, "the decision's audit row did not reach ClickHouse"
                 await asyncio.sleep(0.5)  # polling ClickHouse, written by the sink's task
         finally:
@@ -130,8 +146,9 @@ async def test_sdk_worker_and_audit_sink_run_over_sasl_ssl(
             await task
             await sink.close()
     finally:
+        await bot.stop()
         worker.stop()  # once the audit is stored: the worker writes its audit records after the decision
-    assert sorted(decision for decision, _ in rows) == ["ALLOW", "ALLOW", "REQUIRE_APPROVAL"], rows
+    assert sorted(decision for decision, _ in rows) == ["ALLOW"] * 3 + ["REQUIRE_APPROVAL"] * 2, rows
 
 
 async def test_a_client_that_does_not_trust_the_brokers_ca_is_refused(
