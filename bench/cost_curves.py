@@ -87,7 +87,7 @@ from streams.state.changelog_store import ChangelogStore  # noqa: E402
 from streams.state.table_state import TableState  # noqa: E402
 from streams.topology import COMPACTED  # noqa: E402
 
-RULE_SIZES, QUICK_RULE_SIZES = (10, 100, 1_000, 10_000), (10, 100, 1_000)
+RULE_SIZES, QUICK_RULE_SIZES = (10, 100, 1_000, 10_000), (10, 100, 3_000)
 KEY_SIZES, QUICK_KEY_SIZES = (1_000, 10_000, 100_000, 1_000_000), (200, 2_000)
 RATES = (100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 4_000, 6_000, 8_000)
 QUICK_RATES = (100, 200)
