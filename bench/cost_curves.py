@@ -563,6 +563,12 @@ def plot_rules(curve: dict[str, Any], path: Path, cores: int | None) -> None:
     first = next(iter(curve["shapes"].values()))
     times.plot([p["rules"] for p in first], [p["floor_p50_us"] for p in first], "s:", color="grey",
                label="floor p50: json.loads")
+    largest = max(first, key=lambda p: p["rules"])
+    limit = curve["max_policy_bytes"] * largest["rules"] / largest["policy_bytes"]
+    if limit < largest["rules"]:
+        for axes in (times, ratios):
+            axes.axvline(limit, color="tab:red", linestyle=":", alpha=0.7,
+                         label=f"{curve['max_policy_bytes'] // 2**20} MiB policy limit (~{limit:,.0f} rules)")
     times.set(xscale="log", yscale="log", xlabel="rules in the policy", ylabel="µs per intent",
               title="evaluate_raw per intent")
     ratios.set(xscale="log", yscale="log", xlabel="rules in the policy", ylabel="x floor (json.loads)",
