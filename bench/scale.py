@@ -38,7 +38,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,7 +65,6 @@ SHARING = 2
 DECISION_PARTITIONS = 6
 LEASE_TTL_MS = 600_000
 MAX_LEASE_ROUNDS = 64
-SEND_CHUNK = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +142,25 @@ class Broker:
     async def ends(self, topic: str, partitions: int) -> dict[TopicPartition, int]:
         return dict(await self.consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)]))
 
-    async def send_all(self, records: Iterable[tuple[str, bytes, bytes | None, int | None]]) -> list[Any]:
-        """Produce (topic, key, value, partition) records; their metadata, in order."""
-        batch = list(records)
-        out: list[Any] = []
-        for start in range(0, len(batch), SEND_CHUNK):
-            futures = [await self.producer.send(topic, value, key=key, partition=partition)
-                       for topic, key, value, partition in batch[start:start + SEND_CHUNK]]
-            out += await asyncio.gather(*futures)
-        return out
+    async def send_all(self, records: Iterable[tuple[str, bytes, bytes | None, int | None]]) -> None:
+        """Produce (topic, key, value, partition) records, a partition of None placed by the producer's
+        default partitioner (the worker's); one batch per partition at a time, as a busy producer sends."""
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = defaultdict(list)
+        for topic, key, value, partition in records:
+            if partition is None:
+                every = sorted(await self.producer.partitions_for(topic))
+                partition = DefaultPartitioner()(key, every, every)
+            by_partition[(topic, partition)].append((key, value))
+        futures = []
+        for (topic, partition), items in by_partition.items():
+            batch = self.producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                    futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+                    batch = self.producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*futures)
 
     async def read(self, since: dict[TopicPartition, int]) -> list[Any]:
         """Every record from ``since`` to the current end of those partitions."""
@@ -226,13 +236,18 @@ async def decisions_per_partition(broker: Broker, topic: str, partitions: int,
     return Counter(record.partition for record in await broker.read(since))
 
 
+def topics_of(prefix: str, fleet: Fleet, args: argparse.Namespace) -> list[TopicSpec]:
+    """A fleet size's decisions, replies and lease topics."""
+    names = TopicNames(f"{prefix}-{fleet.agents}")
+    return [TopicSpec(names.decisions, args.decision_partitions),
+            TopicSpec(names.replies, reply_partitions_for(fleet.processes, args.sharing)),
+            TopicSpec(names.reply_leases, 1, configs={**COMPACTED, **APPEND_TIME})]
+
+
 async def measure(broker: Broker, prefix: str, fleet: Fleet, args: argparse.Namespace,
                   rng: random.Random) -> dict[str, Any]:
     names = TopicNames(f"{prefix}-{fleet.agents}")
     reply_partitions = reply_partitions_for(fleet.processes, args.sharing)
-    await ensure_topics(broker.bootstrap, [
-        TopicSpec(names.decisions, args.decision_partitions), TopicSpec(names.replies, reply_partitions),
-        TopicSpec(names.reply_leases, 1, configs={**COMPACTED, **APPEND_TIME})])
     started = time.perf_counter()
     intents = [intent_for(fleet.agent(i)) for i in range(fleet.agents)]
     needed = [len(fleet.members(k)) for k in range(fleet.processes)]
@@ -283,10 +298,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
     prefix = "scale" + secrets.token_hex(4)
+    fleets = [Fleet(int(size), args.agents_per_process) for size in args.sizes.split(",")]
+    # all topics first: a topic of a thousand partitions takes the broker a while to lead them all,
+    # which then overlaps the smaller sizes' runs instead of stalling the producer
+    await ensure_topics(bootstrap, [spec for fleet in fleets for spec in topics_of(prefix, fleet, args)])
     sizes = []
     async with Broker(bootstrap) as broker:
-        for agents in (int(size) for size in args.sizes.split(",")):
-            sizes.append(await measure(broker, prefix, Fleet(agents, args.agents_per_process), args, rng))
+        for fleet in fleets:
+            sizes.append(await measure(broker, prefix, fleet, args, rng))
     result: dict[str, Any] = {
         "grouping": f"{args.agents_per_process} agents per process (contiguous ids), one decision per agent",
         "sharing": args.sharing, "sizes": sizes,
