@@ -381,7 +381,7 @@ async def test_a_final_decision_that_arrived_as_the_deadline_passed_is_the_answe
 
     transport = SlowAck()
     gate = Gate(Settings(kafka_bootstrap_servers="unused:1"), agent_id="sup-1", agent_role="support",
-                environment="production", transport=transport)  # type: ignore[arg-type]
+                environment="production", transport=transport)
     async with gate:
         decision = await gate.check(**REFUND, timeout_s=0.05)
     assert decision.decision is DecisionKind.ALLOW
