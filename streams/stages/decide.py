@@ -264,9 +264,13 @@ class DecideStage:
         sends = []
         budgets = _budgets(policy)
         for change in result.shared:
+            held = spent.get(change.key) or self.leases.held(change.key)
+            if self.leases.any_due(held, now_ms):  # here too: the tick waits for a caught-up partition
+                sends += self._returns(change.key, partition, now_ms)
+                held = self.leases.held(change.key)
             if not leasable(change, budgets.get(change.limit_id, 0.0), self.partitions):
                 continue
-            due = self.leases.ask_due(change, now_ms, spent.get(change.key))
+            due = self.leases.ask_due(change, now_ms, held)
             if due is None:
                 continue
             want, held = due
@@ -297,14 +301,16 @@ class DecideStage:
         return [Send(Route.SHARED, grant.key.encode(), back.model_dump_json().encode())]
 
     def tick(self, partition: int, now_ms: int) -> list[Send]:
-        """Return the leases whose span is over, with what was spent of them."""
+        """Return the leases due, with what was spent of them."""
+        return [send for key in self.leases.shared_keys() for send in self._returns(key, partition, now_ms)]
+
+    def _returns(self, key: str, partition: int, now_ms: int) -> list[Send]:
         sends = []
-        for key in self.leases.shared_keys():
-            for lease, uses in self.leases.close_due(key, now_ms):
-                back = LeaseReturn(lease_id=lease.lease_id, key=key, partition=partition,
-                                   uses_ms=tuple(at for at, _ in uses),
-                                   uses_values=tuple(value for _, value in uses))
-                sends.append(Send(Route.SHARED, key.encode(), back.model_dump_json().encode()))
+        for lease, uses in self.leases.close_due(key, now_ms):
+            back = LeaseReturn(lease_id=lease.lease_id, key=key, partition=partition,
+                               uses_ms=tuple(at for at, _ in uses),
+                               uses_values=tuple(value for _, value in uses))
+            sends.append(Send(Route.SHARED, key.encode(), back.model_dump_json().encode()))
         return sends
 
     def _settle(

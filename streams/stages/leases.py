@@ -35,15 +35,17 @@ MAX_SPAN_MS = 60_000
 CLOSE_AFTER_MS = 2 * LEASE_MS
 """A holder returns a lease this long after it received it, by its own clock (when is a matter of
 waste only: a lease returned is never spent again)."""
-ASK_TIMEOUT_MS = 5_000
-"""An ask without an answer for this long is forgotten (a later intent asks again)."""
+ASK_TIMEOUT_MS = 30_000
+"""An ask without an answer for this long is forgotten (a later intent asks again): long, since an
+ask waits behind the forwards queued at the key's partition, and a late grant is still worth having."""
 MIN_WINDOW_FACTOR = 4
 """Leases only for limits whose window is at least this many lease spans."""
-FIRST_WANT = 4
+FIRST_WANT = 64
 """A first ask wants this many actions (times the intent's value, for a sum)."""
 GROWTH = 4
 """An ask wants this many times what the key's latest lease spent (asked at half spent: it doubles
-while the rate outgrows the leases)."""
+while the rate outgrows the leases), and at least what the rate spent since a lease was received
+would spend over the time a lease is held."""
 MIN_SHARE = 2
 """Leases only for limits whose sustained rate gives every partition this many actions per span."""
 HOLDER_PREFIX = "L|"
@@ -228,7 +230,8 @@ class HolderLeases:
                 held: HeldKey | None = None) -> tuple[float, HeldKey] | None:
         """(what to want, the key's state) when a new lease should be asked for ``change``'s key: no
         ask open or refused lately, and no lease that still lasts (half its span left after this
-        action, half its amount unspent); None otherwise. ``held``: the key's state, when known."""
+        action, half its amount unspent, half its time to the return); None otherwise. ``held``: the
+        key's state, when known."""
         need = need_of(change)
         if need is None:
             return None
@@ -237,11 +240,13 @@ class HolderLeases:
             return None
         for lease in held.leases:
             half = (lease.end_ms - lease.start_ms) // 2
-            lasting = lease.end_ms - change.at_ms >= half and lease.start_ms <= change.at_ms
+            lasting = (lease.end_ms - change.at_ms >= half and lease.start_ms <= change.at_ms
+                       and now_ms - lease.held_ms < CLOSE_AFTER_MS // 2)
             if lasting and lease.amount - lease.spent >= max(need, lease.amount / 2):
                 return None
         spent = max([held.last_spent, *(lease.spent for lease in held.leases)])
-        return max(FIRST_WANT * max(need, 1.0), GROWTH * spent), held
+        rate = max([0.0, *(lease.spent / max(1, now_ms - lease.held_ms) for lease in held.leases)])
+        return max(FIRST_WANT * max(need, 1.0), GROWTH * spent, rate * CLOSE_AFTER_MS), held
 
     def asked(self, key: str, held: HeldKey, ask_id: UUID, now_ms: int) -> None:
         asks = tuple(ask for ask in held.asks if now_ms - ask.asked_ms < ASK_TIMEOUT_MS)
@@ -266,6 +271,11 @@ class HolderLeases:
         closed = self.table.get(CLOSED_PREFIX + key, b"")
         return lease_id.bytes in {closed[at:at + 16] for at in range(0, len(closed), 16)} or any(
             lease.lease_id == lease_id for lease in self.held(key).leases)
+
+    @staticmethod
+    def any_due(held: HeldKey, now_ms: int) -> bool:
+        """Whether a lease of ``held`` is due for its return."""
+        return any(now_ms >= lease.held_ms + CLOSE_AFTER_MS for lease in held.leases)
 
     def close_due(self, key: str, now_ms: int) -> list[tuple[Held, list[tuple[int, float]]]]:
         """Close the leases of ``key`` held for :data:`CLOSE_AFTER_MS`: (lease, its uses) to return; their
