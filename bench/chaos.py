@@ -31,6 +31,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
+import os
 import random
 import secrets
 import signal
@@ -39,7 +41,6 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from bench.chaos_faults import (  # noqa: E402
     FaultPlan,
     Managed,
 )
+from bench.chaos_fleet import DEPLOY, READ, REFUND  # noqa: E402
 from bench.chaos_inputs import corpus, variant  # noqa: E402
 from bench.chaos_kafka import CHOICES, OPEN, ChaosKafka, broker_config  # noqa: E402
 from bench.chaos_reconcile import COUNTERS, Call, Limit, Windows, reconcile, table  # noqa: E402
@@ -71,14 +73,11 @@ from sluicegate.demo.fleet import SimulatedAgent  # noqa: E402
 from sluicegate.demo.processes import worker_readiness  # noqa: E402
 from sluicegate.demo.reviewer import SimulatedReviewer, reviewers_yaml  # noqa: E402
 from sluicegate.demo.trust import DemoTrust  # noqa: E402
-from sluicegate.gate import Gate  # noqa: E402
-from sluicegate.identity import AgentIdentity  # noqa: E402
 from sluicegate.settings import Settings  # noqa: E402
 from sluicegate.trust import AUTH_HEADER  # noqa: E402
 from streams.policy_source import publish_policy  # noqa: E402
 
 log = logging.getLogger("chaos")
-REFUND, READ, DEPLOY, DROP = "payments.refund", "crm.get_account", "services.deploy", "db.drop_table"
 WINDOW_MS = 60_000
 PER_AGENT = 30
 APPROVAL_TIMEOUT_S = 20
@@ -87,6 +86,8 @@ DECISION_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 180.0
 AUDIT_WAIT_S = 120.0
 BAD_VARIANTS = 20
+FLEET_SHARE_RATE = 125.0
+"""Intents/s per fleet process by default (:mod:`bench.chaos_fleet` says why the fleet is split)."""
 FAULT_TAIL_S = 15.0
 """No fault starts in the last seconds of the traffic: the run ends on a settled system."""
 
@@ -143,6 +144,8 @@ class Run:
     outages: Windows = field(default_factory=Windows)
     bad_inputs: Counter[str] = field(default_factory=Counter)
     rss_max_mb: float = 0.0
+    traffic_s: float = 0.0
+    """How long the fleet sent (from its start to the stop), for the rate it reached."""
     broker_down: bool = False
 
     @property
@@ -231,24 +234,37 @@ async def _supervise(run: Run) -> None:
 
 # -- faults --------------------------------------------------------------------------------------------
 
+async def _recovered(run: Run) -> None:
+    """Until every worker owns partitions again (restored): a worker or broker fault is over only then,
+    so the next one meets a recovered group (a take-over needs the session timeout and a restore; a
+    broker's restart takes a minute on a loaded machine). Faults that overlap a recovery turn a run into
+    a test of how long the machine takes to restore, not of what survives a fault."""
+    for worker in run.workers:
+        with contextlib.suppress(RuntimeError):
+            await _wait_worker(worker, ready=True)
+
+
 def _injectors(run: Run) -> dict[str, Any]:
     async def worker_kill(rng: random.Random) -> None:
         worker = rng.choice(run.workers)
         worker.stop(signal.SIGKILL)
         await asyncio.sleep(KILL_PAUSE_S)
         worker.start()
+        await _recovered(run)
 
     async def worker_stop(rng: random.Random) -> None:
         worker = rng.choice(run.workers)
         worker.send(signal.SIGSTOP)
         await asyncio.sleep(STOPPED_S)
         worker.send(signal.SIGCONT)
+        await _recovered(run)
 
     async def worker_restart(rng: random.Random) -> None:
         worker = rng.choice(run.workers)
         await _wait_worker(worker, ready=False)  # up (its SIGTERM handler installed): a clean stop
         await asyncio.to_thread(worker.stop)
         worker.start()
+        await _recovered(run)
 
     async def broker_restart(rng: random.Random) -> None:
         """The broker stopped and started on its port and data; over once every worker is ready again
@@ -263,9 +279,7 @@ def _injectors(run: Run) -> dict[str, Any]:
         for child in run.managed:
             if not child.running:
                 child.start()
-        for worker in run.workers:
-            with contextlib.suppress(RuntimeError):
-                await _wait_worker(worker, ready=True)
+        await _recovered(run)
         run.outages.add(started, time.monotonic() + SETTLE_S)
 
     async def sink_kill(rng: random.Random) -> None:
@@ -312,66 +326,52 @@ async def _publish_bad_input(run: Run, rng: random.Random) -> None:
 
 # -- the fleet -----------------------------------------------------------------------------------------
 
-def _fleet(size: int) -> list[SimulatedAgent]:
-    return [SimulatedAgent(f"chaos-{index:04d}", "support", "production", "team-chaos")
-            for index in range(size)]
-
-
-def _draw(rng: random.Random) -> tuple[str, str, str, dict[str, Any]]:
-    """(tool, action, target, params) of the next call."""
-    roll = rng.random()
-    if roll < 0.45:
-        return READ, "read", "crm:accounts", {"account_id": rng.randint(1, 10**6)}
-    if roll < 0.9:
-        return REFUND, "create", "payments:refunds", {"amount": round(rng.uniform(1.0, 100.0), 2)}
-    if roll < 0.97:
-        return DROP, "delete", "db:prod", {}
-    return DEPLOY, "execute", "services:checkout", {"version": "1.0.0"}
-
-
-async def _call(gate: Gate, agent: SimulatedAgent, draw: tuple[str, str, str, dict[str, Any]],
-                calls: list[Call]) -> None:
-    tool, action, target, params = draw
-    now = datetime.now(UTC)
-    intent = gate.intent(tool=tool, action=action, target=target, params=params, occurred_at=now,
-                         agent=AgentIdentity(agent.agent_id, agent.role, agent.environment, agent.owner))
-    call = Call(str(intent.request_id), agent.agent_id, tool, float(params.get("amount", 0.0)),
-                int(now.timestamp() * 1000), time.monotonic())
-    calls.append(call)
-    auth = await gate.authorize(intent)
-    call.latency_ms = (time.monotonic() - call.started) * 1000
-    call.answers += 1
-    call.verdict = auth.decision.decision.value
-    call.unavailable, call.approval = auth.unavailable, auth.pending is not None
-
-
 async def _drive(run: Run, faults: asyncio.Task[None]) -> None:
-    """The fleet's calls at the rate, for the run's seconds and until the faults are over and settled;
-    then wait for the calls in flight."""
+    """The fleet's calls at the rate, split over ``--fleet-processes`` processes
+    (:mod:`bench.chaos_fleet`), for the run's seconds and until the faults are over and settled; then
+    the calls in flight, and what each share's agents were told."""
     args = run.args
-    agents = _fleet(args.agents)
-    rng = random.Random(args.seed)
-    settings = Settings().model_copy(update={
-        "kafka_bootstrap_servers": run.bootstrap, "topic_prefix": run.topics.prefix,
-        "agent_credential": None, "decision_timeout_s": args.decision_timeout, **run.kafka.settings("agent")})
-    gate = Gate(settings, agent_id=agents[0].agent_id, credentials=run.trust.agents(agents))
-    in_flight: set[asyncio.Task[None]] = set()
-    async with gate:
-        await gate.prepare(*(agent.agent_id for agent in agents))
-        started, sent, settled = time.monotonic(), 0, float("inf")
-        while (elapsed := time.monotonic() - started) < args.seconds or time.monotonic() < settled:
-            if faults.done() and settled == float("inf"):
-                settled = time.monotonic() + SETTLE_S
-            for _ in range(int(elapsed * args.rate) - sent):
-                task = asyncio.create_task(_call(gate, rng.choice(agents), _draw(rng), run.calls))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                sent += 1
-            await asyncio.sleep(0.01)
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=APPROVAL_TIMEOUT_S + 2 * args.decision_timeout)
-        for task in in_flight:
-            task.cancel()
+    ids = [f"chaos-{index:04d}" for index in range(args.agents)]
+    shares = min(args.fleet_processes, len(ids))
+    children: list[tuple[asyncio.subprocess.Process, Path]] = []
+    drain_s = APPROVAL_TIMEOUT_S + 2 * args.decision_timeout
+    for index in range(shares):
+        out, config = run.base / f"fleet-{index}.calls.json", run.base / f"fleet-{index}.json"
+        config.write_text(json.dumps({
+            "bootstrap": run.bootstrap, "prefix": run.topics.prefix, "trust": str(run.trust.directory),
+            "agents": ids[index::shares], "rate": args.rate / shares, "seed": args.seed * 1000 + index,
+            "decision_timeout": args.decision_timeout, "drain_s": drain_s, "out": str(out),
+            "log": str(run.base / f"fleet-{index}.log")}))
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "bench" / "chaos_fleet.py"), str(config),
+            stdin=asyncio.subprocess.PIPE, env={**os.environ, **run.kafka.env("agent")})
+        children.append((child, out))
+    began = time.monotonic()
+    try:
+        await asyncio.gather(asyncio.sleep(args.seconds), _settled(faults))
+    finally:
+        run.traffic_s = time.monotonic() - began
+        for child, _ in children:
+            assert child.stdin is not None
+            with contextlib.suppress(OSError):
+                child.stdin.write(b"stop\n")
+                child.stdin.close()
+        for child, _ in children:
+            try:
+                await asyncio.wait_for(child.wait(), drain_s + START_TIMEOUT_S)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+    for child, out in children:
+        if child.returncode != 0 or not out.exists():
+            raise RuntimeError(f"a fleet process ended with {child.returncode}; log {out.parent}/fleet-*.log")
+        run.calls.extend(Call(**call) for call in json.loads(out.read_text()))
+
+
+async def _settled(faults: asyncio.Task[None]) -> None:
+    """Once the faults are over, the time the system gets to settle before the traffic stops."""
+    await asyncio.wait([faults])
+    await asyncio.sleep(SETTLE_S)
 
 
 async def _review(run: Run) -> None:
@@ -502,6 +502,8 @@ async def _execute(run: Run) -> dict[str, Any]:
         "faults_not_injected": dict(plan.failed),
         "faults_total": sum(plan.fired.values()),
         "worker_rss_max_mb": round(run.rss_max_mb, 1),
+        "rate_reached": round(len(run.calls) / run.traffic_s, 1) if run.traffic_s else 0.0,
+        "fleet_processes": run.args.fleet_processes,
         "seconds": run.args.seconds, "rate": run.args.rate, "workers": run.args.workers,
         "agents": run.args.agents, "seed": run.args.seed, "kafka_protocol": run.args.kafka_protocol,
     }
@@ -518,13 +520,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="the broker's client listener: open, or secure (kafka start --secure) with the "
                              "ACL matrix and one user per role")
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--agents", type=int, default=0, help="default: rate / 2")
+    parser.add_argument("--agents", type=int, default=0,
+                        help="default: one per intent/s (each agent calls once a second, one call at a time)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fleet-processes", type=int, default=0,
+                        help=f"processes the agents are split over (default: one per {FLEET_SHARE_RATE:g}/s)")
     parser.add_argument("--decision-timeout", type=float, default=DECISION_TIMEOUT_S,
                         help="how long each agent waits for a decision (the SDK's decision_timeout_s)")
     parser.add_argument("--keep", type=Path, default=None, help="run under this directory and keep it")
     args = parser.parse_args(argv)
-    args.agents = args.agents or max(20, int(args.rate / 2))
+    args.agents = args.agents or max(20, int(args.rate))
+    args.fleet_processes = args.fleet_processes or max(1, math.ceil(args.rate / FLEET_SHARE_RATE))
     return args
 
 
