@@ -32,6 +32,11 @@ to the approval stage (:mod:`streams.stages.approval`), which publishes the requ
 with a :class:`Resolved`; on an approval the decide stage then counts the agent windows and sends a
 :class:`Count` to each shared-limit partition. Nothing is reserved while an approval is pending.
 
+Leases (:mod:`streams.stages.leases`, docs/leases.md). The owner of a shared key lends each deciding
+partition a slice of its budget over a span of event time; an ALLOW whose every shared limit a lease
+covers is decided here, with no hop, and its use is reported when the lease is returned. An intent no
+lease covers takes the hops above.
+
 Idempotency. Each stage keeps a record ``d|<request_id>`` (hops: ``d|<request_id>|<key>``) in the same
 table as the state it changed, written after the state, so after a crash the record implies the state.
 A redelivered intent or forward replays the record: the same decision (or the same forward) is sent
@@ -257,8 +262,8 @@ class DecideStage:
         self, intent: Intent, result: Result, policy: CompiledPolicy | None, partition: int, now_ms: int,
         spent: dict[str, HeldKey],
     ) -> list[Send]:
-        """Ask the owners of an ALLOW's shared keys for a lease where none lasts and none is asked
-        (``spent``: the lease state of the keys just spent on, else read)."""
+        """On an ALLOW's shared keys: return the leases due, and ask the owners for a lease where none
+        lasts and none is asked (``spent``: the lease state of the keys just spent on, else read)."""
         if policy is None or result.decision.decision is not _ALLOW or not self.partitions:
             return []
         sends = []
