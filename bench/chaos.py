@@ -172,7 +172,7 @@ def _worker(run: Run, index: int) -> Managed:
     argv = ["-m", "streams.worker", "--bootstrap", run.bootstrap, "--topic-prefix", run.topics.prefix,
             "--partitions", str(run.args.partitions), "--workdir", str(run.base / f"worker-{index}"),
             "--web-port", str(free_port()), "--reviewers", str(run.base / "reviewers.yaml"),
-            "--log-level", "warning"]
+            "--log-level", "info"]  # the take-overs (restore counts and times) in worker-N.log
     env = {**run.trust.worker_env(), **run.kafka.env("worker")}
     return Managed(f"worker-{index}", argv, env, run.base / f"worker-{index}.log")
 

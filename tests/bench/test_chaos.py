@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 1500
 ARGS = ["--seconds", "60", "--rate", "20", "--workers", "2", "--partitions", "4", "--seed", "3",
-        "--decision-timeout", "240"]
+        "--decision-timeout", "240", "--fleet-processes", "2"]
 """Small enough for two shared cores. The agents wait out a failover and a broker restart (which takes
 a minute on a loaded machine): an agent that gave up earlier is told governance_unavailable, and a later
 decision of its intent would count as a conflict."""
