@@ -25,7 +25,7 @@ from sluicegate.trust import (
     split_authenticator,
     verify_request,
 )
-from streams.messages import Release, Reservation, Resolved
+from streams.messages import LeaseAsk, LeaseGrant, LeaseReturn, Release, Reservation, Resolved
 from streams.policy_source import publish_policy
 from streams.topology import WorkerTopics
 from tests.streams.harness import POLICIES, Client, WorkerProcess, make_intent
@@ -258,3 +258,27 @@ async def test_approval_requests_are_signed_by_the_workers(client: Client) -> No
     verify_request(SIGNER.public, headers, body)
     assert json.loads(body)["intent_digest"] == intent.digest()
 
+
+
+async def test_forged_lease_messages_change_nothing(client: Client, trusted_worker: WorkerProcess) -> None:
+    """An unauthenticated lease ask, grant or return (docs/leases.md) is dead-lettered, never handled: a
+    forged grant would let a partition spend budget nobody counted, a forged return uncount it."""
+    topics = WorkerTopics(trusted_worker.names, PARTITIONS)
+    agent_id = agent()
+    home = partition_for(agent_id, PARTITIONS)
+    key = "fleet-refunds-5000-per-24h|fleet"
+    lease_id = uuid.uuid4()
+    ask = LeaseAsk(ask_id=lease_id, key=key, limit_id="fleet-refunds-5000-per-24h", policy_version="x",
+                   partition=home, partitions=PARTITIONS, reply_key=agent_id, start_ms=0, end_ms=2_000,
+                   want=1_000, need=1)
+    grant = LeaseGrant(ask_id=lease_id, key=key, policy_version="x", partition=home, start_ms=0,
+                       end_ms=2_000, amount=5_000)
+    back = LeaseReturn(lease_id=lease_id, key=key, partition=home)
+    before = len(client.dead_letters)
+    await client.send_raw(key.encode(), ask.model_dump_json().encode(), topic=topics.shared_limits)
+    await client.send_raw(agent_id.encode(), grant.model_dump_json().encode(), topic=topics.agent_feedback,
+                          partition=home)
+    await client.send_raw(key.encode(), back.model_dump_json().encode(), topic=topics.shared_limits)
+    await client.wait_for(lambda: len(client.dead_letters) >= before + 3, what="all three dead-lettered")
+    errors = [headers.get("error", b"") for _, headers in client.dead_letters[before:]]
+    assert all(b"authenticator" in error for error in errors)
