@@ -84,7 +84,7 @@ from streams.stages.outputs import (
     Outcome,
     Route,
     Send,
-    agent_of,
+    answer_send,
     approval_final_sends,
     count_send,
     dead_letter,
@@ -200,7 +200,7 @@ class DecideStage:
     def _replay(self, intent: Intent, record: Receipt) -> Outcome:
         if record.decision is not None:
             body = record.decision.model_dump_json().encode()
-            answer = Send(Route.DECISIONS, intent.agent_id.encode(), body, agent=agent_of(intent))
+            answer = answer_send(intent, record.decision, body)
             sends = [answer, *self._reopen(record.decision)]
             return Outcome(sends, record.decision, True)
         assert record.forward is not None

@@ -306,3 +306,17 @@ def test_an_intent_stamped_far_from_the_workers_clock_is_blocked_and_counts_noth
                                       appended))
     [backlog] = [d for d in pump.decisions if d.request_id == stamped.request_id]
     assert backlog.decision is ALLOW
+
+
+def test_a_redelivered_intent_gets_its_recorded_decision_on_the_reply_key_it_names() -> None:
+    """A process reading reply partitions reads nothing else (docs/replies.md): the replayed answer to a
+    redelivered intent must reach the same reply key as the first, or its call times out."""
+    pump = Pump()
+    raw = make_intent("a1", tool="crm.get_account", action="read", target="crm:accounts",
+                      reply_key="r3.0").model_dump_json().encode()
+    answers = []
+    for _ in range(2):
+        pump.run(pump.agent.handle_intent(raw, b"a1", POLICY, 0, pump.now_ms))
+        answers.append([s for s in pump.sent if s.route in (Route.DECISIONS, Route.REPLIES)][-1])
+    assert [(a.route, a.key) for a in answers] == [(Route.REPLIES, b"r3.0")] * 2
+    assert answers[0].value == answers[1].value
