@@ -50,4 +50,4 @@ def test_a_short_demo_decides_approves_and_reports(kafka_bootstrap: str, tmp_pat
     )
     assert query.returncode == 0, query.stdout + query.stderr
     outcomes = re.search(r"outcome\W+(\d+)", query.stdout)
-    assert outcomes and int(outcomes.group(1)) > 0, "the guard's outcomes did not reach the audit:\n" + query.stdout
+    assert outcomes and int(outcomes.group(1)) > 0, f"no outcome in the audit:\n{query.stdout}"

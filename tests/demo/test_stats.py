@@ -88,7 +88,7 @@ def test_a_run_short_of_its_rate_says_why() -> None:
     stats.sample_cpu(5.0, cpu_s=4.9)
     assert "uses 98% of a core" in stats.shortfall()
     assert "wait for a decision" in stats.shortfall()  # 250 offered, none decided
-    for tick in range(250):
+    for _ in range(250):
         stats.record(_decision(DecisionKind.ALLOW, "a"), "t", 1.0, 4.9)
     assert "wait for a decision" not in stats.shortfall()
     stats.ended(2.5)  # over the whole run: 100/s offered and decided, as asked
