@@ -33,6 +33,9 @@ MAX_EXACT = 512
 """Newest entries a sum window keeps exactly; older ones are folded into buckets."""
 BUCKETS_PER_WINDOW = 256
 """Buckets per window length once a sum window folds: a bucket spans ``ceil(window / 256)``."""
+FEW_ENDS = 8
+"""Up to this many windows to compare (an action before a few newer entries, such as a budget lease's
+end entry), each is summed on its own; more take the prefix sums of :meth:`WindowState._peak_total_late`."""
 MAX_TRAIL = 8
 """Most times a sequence-rule trail keeps (its pruning leaves at most 4; the cap is a safeguard)."""
 MAX_HELD = 64
@@ -129,12 +132,17 @@ class WindowState:
         values = self.values
         if values is None:
             return extra
-        times = self.times_ms
         ends = self._ends(at_ms, window_ms)
-        if len(ends) > 1:
+        if len(ends) > FEW_ENDS:
             return self._peak_total_late(ends, window_ms, extra)
-        start, stop = bisect_right(times, at_ms - window_ms), bisect_right(times, at_ms)
-        return round(math.fsum(chain(values[start:stop], self._bucket_parts(at_ms, window_ms), (extra,))), 9)
+        return max(self._total(end, window_ms, extra) for end in ends)
+
+    def _total(self, end: int, window_ms: int, extra: float) -> float:
+        """``extra`` + the sum of the window ``(end - window, end]``, as :meth:`peak_total` rounds it."""
+        values, times = self.values, self.times_ms
+        assert values is not None
+        start, stop = bisect_right(times, end - window_ms), bisect_right(times, end)
+        return round(math.fsum(chain(values[start:stop], self._bucket_parts(end, window_ms), (extra,))), 9)
 
     def _peak_total_late(self, ends: list[int], window_ms: int, extra: float) -> float:
         """:meth:`peak_total` over many window ends in time linear in the state: prefix sums of the

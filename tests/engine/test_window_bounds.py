@@ -163,3 +163,20 @@ def test_a_late_action_is_summed_as_fsum_sums_each_window(seed: int, monkeypatch
             for end in ends
         )
         assert window.peak_total(probe, window_ms, 0.05) == expected
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_an_action_before_a_few_newer_entries_sums_each_window_like_the_late_path(seed: int) -> None:
+    """A lease's end entry lies in the future: every check is then 'late' by a few entries. Summing those
+    few windows one by one gives exactly what the prefix sums give."""
+    rng = random.Random(seed)
+    window_ms, window = 10_000, WindowState()
+    for index in range(600):  # past MAX_EXACT: buckets too
+        window.add(index * 37, rng.choice([0.1, 0.2, 0.3, 1e-9, -0.7, 12.34, 1e15]), window_ms, None)
+    newest = window.times_ms[-1]
+    for ahead in range(1, engine_state.FEW_ENDS):
+        window.add(newest + 5_000 + ahead, rng.choice([0.1, 7.5]), window_ms, None)  # future entries
+        probe = newest + rng.randrange(0, 1_000)
+        ends = window._ends(probe, window_ms)
+        assert 1 < len(ends) <= engine_state.FEW_ENDS
+        assert window.peak_total(probe, window_ms, 0.05) == window._peak_total_late(ends, window_ms, 0.05)
