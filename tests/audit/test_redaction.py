@@ -125,6 +125,7 @@ async def test_a_worker_decides_on_the_value_and_audits_its_hash(
     rows = audit_store.query(f"SELECT params FROM {audit_db}.audit_events WHERE event_type = 'decision' "
                              "ORDER BY event_time").rows
     stored = [json.loads(row[0]) for row in rows]
-    assert [p["card_number"][-9:] for p in stored] == [":****1111", ":****0004", ":****1111"]
+    # decided in the same millisecond or not, in any order: compare the hints as a multiset
+    assert sorted(p["card_number"][-9:] for p in stored) == [":****0004", ":****1111", ":****1111"]
     assert all(p["card_number"].startswith(PREFIX + "public:") for p in stored)  # trust off: a public key
     assert Verifier(audit_store, audit_db, None).run().ok
