@@ -323,16 +323,17 @@ class Gate:
         except TimeoutError:
             late = waiter.delivered_final() if waiter is not None else None
             if late is not None:
-                return self._late(waiter, intent, late, pending, permit)
-            if pending is not None:
+                decision = late  # it arrived as the deadline passed: the answer, as if in time
+            elif pending is not None:
                 return self._settled(waiter, self._expired(intent, pending))
-            if waiter is not None and waiter.rejected_count:
+            elif waiter is not None and waiter.rejected_count:
                 self.breaker.release(permit)  # someone answers in the worker's name: no sign of an outage
                 return self._settled(waiter, self._unavailable(
                     intent, f"no verifiable decision within {timeout_s:g} s", waiter))
-            self.breaker.failure(permit)
-            detail = f"no decision within {timeout_s:g} s" + (f" ({uncertain})" if uncertain else "")
-            return self._unavailable(intent, detail)
+            else:
+                self.breaker.failure(permit)
+                detail = f"no decision within {timeout_s:g} s" + (f" ({uncertain})" if uncertain else "")
+                return self._unavailable(intent, detail)
         except TransportError as exc:
             self.breaker.failure(permit)
             return self._settled(waiter, self._unavailable(intent, str(exc), waiter))
@@ -347,13 +348,6 @@ class Gate:
         if pending is None:
             self.breaker.success(permit)
         return self._settled(waiter, Authorization(intent, decision, pending=pending))
-
-    def _late(self, waiter: ReplyWaiter | None, intent: Intent, final: Decision, pending: Decision | None,
-              permit: Permit) -> Authorization:
-        """The final decision that arrived as the deadline passed: the answer, as if in time."""
-        if pending is None:
-            self.breaker.success(permit)
-        return self._settled(waiter, Authorization(intent, final, pending=pending))
 
     def _approval_deadline(self, pending: Decision, started: float) -> float:
         """Loop time until which a pending decision is awaited: its deadline plus a grace, bounded."""
