@@ -62,6 +62,7 @@ from infra.kafka.admin import ensure_topics  # noqa: E402
 from infra.kafka.process import free_port  # noqa: E402
 from schemas import TopicNames  # noqa: E402
 from sluicegate.trust import AUTH_HEADER, AgentCredential, KeyRing, RequestSigner, SignerCredential  # noqa: E402
+from streams.messages import kind_of  # noqa: E402
 from streams.policy_source import SHADOW, publish, publish_policy  # noqa: E402
 
 AGENTS = 500
@@ -427,20 +428,36 @@ async def written(bootstrap: str, worker: Responder) -> dict[str, dict[str, floa
     return out
 
 
-async def extra_hops(bootstrap: str, worker: Responder) -> float:
+async def extra_hops(bootstrap: str, worker: Responder) -> tuple[float, dict[str, float]]:
     """Internal records (the shared-limits and agent-feedback topics: forwards, feedback, lease asks,
-    grants and returns) the worker produced per intent sent to it, from the topics' offsets."""
+    grants and returns) the worker produced per intent sent to it: in all, and by message kind."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 **kafka_options())
     await consumer.start()
+    kinds: dict[str, int] = {}
     try:
         internal = [f"{worker.names.prefix}.internal.{name}" for name in ("shared-limits", "agent-feedback")]
         parts = [tp for topic in internal for tp in await partitions(consumer, topic)]
         begin, end = await consumer.beginning_offsets(parts), await consumer.end_offsets(parts)
+        left = {tp for tp in parts if end[tp] > begin[tp]}
+        if left:
+            consumer.assign(sorted(left))
+            for tp in left:
+                consumer.seek(tp, begin[tp])
+        deadline = time.monotonic() + 30
+        while left and time.monotonic() < deadline:
+            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+                for record in batch:
+                    if record.offset < end[tp]:
+                        kind = kind_of(record.value or b"") or "other"
+                        kinds[kind] = kinds.get(kind, 0) + 1
+                if batch and batch[-1].offset >= end[tp] - 1:
+                    left.discard(tp)
     finally:
         await consumer.stop()
     records: int = sum(end[tp] - begin[tp] for tp in parts)
-    return round(records / max(1, worker.sent), 4)
+    sent = max(1, worker.sent)
+    return round(records / sent, 4), {kind: round(n / sent, 4) for kind, n in sorted(kinds.items())}
 
 
 def shape_of(worker: Responder, writes: dict[str, dict[str, float]]) -> Shape:
@@ -598,7 +615,8 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[s
             await rates(client, responders, args, results)
             await bursts(client, responders, args, results)
             for worker in workers:
-                results[worker.name]["extra_hops_per_intent"] = await extra_hops(bootstrap, worker)
+                hops, by_kind = await extra_hops(bootstrap, worker)
+                results[worker.name] |= {"extra_hops_per_intent": hops, "extra_hops_by_kind": by_kind}
         finally:
             await client.stop()
     echo, io = results["floor_echo"], results["floor_writes"]
@@ -622,6 +640,7 @@ async def run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[s
     if args.shadow:
         figures["shadow_vs_off"] = trust_ratios(results["shadow"], off)
     figures["extra_hops_per_intent"] = off["extra_hops_per_intent"]
+    figures["extra_hops_by_kind"] = off["extra_hops_by_kind"]
     if args.baseline:
         figures["baseline_max_per_worker"] = results["baseline"]["max_per_worker"]
         figures["max_vs_baseline"] = ratio(off["max_per_worker"], results["baseline"]["max_per_worker"])

@@ -175,7 +175,8 @@ class Receipt(_Model):
 
     ``decision`` is set once the decision is known (the pending one, then the final one after an
     approval); ``changes`` are the decide stage's changes held while the shared hops decide, ``shared`` the
-    shared-window changes the hops would make, with the ``forward`` sent (re-sent on redelivery);
+    shared-window changes the hops would make, with the ``forward`` sent (re-sent on redelivery; not sent
+    yet while ``waiting`` for a lease);
     ``hits``/``reserved`` are a hop's result, replayed on redelivery; ``released`` marks reservations
     already undone. ``fingerprint`` is a hash of the intent record's bytes: a redelivery has the same, a
     reused request id for another action does not.
@@ -189,6 +190,8 @@ class Receipt(_Model):
     reserved: tuple[Reservation, ...] = ()
     released: bool = False
     fingerprint: str = ""
+    waiting: bool = False
+    """The ``forward`` is not sent yet: the intent waits for a lease asked for (docs/leases.md)."""
 
 
 class Pending(_Model):

@@ -101,7 +101,11 @@ class DecideBinding(_Retaining):
         if kind == "resolved":
             return self.stage.handle_resolved(Resolved.model_validate_json(body), partition, now_ms())
         if kind == "leasegrant":
-            return self.stage.handle_grant(LeaseGrant.model_validate_json(body), partition, now_ms())
+            sends = []
+            for outcome in self.stage.handle_grant(LeaseGrant.model_validate_json(body), partition, now_ms()):
+                self.metrics.observe(outcome, outcome.record_ms)
+                sends += outcome.sends
+            return sends
         return self.stage.handle_feedback(Feedback.model_validate_json(body), partition, now_ms())
 
     def tick(self, partition: int, now_ms: int) -> list[Send]:

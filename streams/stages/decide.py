@@ -176,14 +176,16 @@ class DecideStage:
             return Outcome([*sends, security_send(intent, sent)], sent)
         receipt = found[0] if found else self._receipt(intent.request_id)
         if receipt is not None:
-            return self._replay(intent, receipt)
+            return self._replay(intent, receipt, partition, now_ms)
         # the shadow's state is written before the receipt, which then implies it after a crash
         judged = self.shadow.judge(shadow, intent, now_ms, appended_ms) if shadow is not None else None
         if result.shared:
             spent: dict[str, HeldKey] = {}
-            outcome = self._leased(intent, result, policy, partition, now_ms, fingerprint, spent) or \
+            leased = self._leased(intent, result, policy, partition, now_ms, fingerprint, spent)
+            asks = self._asks(intent, result, policy, partition, now_ms, spent)
+            outcome = leased or self._wait(intent, result, policy, partition, now_ms, fingerprint) or \
                 self._forward(intent, result, partition, now_ms, fingerprint)
-            outcome.sends.extend(self._asks(intent, result, policy, partition, now_ms, spent))
+            outcome.sends.extend(asks)
         else:
             outcome = self._settle(intent, result.decision, result.changes, policy, partition, now_ms,
                                    fingerprint)
@@ -197,13 +199,15 @@ class DecideStage:
         sent, sends = decision_sends(None, decision)
         return Outcome(sends, sent)
 
-    def _replay(self, intent: Intent, record: Receipt) -> Outcome:
+    def _replay(self, intent: Intent, record: Receipt, partition: int, now_ms: int) -> Outcome:
         if record.decision is not None:
             body = record.decision.model_dump_json().encode()
             answer = answer_send(intent, record.decision, body)
             sends = [answer, *self._reopen(record.decision)]
             return Outcome(sends, record.decision, True)
         assert record.forward is not None
+        if record.waiting:  # its ask may be lost with the crash that redelivers it: the hops decide it
+            return Outcome([self._send_on(intent.request_id, record, partition, now_ms)], None, True, True)
         return Outcome([forward_send(record.forward)], None, True, True)
 
     def _reopen(self, decision: Decision) -> list[Send]:
@@ -217,6 +221,15 @@ class DecideStage:
     def _forward(
         self, intent: Intent, result: Result, partition: int, now_ms: int, fingerprint: str,
     ) -> Outcome:
+        record = self._hold(intent, result, partition, now_ms, fingerprint, waiting=False)
+        assert record.forward is not None
+        return Outcome([forward_send(record.forward)], None, False, True)
+
+    def _hold(
+        self, intent: Intent, result: Result, partition: int, now_ms: int, fingerprint: str, waiting: bool,
+    ) -> Receipt:
+        """Reserve an intent's agent windows and hold its trails until its shared limits are settled
+        (by the hops, or by a lease it waits for); record its forward."""
         keys = sorted({change.key for change in result.shared})
         reserve = result.decision.decision is _ALLOW
         reserved: list[Reservation] = []
@@ -235,9 +248,38 @@ class DecideStage:
         )
         changes = tuple(ChangeItem.of(change) for change in result.changes)
         record = Receipt(changes=changes, shared=tuple(ChangeItem.of(change) for change in result.shared),
-                         forward=forward, reserved=tuple(reserved), fingerprint=fingerprint)
+                         forward=forward, reserved=tuple(reserved), fingerprint=fingerprint, waiting=waiting)
         self._write(intent.request_id, record, partition, now_ms, new=True)
-        return Outcome([forward_send(forward)], None, False, True)
+        return record
+
+    def _wait(
+        self, intent: Intent, result: Result, policy: CompiledPolicy | None, partition: int, now_ms: int,
+        fingerprint: str,
+    ) -> Outcome | None:
+        """Hold an ALLOW so far whose shared limits are each covered by a lease or asked for one: it waits
+        for the answer (one ask for all such intents, where each would take two hops), and is decided
+        here if the lease covers it. None: some limit is neither, so the intent takes the hops."""
+        if policy is None or result.decision.decision is not _ALLOW or not self.partitions:
+            return None
+        waits_on = None
+        for change in result.shared:
+            if self.leases.find(change, policy.version) is not None:
+                continue
+            held = self.leases.held(change.key)
+            if not self.leases.asking(held, now_ms):
+                return None
+            waits_on = waits_on or (change.key, held)
+        if waits_on is None:
+            return None
+        self._hold(intent, result, partition, now_ms, fingerprint, waiting=True)
+        self.leases.wait(waits_on[0], intent.request_id, 1, waits_on[1])
+        return Outcome()
+
+    def _send_on(self, request_id: UUID, record: Receipt, partition: int, now_ms: int) -> Send:
+        """A waiting intent takes the hops after all: its forward, recorded as sent."""
+        assert record.forward is not None
+        self._write(request_id, record.model_copy(update={"waiting": False}), partition, now_ms, new=False)
+        return forward_send(record.forward)
 
     def _leased(
         self, intent: Intent, result: Result, policy: CompiledPolicy | None, partition: int, now_ms: int,
@@ -279,35 +321,107 @@ class DecideStage:
             if due is None:
                 continue
             want, held = due
-            start_ms, end_ms = span_of(change.at_ms, change.window_ms)
-            ask = LeaseAsk(
-                ask_id=uuid4(), key=change.key, limit_id=change.limit_id, policy_version=policy.version,
-                partition=partition, partitions=self.partitions, reply_key=intent.agent_id,
-                start_ms=start_ms, end_ms=end_ms, want=want,
-                need=need_of(change) or 0.0,
-            )
-            self.leases.asked(change.key, held, ask.ask_id, now_ms)
-            sends.append(Send(Route.SHARED, change.key.encode(), ask.model_dump_json().encode()))
+            sends.append(self._ask(change, policy.version, partition, intent.agent_id, want, held, now_ms))
         return sends
 
-    def handle_grant(self, grant: LeaseGrant, partition: int, now_ms: int) -> list[Send]:
-        """Hold a lease asked for here. A grant nobody here asked for (an ask given up, or not this
-        partition's) is returned unused at once, unless it is a lease held or returned already."""
+    def _ask(self, change: WindowChange, policy_version: str, partition: int, reply_key: str, want: float,
+             held: HeldKey, now_ms: int) -> Send:
+        """Ask the owner of ``change``'s key for a lease around the change, and note the ask open."""
+        start_ms, end_ms = span_of(change.at_ms, change.window_ms)
+        ask = LeaseAsk(
+            ask_id=uuid4(), key=change.key, limit_id=change.limit_id, policy_version=policy_version,
+            partition=partition, partitions=self.partitions, reply_key=reply_key,
+            start_ms=start_ms, end_ms=end_ms, want=want, need=need_of(change) or 0.0,
+        )
+        self.leases.asked(change.key, held, ask.ask_id, now_ms)
+        return Send(Route.SHARED, change.key.encode(), ask.model_dump_json().encode())
+
+    def handle_grant(self, grant: LeaseGrant, partition: int, now_ms: int) -> list[Outcome]:
+        """Hold a lease asked for here, and settle the intents that waited for the answer: decided here
+        when leases cover them, else asked for once more (a lease too small for them all) or sent on
+        the hops. A grant nobody here asked for (an ask given up, or not this partition's) is returned
+        unused at once, unless it is a lease held or returned already."""
         if grant.partition != partition:
             return []
         lease = None if not grant.amount else Held(
             lease_id=grant.ask_id, policy_version=grant.policy_version, start_ms=grant.start_ms,
             end_ms=grant.end_ms, amount=grant.amount, held_ms=now_ms)
-        if self.leases.granted(grant.key, grant.ask_id, lease) or lease is None:
-            return []
-        if self.leases.knows(grant.key, grant.ask_id):
+        if self.leases.granted(grant.key, grant.ask_id, lease):
+            return self._settle_waiting(grant.key, partition, now_ms, again=lease is not None)
+        if lease is None or self.leases.knows(grant.key, grant.ask_id):
             return []
         back = LeaseReturn(lease_id=grant.ask_id, key=grant.key, partition=partition)
-        return [Send(Route.SHARED, grant.key.encode(), back.model_dump_json().encode())]
+        return [Outcome([Send(Route.SHARED, grant.key.encode(), back.model_dump_json().encode())])]
+
+    def _settle_waiting(self, key: str, partition: int, now_ms: int, again: bool) -> list[Outcome]:
+        """The intents waiting on ``key``'s ask, once it is answered (``again``: with a lease, so those it
+        does not cover may wait for one more ask, once)."""
+        outcomes: list[Outcome] = []
+        short: list[tuple[UUID, Receipt, WindowChange]] = []
+        for request_id, asks in self.leases.take_waiting(key):
+            record = self._receipt(request_id)
+            if record is None or not record.waiting or record.forward is None:
+                continue  # sent on the hops meanwhile (redelivered), or evicted
+            version = record.forward.stage1.policy_version
+            changes = [item.to_change() for item in record.shared]
+            windows = [change for change in changes if isinstance(change, WindowChange)]
+            missing = [change for change in windows if self.leases.find(change, version) is None]
+            if not missing:
+                outcomes.append(self._decide_waited(request_id, record, windows, partition, now_ms))
+                continue
+            held = self.leases.held(missing[0].key)
+            if missing[0].key != key and self.leases.asking(held, now_ms):
+                self.leases.wait(missing[0].key, request_id, asks, held)
+            elif again and asks == 1 and missing[0].key == key:
+                short.append((request_id, record, missing[0]))
+            else:
+                sent_on = self._send_on(request_id, record, partition, now_ms)
+                outcomes.append(Outcome([sent_on], forwarded=True))
+        if short:
+            outcomes.append(self._ask_again(key, short, partition, now_ms))
+        return outcomes
+
+    def _decide_waited(
+        self, request_id: UUID, record: Receipt, windows: list[WindowChange], partition: int, now_ms: int,
+    ) -> Outcome:
+        """A waiting intent the leases now cover: spend them, settle it as an ALLOW, send its decision."""
+        assert record.forward is not None
+        for change in windows:
+            hit = self.leases.find(change, record.forward.stage1.policy_version)
+            assert hit is not None
+            self.leases.spend(change, *hit)
+        trails = [c.to_change() for c in record.changes if c.kind == "trail"]
+        for trail in trails:
+            self.state.release_trail(trail.key, request_id)
+        apply(self.state, [*trails, *(c.to_change() for c in record.changes if c.kind == "history")])
+        intent, decision = record.forward.intent, record.forward.stage1
+        sent, sends = decision_sends(intent, decision)
+        self._write(request_id, _decided(sends[0].value, record.fingerprint), partition, now_ms, new=False)
+        return Outcome(sends, sent, record_ms=record.forward.decided_ms)
+
+    def _ask_again(self, key: str, short: list[tuple[UUID, Receipt, WindowChange]], partition: int,
+                   now_ms: int) -> Outcome:
+        """One more ask for the intents a lease did not cover, sized for them all; they wait for it."""
+        _, first, change = short[0]
+        assert first.forward is not None
+        want = 2 * sum(need_of(item) or 0.0 for _, _, item in short)
+        ask = self._ask(change, first.forward.stage1.policy_version, partition, first.forward.intent.agent_id,
+                        want, self.leases.held(key), now_ms)
+        for request_id, _, _ in short:
+            self.leases.wait(key, request_id, 2)
+        return Outcome([ask])
 
     def tick(self, partition: int, now_ms: int) -> list[Send]:
-        """Return the leases due, with what was spent of them."""
-        return [send for key in self.leases.shared_keys() for send in self._returns(key, partition, now_ms)]
+        """Return the leases due, with what was spent of them; send the intents whose ask went
+        unanswered on the hops."""
+        sends = []
+        for key in self.leases.shared_keys():
+            sends += self._returns(key, partition, now_ms)
+            held = self.leases.held(key)
+            if held.waiting and not self.leases.asking(held, now_ms):
+                for outcome in self._settle_waiting(key, partition, now_ms, again=False):
+                    sends += outcome.sends
+        return sends
 
     def _returns(self, key: str, partition: int, now_ms: int) -> list[Send]:
         sends = []

@@ -52,6 +52,8 @@ HOLDER_PREFIX = "L|"
 CLOSED_PREFIX = "Lc|"
 """The leases a partition returned last, per key (a redelivered grant of one is not returned again)."""
 USES_PREFIX = "u|"
+WAITING_PREFIX = "w|"
+"""Intents waiting on a partition for the answer to its ask on a key (``w|<key>|<chunk>``)."""
 GRANT_PREFIX = f"{RECEIPT_PREFIX}lease|"
 """The owner's grant records are receipts: evicted after the retention like the others."""
 USES_PER_CHUNK = 64
@@ -59,6 +61,8 @@ MAX_CLOSED = 32
 MAX_USES = 8192
 """Most uses of one lease (its return lists them all: it stays well under Kafka's message size)."""
 _USE = struct.Struct("<qd")
+_WAITING = struct.Struct("<16sB")
+"""A waiting intent: its request id, and how many asks it waited for already."""
 
 
 class _Model(BaseModel):
@@ -163,6 +167,8 @@ class Asked(_Model):
 
     ask_id: UUID
     asked_ms: int
+    refused: bool = False
+    """Answered with nothing: kept until its timeout all the same, so nobody asks again meanwhile."""
 
 
 class HeldKey(_Model):
@@ -172,6 +178,8 @@ class HeldKey(_Model):
     asks: tuple[Asked, ...] = ()
     last_spent: float = 0.0
     """What the last lease returned had spent (the next ask's size follows it)."""
+    waiting: int = 0
+    """How many intents wait for the answer to this key's ask (:meth:`HolderLeases.wait`)."""
 
 
 def need_of(change: WindowChange) -> float | None:
@@ -198,7 +206,7 @@ class HolderLeases:
         return HeldKey() if raw is None else HeldKey.model_validate_json(raw)
 
     def put(self, key: str, held: HeldKey) -> None:
-        if held.leases or held.asks or held.last_spent:
+        if held.leases or held.asks or held.last_spent or held.waiting:
             self.table[HOLDER_PREFIX + key] = held.model_dump_json().encode()
         else:
             self.table.pop(HOLDER_PREFIX + key, None)
@@ -248,18 +256,45 @@ class HolderLeases:
         rate = max([0.0, *(lease.spent / max(1, now_ms - lease.held_ms) for lease in held.leases)])
         return max(FIRST_WANT * max(need, 1.0), GROWTH * spent, rate * CLOSE_AFTER_MS), held
 
+    @staticmethod
+    def asking(held: HeldKey, now_ms: int) -> bool:
+        """Whether an ask of ``held`` is open: not answered yet, nor timed out."""
+        return any(not ask.refused and now_ms - ask.asked_ms < ASK_TIMEOUT_MS for ask in held.asks)
+
+    def wait(self, key: str, request_id: UUID, asks: int, held: HeldKey | None = None) -> None:
+        """Note an intent waiting for the answer to the ask open on ``key``, which is its ``asks``-th."""
+        held = held if held is not None else self.held(key)
+        chunk = f"{WAITING_PREFIX}{key}|{held.waiting // USES_PER_CHUNK}"
+        self.table[chunk] = self.table.get(chunk, b"") + _WAITING.pack(request_id.bytes, min(asks, 255))
+        self.put(key, held.model_copy(update={"waiting": held.waiting + 1}))
+
+    def take_waiting(self, key: str) -> list[tuple[UUID, int]]:
+        """The intents waiting on ``key`` (request id, asks waited for), in their order; none after."""
+        held = self.held(key)
+        if not held.waiting:
+            return []
+        found: list[tuple[UUID, int]] = []
+        for chunk in range(-(-held.waiting // USES_PER_CHUNK)):
+            raw = self.table.pop(f"{WAITING_PREFIX}{key}|{chunk}", b"")
+            found += [(UUID(bytes=rid), asks) for rid, asks in _WAITING.iter_unpack(raw)]
+        self.put(key, held.model_copy(update={"waiting": 0}))
+        return found
+
     def asked(self, key: str, held: HeldKey, ask_id: UUID, now_ms: int) -> None:
         asks = tuple(ask for ask in held.asks if now_ms - ask.asked_ms < ASK_TIMEOUT_MS)
         self.put(key, held.model_copy(update={"asks": (*asks, Asked(ask_id=ask_id, asked_ms=now_ms))}))
 
     def granted(self, key: str, ask_id: UUID, lease: Held | None) -> bool:
         """Take the answer to an open ask (``lease`` None: refused, and the ask stays until its timeout,
-        so nobody asks again meanwhile). False when no such ask is open: the caller returns that lease
-        unused, if it is not one already held."""
+        so nobody asks again meanwhile). False when no such ask is open (a redelivered answer, one to an
+        ask given up): the caller returns that lease unused, if it is not one already held."""
         held = self.held(key)
-        if not any(ask.ask_id == ask_id for ask in held.asks):
+        if not any(ask.ask_id == ask_id and not ask.refused for ask in held.asks):
             return False
         if lease is None:
+            asks = tuple(ask.model_copy(update={"refused": True}) if ask.ask_id == ask_id else ask
+                         for ask in held.asks)
+            self.put(key, held.model_copy(update={"asks": asks}))
             return True
         asks = tuple(ask for ask in held.asks if ask.ask_id != ask_id)
         leases = (*held.leases, lease)
@@ -294,14 +329,14 @@ class HolderLeases:
             closed.append((lease, uses))
         left = tuple(lease for lease in held.leases if lease not in due)
         last = due[-1].spent if due else held.last_spent
-        self.put(key, HeldKey(leases=left, asks=asks, last_spent=last))
+        self.put(key, HeldKey(leases=left, asks=asks, last_spent=last, waiting=held.waiting))
         if due:
             gone = self.table.get(CLOSED_PREFIX + key, b"") + b"".join(lease.lease_id.bytes for lease in due)
             self.table[CLOSED_PREFIX + key] = gone[-16 * MAX_CLOSED:]
         return closed
 
     def shared_keys(self) -> list[str]:
-        """The shared keys with leases or asks on this partition."""
+        """The shared keys with leases, asks or waiting intents on this partition."""
         table = self.table
         by_prefix = getattr(table, "keys_with_prefix", None)
         found = by_prefix(HOLDER_PREFIX) if by_prefix is not None else (k for k in table if

@@ -67,6 +67,9 @@ class Outcome:
     decision: Decision | None = None
     duplicate: bool = False
     forwarded: bool = False
+    record_ms: int | None = None
+    """When the intent behind ``decision`` was taken in, if not with the message handled (an intent that
+    waited for a lease, decided when the lease came)."""
 
 
 def now_ms() -> int:

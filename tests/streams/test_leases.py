@@ -18,6 +18,7 @@ from streams.engine.state import WindowState
 from streams.messages import Feedback, Forward, LeaseAsk, LeaseGrant, LeaseReturn, Release, kind_of
 from streams.stages.decide import DecideStage
 from streams.stages.leases import (
+    ASK_TIMEOUT_MS,
     LEASE_MS,
     GrantRecord,
     Held,
@@ -210,7 +211,8 @@ class Fleet:
         partition = int(name[-1])
         stage = self.deciders[partition]
         if kind == "leasegrant":
-            return stage.handle_grant(LeaseGrant.model_validate_json(body), partition, self.now_ms)
+            grant = LeaseGrant.model_validate_json(body)
+            return [send for outcome in stage.handle_grant(grant, partition, now) for send in outcome.sends]
         return stage.handle_feedback(Feedback.model_validate_json(body), partition, now)
 
     def drain(self) -> None:
@@ -279,7 +281,7 @@ def test_random_interleavings_never_overspend_a_window(
 def test_with_room_a_partition_decides_alone_after_its_first_ask() -> None:
     fleet = Fleet(COUNT_POLICY, random.Random(0))
     fleet.intent("a1", 1)
-    assert [kind_of(s.value) for s in fleet.queues["shared"]] == ["forward", "leaseask"]
+    assert [kind_of(s.value) for s in fleet.queues["shared"]] == ["leaseask"]  # it waits for the answer
     fleet.drain()
     before = fleet.internal
     for _ in range(2):
@@ -288,8 +290,8 @@ def test_with_room_a_partition_decides_alone_after_its_first_ask() -> None:
     assert fleet.internal == before  # decided on the agent's partition: no hop at all
     assert all(d.decision is ALLOW for d in fleet.decisions.values())
     owner = TableState(fleet.owner_table).get_window(KEY)
-    # the first refund, and a lease of min(16 wanted, 39 left / (2 x 2 partitions)) counted twice
-    assert owner is not None and len(owner.times_ms) == 1 + 2 * 9
+    # a lease of min(64 wanted, 40 left / (2 x 2 partitions)) counted twice
+    assert owner is not None and len(owner.times_ms) == 2 * 10
     fleet.now_ms += 3 * LEASE_MS
     fleet.tick()
     fleet.drain()
@@ -297,12 +299,81 @@ def test_with_room_a_partition_decides_alone_after_its_first_ask() -> None:
     assert owner is not None and len(owner.times_ms) == 3  # the lease replaced by its 2 uses
 
 
+def _kinds(fleet: Fleet) -> list[str | None]:
+    return [kind_of(send.value) for send in fleet.queues["shared"]]
+
+
+def test_intents_arriving_while_an_ask_is_open_wait_for_its_answer() -> None:
+    """A backlog of 30 refunds on one partition, the grant still on its way: one ask, no forward. The
+    grant covers 10 of them (40 left / (2 x 2 partitions)), one more ask the next 5; only the last 15
+    take the hops, where the budget's edge is decided exactly."""
+    fleet = Fleet(COUNT_POLICY, random.Random(0))
+    for _ in range(30):
+        fleet.now_ms += 1
+        fleet.intent("a1", 1)
+    assert _kinds(fleet) == ["leaseask"] and not fleet.decisions
+    fleet.post(fleet.handle("shared", fleet.queues["shared"].popleft()))
+    fleet.post(fleet.handle("fb0", fleet.queues["fb0"].popleft()))
+    assert len(fleet.decisions) == 10 and _kinds(fleet) == ["leaseask"]  # asked again for the other 20
+    fleet.post(fleet.handle("shared", fleet.queues["shared"].popleft()))
+    fleet.post(fleet.handle("fb0", fleet.queues["fb0"].popleft()))
+    assert len(fleet.decisions) == 15 and _kinds(fleet) == ["forward"] * 15  # waited twice: the hops
+    fleet.drain()
+    allowed = fleet.allowed()
+    assert len(fleet.decisions) == 30 and _worst_window(allowed, True) <= 40
+    assert len(allowed) == 25  # 40 less the two leases' second ends, still out (returned later)
+
+
+def test_a_refused_ask_sends_the_intents_waiting_for_it_on_the_hops() -> None:
+    fleet = Fleet(COUNT_POLICY, random.Random(0))
+    for _ in range(3):
+        fleet.intent("a1", 1)
+    ask = LeaseAsk.model_validate_json(fleet.queues["shared"].popleft().value)
+    refusal = LeaseGrant(ask_id=ask.ask_id, key=ask.key, policy_version=ask.policy_version, partition=0,
+                         start_ms=ask.start_ms, end_ms=ask.end_ms, amount=0.0)
+    outcomes = fleet.deciders[0].handle_grant(refusal, 0, fleet.now_ms)
+    assert [o.forwarded for o in outcomes] == [True] * 3
+    fleet.post([send for outcome in outcomes for send in outcome.sends])
+    fleet.drain()
+    assert [d.decision for d in fleet.decisions.values()] == [ALLOW] * 3
+    fleet.intent("a1", 1)  # refused lately: no ask, and nothing to wait for
+    assert _kinds(fleet) == ["forward"]
+
+
+def test_an_ask_never_answered_sends_its_waiting_intents_on_the_hops_at_the_timeout() -> None:
+    fleet = Fleet(COUNT_POLICY, random.Random(0))
+    fleet.intent("a1", 1)
+    fleet.queues["shared"].clear()  # the ask is lost
+    fleet.tick()
+    assert not fleet.queues["shared"]  # still waiting
+    fleet.now_ms += ASK_TIMEOUT_MS
+    fleet.tick()
+    assert _kinds(fleet) == ["forward"]
+    fleet.drain()
+    assert [d.decision for d in fleet.decisions.values()] == [ALLOW]
+
+
+def test_a_waiting_intent_redelivered_takes_the_hops_and_is_decided_once() -> None:
+    """After a crash the ask may be lost: a redelivered waiting intent goes on the hops at once, and the
+    grant, should it come after all, does not decide it a second time."""
+    fleet = Fleet(COUNT_POLICY, random.Random(0))
+    intent = make_intent("a1", params={"amount": 1}, occurred_at=T0)
+    raw = intent.model_dump_json().encode()
+    first = fleet.deciders[0].handle_intent(raw, b"a1", COUNT_POLICY, 0, fleet.now_ms)
+    assert [kind_of(s.value) for s in first.sends] == ["leaseask"]
+    again = fleet.deciders[0].handle_intent(raw, b"a1", COUNT_POLICY, 0, fleet.now_ms)
+    assert again.duplicate and [kind_of(s.value) for s in again.sends] == ["forward"]
+    grant = fleet.handle("shared", first.sends[0])
+    assert fleet.handle("fb0", grant[0]) == []  # it no longer waits
+    fleet.post(again.sends)
+    fleet.drain()
+    assert [d.decision for d in fleet.decisions.values()] == [ALLOW]
+
+
 def test_grants_and_returns_are_idempotent_and_strangers_change_nothing() -> None:
     fleet = Fleet(COUNT_POLICY, random.Random(0))
     fleet.intent("a1", 1)
-    forward, ask = fleet.queues["shared"]
-    fleet.queues["shared"].clear()
-    fleet.post(fleet.handle("shared", forward))
+    ask = fleet.queues["shared"].popleft()
     grant = fleet.handle("shared", ask)
     assert fleet.handle("shared", ask) == grant  # a redelivered ask: the same grant, lent once
     owner_before = dict(fleet.owner_table)
@@ -310,11 +381,13 @@ def test_grants_and_returns_are_idempotent_and_strangers_change_nothing() -> Non
     # A grant for the other partition, or for an ask nobody made, is not held.
     assert fleet.deciders[1].handle_grant(body, 1, fleet.now_ms) == []
     stranger = body.model_copy(update={"ask_id": uuid.uuid4()})
-    back = fleet.deciders[0].handle_grant(stranger, 0, fleet.now_ms)
+    back = [send for outcome in fleet.deciders[0].handle_grant(stranger, 0, fleet.now_ms)
+            for send in outcome.sends]
     assert [kind_of(s.value) for s in back] == ["leasereturn"]  # returned unused at once
     fleet.owner.handle_return(LeaseReturn.model_validate_json(back[0].value), 0, fleet.now_ms)
     assert fleet.owner_table == owner_before  # the owner never lent it: nothing changes
-    assert fleet.deciders[0].handle_grant(body, 0, fleet.now_ms) == []
+    waited = fleet.deciders[0].handle_grant(body, 0, fleet.now_ms)  # the refund that asked is decided
+    assert [o.decision.decision for o in waited if o.decision] == [ALLOW]
     assert fleet.deciders[0].handle_grant(body, 0, fleet.now_ms) == []  # redelivered: held once
     fleet.now_ms += 10
     fleet.intent("a1", 1)
@@ -325,7 +398,7 @@ def test_grants_and_returns_are_idempotent_and_strangers_change_nothing() -> Non
     returned = LeaseReturn.model_validate_json(returns[0].value)
     forged = returned.model_copy(update={"partition": 1})
     fleet.owner.handle_return(forged, 0, fleet.now_ms)  # not the partition it was lent to
-    assert len(TableState(fleet.owner_table).get_window(KEY).times_ms) == 1 + 2 * 9  # type: ignore[union-attr]
+    assert len(TableState(fleet.owner_table).get_window(KEY).times_ms) == 2 * 10  # type: ignore[union-attr]
     fleet.owner.handle_return(returned, 0, fleet.now_ms)
     fleet.owner.handle_return(returned, 0, fleet.now_ms)
     assert len(TableState(fleet.owner_table).get_window(KEY).times_ms) == 2  # type: ignore[union-attr]
