@@ -63,6 +63,14 @@ class Metrics:
         self.forwarded = Counter(
             "sluicegate_forwarded", "Intents forwarded to a shared-limit partition.", registry=self.registry,
         )
+        self.leased = Counter(
+            "sluicegate_leased", "Intents under a shared limit decided on their own partition under a budget "
+            "lease (docs/leases.md).", registry=self.registry,
+        )
+        self.lease_waits = Counter(
+            "sluicegate_lease_waits", "Intents that waited for the answer to a lease ask.",
+            registry=self.registry,
+        )
         self.policy = Info("sluicegate_policy", "The policy in force.", registry=self.registry)
         self.policy_loads = Counter(
             "sluicegate_policy_loads", "Policies read from the policies topic, by result.", ["result"],
@@ -76,6 +84,10 @@ class Metrics:
             self.duplicates.inc()
         if outcome.forwarded and not outcome.duplicate:
             self.forwarded.inc()
+        if outcome.leased:
+            self.leased.inc()
+        if outcome.waiting:
+            self.lease_waits.inc()
         if any(item.route == "dead_letter" for item in outcome.sends):
             self.dead_letters.inc()
         decision = outcome.decision

@@ -47,7 +47,8 @@ def group_consumer(bootstrap: str, group: str, options: KafkaOptions = PLAINTEXT
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES, partition_assignment_strategy=(RangePartitionAssignor,),
+        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+        partition_assignment_strategy=(RangePartitionAssignor,),
         session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
         rebalance_timeout_ms=REBALANCE_TIMEOUT_MS, **options)
 

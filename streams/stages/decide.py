@@ -273,7 +273,7 @@ class DecideStage:
             return None
         self._hold(intent, result, partition, now_ms, fingerprint, waiting=True)
         self.leases.wait(waits_on[0], intent.request_id, 1, waits_on[1])
-        return Outcome()
+        return Outcome(waiting=True)
 
     def _send_on(self, request_id: UUID, record: Receipt, partition: int, now_ms: int) -> Send:
         """A waiting intent takes the hops after all: its forward, recorded as sent."""
@@ -298,7 +298,10 @@ class DecideStage:
             found.append((change, *hit))
         for change, held, index in found:
             spent[change.key] = self.leases.spend(change, held, index)
-        return self._settle(intent, result.decision, result.changes, policy, partition, now_ms, fingerprint)
+        outcome = self._settle(intent, result.decision, result.changes, policy, partition, now_ms,
+                               fingerprint)
+        outcome.leased = True
+        return outcome
 
     def _asks(
         self, intent: Intent, result: Result, policy: CompiledPolicy | None, partition: int, now_ms: int,
@@ -397,7 +400,7 @@ class DecideStage:
         intent, decision = record.forward.intent, record.forward.stage1
         sent, sends = decision_sends(intent, decision)
         self._write(request_id, _decided(sends[0].value, record.fingerprint), partition, now_ms, new=False)
-        return Outcome(sends, sent, record_ms=record.forward.decided_ms)
+        return Outcome(sends, sent, leased=True, record_ms=record.forward.decided_ms)
 
     def _ask_again(self, key: str, short: list[tuple[UUID, Receipt, WindowChange]], partition: int,
                    now_ms: int) -> Outcome:

@@ -67,6 +67,10 @@ class Outcome:
     decision: Decision | None = None
     duplicate: bool = False
     forwarded: bool = False
+    leased: bool = False
+    """Decided under a budget lease (docs/leases.md)."""
+    waiting: bool = False
+    """Held for the answer to a lease ask."""
     record_ms: int | None = None
     """When the intent behind ``decision`` was taken in, if not with the message handled (an intent that
     waited for a lease, decided when the lease came)."""

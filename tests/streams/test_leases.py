@@ -27,7 +27,7 @@ from streams.stages.leases import (
     slice_of,
     used_around,
 )
-from streams.stages.outputs import Route, Send
+from streams.stages.outputs import Outcome, Route, Send
 from streams.stages.shared import SharedStage
 from streams.state.table_state import TableState
 from tests.streams.harness import make_intent
@@ -176,7 +176,7 @@ class Fleet:
                 self.internal += 1
                 self.queues[f"fb{self.home(send.key.decode())}"].append(send)
 
-    def intent(self, agent: str, amount: float, skew_ms: int = 0) -> None:
+    def intent(self, agent: str, amount: float, skew_ms: int = 0) -> Outcome:
         at = T0 + timedelta(milliseconds=self.now_ms - T0_MS + skew_ms)
         intent = make_intent(agent, params={"amount": amount}, occurred_at=at)
         self.amounts[str(intent.request_id)] = amount
@@ -186,6 +186,7 @@ class Fleet:
         outcome = stage.handle_intent(intent.model_dump_json().encode(), agent.encode(), self.policy,
                                       self.home(agent), self.now_ms)
         self.post(outcome.sends)
+        return outcome
 
     def deliver_one(self) -> bool:
         ready = [name for name, queue in self.queues.items() if queue]
@@ -286,7 +287,7 @@ def test_with_room_a_partition_decides_alone_after_its_first_ask() -> None:
     before = fleet.internal
     for _ in range(2):
         fleet.now_ms += 10
-        fleet.intent("a1", 1)
+        assert fleet.intent("a1", 1).leased
     assert fleet.internal == before  # decided on the agent's partition: no hop at all
     assert all(d.decision is ALLOW for d in fleet.decisions.values())
     owner = TableState(fleet.owner_table).get_window(KEY)
@@ -308,10 +309,12 @@ def test_intents_arriving_while_an_ask_is_open_wait_for_its_answer() -> None:
     grant covers 10 of them (40 left / (2 x 2 partitions)), one more ask the next 5; only the last 15
     take the hops, where the budget's edge is decided exactly."""
     fleet = Fleet(COUNT_POLICY, random.Random(0))
+    outcomes = []
     for _ in range(30):
         fleet.now_ms += 1
-        fleet.intent("a1", 1)
+        outcomes.append(fleet.intent("a1", 1))
     assert _kinds(fleet) == ["leaseask"] and not fleet.decisions
+    assert all(outcome.waiting for outcome in outcomes)  # what the worker's metrics count
     fleet.post(fleet.handle("shared", fleet.queues["shared"].popleft()))
     fleet.post(fleet.handle("fb0", fleet.queues["fb0"].popleft()))
     assert len(fleet.decisions) == 10 and _kinds(fleet) == ["leaseask"]  # asked again for the other 20
