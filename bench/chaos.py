@@ -61,6 +61,7 @@ from bench.chaos_faults import (  # noqa: E402
 )
 from bench.chaos_fleet import DEPLOY, READ, REFUND  # noqa: E402
 from bench.chaos_inputs import corpus, variant  # noqa: E402
+from bench.chaos_internal import internal_kinds  # noqa: E402
 from bench.chaos_kafka import CHOICES, OPEN, ChaosKafka, broker_config  # noqa: E402
 from bench.chaos_reconcile import COUNTERS, Call, Limit, Windows, reconcile, table  # noqa: E402
 from consumers.audit_sink import DEFAULT_GROUP_ID  # noqa: E402
@@ -482,6 +483,7 @@ async def _execute(run: Run) -> dict[str, Any]:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
     topic = await _topic_finals(run)
+    internal = await internal_kinds(run.bootstrap, run.topics, run.kafka.options("worker"))
     sent = {call.request_id for call in run.calls}
     audit, copies = await _audit_when_settled(run, {rid for rid in topic if rid in sent})
     limits = [Limit(REFUND, WINDOW_MS, per_agent_count=PER_AGENT),
@@ -494,6 +496,7 @@ async def _execute(run: Run) -> dict[str, Any]:
     return {
         **result,
         "audit_event_copies": copies,
+        "internal_records": internal,
         "bad_inputs": sum(run.bad_inputs.values()),
         "crashes": sum(run.crashes.values()),
         "crashes_by_process": dict(run.crashes),
