@@ -30,7 +30,15 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
-from consumers.audit_columns import GENESIS, chain_request_id, checkpoint_message, hashed_values, link, row
+from consumers.audit_columns import (
+    GENESIS,
+    HASHED,
+    chain_request_id,
+    checkpoint_message,
+    hashed_values,
+    link,
+    row,
+)
 from schemas.audit import AuditEventType, AuditRecord, ChainCheckpoint, ChainLink
 from sluicegate.trust import RequestSigner
 from streams.redaction import Redactor
@@ -47,8 +55,18 @@ CHECKPOINT_INTERVAL_S = 5.0
 _NO_SOURCE = ("", 0, 0)
 _TAIL = b',"chain":null}'
 
+_CHAIN_ID, _CHAIN_SEQ = HASHED.index("chain_id"), HASHED.index("chain_seq")
+
+
 def _key(seq: int) -> str:
     return f"{OUTBOX_PREFIX}{seq:020d}"
+
+
+def _placed(values: list[Any], position: ChainLink) -> list[Any]:
+    """The hashed values of a record's row with its place in the chain: what they are for the record
+    with ``chain=position`` (the only hashed columns its chain sets), without copying the record."""
+    values[_CHAIN_ID], values[_CHAIN_SEQ] = position.chain_id, position.seq
+    return values
 
 
 @dataclass(slots=True)
@@ -149,11 +167,9 @@ class AuditChain:
                 record, value = prepared, prepared.model_dump_json().encode()
         seq = chain.seq + 1
         position = ChainLink(chain_id=chain.chain_id, seq=seq, prev=chain.hash)
-        digest = link(chain.hash, hashed_values(row(record.model_copy(update={"chain": position}),
-                                                    _NO_SOURCE)))
-        tail = b',"chain":' + position.model_dump_json().encode() + b"}"
+        digest = link(chain.hash, _placed(hashed_values(row(record, _NO_SOURCE)), position))
         if value.endswith(_TAIL):
-            value = value[:-len(_TAIL)] + tail
+            value = value[:-len(_TAIL)] + b',"chain":' + position.model_dump_json().encode() + b"}"
         else:
             value = record.model_copy(update={"chain": position}).model_dump_json().encode()
         self.store[_key(seq)] = digest.encode() + value
