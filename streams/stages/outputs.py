@@ -29,6 +29,10 @@ MAX_DEAD_LETTER_BYTES = 256 * 1024
 _APPROVAL = DecisionKind.REQUIRE_APPROVAL
 _REFUSED = frozenset({UNAUTHENTICATED, WRONG_PARTITION})
 """Refusals of an intent whose sender is not known to be its agent: its reply key is not honoured."""
+_DECISION = {"decision"}
+_AFTER_DECISION = (b',"approval_request":null,"verdict":null,"outcome":null,"note":null,"checkpoint":null,'
+                   b'"chain":null}')
+"""How an audit record's JSON ends after its decision when nothing else is set (its field order)."""
 
 
 class Route(StrEnum):
@@ -120,7 +124,8 @@ def publish_sends(intent: Intent | None, decision: Decision) -> list[Send]:
         event_id=f"{decision.request_id}:decision:{final}", event_type=AuditEventType.DECISION,
         event_time=decision.decided_at, request_id=decision.request_id, intent=intent, decision=decision,
     )
-    return [answer_send(intent, decision, decision.model_dump_json().encode()), audit_send(audit)]
+    body = decision.model_dump_json().encode()
+    return [answer_send(intent, decision, body), audit_send(audit, body)]
 
 
 def answer_send(intent: Intent | None, decision: Decision, value: bytes) -> Send:
@@ -150,10 +155,20 @@ def security_send(intent: Intent, decision: Decision) -> Send:
     return audit_send(audit)
 
 
-def audit_send(record: AuditRecord) -> Send:
-    """An audit record to send, keyed by its request id."""
-    body = record.model_dump_json().encode()
+def audit_send(record: AuditRecord, decision_json: bytes | None = None) -> Send:
+    """An audit record to send, keyed by its request id; ``decision_json``: its decision as already
+    serialised (for the agent), which goes into the record's JSON as is instead of being encoded again."""
+    body = record.model_dump_json().encode() if decision_json is None else _audit_json(record, decision_json)
     return Send(Route.AUDIT, str(record.request_id).encode(), body, record=record)
+
+
+def _audit_json(record: AuditRecord, decision_json: bytes) -> bytes:
+    """``record.model_dump_json()``, its decision spliced in as ``decision_json`` (the same bytes: the
+    fields after ``decision`` are null in a decision's record, else the record is encoded whole)."""
+    rest = record.model_dump_json(exclude=_DECISION).encode()
+    if not rest.endswith(_AFTER_DECISION):
+        return record.model_dump_json().encode()
+    return rest[:-len(_AFTER_DECISION)] + b',"decision":' + decision_json + _AFTER_DECISION
 
 
 def approval_final_sends(intent: Intent, decision: Decision) -> list[Send]:
