@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -148,6 +149,8 @@ class Run:
     traffic_s: float = 0.0
     """How long the fleet sent (from its start to the stop), for the rate it reached."""
     broker_down: bool = False
+    final_seen: dict[str, float] = field(default_factory=dict)
+    """When (monotonic) each request's first final decision was read from the decisions topic, live."""
 
     @property
     def bootstrap(self) -> str:
@@ -387,6 +390,33 @@ async def _review(run: Run) -> None:
 
 # -- reconciliation sources --------------------------------------------------------------------------
 
+async def _watch_finals(run: Run) -> None:
+    """Read the decisions topic as the run goes and note when each request's first final decision
+    appeared, so a conflict can say whether its final was there before its agent's answer (a decision
+    the SDK missed) or only after it (a final that reached the broker late). Across broker restarts
+    the consumer reconnects; its own fetch lag after one (about a second) counts as late."""
+    while True:
+        consumer = AIOKafkaConsumer(run.topics.decisions, bootstrap_servers=run.bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=100, **run.kafka.options("agent"))
+        try:
+            await consumer.start()
+            while True:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    now = time.monotonic()
+                    for record in records:
+                        with contextlib.suppress(ValueError):
+                            decision = Decision.model_validate_json(record.value or b"")
+                            if decision.final:
+                                run.final_seen.setdefault(str(decision.request_id), now)
+        except (KafkaError, OSError) as exc:
+            log.info("watching the decisions topic: %r; starting again", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+        await asyncio.sleep(1.0)
+
+
 async def _topic_finals(run: Run) -> dict[str, list[str]]:
     """Every final decision on the decisions topic, per request id (one entry per record)."""
     consumer = AIOKafkaConsumer(run.topics.decisions, bootstrap_servers=run.bootstrap, group_id=None,
@@ -474,7 +504,8 @@ async def _execute(run: Run) -> dict[str, Any]:
     began = time.monotonic()
     plan = FaultPlan(run.args.seed, began + run.args.seconds - FAULT_TAIL_S, _injectors(run))
     faults = asyncio.create_task(plan.run())
-    helpers = [asyncio.create_task(_supervise(run)), asyncio.create_task(_review(run)), faults]
+    helpers = [asyncio.create_task(_supervise(run)), asyncio.create_task(_review(run)),
+               asyncio.create_task(_watch_finals(run)), faults]
     try:
         await _drive(run, faults)
         await faults
@@ -488,11 +519,11 @@ async def _execute(run: Run) -> dict[str, Any]:
     audit, copies = await _audit_when_settled(run, {rid for rid in topic if rid in sent})
     limits = [Limit(REFUND, WINDOW_MS, per_agent_count=PER_AGENT),
               Limit(REFUND, WINDOW_MS, fleet_sum=run.args.rate * 300.0)]
-    result = reconcile(run.calls, topic, audit, limits, plan.windows, run.outages)
+    result = reconcile(run.calls, topic, audit, limits, plan.windows, run.outages, run.final_seen)
     if run.args.keep is not None:  # what the counters were computed from, for a look afterwards
         (run.base / "collected.json").write_text(json.dumps({
             "calls": [dataclasses.asdict(call) for call in run.calls], "topic": topic, "audit": audit,
-            "faults": plan.windows.spans, "outages": run.outages.spans}))
+            "faults": plan.windows.spans, "outages": run.outages.spans, "final_seen": run.final_seen}))
     return {
         **result,
         "audit_event_copies": copies,

@@ -110,10 +110,32 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": round(cuts[49], 1), "p99": round(cuts[98], 1)}
 
 
+def conflict_causes(calls: Iterable[Call], topic: dict[str, list[str]], conflicting: set[str],
+                    seen: dict[str, float]) -> dict[str, int]:
+    """Where each conflict comes from. ``on_topic``: two different finals on the decisions topic;
+    otherwise the agent was told one thing and the topic says another, and ``seen`` (when the request's
+    first final was read from the topic, live) tells ``final_before_answer`` (the final was there before
+    the agent's answer: the SDK missed or contradicted it) from ``final_after_answer`` (it reached the
+    topic after the agent had stopped waiting: a late final); ``final_not_seen`` when not read live."""
+    causes: Counter[str] = Counter()
+    by_id = {call.request_id: call for call in calls}
+    for rid in conflicting:
+        call, at = by_id.get(rid), seen.get(rid)
+        if len(set(topic.get(rid, ()))) > 1 or call is None:
+            causes["on_topic"] += 1
+        elif at is None:
+            causes["final_not_seen"] += 1
+        else:
+            causes["final_after_answer" if at > _span(call)[1] else "final_before_answer"] += 1
+    return dict(causes)
+
+
 def reconcile(calls: list[Call], topic: dict[str, list[str]], audit: dict[str, Counter[str]],
-              limits: Iterable[Limit], faults: Windows, outages: Windows) -> dict[str, Any]:
+              limits: Iterable[Limit], faults: Windows, outages: Windows,
+              seen: dict[str, float] | None = None) -> dict[str, Any]:
     """The counters of the run. ``topic``: the final decisions per request id on the decisions topic
-    (one entry per record); ``audit``: the final decision rows per request id and decision."""
+    (one entry per record); ``audit``: the final decision rows per request id and decision; ``seen``:
+    when each request's first final was read from the topic during the run (monotonic seconds)."""
     sent = {c.request_id for c in calls}
     answered = [c for c in calls if c.answers]
     unavailable = [c for c in answered if c.unavailable]
@@ -138,6 +160,7 @@ def reconcile(calls: list[Call], topic: dict[str, list[str]], audit: dict[str, C
         "lost": len(calls) - len(answered) + len(unavailable) - len(outage_unavailable),
         "duplicated": sum(c.answers > 1 for c in calls),
         "conflicting": len(conflicting),
+        "conflict_causes": conflict_causes(answered, topic, conflicting, seen or {}),
         "limit_violations": sum(limit_violations(calls, allowed, limit) for limit in limits),
         "audit_missing": len(decided - audited),
         "audit_extra": audit_extra,
