@@ -59,6 +59,7 @@ from sluicegate.settings import PLAINTEXT, KafkaOptions
 from streams.metrics import unhandled
 from streams.policy_source import PolicySource
 from streams.runtime import kafka
+from streams.runtime.outbox import Outbox, Sent
 from streams.runtime.trust import WorkerTrust
 from streams.stages.outputs import Route, Send, dead_letter, now_ms
 from streams.state.changelog_store import ChangelogStore
@@ -103,7 +104,7 @@ class _Progress:
     """Handled offsets not yet committed, and the last changelog send per table partition."""
 
     handled: dict[TopicPartition, int] = field(default_factory=dict)
-    changelog: dict[tuple[str, int], asyncio.Future[RecordMetadata]] = field(default_factory=dict)
+    changelog: dict[tuple[str, int], Sent] = field(default_factory=dict)
     last_commit: float = field(default_factory=time.monotonic)
     last_tick: float = field(default_factory=time.monotonic)
     failed: BaseException | None = None
@@ -147,6 +148,7 @@ class Runner(Service):
         self.options = options
         self.policies, self.trust = policies, trust
         self.by_topic = {topic: stage for stage in stages for topic in stage.sources}
+        self.changelogs = {stage.store.topic for stage in stages}
         self.lock = asyncio.Lock()
         self.progress = _Progress()
         self.positions: dict[tuple[str, int], int] = {}
@@ -166,6 +168,9 @@ class Runner(Service):
         """When (monotonic) the last request the group coordinator accepted from this member was sent."""
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.outbox: Outbox | None = None
+        """What is to be produced, handed to the producer at the end of each batch, tick or take-over
+        step, and before every flush."""
         self.restorer: AIOKafkaConsumer | None = None
         self.loop_task: asyncio.Task[None] | None = None
 
@@ -181,6 +186,7 @@ class Runner(Service):
         self.restorer = kafka.restore_consumer(self.bootstrap, self.options)
         self.consumer = kafka.group_consumer(self.bootstrap, self.group, self.options)
         await self.producer.start()
+        self.outbox = Outbox(self.producer, self._sent)
         await self.restorer.start()
         await self.consumer.start()
         self.loop_task = asyncio.create_task(self._run(), name="runner")
@@ -275,6 +281,7 @@ class Runner(Service):
                     stage.store.use(partition)
                     await self._send_changelog(stage.store)
                     await self._send(sends)
+                    await self._send_outbox()
             for tp in set(self.progress.handled) - assigned:
                 del self.progress.handled[tp]
             if self.revoking:
@@ -359,6 +366,7 @@ class Runner(Service):
                 await self._send([dead_letter(record.key, record.value, exc, _source(record))])
             self.positions[(tp.topic, tp.partition)] = record.offset
         self.progress.handled[tp] = records[-1].offset
+        await self._send_outbox()
 
     async def _tick(self) -> None:
         """Each stage's clock-driven work, on the partitions whose records are handled up to the end the
@@ -375,6 +383,7 @@ class Runner(Service):
                     return
                 await self._send_changelog(stage.store)
                 await self._send(sends)
+        await self._send_outbox()
 
     def _caught_up(self, stage: Stage, partition: int) -> bool:
         assert self.consumer is not None
@@ -385,21 +394,27 @@ class Runner(Service):
         return True
 
     async def _send_changelog(self, store: ChangelogStore) -> None:
-        assert self.producer is not None
+        assert self.outbox is not None
         for partition, key, value in store.take_writes():
-            sent = await self.producer.send(store.topic, value, key=key, partition=partition,
-                                            headers=store.headers(partition, key, value))
-            sent.add_done_callback(self.progress.check)
-            self.progress.changelog[(store.topic, partition)] = sent
+            await self.outbox.add(store.topic, partition, key, value, store.headers(partition, key, value))
 
     async def _send(self, sends: list[Send]) -> None:
-        assert self.producer is not None
+        assert self.producer is not None and self.outbox is not None
         for item in sends:
             topic = self.routes[item.route]
             partition = _partition_of(item.key, await self.producer.partitions_for(topic))
-            sent = await self.producer.send(topic, item.value, key=item.key, partition=partition,
-                                            headers=self.trust.seal(item) or None)
-            sent.add_done_callback(self.progress.check)
+            await self.outbox.add(topic, partition, item.key, item.value, self.trust.seal(item) or None)
+
+    async def _send_outbox(self) -> None:
+        assert self.outbox is not None
+        await self.outbox.send()
+
+    def _sent(self, topic: str, partition: int, sent: Sent) -> None:
+        """A batch handed to the producer: a failure is remembered, a changelog's last batch kept (its
+        offset is the checkpoint's once flushed)."""
+        sent.future.add_done_callback(self.progress.check)
+        if topic in self.changelogs:
+            self.progress.changelog[(topic, partition)] = sent
 
     async def _commit(self, tps: set[TopicPartition]) -> None:
         """Flush the producer, commit the handled offsets of ``tps``, then checkpoint their tables.
@@ -410,6 +425,7 @@ class Runner(Service):
         """
         assert self.producer is not None and self.consumer is not None
         self.progress.last_commit = time.monotonic()
+        await self._send_outbox()
         self.progress.raise_failure()
         partitions = {tp.partition for tp in tps}
         offsets = {tp: self.progress.handled.pop(tp) + 1 for tp in tps if tp in self.progress.handled}
@@ -435,10 +451,11 @@ class Runner(Service):
             for partition in sorted(partitions & set(stage.store.dbs)):
                 sent = changelog.get((stage.store.topic, partition))
                 if sent is not None:
-                    stage.store.checkpoint(partition, sent.result().offset)
+                    stage.store.checkpoint(partition, sent.last_offset())
                 stage.store.use(partition)
                 stage.flushed(partition)
                 await self._send_changelog(stage.store)
+        await self._send_outbox()
 
     # -- the fence -------------------------------------------------------------------------------------
 
@@ -477,6 +494,8 @@ class Runner(Service):
         self.committed.clear()
         self.progress.handled.clear()
         self.progress.changelog.clear()
+        if self.outbox is not None:
+            self.outbox.drop()
         for stage in self.stages:
             stage.store.take_writes()
             for partition in sorted(stage.store.dbs):

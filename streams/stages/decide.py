@@ -49,10 +49,11 @@ import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from schemas.common import DecisionKind
-from schemas.decision import REQUEST_ID_REUSED, Decision
+from schemas.decision import REQUEST_ID_REUSED, WAIT_EXPIRED, Decision
 from schemas.intent import Intent
 from streams.engine import (
     AGENT_SCOPES,
@@ -65,6 +66,7 @@ from streams.engine import (
     apply,
     evaluate_raw,
 )
+from streams.engine.evaluate import blocked
 from streams.messages import (
     AppliedItem,
     ChangeItem,
@@ -79,7 +81,7 @@ from streams.messages import (
     Reservation,
     Resolved,
 )
-from streams.stages.leases import Held, HeldKey, HolderLeases, leasable, need_of, span_of
+from streams.stages.leases import MAX_WAIT_MS, Held, HeldKey, HolderLeases, leasable, need_of, span_of
 from streams.stages.outputs import (
     Outcome,
     Route,
@@ -365,6 +367,9 @@ class DecideStage:
             record = self._receipt(request_id)
             if record is None or not record.waiting or record.forward is None:
                 continue  # sent on the hops meanwhile (redelivered), or evicted
+            if _stopped_waiting(record.forward.intent, now_ms):
+                outcomes.append(self._expire_waited(request_id, record, partition, now_ms))
+                continue
             version = record.forward.stage1.policy_version
             changes = [item.to_change() for item in record.shared]
             windows = [change for change in changes if isinstance(change, WindowChange)]
@@ -402,6 +407,26 @@ class DecideStage:
         self._write(request_id, _decided(sends[0].value, record.fingerprint), partition, now_ms, new=False)
         return Outcome(sends, sent, leased=True, record_ms=record.forward.decided_ms)
 
+    def _expire_waited(self, request_id: UUID, record: Receipt, partition: int, now_ms: int) -> Outcome:
+        """A waiting intent whose agent stopped waiting (``wait_until``) before the answer came: BLOCK it
+        ``wait_expired``, as if it had arrived then, and undo its reservations; nothing contradicts what
+        the agent was told."""
+        assert record.forward is not None
+        intent, stage1 = record.forward.intent, record.forward.stage1
+        assert intent.wait_until is not None
+        at = datetime.fromtimestamp(now_ms / 1000, UTC)
+        detail = f"the agent stopped waiting at {intent.wait_until.isoformat()}; decided at {at.isoformat()}"
+        decision = blocked(intent, None, WAIT_EXPIRED, detail, at).model_copy(
+            update={"policy_version": stage1.policy_version, "policy_name": stage1.policy_name})
+        trails = [c.to_change() for c in record.changes if c.kind == "trail"]
+        for trail in trails:
+            self.state.release_trail(trail.key, request_id)
+        for reservation in record.reserved:
+            self.state.release(reservation.key, reservation.at_ms, reservation.value, request_id)
+        sent, sends = decision_sends(intent, decision)
+        self._write(request_id, _decided(sends[0].value, record.fingerprint), partition, now_ms, new=False)
+        return Outcome(sends, sent, record_ms=record.forward.decided_ms)
+
     def _ask_again(self, key: str, short: list[tuple[UUID, Receipt, WindowChange]], partition: int,
                    now_ms: int) -> Outcome:
         """One more ask for the intents a lease did not cover, sized for them all; they wait for it."""
@@ -415,13 +440,13 @@ class DecideStage:
         return Outcome([ask])
 
     def tick(self, partition: int, now_ms: int) -> list[Send]:
-        """Return the leases due, with what was spent of them; send the intents whose ask went
-        unanswered on the hops."""
+        """Return the leases due, with what was spent of them; settle the intents waiting for an ask
+        unanswered for :data:`MAX_WAIT_MS` on this caught-up partition (on the hops, or expired)."""
         sends = []
         for key in self.leases.shared_keys():
             sends += self._returns(key, partition, now_ms)
             held = self.leases.held(key)
-            if held.waiting and not self.leases.asking(held, now_ms):
+            if held.waiting and not self.leases.asking(held, now_ms, MAX_WAIT_MS):
                 for outcome in self._settle_waiting(key, partition, now_ms, again=False):
                     sends += outcome.sends
         return sends
@@ -523,6 +548,11 @@ class DecideStage:
         count = Count(request_id=request_id, changes=_by_key(pending.shared), decision=resolved.decision,
                       intent=pending.intent)
         return [count_send(count)]
+
+
+def _stopped_waiting(intent: Intent, now_ms: int) -> bool:
+    """Whether the intent's agent stopped waiting for its decision (``wait_until``) before ``now_ms``."""
+    return intent.wait_until is not None and now_ms > int(intent.wait_until.timestamp() * 1000)
 
 
 def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> None:

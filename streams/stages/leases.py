@@ -35,6 +35,9 @@ MAX_SPAN_MS = 60_000
 CLOSE_AFTER_MS = 2 * LEASE_MS
 """A holder returns a lease this long after it received it, by its own clock (when is a matter of
 waste only: a lease returned is never spent again)."""
+MAX_WAIT_MS = 5_000
+"""An intent waits this long at most for the answer to an ask on a partition that is caught up (whose
+ask may be lost, or its owner away); then it takes the hops. Under a backlog it waits for the answer."""
 ASK_TIMEOUT_MS = 30_000
 """An ask without an answer for this long is forgotten (a later intent asks again): long, since an
 ask waits behind the forwards queued at the key's partition, and a late grant is still worth having."""
@@ -257,9 +260,9 @@ class HolderLeases:
         return max(FIRST_WANT * max(need, 1.0), GROWTH * spent, rate * CLOSE_AFTER_MS), held
 
     @staticmethod
-    def asking(held: HeldKey, now_ms: int) -> bool:
-        """Whether an ask of ``held`` is open: not answered yet, nor timed out."""
-        return any(not ask.refused and now_ms - ask.asked_ms < ASK_TIMEOUT_MS for ask in held.asks)
+    def asking(held: HeldKey, now_ms: int, within_ms: int = ASK_TIMEOUT_MS) -> bool:
+        """Whether an ask of ``held`` is open: not answered yet, nor asked ``within_ms`` ago or longer."""
+        return any(not ask.refused and now_ms - ask.asked_ms < within_ms for ask in held.asks)
 
     def wait(self, key: str, request_id: UUID, asks: int, held: HeldKey | None = None) -> None:
         """Note an intent waiting for the answer to the ask open on ``key``, which is its ``asks``-th."""

@@ -18,8 +18,8 @@ from streams.engine.state import WindowState
 from streams.messages import Feedback, Forward, LeaseAsk, LeaseGrant, LeaseReturn, Release, kind_of
 from streams.stages.decide import DecideStage
 from streams.stages.leases import (
-    ASK_TIMEOUT_MS,
     LEASE_MS,
+    MAX_WAIT_MS,
     GrantRecord,
     Held,
     add_lease,
@@ -343,17 +343,47 @@ def test_a_refused_ask_sends_the_intents_waiting_for_it_on_the_hops() -> None:
     assert _kinds(fleet) == ["forward"]
 
 
-def test_an_ask_never_answered_sends_its_waiting_intents_on_the_hops_at_the_timeout() -> None:
+def test_an_ask_unanswered_on_a_caught_up_partition_sends_its_waiting_intents_on_the_hops() -> None:
     fleet = Fleet(COUNT_POLICY, random.Random(0))
     fleet.intent("a1", 1)
     fleet.queues["shared"].clear()  # the ask is lost
+    fleet.now_ms += MAX_WAIT_MS - 1
     fleet.tick()
     assert not fleet.queues["shared"]  # still waiting
-    fleet.now_ms += ASK_TIMEOUT_MS
+    fleet.now_ms += 1
     fleet.tick()
     assert _kinds(fleet) == ["forward"]
     fleet.drain()
     assert [d.decision for d in fleet.decisions.values()] == [ALLOW]
+
+
+def test_an_intent_whose_agent_stopped_waiting_before_the_answer_is_blocked_and_counts_nothing() -> None:
+    """The agent was told it could not know (``governance_unavailable``) at its ``wait_until``: a grant
+    coming after that must not ALLOW the intent (a conflict); it is BLOCKed ``wait_expired`` and its
+    reservation undone."""
+    policy = compile_policy("""
+policy: leases
+rules:
+  - {id: refunds, match: {tool: payments.refund}, decision: ALLOW}
+limits:
+  - {id: budget, match: {tool: payments.refund}, key: fleet, window: 10s, count: 40, decision: BLOCK}
+  - {id: mine, match: {tool: payments.refund}, key: agent, window: 10s, count: 1, decision: BLOCK}
+""", "leases.yaml")
+    fleet = Fleet(policy, random.Random(0))
+    intent = make_intent("a1", params={"amount": 1}, occurred_at=T0,
+                         wait_until=T0 + timedelta(milliseconds=fleet.now_ms - T0_MS + 1_000))
+    outcome = fleet.deciders[0].handle_intent(intent.model_dump_json().encode(), b"a1", fleet.policy, 0,
+                                              fleet.now_ms)
+    assert outcome.waiting
+    fleet.post(outcome.sends)
+    fleet.post(fleet.handle("shared", fleet.queues["shared"].popleft()))
+    fleet.now_ms += 1_001
+    fleet.drain()
+    decision = fleet.decisions[str(intent.request_id)]
+    assert (decision.decision, decision.determining) == (DecisionKind.BLOCK, ("wait_expired",))
+    fleet.intent("a1", 1)  # the agent's own limit (1 per 10 s) was not spent by the expired one
+    fleet.drain()
+    assert [d.decision for d in fleet.decisions.values()] == [DecisionKind.BLOCK, ALLOW]
 
 
 def test_a_waiting_intent_redelivered_takes_the_hops_and_is_decided_once() -> None:
