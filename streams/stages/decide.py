@@ -49,11 +49,10 @@ import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from schemas.common import DecisionKind
-from schemas.decision import REQUEST_ID_REUSED, WAIT_EXPIRED, Decision
+from schemas.decision import REQUEST_ID_REUSED, Decision
 from schemas.intent import Intent
 from streams.engine import (
     AGENT_SCOPES,
@@ -66,7 +65,6 @@ from streams.engine import (
     apply,
     evaluate_raw,
 )
-from streams.engine.evaluate import blocked
 from streams.messages import (
     AppliedItem,
     ChangeItem,
@@ -96,6 +94,8 @@ from streams.stages.outputs import (
     open_send,
     request_of,
     security_send,
+    stopped_waiting,
+    wait_expired,
 )
 from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
 from streams.stages.shadow import Shadow
@@ -367,7 +367,7 @@ class DecideStage:
             record = self._receipt(request_id)
             if record is None or not record.waiting or record.forward is None:
                 continue  # sent on the hops meanwhile (redelivered), or evicted
-            if _stopped_waiting(record.forward.intent, now_ms):
+            if stopped_waiting(record.forward.intent, now_ms):
                 outcomes.append(self._expire_waited(request_id, record, partition, now_ms))
                 continue
             version = record.forward.stage1.policy_version
@@ -412,12 +412,8 @@ class DecideStage:
         ``wait_expired``, as if it had arrived then, and undo its reservations; nothing contradicts what
         the agent was told."""
         assert record.forward is not None
-        intent, stage1 = record.forward.intent, record.forward.stage1
-        assert intent.wait_until is not None
-        at = datetime.fromtimestamp(now_ms / 1000, UTC)
-        detail = f"the agent stopped waiting at {intent.wait_until.isoformat()}; decided at {at.isoformat()}"
-        decision = blocked(intent, None, WAIT_EXPIRED, detail, at).model_copy(
-            update={"policy_version": stage1.policy_version, "policy_name": stage1.policy_name})
+        intent = record.forward.intent
+        decision = wait_expired(intent, record.forward.stage1, now_ms)
         trails = [c.to_change() for c in record.changes if c.kind == "trail"]
         for trail in trails:
             self.state.release_trail(trail.key, request_id)
@@ -548,11 +544,6 @@ class DecideStage:
         count = Count(request_id=request_id, changes=_by_key(pending.shared), decision=resolved.decision,
                       intent=pending.intent)
         return [count_send(count)]
-
-
-def _stopped_waiting(intent: Intent, now_ms: int) -> bool:
-    """Whether the intent's agent stopped waiting for its decision (``wait_until``) before ``now_ms``."""
-    return intent.wait_until is not None and now_ms > int(intent.wait_until.timestamp() * 1000)
 
 
 def _count(state: TableState, changes: tuple[Change, ...], request_id: UUID) -> None:

@@ -11,12 +11,13 @@ from enum import StrEnum
 from schemas.approval import ApprovalRequest
 from schemas.audit import AuditEventType, AuditRecord
 from schemas.common import DecisionKind
-from schemas.decision import UNAUTHENTICATED, WRONG_PARTITION, Decision
+from schemas.decision import UNAUTHENTICATED, WAIT_EXPIRED, WRONG_PARTITION, Decision
 from schemas.intent import Intent
 from schemas.policy import Approval, duration_ms
 from schemas.topics import dead_letter_headers
 from sluicegate.trust import agent_names
 from streams.engine import CompiledPolicy
+from streams.engine.evaluate import blocked
 from streams.messages import (
     Count,
     Forward,
@@ -214,3 +215,19 @@ def request_of(
 def open_send(pending: Pending) -> Send:
     body = Open(request=pending.request, policy_name=pending.decision.policy_name).model_dump_json().encode()
     return Send(Route.APPROVAL_CONTROL, str(pending.request.request_id).encode(), body)
+
+
+def stopped_waiting(intent: Intent, now_ms: int) -> bool:
+    """Whether the intent's agent stopped waiting for its decision (``wait_until``) before ``now_ms``."""
+    return intent.wait_until is not None and now_ms > int(intent.wait_until.timestamp() * 1000)
+
+
+def wait_expired(intent: Intent, stage1: Decision, now_ms: int) -> Decision:
+    """BLOCK ``wait_expired`` for an intent decided only after its agent stopped waiting (a lease's
+    answer or the last hop came too late): the agent was told the decision was unavailable, and nothing
+    may contradict that. Under the policy of ``stage1``, the decision it had so far."""
+    assert intent.wait_until is not None
+    at = utc(now_ms)
+    detail = f"the agent stopped waiting at {intent.wait_until.isoformat()}; decided at {at.isoformat()}"
+    return blocked(intent, None, WAIT_EXPIRED, detail, at).model_copy(
+        update={"policy_version": stage1.policy_version, "policy_name": stage1.policy_name})

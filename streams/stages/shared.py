@@ -6,6 +6,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from schemas.common import DecisionKind
+from schemas.decision import Decision
 from streams.engine import CompiledLimit, CompiledPolicy, LimitScope, WindowChange, combine_hops, evaluate_hop
 from streams.messages import (
     AppliedItem,
@@ -36,6 +37,8 @@ from streams.stages.outputs import (
     decision_sends,
     forward_send,
     request_of,
+    stopped_waiting,
+    wait_expired,
 )
 from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
 from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
@@ -65,6 +68,9 @@ class SharedStage:
             record = Receipt.model_validate_json(raw)
         else:
             record = self._check(forward, key, policy)
+            if len(forward.keys) == 1 and stopped_waiting(forward.intent, now_ms):
+                record = record.model_copy(update={"decision": wait_expired(forward.intent, forward.stage1,
+                                                                            now_ms)})
             self.table[record_key] = record.model_dump_json().encode()
             self.retention.note(partition, now_ms, record_key)
         hits = (*forward.hits, *record.hits)
@@ -75,7 +81,7 @@ class SharedStage:
                 "keys": forward.keys[1:], "hits": hits, "reserved": reserved, "reserve": reserve,
             })
             return Outcome([forward_send(nxt)], None, duplicate, True)
-        return self._decide(forward, policy, hits, reserved, duplicate)
+        return self._decide(forward, policy, hits, reserved, duplicate, record.decision)
 
     def _check(self, forward: Forward, key: str, policy: CompiledPolicy | None) -> Receipt:
         """This hop's limits (the engine's), and the action counted on them while it is still ALLOW."""
@@ -90,11 +96,15 @@ class SharedStage:
 
     def _decide(
         self, forward: Forward, policy: CompiledPolicy | None, hits: tuple[AppliedItem, ...],
-        reserved: tuple[Reservation, ...], duplicate: bool,
+        reserved: tuple[Reservation, ...], duplicate: bool, expired: Decision | None,
     ) -> Outcome:
+        """The last hop: combine every hop's result into the decision (``expired``: the agent stopped
+        waiting before this hop first saw the intent, so BLOCK ``wait_expired`` instead, recorded in
+        the hop's receipt so a redelivery decides the same)."""
         intent = forward.intent
-        decision = combine_hops(policy, forward.stage1, tuple(item.to_applied() for item in forward.applied),
-                                tuple(hit.to_applied() for hit in hits), intent, forward.decided_ms)
+        decision = expired or combine_hops(
+            policy, forward.stage1, tuple(item.to_applied() for item in forward.applied),
+            tuple(hit.to_applied() for hit in hits), intent, forward.decided_ms)
         request = request_of(intent, decision, policy, forward.decided_ms)
         sent, sends = decision_sends(intent, decision, request)
         if sent.decision is not _ALLOW and not duplicate:

@@ -386,6 +386,31 @@ limits:
     assert [d.decision for d in fleet.decisions.values()] == [DecisionKind.BLOCK, ALLOW]
 
 
+def test_a_forward_reaching_its_last_hop_after_the_agent_stopped_waiting_is_blocked_once() -> None:
+    """The slow path's answer can come after the agent's ``wait_until`` (a take-over of the key's
+    partition, a broker restart): the last hop BLOCKs it ``wait_expired``, releases the budget, and a
+    redelivered forward gets the same answer."""
+    fleet = Fleet(budget_policy("count: 4"), random.Random(0))  # too small to lease: the hops decide
+    intent = make_intent("a1", params={"amount": 1}, occurred_at=T0,
+                         wait_until=T0 + timedelta(milliseconds=fleet.now_ms - T0_MS + 1_000))
+    outcome = fleet.deciders[0].handle_intent(intent.model_dump_json().encode(), b"a1", fleet.policy, 0,
+                                              fleet.now_ms)
+    (forward,) = outcome.sends
+    fleet.now_ms += 1_001
+    first = fleet.handle("shared", forward)
+    again = fleet.handle("shared", forward)  # redelivered: the same answer (released once)
+    decided = [send for send in first if send.route is Route.DECISIONS]
+    assert [send for send in again if send.route is Route.DECISIONS] == decided
+    fleet.post(first)
+    fleet.drain()
+    decision = fleet.decisions[str(intent.request_id)]
+    assert (decision.decision, decision.determining) == (DecisionKind.BLOCK, ("wait_expired",))
+    for _ in range(4):  # the budget was not spent by it
+        fleet.intent("a2", 1)
+    fleet.drain()
+    assert [d.decision for d in fleet.decisions.values()] == [DecisionKind.BLOCK] + [ALLOW] * 4
+
+
 def test_a_waiting_intent_redelivered_takes_the_hops_and_is_decided_once() -> None:
     """After a crash the ask may be lost: a redelivered waiting intent goes on the hops at once, and the
     grant, should it come after all, does not decide it a second time."""
