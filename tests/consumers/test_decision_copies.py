@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def _count(client: Client, db: str, table: str, column: str = "count()") -> int:
-    return int(client.command(f"SELECT {column} FROM {db}.{table}"))
+    return int(str(client.command(f"SELECT {column} FROM {db}.{table}")))
 
 
 @pytest.mark.parametrize("later", [True, False], ids=["copy-later", "copy-earlier"])
