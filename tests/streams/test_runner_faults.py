@@ -59,7 +59,8 @@ class _Worker:
 
 
 def _fail_sends_to(runner: Runner, topic: str) -> None:
-    """Make the runner's producer give up on every send to ``topic`` (as after its delivery timeout)."""
+    """Make the runner's producer give up on every send to ``topic`` (as after its delivery timeout), of a
+    record or of a batch."""
     assert runner.producer is not None
     send: Callable[..., Any] = runner.producer.send
 
@@ -71,6 +72,16 @@ def _fail_sends_to(runner: Runner, topic: str) -> None:
         return failed
 
     runner.producer.send = failing  # type: ignore[method-assign]
+    send_batch: Callable[..., Any] = runner.producer.send_batch
+
+    async def failing_batch(batch: Any, to: str, **kwargs: Any) -> asyncio.Future[Any]:
+        if to != topic:
+            return await send_batch(batch, to, **kwargs)
+        failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        failed.set_exception(RuntimeError(f"delivery to {to} timed out"))
+        return failed
+
+    runner.producer.send_batch = failing_batch  # type: ignore[method-assign]
 
 
 async def _results(bootstrap: str, topic: str) -> list[Decision]:
