@@ -112,6 +112,19 @@ class DecideBinding(_Retaining):
         """Return the leases whose span is over (docs/leases.md)."""
         return self.stage.tick(partition, now_ms)
 
+    async def took_over(self, partition: int, abort: Callable[[], bool]) -> list[Send] | None:
+        """Adopt the receipts, and send again what intents settled after waiting for a lease sent, if the
+        last owner may have died before its producer flushed it."""
+        sends = await super().took_over(partition, abort)
+        return None if sends is None else sends + self.stage.unsent(partition)
+
+    def gave_up(self, partition: int) -> None:
+        super().gave_up(partition)
+        self.stage.gave_up(partition)
+
+    def flushed(self, partition: int) -> None:
+        self.stage.flushed(partition)
+
 class SharedBinding(_Retaining):
     """The shared stage reads the shared-limits topic: forwarded intents' hops, releases of
     reservations, and approved actions' counts."""

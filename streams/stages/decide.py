@@ -79,7 +79,16 @@ from streams.messages import (
     Reservation,
     Resolved,
 )
-from streams.stages.leases import MAX_WAIT_MS, Held, HeldKey, HolderLeases, leasable, need_of, span_of
+from streams.stages.leases import (
+    MAX_WAIT_MS,
+    Held,
+    HeldKey,
+    HolderLeases,
+    keys_with_prefix,
+    leasable,
+    need_of,
+    span_of,
+)
 from streams.stages.outputs import (
     Outcome,
     Route,
@@ -92,6 +101,7 @@ from streams.stages.outputs import (
     forward_send,
     ignore_decision,
     open_send,
+    publish_sends,
     request_of,
     security_send,
     stopped_waiting,
@@ -104,6 +114,9 @@ from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
 Admit = Callable[[Intent], tuple[str, str] | None]
 """The worker's check of a parsed intent (:meth:`streams.runtime.trust.WorkerTrust.admit`)."""
 PENDING_PREFIX = "p|"
+UNSENT_PREFIX = "ow|"
+"""A waiting intent settled by a lease's answer or the tick, until the producer flushed what that sent:
+a worker that dies first leaves the marker, and the next owner sends it again (no input redelivers it)."""
 _ALLOW, _APPROVAL, _BLOCK = DecisionKind.ALLOW, DecisionKind.REQUIRE_APPROVAL, DecisionKind.BLOCK
 
 
@@ -127,6 +140,8 @@ class DecideStage:
         """How many partitions decide, each of which may hold a lease on a shared key (docs/leases.md);
         0: this stage asks for none, every shared limit takes the hops."""
         self.leases = HolderLeases(table)
+        self._unsent: dict[int, list[UUID]] = {}
+        """Per partition: settled waiting intents whose marker goes once the producer flushed."""
 
     def _receipt(self, request_id: UUID) -> Receipt | None:
         raw = self.table.get(f"{RECEIPT_PREFIX}{request_id}")
@@ -367,6 +382,8 @@ class DecideStage:
             record = self._receipt(request_id)
             if record is None or not record.waiting or record.forward is None:
                 continue  # sent on the hops meanwhile (redelivered), or evicted
+            self._unsent.setdefault(partition, []).append(request_id)
+            self.table[f"{UNSENT_PREFIX}{request_id}"] = b"1"  # gone when settled on the hops again
             if stopped_waiting(record.forward.intent, now_ms):
                 outcomes.append(self._expire_waited(request_id, record, partition, now_ms))
                 continue
@@ -404,7 +421,7 @@ class DecideStage:
         apply(self.state, [*trails, *(c.to_change() for c in record.changes if c.kind == "history")])
         intent, decision = record.forward.intent, record.forward.stage1
         sent, sends = decision_sends(intent, decision)
-        self._write(request_id, _decided(sends[0].value, record.fingerprint), partition, now_ms, new=False)
+        self._write(request_id, _settled(record, sent), partition, now_ms, new=False)
         return Outcome(sends, sent, leased=True, record_ms=record.forward.decided_ms)
 
     def _expire_waited(self, request_id: UUID, record: Receipt, partition: int, now_ms: int) -> Outcome:
@@ -420,7 +437,7 @@ class DecideStage:
         for reservation in record.reserved:
             self.state.release(reservation.key, reservation.at_ms, reservation.value, request_id)
         sent, sends = decision_sends(intent, decision)
-        self._write(request_id, _decided(sends[0].value, record.fingerprint), partition, now_ms, new=False)
+        self._write(request_id, _settled(record, sent), partition, now_ms, new=False)
         return Outcome(sends, sent, record_ms=record.forward.decided_ms)
 
     def _ask_again(self, key: str, short: list[tuple[UUID, Receipt, WindowChange]], partition: int,
@@ -434,6 +451,32 @@ class DecideStage:
         for request_id, _, _ in short:
             self.leases.wait(key, request_id, 2)
         return Outcome([ask])
+
+    def unsent(self, partition: int) -> list[Send]:
+        """On taking over a partition (its table in use): what the settled waiting intents whose marker
+        is still there sent, again (their decision and audit record, or their forward); the markers go
+        at the next flush."""
+        keys = keys_with_prefix(self.table, UNSENT_PREFIX)
+        sends: list[Send] = []
+        for key in keys:
+            request_id = UUID(key[len(UNSENT_PREFIX):])
+            record = self._receipt(request_id)
+            if record is None or record.forward is None or record.waiting:
+                continue
+            if record.decision is None:
+                sends.append(forward_send(record.forward))
+            else:
+                sends += publish_sends(record.forward.intent, record.decision)
+        self._unsent[partition] = [UUID(key[len(UNSENT_PREFIX):]) for key in keys]
+        return sends
+
+    def flushed(self, partition: int) -> None:
+        """The producer delivered everything sent so far: the settled waiting intents' markers go."""
+        for request_id in self._unsent.pop(partition, []):
+            self.table.pop(f"{UNSENT_PREFIX}{request_id}", None)
+
+    def gave_up(self, partition: int) -> None:
+        self._unsent.pop(partition, None)
 
     def tick(self, partition: int, now_ms: int) -> list[Send]:
         """Return the leases due, with what was spent of them; settle the intents waiting for an ask
@@ -565,6 +608,12 @@ def _budgets(policy: CompiledPolicy) -> dict[str, float]:
 def _trails(changes: tuple[Change, ...]) -> list[TrailChange]:
     """The sequence rules' trail changes among ``changes``."""
     return [change for change in changes if isinstance(change, TrailChange)]
+
+
+def _settled(waited: Receipt, decision: Decision) -> Receipt:
+    """The receipt of a waiting intent once decided: its decision, and its forward kept (its intent, for
+    sending the decision again after a crash)."""
+    return Receipt(decision=decision, forward=waited.forward, fingerprint=waited.fingerprint)
 
 
 def _decided(body: bytes, fingerprint: str) -> bytes:

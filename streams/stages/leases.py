@@ -340,11 +340,13 @@ class HolderLeases:
 
     def shared_keys(self) -> list[str]:
         """The shared keys with leases, asks or waiting intents on this partition."""
-        table = self.table
-        by_prefix = getattr(table, "keys_with_prefix", None)
-        found = by_prefix(HOLDER_PREFIX) if by_prefix is not None else (k for k in table if
-                                                                        k.startswith(HOLDER_PREFIX))
-        return [key[len(HOLDER_PREFIX):] for key in found]
+        return [key[len(HOLDER_PREFIX):] for key in keys_with_prefix(self.table, HOLDER_PREFIX)]
+
+
+def keys_with_prefix(table: BytesTable, prefix: str) -> list[str]:
+    """The keys of ``table`` starting with ``prefix`` (a changelog store finds them without a scan)."""
+    by_prefix = getattr(table, "keys_with_prefix", None)
+    return list(by_prefix(prefix) if by_prefix is not None else (k for k in table if k.startswith(prefix)))
 
 
 # -- the owner: the shared key's partition --------------------------------------------------------------

@@ -411,6 +411,27 @@ def test_a_forward_reaching_its_last_hop_after_the_agent_stopped_waiting_is_bloc
     assert [d.decision for d in fleet.decisions.values()] == [DecisionKind.BLOCK] + [ALLOW] * 4
 
 
+def test_what_a_grant_settled_is_sent_again_by_the_next_owner_until_the_producer_flushed() -> None:
+    """A worker decides the waiting intents when the grant comes and dies before its producer sent the
+    decisions. The grant, redelivered, no longer settles anything (its ask is answered): the next owner
+    of the partition sends the decisions again from the table; after a flush there is nothing left."""
+    fleet = Fleet(COUNT_POLICY, random.Random(0))
+    for _ in range(3):
+        fleet.intent("a1", 1)
+    grant = fleet.handle("shared", fleet.queues["shared"].popleft())
+    lost = fleet.handle("fb0", grant[0])  # the decisions, never delivered
+    assert len([s for s in lost if s.route is Route.DECISIONS]) == 3 and not fleet.decisions
+    successor = DecideStage(fleet.tables[0], partitions=2)  # the same table, restored
+    assert [o.sends for o in successor.handle_grant(LeaseGrant.model_validate_json(grant[0].value), 0,
+                                                    fleet.now_ms)] == []
+    again = successor.unsent(0)
+    assert sorted(s.value for s in again) == sorted(s.value for s in lost if s.route is not Route.SHARED)
+    fleet.post(again)
+    assert [d.decision for d in fleet.decisions.values()] == [ALLOW] * 3
+    successor.flushed(0)
+    assert successor.unsent(0) == []
+
+
 def test_a_waiting_intent_redelivered_takes_the_hops_and_is_decided_once() -> None:
     """After a crash the ask may be lost: a redelivered waiting intent goes on the hops at once, and the
     grant, should it come after all, does not decide it a second time."""
