@@ -134,9 +134,9 @@ def test_diff_over_the_audit_replays_what_was_decided(
         rows.append(row(record, ("audit", 0, offset)))
     clickhouse_client.raw_insert(f"{unique_name}.audit_events", list(COLUMNS), arrow_stream([to_arrow(rows)]),
                                  fmt="ArrowStream")
-    until = datetime.now(UTC) + timedelta(minutes=1)
+    until = datetime.now(UTC) + timedelta(minutes=1)  # the fleet backdates some deploys by about a day
     history = [a.intent for a in audited_intents(ClientStore(clickhouse_client), unique_name,
-                                                   until - timedelta(days=1), until)]
+                                                   until - timedelta(days=3), until)]
 
     table = diff(live, load_policy(stricter), history)
 
