@@ -383,7 +383,7 @@ class DecideStage:
             if record is None or not record.waiting or record.forward is None:
                 continue  # sent on the hops meanwhile (redelivered), or evicted
             self._unsent.setdefault(partition, []).append(request_id)
-            self.table[f"{UNSENT_PREFIX}{request_id}"] = b"1"  # gone when settled on the hops again
+            self.table[f"{UNSENT_PREFIX}{request_id}"] = b"1"  # until the producer flushed what follows
             if stopped_waiting(record.forward.intent, now_ms):
                 outcomes.append(self._expire_waited(request_id, record, partition, now_ms))
                 continue
