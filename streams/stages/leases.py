@@ -55,8 +55,9 @@ HOLDER_PREFIX = "L|"
 CLOSED_PREFIX = "Lc|"
 """The leases a partition returned last, per key (a redelivered grant of one is not returned again)."""
 USES_PREFIX = "u|"
-WAITING_PREFIX = "w|"
-"""Intents waiting on a partition for the answer to its ask on a key (``w|<key>|<chunk>``)."""
+WAITING_PREFIX = "Lw|"
+"""Intents waiting on a partition for the answer to its ask on a key (``Lw|<key>|<chunk>``; ``w|`` is
+the window states' prefix in the same table)."""
 GRANT_PREFIX = f"{RECEIPT_PREFIX}lease|"
 """The owner's grant records are receipts: evicted after the retention like the others."""
 USES_PER_CHUNK = 64
