@@ -84,7 +84,6 @@ from streams.stages.leases import (
     Held,
     HeldKey,
     HolderLeases,
-    keys_with_prefix,
     leasable,
     need_of,
     span_of,
@@ -109,7 +108,7 @@ from streams.stages.outputs import (
 )
 from streams.stages.retention import DEFAULT_RETENTION_MS, Retention
 from streams.stages.shadow import Shadow
-from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
+from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState, keys_with_prefix
 
 Admit = Callable[[Intent], tuple[str, str] | None]
 """The worker's check of a parsed intent (:meth:`streams.runtime.trust.WorkerTrust.admit`)."""
@@ -415,30 +414,43 @@ class DecideStage:
             hit = self.leases.find(change, record.forward.stage1.policy_version)
             assert hit is not None
             self.leases.spend(change, *hit)
-        trails = [c.to_change() for c in record.changes if c.kind == "trail"]
-        for trail in trails:
-            self.state.release_trail(trail.key, request_id)
-        apply(self.state, [*trails, *(c.to_change() for c in record.changes if c.kind == "history")])
-        intent, decision = record.forward.intent, record.forward.stage1
-        sent, sends = decision_sends(intent, decision)
-        self._write(request_id, _settled(record, sent), partition, now_ms, new=False)
-        return Outcome(sends, sent, leased=True, record_ms=record.forward.decided_ms)
+        self._release_held(request_id, record, _ALLOW)
+        outcome = self._answer_waited(request_id, record, record.forward.stage1, partition, now_ms)
+        outcome.leased = True
+        return outcome
 
     def _expire_waited(self, request_id: UUID, record: Receipt, partition: int, now_ms: int) -> Outcome:
         """A waiting intent whose agent stopped waiting (``wait_until``) before the answer came: BLOCK it
         ``wait_expired``, as if it had arrived then, and undo its reservations; nothing contradicts what
         the agent was told."""
         assert record.forward is not None
-        intent = record.forward.intent
-        decision = wait_expired(intent, record.forward.stage1, now_ms)
+        self._release_held(request_id, record, None)
+        decision = wait_expired(record.forward.intent, record.forward.stage1, now_ms)
+        return self._answer_waited(request_id, record, decision, partition, now_ms)
+
+    def _answer_waited(self, request_id: UUID, record: Receipt, decision: Decision, partition: int,
+                       now_ms: int) -> Outcome:
+        """Send a waiting intent's decision, recorded with its intent (:meth:`unsent` may send it again)."""
+        assert record.forward is not None
+        sent, sends = decision_sends(record.forward.intent, decision)
+        self._write(request_id, _settled(record, sent), partition, now_ms, new=False)
+        return Outcome(sends, sent, record_ms=record.forward.decided_ms)
+
+    def _release_held(self, request_id: UUID, record: Receipt, kind: DecisionKind | None) -> None:
+        """Settle what an intent held while its shared limits were decided (its trails, its reserved
+        agent windows): an ALLOW keeps the reservations and learns its trails and history; anything else
+        undoes them, its trails counting it as ``kind`` (None: nowhere, as for an intent whose agent
+        stopped waiting, which counts nothing)."""
         trails = [c.to_change() for c in record.changes if c.kind == "trail"]
         for trail in trails:
             self.state.release_trail(trail.key, request_id)
+        if kind is _ALLOW:
+            apply(self.state, [*trails, *(c.to_change() for c in record.changes if c.kind == "history")])
+            return
+        if kind is not None:
+            apply(self.state, trails, kind)
         for reservation in record.reserved:
             self.state.release(reservation.key, reservation.at_ms, reservation.value, request_id)
-        sent, sends = decision_sends(intent, decision)
-        self._write(request_id, _settled(record, sent), partition, now_ms, new=False)
-        return Outcome(sends, sent, record_ms=record.forward.decided_ms)
 
     def _ask_again(self, key: str, short: list[tuple[UUID, Receipt, WindowChange]], partition: int,
                    now_ms: int) -> Outcome:
@@ -456,10 +468,9 @@ class DecideStage:
         """On taking over a partition (its table in use): what the settled waiting intents whose marker
         is still there sent, again (their decision and audit record, or their forward); the markers go
         at the next flush."""
-        keys = keys_with_prefix(self.table, UNSENT_PREFIX)
+        unsent = [UUID(key[len(UNSENT_PREFIX):]) for key in keys_with_prefix(self.table, UNSENT_PREFIX)]
         sends: list[Send] = []
-        for key in keys:
-            request_id = UUID(key[len(UNSENT_PREFIX):])
+        for request_id in unsent:
             record = self._receipt(request_id)
             if record is None or record.forward is None or record.waiting:
                 continue
@@ -467,7 +478,7 @@ class DecideStage:
                 sends.append(forward_send(record.forward))
             else:
                 sends += publish_sends(record.forward.intent, record.decision)
-        self._unsent[partition] = [UUID(key[len(UNSENT_PREFIX):]) for key in keys]
+        self._unsent[partition] = unsent
         return sends
 
     def flushed(self, partition: int) -> None:
@@ -535,15 +546,7 @@ class DecideStage:
         kind = feedback.decision.decision
         if kind is _APPROVAL and feedback.request is None:
             raise ValueError(f"request {request_id}: a REQUIRE_APPROVAL feedback without its request")
-        trails = [c.to_change() for c in record.changes if c.kind == "trail"]
-        for trail in trails:
-            self.state.release_trail(trail.key, request_id)
-        if kind is _ALLOW:
-            apply(self.state, [*trails, *(c.to_change() for c in record.changes if c.kind == "history")])
-        else:
-            apply(self.state, trails, kind)
-            for reservation in record.reserved:
-                self.state.release(reservation.key, reservation.at_ms, reservation.value, request_id)
+        self._release_held(request_id, record, kind)
         sends: list[Send] = []
         if feedback.request is not None and kind is _APPROVAL:
             sends.append(self._park(Pending(

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from streams.engine import WindowChange
 from streams.engine.state import WindowState
-from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState
+from streams.state.table_state import RECEIPT_PREFIX, BytesTable, TableState, keys_with_prefix
 
 LEASE_MS = 2_000
 """The shortest event-time span a lease covers after the intent that asked for it; an eighth of the
@@ -342,12 +342,6 @@ class HolderLeases:
     def shared_keys(self) -> list[str]:
         """The shared keys with leases, asks or waiting intents on this partition."""
         return [key[len(HOLDER_PREFIX):] for key in keys_with_prefix(self.table, HOLDER_PREFIX)]
-
-
-def keys_with_prefix(table: BytesTable, prefix: str) -> list[str]:
-    """The keys of ``table`` starting with ``prefix`` (a changelog store finds them without a scan)."""
-    by_prefix = getattr(table, "keys_with_prefix", None)
-    return list(by_prefix(prefix) if by_prefix is not None else (k for k in table if k.startswith(prefix)))
 
 
 # -- the owner: the shared key's partition --------------------------------------------------------------

@@ -39,6 +39,12 @@ BytesTable = MutableMapping[str, bytes]
 """What this module needs of a table (a plain dict works in unit tests)."""
 
 
+def keys_with_prefix(table: BytesTable, prefix: str) -> list[str]:
+    """The keys of ``table`` starting with ``prefix`` (a changelog store finds them without a scan)."""
+    by_prefix = getattr(table, "keys_with_prefix", None)
+    return list(by_prefix(prefix) if by_prefix is not None else (k for k in table if k.startswith(prefix)))
+
+
 class TableState:
     """:class:`streams.engine.state.StateStore` over a str -> bytes table."""
 
