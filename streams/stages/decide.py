@@ -377,10 +377,10 @@ class DecideStage:
         does not cover may wait for one more ask, once)."""
         outcomes: list[Outcome] = []
         short: list[tuple[UUID, Receipt, WindowChange]] = []
-        for request_id, asks in self.leases.take_waiting(key):
+        for request_id, asks in self.leases.waiting_on(key):  # listed until all are settled: see below
             record = self._receipt(request_id)
             if record is None or not record.waiting or record.forward is None:
-                continue  # sent on the hops meanwhile (redelivered), or evicted
+                continue  # sent on the hops meanwhile (redelivered), settled before a crash, or evicted
             self._unsent.setdefault(partition, []).append(request_id)
             self.table[f"{UNSENT_PREFIX}{request_id}"] = b"1"  # until the producer flushed what follows
             if stopped_waiting(record.forward.intent, now_ms):
@@ -401,6 +401,9 @@ class DecideStage:
             else:
                 sent_on = self._send_on(request_id, record, partition, now_ms)
                 outcomes.append(Outcome([sent_on], forwarded=True))
+        # Written after every intent's settlement: the changelog may keep any prefix of these writes (a
+        # crash), and an intent still listed is settled by the next answer or tick, never forgotten.
+        self.leases.relist(key, [(request_id, 2) for request_id, _, _ in short])
         if short:
             outcomes.append(self._ask_again(key, short, partition, now_ms))
         return outcomes
@@ -454,14 +457,13 @@ class DecideStage:
 
     def _ask_again(self, key: str, short: list[tuple[UUID, Receipt, WindowChange]], partition: int,
                    now_ms: int) -> Outcome:
-        """One more ask for the intents a lease did not cover, sized for them all; they wait for it."""
+        """One more ask for the intents a lease did not cover (listed again, waiting for it), sized for
+        them all."""
         _, first, change = short[0]
         assert first.forward is not None
         want = 2 * sum(need_of(item) or 0.0 for _, _, item in short)
         ask = self._ask(change, first.forward.stage1.policy_version, partition, first.forward.intent.agent_id,
                         want, self.leases.held(key), now_ms)
-        for request_id, _, _ in short:
-            self.leases.wait(key, request_id, 2)
         return Outcome([ask])
 
     def unsent(self, partition: int) -> list[Send]:

@@ -269,20 +269,34 @@ class HolderLeases:
         """Note an intent waiting for the answer to the ask open on ``key``, which is its ``asks``-th."""
         held = held if held is not None else self.held(key)
         chunk = f"{WAITING_PREFIX}{key}|{held.waiting // USES_PER_CHUNK}"
-        self.table[chunk] = self.table.get(chunk, b"") + _WAITING.pack(request_id.bytes, min(asks, 255))
+        begun = self.table.get(chunk, b"") if held.waiting % USES_PER_CHUNK else b""  # a new chunk: anew
+        self.table[chunk] = begun + _WAITING.pack(request_id.bytes, min(asks, 255))
         self.put(key, held.model_copy(update={"waiting": held.waiting + 1}))
 
-    def take_waiting(self, key: str) -> list[tuple[UUID, int]]:
-        """The intents waiting on ``key`` (request id, asks waited for), in their order; none after."""
-        held = self.held(key)
-        if not held.waiting:
-            return []
+    def waiting_on(self, key: str) -> list[tuple[UUID, int]]:
+        """The intents waiting on ``key`` (request id, asks waited for), in their order. Read only: the
+        caller settles each, then :meth:`relist` keeps those left, so a crash between two writes leaves
+        every intent not yet settled still listed (the changelog keeps a prefix of a record's writes)."""
         found: list[tuple[UUID, int]] = []
-        for chunk in range(-(-held.waiting // USES_PER_CHUNK)):
-            raw = self.table.pop(f"{WAITING_PREFIX}{key}|{chunk}", b"")
+        for chunk in range(-(-self.held(key).waiting // USES_PER_CHUNK)):
+            raw = self.table.get(f"{WAITING_PREFIX}{key}|{chunk}", b"")
             found += [(UUID(bytes=rid), asks) for rid, asks in _WAITING.iter_unpack(raw)]
-        self.put(key, held.model_copy(update={"waiting": 0}))
         return found
+
+    def relist(self, key: str, waiting: list[tuple[UUID, int]]) -> None:
+        """Make ``waiting`` the intents waiting on ``key`` (the others were settled): the lists first, then
+        the count. A crash in between leaves listed only intents still waiting or already settled (which
+        the next settlement skips), never an intent waiting unlisted."""
+        held = self.held(key)
+        chunks = -(-len(waiting) // USES_PER_CHUNK)
+        for chunk in range(chunks):
+            entries = waiting[chunk * USES_PER_CHUNK:(chunk + 1) * USES_PER_CHUNK]
+            self.table[f"{WAITING_PREFIX}{key}|{chunk}"] = b"".join(
+                _WAITING.pack(request_id.bytes, min(asks, 255)) for request_id, asks in entries)
+        for chunk in range(chunks, -(-held.waiting // USES_PER_CHUNK)):
+            self.table.pop(f"{WAITING_PREFIX}{key}|{chunk}", None)
+        if held.waiting != len(waiting):
+            self.put(key, held.model_copy(update={"waiting": len(waiting)}))
 
     def asked(self, key: str, held: HeldKey, ask_id: UUID, now_ms: int) -> None:
         asks = tuple(ask for ask in held.asks if now_ms - ask.asked_ms < ASK_TIMEOUT_MS)

@@ -129,7 +129,8 @@ class TableState:
     ) -> bool:
         """Undo one counted entry (time ``at_ms``, ``value``) and forget ``request_id``'s token.
 
-        False when no such entry is there.
+        False when no such entry is there, or ``request_id``'s token is not (released already, or counted
+        more than :data:`MAX_TOKENS` entries ago: kept, stricter).
         """
         found = self._read(key)
         if found is None:
@@ -137,6 +138,8 @@ class TableState:
         tokens, window = found
         if request_id is not None:
             token = _token(request_id, agent)
+            if token not in tokens:  # released already: a settlement replayed after a crash undoes nothing
+                return False
             tokens = array("q", [t for t in tokens if t != token])
         if not window.remove(at_ms, value):
             return False

@@ -14,8 +14,9 @@ from uuid import uuid4
 import pytest
 
 from schemas import DecisionKind, Intent
-from streams.engine import InMemoryState, WindowState, decide
+from streams.engine import InMemoryState, WindowChange, WindowState, decide
 from streams.engine import state as engine_state
+from streams.engine.compiler import LimitScope
 from streams.engine.state import BUCKETS_PER_WINDOW, MAX_EXACT
 from streams.state.table_state import MAX_TOKENS, TableState
 from tests.engine.helpers import intent, policy
@@ -119,18 +120,17 @@ def test_a_released_entry_leaves_its_bucket(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(engine_state, "MAX_EXACT", 2)
     table: dict[str, bytes] = {}
     state = TableState(table)
-    request = uuid4()
     state.put_window("k", WindowState())
     window = WindowState()
     for at, value in ((0, 3.0), (1, -1.0), (2, 5.0), (3, 7.0)):
         window.add(at, value, HOUR, None)
     state.put_window("k", window)
     assert list(window.counts) == [2]  # 0 and 1 were folded (bucket [0, WIDTH))
-    assert state.release("k", 1, -1.0, request)
+    assert state.release("k", 1, -1.0)
     assert state.get_window("k").peak_total(3, HOUR, 0.0) == 15.0  # type: ignore[union-attr]
-    assert state.release("k", 0, 3.0, request)
+    assert state.release("k", 0, 3.0)
     assert not state.get_window("k").starts  # type: ignore[union-attr]
-    assert not state.release("k", 0, 3.0, request)
+    assert not state.release("k", 0, 3.0)
 
 
 def test_existing_changelog_values_are_read_and_small_windows_keep_their_format() -> None:
@@ -180,3 +180,15 @@ def test_an_action_before_a_few_newer_entries_sums_each_window_like_the_late_pat
         ends = window._ends(probe, window_ms)
         assert 1 < len(ends) <= engine_state.FEW_ENDS
         assert window.peak_total(probe, window_ms, 0.05) == window._peak_total_late(ends, window_ms, 0.05)
+
+
+def test_a_request_releases_its_entry_once() -> None:
+    """A settlement replayed after a crash (its release written, its receipt not) must not undo another
+    request's entry of the same time and value."""
+    state = TableState({})
+    first, second = uuid4(), uuid4()
+    for request in (first, second):
+        assert state.add_once(WindowChange("l", LimitScope.AGENT, "k", 5, 2.0, HOUR, None), request)
+    assert state.release("k", 5, 2.0, first)
+    assert not state.release("k", 5, 2.0, first)
+    assert state.get_window("k").peak_total(5, HOUR, 0.0) == 2.0  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ import random
 import uuid
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -508,3 +509,94 @@ def test_a_window_change_decides_if_a_lease_may_be_asked() -> None:
     assert need_of(change) == 1 and need_of(change._replace(value=30.0)) == 30
     assert span_of(0, 10_000) == (-500, 2_000)  # the shortest span
     assert span_of(0, 86_400_000) == (-15_000, 60_000)  # a 24 h window: a minute, a backlog's worth
+
+
+class _Recording(MutableMapping[str, bytes]):
+    """A table that logs its writes in order (None: a delete), as the runner sends them to the changelog."""
+
+    def __init__(self, data: dict[str, bytes]) -> None:
+        self.data = data
+        self.log: list[tuple[str, bytes | None]] = []
+
+    def __getitem__(self, key: str) -> bytes:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.data[key] = value
+        self.log.append((key, value))
+
+    def __delitem__(self, key: str) -> None:
+        del self.data[key]
+        self.log.append((key, None))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def _replayed(before: dict[str, bytes], writes: list[tuple[str, bytes | None]]) -> dict[str, bytes]:
+    table = dict(before)
+    for key, value in writes:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    return table
+
+
+@pytest.mark.parametrize("answer", ["grant", "refusal", "tick"])
+def test_a_crash_after_any_prefix_of_a_settlements_writes_loses_no_waiting_intent(answer: str) -> None:
+    """A worker settling 30 waiting intents (a grant covering 10 of them, a refusal, or the tick after an
+    unanswered ask) dies after some prefix of the table writes reached the changelog, and before any of
+    its outputs went out (the runner sends a record's writes first). Whatever the prefix, the next owner
+    of the partition (the redelivered answer, its tick, the hops) decides every intent, each once."""
+    fleet = Fleet(COUNT_POLICY, random.Random(0))
+    for _ in range(30):
+        fleet.now_ms += 1
+        assert fleet.intent("a1", 1).waiting
+    ids = list(fleet.amounts)
+    ask = LeaseAsk.model_validate_json(fleet.queues["shared"].popleft().value)
+    grant = LeaseGrant.model_validate_json(fleet.handle("shared", Send(
+        Route.SHARED, ask.key.encode(), ask.model_dump_json().encode()))[0].value)
+    if answer == "refusal":
+        grant = grant.model_copy(update={"amount": 0.0})
+    before = dict(fleet.tables[0])
+    dying = DecideStage(_Recording(dict(before)), partitions=2)
+    if answer == "tick":
+        fleet.now_ms += MAX_WAIT_MS
+        dying.tick(0, fleet.now_ms)
+    else:
+        dying.handle_grant(grant, 0, fleet.now_ms)
+    writes = dying.table.log  # type: ignore[attr-defined]
+    assert len(writes) > 30
+    for cut in range(len(writes) + 1):
+        survivor = Fleet(COUNT_POLICY, random.Random(cut))
+        survivor.owner_table.update(fleet.owner_table)
+        survivor.now_ms = fleet.now_ms
+        survivor.tables[0] = _replayed(before, writes[:cut])
+        survivor.deciders[0] = DecideStage(survivor.tables[0], partitions=2)
+        finals: dict[str, set[DecisionKind]] = {}
+        post = survivor.post
+
+        def noted(sends: list[Send], post: Callable[[list[Send]], None] = post,
+                  finals: dict[str, set[DecisionKind]] = finals) -> None:
+            for send in sends:
+                if send.route is Route.DECISIONS:
+                    decision = Decision.model_validate_json(send.value)
+                    finals.setdefault(str(decision.request_id), set()).add(decision.decision)
+            post(sends)
+
+        survivor.post = noted  # type: ignore[method-assign]
+        survivor.post(survivor.deciders[0].unsent(0))
+        if answer != "tick":
+            survivor.post([s for o in survivor.deciders[0].handle_grant(grant, 0, survivor.now_ms)
+                           for s in o.sends])
+        for _ in range(3):
+            survivor.drain()
+            survivor.now_ms += MAX_WAIT_MS
+            survivor.tick()
+        survivor.drain()
+        assert sorted(finals) == sorted(ids), f"cut after {cut} of {len(writes)} writes"
+        assert all(len(kinds) == 1 for kinds in finals.values()), f"cut after {cut}"
