@@ -253,10 +253,14 @@ class Runner(Service):
         changelogs: the tombstones written meanwhile may be compacted away by then). A rebalance that
         begins meanwhile stops the take-over; the next assignment starts a new one.
         """
-        assert self.consumer is not None and self.restorer is not None
+        assert self.consumer is not None and self.restorer is not None and self.producer is not None
         async with self.lock:
             assigned, self.to_take_over = (self.to_take_over or set()) & self.consumer.assignment(), None
             mine = sorted({tp.partition for tp in assigned})
+            # What this worker handed the producer last (the writes of the revoke's flush) lands before a
+            # restore reads the changelogs' ends: a record appended after that read would be missing from
+            # the table for good, its checkpoint soon past it.
+            await self.producer.flush()
             started, applied = time.monotonic(), 0
             for stage in self.stages:
                 prepared = self.prepared.setdefault(stage.name, set())
