@@ -69,6 +69,7 @@ from consumers.audit_sink import DEFAULT_GROUP_ID  # noqa: E402
 from consumers.audit_store import lock_path, running_sink  # noqa: E402
 from infra.clickhouse.migrate import DEFAULT_DATABASE  # noqa: E402
 from infra.kafka import BrokerConfig, start_broker, stop_broker  # noqa: E402
+from infra.kafka.cluster import cluster_configs, start_cluster, stop_cluster  # noqa: E402
 from infra.kafka.process import free_port  # noqa: E402
 from schemas import Decision, TopicNames  # noqa: E402
 from sluicegate.demo.fleet import SimulatedAgent  # noqa: E402
@@ -135,7 +136,8 @@ class Run:
 
     args: argparse.Namespace
     base: Path
-    broker: BrokerConfig
+    brokers: list[BrokerConfig]
+    """The Kafka nodes: one broker, or a replicated cluster (``--brokers 3``)."""
     topics: TopicNames
     trust: DemoTrust
     workers: list[Managed] = field(default_factory=list)
@@ -153,8 +155,13 @@ class Run:
     """When (monotonic) each request's first final decision was read from the decisions topic, live."""
 
     @property
+    def broker(self) -> BrokerConfig:
+        """The first node (the only one, unless the cluster is replicated)."""
+        return self.brokers[0]
+
+    @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.broker.port}"
+        return ",".join(f"127.0.0.1:{broker.port}" for broker in self.brokers)
 
     @cached_property
     def kafka(self) -> ChaosKafka:
@@ -271,15 +278,21 @@ def _injectors(run: Run) -> dict[str, Any]:
         await _recovered(run)
 
     async def broker_restart(rng: random.Random) -> None:
-        """The broker stopped and started on its port and data; over once every worker is ready again
-        (the workers that stopped for want of a broker started again)."""
+        """The broker stopped and started on its port and data (of a replicated cluster: one node
+        killed, then started again); over once every worker is ready again (the workers that stopped for
+        want of a broker started again)."""
         started = time.monotonic()
-        run.broker_down = True
-        try:
-            await asyncio.to_thread(stop_broker, run.broker.data_dir)
-            await asyncio.to_thread(start_broker, run.broker)
-        finally:
-            run.broker_down = False
+        if len(run.brokers) > 1:
+            node = rng.choice(run.brokers)
+            await asyncio.to_thread(stop_broker, node.data_dir, 0.0)  # SIGKILL: no controlled shutdown
+            await asyncio.to_thread(start_broker, node)
+        else:
+            run.broker_down = True
+            try:
+                await asyncio.to_thread(stop_broker, run.broker.data_dir)
+                await asyncio.to_thread(start_broker, run.broker)
+            finally:
+                run.broker_down = False
         for child in run.managed:
             if not child.running:
                 child.start()
@@ -540,6 +553,7 @@ async def _execute(run: Run) -> dict[str, Any]:
         "fleet_processes": run.args.fleet_processes,
         "seconds": run.args.seconds, "rate": run.args.rate, "workers": run.args.workers,
         "agents": run.args.agents, "seed": run.args.seed, "kafka_protocol": run.args.kafka_protocol,
+        "brokers": len(run.brokers),
     }
 
 
@@ -554,6 +568,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="the broker's client listener: open, or secure (kafka start --secure) with the "
                              "ACL matrix and one user per role")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--brokers", type=int, choices=(1, 3), default=1,
+                        help="Kafka nodes: one broker (its restart stops everything), or a cluster of three "
+                             "replicating every topic (one node killed and started again at a time)")
     parser.add_argument("--agents", type=int, default=0,
                         help="default: one per intent/s (each agent calls once a second, one call at a time)")
     parser.add_argument("--seed", type=int, default=1)
@@ -563,6 +580,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="how long each agent waits for a decision (the SDK's decision_timeout_s)")
     parser.add_argument("--keep", type=Path, default=None, help="run under this directory and keep it")
     args = parser.parse_args(argv)
+    if args.brokers > 1 and args.kafka_protocol != OPEN:
+        parser.error("--brokers 3 runs an open cluster: leave --kafka-protocol at PLAINTEXT")
     args.agents = args.agents or max(20, int(args.rate))
     args.fleet_processes = args.fleet_processes or max(1, math.ceil(args.rate / FLEET_SHARE_RATE))
     return args
@@ -570,6 +589,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.brokers > 1:  # every topic the workers create on three copies, two in sync for a write
+        os.environ.update(SLUICEGATE_KAFKA_REPLICATION_FACTOR=str(args.brokers),
+                          SLUICEGATE_KAFKA_MIN_INSYNC_REPLICAS="2")
     settings = Settings()
     require_open_broker(settings, "the chaos run starts (and restarts) its own broker and gives each process "
                         "its role's settings: unset SLUICEGATE_KAFKA_SECURITY_PROTOCOL and pass "
@@ -579,18 +601,24 @@ def main(argv: list[str] | None = None) -> int:
         base.mkdir(parents=True, exist_ok=True)
         logging.basicConfig(filename=base / "chaos.log", level=logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        broker = broker_config(BrokerConfig(port=free_port(), data_dir=base / "kafka",
-                                            cache_dir=settings.artifact_cache_dir.resolve(),
-                                            version=settings.kafka_version), args.kafka_protocol)
-        run = Run(args, base, broker, TopicNames(f"chaos-{secrets.token_hex(4)}"),
+        cache, version = settings.artifact_cache_dir.resolve(), settings.kafka_version
+        if args.brokers > 1:
+            brokers = cluster_configs(base / "kafka", cache, version, nodes=args.brokers)
+        else:
+            brokers = [broker_config(BrokerConfig(port=free_port(), data_dir=base / "kafka", cache_dir=cache,
+                                                  version=version), args.kafka_protocol)]
+        run = Run(args, base, brokers, TopicNames(f"chaos-{secrets.token_hex(4)}"),
                   DemoTrust.create(base / "trust"))
-        start_broker(broker)
+        if len(brokers) > 1:
+            start_cluster(brokers)
+        else:
+            start_broker(brokers[0])
         try:
             result = asyncio.run(_execute(run))
         finally:
             for child in run.managed:
                 child.stop()
-            stop_broker(broker.data_dir)
+            stop_cluster(brokers)
     if args.keep is not None:
         (args.keep / "result.json").write_text(json.dumps(result))
     print(table(result))
