@@ -546,14 +546,17 @@ def _replayed(before: dict[str, bytes], writes: list[tuple[str, bytes | None]]) 
     return table
 
 
-@pytest.mark.parametrize("answer", ["grant", "refusal", "tick"])
-def test_a_crash_after_any_prefix_of_a_settlements_writes_loses_no_waiting_intent(answer: str) -> None:
-    """A worker settling 30 waiting intents (a grant covering 10 of them, a refusal, or the tick after an
-    unanswered ask) dies after some prefix of the table writes reached the changelog, and before any of
-    its outputs went out (the runner sends a record's writes first). Whatever the prefix, the next owner
-    of the partition (the redelivered answer, its tick, the hops) decides every intent, each once."""
-    fleet = Fleet(COUNT_POLICY, random.Random(0))
-    for _ in range(30):
+@pytest.mark.parametrize(("answer", "waiting"),
+                         [("grant", 30), ("refusal", 30), ("tick", 30), ("grant", 150)])
+def test_a_crash_after_any_prefix_of_a_settlements_writes_loses_no_waiting_intent(answer: str,
+                                                                                   waiting: int) -> None:
+    """A worker settling the intents waiting for an ask (a grant covering some of them, a refusal, or the
+    tick after an unanswered ask; 150 fill three lists) dies after some prefix of the table writes
+    reached the changelog, and before any of its outputs went out (the runner sends a record's writes
+    first). Whatever the prefix, the next owner of the partition (the redelivered answer, its tick, the
+    hops) decides every intent, each once."""
+    fleet = Fleet(budget_policy("count: 400") if waiting > 30 else COUNT_POLICY, random.Random(0))
+    for _ in range(waiting):
         fleet.now_ms += 1
         assert fleet.intent("a1", 1).waiting
     ids = list(fleet.amounts)
@@ -562,6 +565,7 @@ def test_a_crash_after_any_prefix_of_a_settlements_writes_loses_no_waiting_inten
         Route.SHARED, ask.key.encode(), ask.model_dump_json().encode()))[0].value)
     if answer == "refusal":
         grant = grant.model_copy(update={"amount": 0.0})
+    policy = fleet.policy
     before = dict(fleet.tables[0])
     dying = DecideStage(_Recording(dict(before)), partitions=2)
     if answer == "tick":
@@ -570,9 +574,9 @@ def test_a_crash_after_any_prefix_of_a_settlements_writes_loses_no_waiting_inten
     else:
         dying.handle_grant(grant, 0, fleet.now_ms)
     writes = dying.table.log  # type: ignore[attr-defined]
-    assert len(writes) > 30
+    assert len(writes) > waiting
     for cut in range(len(writes) + 1):
-        survivor = Fleet(COUNT_POLICY, random.Random(cut))
+        survivor = Fleet(policy, random.Random(cut))
         survivor.owner_table.update(fleet.owner_table)
         survivor.now_ms = fleet.now_ms
         survivor.tables[0] = _replayed(before, writes[:cut])
