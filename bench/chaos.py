@@ -1,7 +1,8 @@
 """Chaos: a fleet at a steady rate through N workers while faults are injected, then a reconciliation.
 
 On loopback only, bounded in time and traffic, stopping by itself and stopping everything it started.
-It starts its own Kafka broker (the local launcher, on a free port, data in a temporary directory),
+It starts its own Kafka broker (the local launcher, on a free port, data in a temporary directory; with
+``--brokers 3`` a cluster of three nodes, :mod:`infra.kafka.cluster`, every topic on all three),
 ``--workers`` workers (``python -m streams.worker``) with trust on (keys made for the run, as
 ``sluicegate trust`` makes them), the audit sink (the production sink whose store the run can make
 fail, :mod:`bench.chaos_sink`), a simulated reviewer answering approval requests on the reviewer topic
@@ -14,8 +15,9 @@ With ``--kafka-protocol SASL_PLAINTEXT|SASL_SSL|SSL`` the broker is the secure o
 
 Faults, from ``--seed`` (:mod:`bench.chaos_faults`): a worker SIGKILLed and restarted after a pause; a
 worker SIGSTOPped past the session timeout, then SIGCONTed; a worker stopped cleanly and started; the
-broker stopped and started on the same port and data directory; the sink SIGKILLed and restarted;
-the store failing every insert for a while; bad records on the intents topic (:mod:`bench.chaos_inputs`).
+broker stopped and started on the same port and data directory (of a cluster: one node SIGKILLed); the
+sink SIGKILLed and restarted; the store failing every insert for a while; bad records on the intents
+topic (:mod:`bench.chaos_inputs`).
 
 At the end it reconciles (:mod:`bench.chaos_reconcile`) what each agent was told against the decisions
 topic and the audit in ClickHouse, and prints a table (``--json``: one JSON line).

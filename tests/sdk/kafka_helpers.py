@@ -4,21 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from infra.kafka import BrokerConfig, start_broker, stop_broker
 from infra.kafka.admin import TopicSpec, ensure_topics
+from infra.kafka.process import port_is_free
 from schemas import Decision, Intent, TopicNames
+from sluicegate import Settings
 from tests.sdk.fakes import Record
 
 PARTITIONS = 4
 
 Decide = Callable[[Intent], Sequence[Decision | Record]]
 """A stand-in worker's (or forger's) answers to an intent: decisions, or records with their headers."""
+
+
+@contextlib.contextmanager
+def dedicated_broker(directory: Path, ports: range) -> Iterator[BrokerConfig]:
+    """A broker of the test's own (it stops and starts it), on the first free port of ``ports``, its data
+    under ``directory``; the test is skipped when every port is taken."""
+    port = next((p for p in ports if port_is_free("127.0.0.1", p)), None)
+    if port is None:
+        pytest.skip(f"no free port in {ports.start}-{ports.stop - 1} for a dedicated broker")
+    defaults = Settings()
+    config = BrokerConfig(port=port, data_dir=directory / "kafka",
+                          cache_dir=defaults.artifact_cache_dir.resolve(), version=defaults.kafka_version)
+    start_broker(config)
+    try:
+        yield config
+    finally:
+        stop_broker(config.data_dir)
 
 
 async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = PARTITIONS) -> None:

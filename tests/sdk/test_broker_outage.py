@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 
 from infra.kafka import BrokerConfig, start_broker, stop_broker
-from infra.kafka.process import port_is_free
 from schemas import Decision, DecisionKind, Intent, TopicNames
 from sluicegate import GOVERNANCE_UNAVAILABLE, Backoff, BreakerState, CircuitBreaker, Gate, Settings
-from tests.sdk.kafka_helpers import Responder, create_topics
+from tests.sdk.kafka_helpers import Responder, create_topics, dedicated_broker
 
 pytestmark = pytest.mark.integration
 
@@ -31,19 +30,8 @@ def allow_all(intent: Intent) -> list[Decision]:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerConfig]:
-    port = next((p for p in PORTS if port_is_free("127.0.0.1", p)), None)
-    if port is None:
-        pytest.skip("no free port in 19410-19499 for a dedicated broker")
-    defaults = Settings()
-    config = BrokerConfig(
-        port=port, data_dir=tmp_path / "kafka", cache_dir=defaults.artifact_cache_dir.resolve(),
-        version=defaults.kafka_version,
-    )
-    start_broker(config)
-    try:
+    with dedicated_broker(tmp_path, PORTS) as config:
         yield config
-    finally:
-        stop_broker(config.data_dir)
 
 
 async def test_broker_down_blocks_within_the_deadline_and_recovers(broker: BrokerConfig) -> None:

@@ -21,10 +21,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.kafka import BrokerConfig, start_broker, stop_broker
-from infra.kafka.process import port_is_free
 from schemas import Decision, DecisionKind, Intent, TopicNames
 from sluicegate import Gate, Settings
-from tests.sdk.kafka_helpers import create_topics
+from tests.sdk.kafka_helpers import create_topics, dedicated_broker
 
 pytestmark = pytest.mark.integration
 
@@ -35,19 +34,8 @@ READ: dict[str, Any] = {"tool": "crm.get_account", "action": "read", "target": "
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerConfig]:
-    port = next((p for p in PORTS if port_is_free("127.0.0.1", p)), None)
-    if port is None:
-        pytest.skip("no free port in 19600-19649 for a dedicated broker")
-    defaults = Settings()
-    config = BrokerConfig(
-        port=port, data_dir=tmp_path / "kafka", cache_dir=defaults.artifact_cache_dir.resolve(),
-        version=defaults.kafka_version,
-    )
-    start_broker(config)
-    try:
+    with dedicated_broker(tmp_path, PORTS) as config:
         yield config
-    finally:
-        stop_broker(config.data_dir)
 
 
 def _allow(intent: Intent) -> bytes:
