@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from pydantic_core import to_json
 
-from schemas import AuditEventType, AuditRecord, ExecutionOutcome
+from schemas import AuditRecord
 
 COLUMNS: Final = (
     "event_id", "event_type", "event_time", "request_id", "agent_id", "agent_role", "agent_owner",
@@ -50,15 +50,6 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 
 
-def _outcome_row(out: ExecutionOutcome, source: tuple[str, int, int]) -> tuple[Any, ...]:
-    """An outcome from the outcomes topic as an audit event with a deterministic id."""
-    kind = AuditEventType.FAIL_OPEN if out.fail_open else AuditEventType.OUTCOME
-    return (f"outcome:{out.request_id}", kind, out.finished_at, out.request_id.hex,
-            out.agent_id, "", "", "", out.tool, "", "", "{}", {}, None, "",
-            *_NO_DECISION, *_NO_APPROVAL,
-            out.status, out.error or "", out.duration_ms, out.fail_open, "", *source, *_NO_CHAIN)
-
-
 def _chain(record: AuditRecord) -> tuple[Any, ...]:
     if record.chain is not None:
         return record.chain.chain_id, record.chain.seq, record.chain.prev, "", ""
@@ -68,14 +59,12 @@ def _chain(record: AuditRecord) -> tuple[Any, ...]:
     return _NO_CHAIN
 
 
-def row(record: AuditRecord | ExecutionOutcome, source: tuple[str, int, int]) -> tuple[Any, ...]:
+def row(record: AuditRecord, source: tuple[str, int, int]) -> tuple[Any, ...]:
     """One ``audit_events`` row, values in ``COLUMNS`` order; ``source`` is (topic, partition, offset).
 
     Enum members stand for their values (they are ``str``) and request ids are compact hex, which
     ClickHouse parses as UUID: cheaper than ``.value`` and ``str(uuid)`` on the hot path.
     """
-    if isinstance(record, ExecutionOutcome):
-        return _outcome_row(record, source)
     decision, request, verdict, out = record.decision, record.approval_request, record.verdict, record.outcome
     intent = record.intent or (request.intent if request is not None else None)
     if intent is not None:

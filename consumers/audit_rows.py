@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from consumers.audit_columns import COLUMNS as COLUMNS
 from consumers.audit_columns import row as row
-from schemas import AuditRecord, ExecutionOutcome
+from schemas import AuditRecord
 
 _MS = pa.timestamp("ms", tz="UTC")
 _TEXT = pa.string()
@@ -49,7 +49,7 @@ row would be stored under a wrong month, or dropped at once as expired), less th
 
 
 class DecodeError(ValueError):
-    """A message that is not a valid AuditRecord / ExecutionOutcome; carries the reason."""
+    """A message that is not a valid AuditRecord; carries the reason."""
 
 
 class Messages(NamedTuple):
@@ -76,16 +76,15 @@ class DecodedBatch:
     """(index of the message in the batch, why it could not be decoded)."""
 
 
-def decode(value: bytes | None, *, outcome: bool) -> AuditRecord | ExecutionOutcome:
-    """Parse one message value: an ExecutionOutcome when ``outcome``, else an AuditRecord."""
+def decode(value: bytes | None) -> AuditRecord:
+    """Parse one message value of the audit topic (agents' outcomes reach it as audit records, through a
+    worker: :mod:`streams.runtime.outcomes`)."""
     if value is None:
         raise DecodeError("empty message (tombstone)")
     try:
-        if outcome:
-            return ExecutionOutcome.model_validate_json(value)
         return AuditRecord.model_validate_json(value)
     except ValidationError as exc:
-        raise DecodeError(f"invalid {'ExecutionOutcome' if outcome else 'AuditRecord'}: {exc}") from exc
+        raise DecodeError(f"invalid AuditRecord: {exc}") from exc
 
 
 def to_arrow(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
@@ -123,18 +122,18 @@ def _storable(rows: list[tuple[Any, ...]], indices: list[int],
         return to_arrow(kept)
 
 
-def decode_batch(messages: Messages, outcomes_topic: str) -> DecodedBatch:
+def decode_batch(messages: Messages) -> DecodedBatch:
     """Validate and convert a batch of messages; undecodable ones are reported, never raised."""
     rows: list[tuple[Any, ...]] = []
     indices: list[int] = []
     errors: list[tuple[int, str]] = []
     for index, (topic, partition, offset, value) in enumerate(zip(*messages, strict=True)):
         try:
-            record = decode(value, outcome=topic == outcomes_topic)
+            record = decode(value)
         except DecodeError as exc:
             errors.append((index, str(exc)))
             continue
-        at = record.finished_at if isinstance(record, ExecutionOutcome) else record.event_time
+        at = record.event_time
         if not EVENT_TIME_RANGE[0] <= at < EVENT_TIME_RANGE[1]:
             errors.append((index, f"cannot be stored: event time {at.isoformat()} is outside "
                                   f"{EVENT_TIME_RANGE[0].year}-{EVENT_TIME_RANGE[1].year - 1}"))

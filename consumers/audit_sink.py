@@ -164,8 +164,8 @@ def _decoder_process(parent: int) -> None:
 class Decoder:
     """Decodes batches, split over ``workers`` processes (spawned: the parent runs an engine)."""
 
-    def __init__(self, outcomes_topic: str, workers: int) -> None:
-        self.outcomes_topic, self.workers = outcomes_topic, workers
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
         self.pool: Executor | None = self._new_pool()
 
     def _new_pool(self) -> Executor | None:
@@ -178,19 +178,19 @@ class Decoder:
         """Spawn the decoder processes now rather than on the first batch (they import the models)."""
         if self.pool is not None:
             loop, pool = asyncio.get_running_loop(), self.pool
-            warm = partial(decode_batch, Messages([], [], [], []), self.outcomes_topic)
+            warm = partial(decode_batch, Messages([], [], [], []))
             await asyncio.gather(*(loop.run_in_executor(pool, warm) for _ in range(self.workers)))
 
     async def decode(self, messages: Messages) -> DecodedBatch:
         """The batch's rows as one Arrow stream, and the messages that could not be decoded."""
         if self.pool is None:
-            return decode_batch(messages, self.outcomes_topic)
+            return decode_batch(messages)
         loop = asyncio.get_running_loop()
         size = -(-len(messages.values) // self.workers)
         starts = range(0, len(messages.values), size)
         try:
             parts = await asyncio.gather(*(loop.run_in_executor(
-                self.pool, partial(decode_batch, messages.slice(start, start + size), self.outcomes_topic))
+                self.pool, partial(decode_batch, messages.slice(start, start + size)))
                 for start in starts))
         except BrokenProcessPool:
             self.pool.shutdown(wait=False, cancel_futures=True)
@@ -425,7 +425,7 @@ async def open_sink(bootstrap: str, inserter: Inserter, config: SinkConfig) -> A
             with contextlib.suppress(Exception):
                 await client.stop()
         raise
-    decoder = Decoder(config.topics.outcomes, config.decoders)
+    decoder = Decoder(config.decoders)
     await decoder.start()
     return AuditSink(consumer, producer, inserter, config, decoder)
 
@@ -447,8 +447,8 @@ async def serve(url: str, bootstrap: str, config: SinkConfig, inserter: Inserter
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sink.stop)
     server.start()
-    log.info("audit sink consuming %s, %s into %s (query endpoint on port %d)",
-             topics.audit, topics.outcomes, sink.table, server.port)
+    log.info("audit sink consuming %s into %s (query endpoint on port %d)", topics.audit, sink.table,
+             server.port)
     try:
         if on_ready is not None:
             on_ready(sink)
