@@ -268,9 +268,9 @@ class HolderLeases:
     def wait(self, key: str, request_id: UUID, asks: int, held: HeldKey | None = None) -> None:
         """Note an intent waiting for the answer to the ask open on ``key``, which is its ``asks``-th."""
         held = held if held is not None else self.held(key)
-        chunk = f"{WAITING_PREFIX}{key}|{held.waiting // USES_PER_CHUNK}"
+        chunk = _waiting_chunk(key, held.waiting // USES_PER_CHUNK)
         begun = self.table.get(chunk, b"") if held.waiting % USES_PER_CHUNK else b""  # a new chunk: anew
-        self.table[chunk] = begun + _WAITING.pack(request_id.bytes, min(asks, 255))
+        self.table[chunk] = begun + _waiting_entry(request_id, asks)
         self.put(key, held.model_copy(update={"waiting": held.waiting + 1}))
 
     def waiting_on(self, key: str) -> list[tuple[UUID, int]]:
@@ -278,8 +278,8 @@ class HolderLeases:
         caller settles each, then :meth:`relist` keeps those left, so a crash between two writes leaves
         every intent not yet settled still listed (the changelog keeps a prefix of a record's writes)."""
         found: list[tuple[UUID, int]] = []
-        for chunk in range(-(-self.held(key).waiting // USES_PER_CHUNK)):
-            raw = self.table.get(f"{WAITING_PREFIX}{key}|{chunk}", b"")
+        for chunk in range(_chunks(self.held(key).waiting)):
+            raw = self.table.get(_waiting_chunk(key, chunk), b"")
             found += [(UUID(bytes=rid), asks) for rid, asks in _WAITING.iter_unpack(raw)]
         return found
 
@@ -288,13 +288,12 @@ class HolderLeases:
         the count. A crash in between leaves listed only intents still waiting or already settled (which
         the next settlement skips), never an intent waiting unlisted."""
         held = self.held(key)
-        chunks = -(-len(waiting) // USES_PER_CHUNK)
+        chunks = _chunks(len(waiting))
         for chunk in range(chunks):
             entries = waiting[chunk * USES_PER_CHUNK:(chunk + 1) * USES_PER_CHUNK]
-            self.table[f"{WAITING_PREFIX}{key}|{chunk}"] = b"".join(
-                _WAITING.pack(request_id.bytes, min(asks, 255)) for request_id, asks in entries)
-        for chunk in range(chunks, -(-held.waiting // USES_PER_CHUNK)):
-            self.table.pop(f"{WAITING_PREFIX}{key}|{chunk}", None)
+            self.table[_waiting_chunk(key, chunk)] = b"".join(_waiting_entry(*entry) for entry in entries)
+        for chunk in range(chunks, _chunks(held.waiting)):
+            self.table.pop(_waiting_chunk(key, chunk), None)
         if held.waiting != len(waiting):
             self.put(key, held.model_copy(update={"waiting": len(waiting)}))
 
@@ -341,7 +340,7 @@ class HolderLeases:
         closed = []
         for lease in due:
             uses: list[tuple[int, float]] = []
-            for chunk in range(-(-lease.uses // USES_PER_CHUNK)):
+            for chunk in range(_chunks(lease.uses)):
                 raw = self.table.pop(f"{USES_PREFIX}{lease.lease_id}|{chunk}", b"")
                 uses += [_USE.unpack_from(raw, at) for at in range(0, len(raw), _USE.size)]
             closed.append((lease, uses))
@@ -356,6 +355,19 @@ class HolderLeases:
     def shared_keys(self) -> list[str]:
         """The shared keys with leases, asks or waiting intents on this partition."""
         return [key[len(HOLDER_PREFIX):] for key in keys_with_prefix(self.table, HOLDER_PREFIX)]
+
+
+def _chunks(count: int) -> int:
+    """How many chunks of :data:`USES_PER_CHUNK` entries ``count`` entries fill."""
+    return -(-count // USES_PER_CHUNK)
+
+
+def _waiting_chunk(key: str, chunk: int) -> str:
+    return f"{WAITING_PREFIX}{key}|{chunk}"
+
+
+def _waiting_entry(request_id: UUID, asks: int) -> bytes:
+    return _WAITING.pack(request_id.bytes, min(asks, 255))
 
 
 # -- the owner: the shared key's partition --------------------------------------------------------------
