@@ -104,6 +104,10 @@ class Gate:
     trust on; ``agent_id`` then picks the default agent among them (the only one needs none), and
     ``agent_role``, ``environment`` and ``owner``, when given, must be its credential's. Without any,
     the gate refuses to start (InvalidCredential) unless ``SLUICEGATE_TRUST_OFF`` says trust is off.
+
+    ``on_pending(intent, decision)``, when given, is called once per call as its first REQUIRE_APPROVAL
+    (not final) arrives: the moment the call turns from awaiting a decision to awaiting a reviewer (a
+    dashboard's "decided" time; the call itself goes on waiting for the final decision).
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class Gate:
         max_approval_wait_s: float = DEFAULT_MAX_APPROVAL_WAIT_S,
         flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
         transport: Transport | None = None,
+        on_pending: Callable[[Intent, Decision], None] | None = None,
     ) -> None:
         if not isinstance(settings, Settings):
             settings = Settings(kafka_bootstrap_servers=settings)
@@ -137,6 +142,7 @@ class Gate:
         self.breaker = breaker or CircuitBreaker()
         self.max_approval_wait_s = max_approval_wait_s
         self.flush_timeout_s = flush_timeout_s
+        self.on_pending = on_pending
         self.transport: Transport = transport or KafkaTransport(
             self.settings.bootstrap_servers, TopicNames(self.settings.topic_prefix),
             options=self.settings.kafka_client_options(),
@@ -318,6 +324,8 @@ class Gate:
                         break
                     if pending is None:
                         self.breaker.success(permit)  # the processor answered: it is up
+                        if self.on_pending is not None:
+                            self.on_pending(intent, decision)
                     pending = decision
                     scope.reschedule(self._approval_deadline(decision, started))
         except TimeoutError:

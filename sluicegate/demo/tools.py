@@ -40,7 +40,7 @@ class ObservedGate(Gate):
     """A ``Gate`` reporting every call to the demo's :class:`DemoStats`."""
 
     def __init__(self, *args: Any, stats: DemoStats, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, on_pending=self._pending, **kwargs)
         self.stats = stats
         self._asked: dict[Any, float] = {}
 
@@ -60,11 +60,11 @@ class ObservedGate(Gate):
                           time.monotonic(), reviewed=auth.pending is not None)
         return auth
 
-    def _approval_deadline(self, pending: Decision, started: float) -> float:
-        asked = self._asked.get(pending.request_id)
+    def _pending(self, intent: Intent, pending: Decision) -> None:
+        """A call turned to waiting for a reviewer: its decision latency ends here."""
+        asked = self._asked.get(intent.request_id)
         if asked is not None:
             self.stats.pending((time.perf_counter() - asked) * 1000)
-        return super()._approval_deadline(pending, started)
 
 
 Tool = Callable[..., Coroutine[Any, Any, None]]

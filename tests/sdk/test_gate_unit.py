@@ -264,6 +264,28 @@ async def test_pending_without_final_expires_at_the_approval_deadline_not_the_de
     assert transport.emitted == []
 
 
+async def test_on_pending_is_called_once_when_a_call_turns_to_awaiting_a_reviewer() -> None:
+    seen: list[tuple[Intent, DecisionKind, bool]] = []
+
+    def twice_pending_then_allow(intent: Intent) -> list[Reply]:
+        return [pending_for(intent, 30), pending_for(intent, 30), decision_for(intent)]
+
+    gate, transport = make_gate(twice_pending_then_allow,
+                                on_pending=lambda intent, d: seen.append((intent, d.decision, d.final)))
+    async with gate:
+        decision = await gate.check(**REFUND)
+    assert decision.decision is DecisionKind.ALLOW and decision.final
+    assert seen == [(transport.sent[0], DecisionKind.REQUIRE_APPROVAL, False)]
+
+
+async def test_on_pending_is_not_called_for_a_call_decided_at_once() -> None:
+    seen: list[Intent] = []
+    gate, _ = make_gate(allow, on_pending=lambda intent, d: seen.append(intent))
+    async with gate:
+        await gate.check(**REFUND)
+    assert seen == []
+
+
 async def test_pending_wait_is_bounded_by_max_approval_wait() -> None:
     gate, _ = make_gate(lambda intent: [pending_for(intent, deadline_in_s=3600)], max_approval_wait_s=0.3)
     async with gate:
