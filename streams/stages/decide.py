@@ -52,7 +52,7 @@ from dataclasses import replace
 from uuid import UUID, uuid4
 
 from schemas.common import DecisionKind
-from schemas.decision import REQUEST_ID_REUSED, Decision
+from schemas.decision import REQUEST_ID_REUSED, WAIT_EXPIRED, Decision
 from schemas.intent import Intent
 from streams.engine import (
     AGENT_SCOPES,
@@ -548,7 +548,8 @@ class DecideStage:
         kind = feedback.decision.decision
         if kind is _APPROVAL and feedback.request is None:
             raise ValueError(f"request {request_id}: a REQUIRE_APPROVAL feedback without its request")
-        self._release_held(request_id, record, kind)
+        expired = WAIT_EXPIRED in feedback.decision.determining  # the policy never judged it: counts nothing
+        self._release_held(request_id, record, None if expired else kind)
         sends: list[Send] = []
         if feedback.request is not None and kind is _APPROVAL:
             sends.append(self._park(Pending(

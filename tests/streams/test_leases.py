@@ -412,6 +412,42 @@ def test_a_forward_reaching_its_last_hop_after_the_agent_stopped_waiting_is_bloc
     assert [d.decision for d in fleet.decisions.values()] == [DecisionKind.BLOCK] + [ALLOW] * 4
 
 
+def test_an_intent_expired_at_its_last_hop_counts_nothing_in_sequence_rules() -> None:
+    """An intent the last hop BLOCKs ``wait_expired`` was never judged by the policy: like one the
+    deciding stage finds expired, it counts nothing, so a sequence rule over BLOCKed actions does not
+    contain the agent for the system's slowness."""
+    policy = compile_policy("""
+policy: expiry
+rules:
+  - {id: refunds, match: {tool: payments.refund}, decision: ALLOW}
+limits:
+  - {id: budget, match: {tool: payments.refund}, key: fleet, window: 10s, count: 4, decision: BLOCK}
+sequences:
+  - id: contain-after-refused-refund
+    after: {match: {tool: payments.refund}, decision: BLOCK}
+    match: {tool: payments.refund}
+    within: 1h
+    key: agent
+    decision: BLOCK
+""", "expiry.yaml")
+    fleet = Fleet(policy, random.Random(0))
+    intent = make_intent("a1", params={"amount": 1}, occurred_at=T0,
+                         wait_until=T0 + timedelta(milliseconds=fleet.now_ms - T0_MS + 1_000))
+    home = Fleet.home("a1")
+    outcome = fleet.deciders[home].handle_intent(intent.model_dump_json().encode(), b"a1", policy, home,
+                                                 fleet.now_ms)
+    (forward,) = outcome.sends
+    fleet.now_ms += 1_001
+    fleet.post(fleet.handle("shared", forward))
+    fleet.drain()
+    expired = fleet.decisions.pop(str(intent.request_id))
+    assert (expired.decision, expired.determining) == (DecisionKind.BLOCK, ("wait_expired",))
+    fleet.intent("a1", 1)  # the same agent again, in time
+    fleet.drain()
+    (after,) = fleet.decisions.values()
+    assert after.decision is ALLOW, after.reasons
+
+
 def test_what_a_grant_settled_is_sent_again_by_the_next_owner_until_the_producer_flushed() -> None:
     """A worker decides the waiting intents when the grant comes and dies before its producer sent the
     decisions. The grant, redelivered, no longer settles anything (its ask is answered): the next owner
