@@ -234,7 +234,7 @@ class HolderLeases:
         spent = lease.model_copy(update={"spent": lease.spent + need, "uses": lease.uses + 1})
         held = held.model_copy(update={"leases": (*held.leases[:index], spent, *held.leases[index + 1:])})
         self.put(change.key, held)
-        chunk = f"{USES_PREFIX}{lease.lease_id}|{lease.uses // USES_PER_CHUNK}"
+        chunk = _uses_chunk(lease.lease_id, lease.uses // USES_PER_CHUNK)
         self.table[chunk] = self.table.get(chunk, b"") + _USE.pack(change.at_ms, change.value or 0.0)
         return held
 
@@ -341,7 +341,7 @@ class HolderLeases:
         for lease in due:
             uses: list[tuple[int, float]] = []
             for chunk in range(_chunks(lease.uses)):
-                raw = self.table.pop(f"{USES_PREFIX}{lease.lease_id}|{chunk}", b"")
+                raw = self.table.pop(_uses_chunk(lease.lease_id, chunk), b"")
                 uses += [_USE.unpack_from(raw, at) for at in range(0, len(raw), _USE.size)]
             closed.append((lease, uses))
         left = tuple(lease for lease in held.leases if lease not in due)
@@ -360,6 +360,10 @@ class HolderLeases:
 def _chunks(count: int) -> int:
     """How many chunks of :data:`USES_PER_CHUNK` entries ``count`` entries fill."""
     return -(-count // USES_PER_CHUNK)
+
+
+def _uses_chunk(lease_id: UUID, chunk: int) -> str:
+    return f"{USES_PREFIX}{lease_id}|{chunk}"
 
 
 def _waiting_chunk(key: str, chunk: int) -> str:
