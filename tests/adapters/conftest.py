@@ -80,12 +80,8 @@ def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
                            trust=trust)
     publisher = SignerCredential.issue(KEYS.ring, "publisher", "policy-team")
     asyncio.run(publish_policy(kafka_bootstrap, worker.names.policies, POLICY, "adapters.yaml", publisher))
-    worker.start()
-    try:
-        asyncio.run(worker.wait_ready())
+    with worker.running():
         yield Deployment(worker)
-    finally:
-        worker.stop()
 
 
 @pytest.fixture

@@ -88,12 +88,8 @@ def approval_worker(
     publisher = SignerCredential.issue(KEYS.ring, "publisher", "policy-team")
     asyncio.run(publish_policy(kafka_bootstrap, worker.names.policies, POLICY, "approvals_e2e.yaml",
                                publisher))
-    worker.start()
-    try:
-        asyncio.run(worker.wait_ready())
+    with worker.running():
         yield worker
-    finally:
-        worker.stop()
 
 
 @pytest.fixture

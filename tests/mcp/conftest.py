@@ -109,12 +109,8 @@ def deployment(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
                            trust=trust)
     publisher = SignerCredential.issue(KEYS.ring, "publisher", "policy-team")
     asyncio.run(publish_policy(kafka_bootstrap, worker.names.policies, POLICY, "policy.yaml", publisher))
-    worker.start()
-    try:
-        asyncio.run(worker.wait_ready())
+    with worker.running():
         yield Deployment(worker, policy_file, workdir)
-    finally:
-        worker.stop()
 
 
 @pytest.fixture

@@ -53,12 +53,8 @@ def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     proc = WorkerProcess(kafka_bootstrap, "rp" + secrets.token_hex(5), workdir, partitions=2, trust=keys)
     publisher = SignerCredential.issue(RING, "publisher", "policy-team")
     asyncio.run(publish_policy(kafka_bootstrap, proc.names.policies, POLICY, "replies.yaml", publisher))
-    proc.start()
-    try:
-        asyncio.run(proc.wait_ready())
+    with proc.running():
         yield proc
-    finally:
-        proc.stop()
 
 
 def settings(worker: WorkerProcess) -> Settings:

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +96,17 @@ class WorkerProcess:
             if state["partitions"] or time.monotonic() > deadline:
                 return state
             await asyncio.sleep(0.2)
+
+    @contextlib.contextmanager
+    def running(self, ready: bool = True) -> Iterator[Self]:
+        """Started and ready for the block (``ready=False``: only given its partitions, with or without a
+        policy), from synchronous code such as a module fixture; stopped after it, whatever happens."""
+        self.start()
+        try:
+            asyncio.run(self.wait_ready() if ready else self.wait_started())
+            yield self
+        finally:
+            self.stop()
 
     def kill(self) -> None:
         """SIGKILL: no chance to commit or flush anything."""

@@ -124,12 +124,8 @@ def trusted_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     keys = {"SLUICEGATE_TRUST_KEYS": str(RING), "SLUICEGATE_TRUST_SIGNING_KEY": str(RequestSigner.generate())}
     worker = WorkerProcess(kafka_bootstrap, "tp" + secrets.token_hex(5), tmp_path_factory.mktemp("tp"),
                            trust=keys)
-    worker.start()
-    try:
-        asyncio.run(worker.wait_started())
+    with worker.running(ready=False):
         yield worker
-    finally:
-        worker.stop()
 
 
 def policy_loads(worker: WorkerProcess, result: str) -> float:

@@ -85,12 +85,8 @@ AGENTS = 6
 def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     worker = WorkerProcess(kafka_bootstrap, "sh" + secrets.token_hex(5), tmp_path_factory.mktemp("shadow"))
     asyncio.run(publish(kafka_bootstrap, worker.names.policies, ACTIVE, "active.yaml"))
-    worker.start()
-    try:
-        asyncio.run(worker.wait_ready())
+    with worker.running():
         yield worker
-    finally:
-        worker.stop()
 
 
 def _shadow_status(worker: WorkerProcess) -> Any:

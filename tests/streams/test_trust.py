@@ -50,12 +50,8 @@ def trusted_worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     text = (POLICIES / "fleet_budget.yaml").read_text()
     publisher = SignerCredential.issue(RING, "publisher", "policy-team")
     asyncio.run(publish_policy(kafka_bootstrap, worker.names.policies, text, "fleet_budget.yaml", publisher))
-    worker.start()
-    try:
-        asyncio.run(worker.wait_ready())
+    with worker.running():
         yield worker
-    finally:
-        worker.stop()
 
 
 @pytest.fixture
