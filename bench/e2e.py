@@ -23,8 +23,8 @@ figure: other processes share the cores.
 Nothing is measured before a responder is warm: ready, a first intent round-tripped, then a warm-up at
 500/s fully answered. Uses ``--bootstrap``, else starts a throwaway local broker.
 
-    python bench/e2e.py --json --seconds 10
-    python bench/e2e.py --json --seconds 10 --trust   # trust off and on alternating: their ratios
+    python bench/e2e.py --json
+    python bench/e2e.py --json --trust   # trust off and on alternating: their ratios
     python bench/e2e.py --json --policy fleet_budget.yaml --baseline fleet_budget_unshared.yaml
         # a fleet budget (leases: extra_hops_per_intent) against the same without it (docs/leases.md)
 """
@@ -658,8 +658,11 @@ async def publish_shadow(bootstrap: str, topic: str, policy: str) -> None:
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per rate and responder")
-    parser.add_argument("--rounds", type=int, default=3, help="slices per rate and bursts per responder")
+    parser.add_argument("--seconds", type=float, default=12.0, help="seconds per rate and responder")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="slices per rate and bursts per responder: at 1,000/s a 2-core machine is near "
+                             "its knee, where one-second slices gave trust on/off p50 ratios of 1.0-2.3 "
+                             "between runs, and six two-second slices 0.96-1.17")
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--policy", default="customer_support.yaml")
     parser.add_argument("--trust", action="store_true",
