@@ -178,8 +178,9 @@ class Receipt(_Model):
     shared-window changes the hops would make, with the ``forward`` sent (re-sent on redelivery; not sent
     yet while ``waiting`` for a lease);
     ``hits``/``reserved`` are a hop's result, replayed on redelivery; ``released`` marks reservations
-    already undone. ``fingerprint`` is a hash of the intent record's bytes: a redelivery has the same, a
-    reused request id for another action does not.
+    already undone. ``fingerprint`` binds the request id to the agent and the action
+    (:func:`streams.stages.decide.request_fingerprint`): a redelivery or a resend has the same, a reused
+    request id for another action does not.
     """
 
     decision: Decision | None = None

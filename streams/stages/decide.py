@@ -167,7 +167,6 @@ class DecideStage:
         security event, and changes nothing here: no receipt, no count. With a ``shadow`` policy, a first
         delivery is also decided by it (audited, never enforced)."""
         self.retention.evict(self.table, partition, now_ms)
-        fingerprint = hashlib.blake2b(raw, digest_size=16).hexdigest()
         found: list[Receipt | None] = []
 
         def checks(intent: Intent) -> tuple[str, str] | None:
@@ -175,7 +174,7 @@ class DecideStage:
             if refusal is not None:
                 return refusal
             receipt = self._receipt(intent.request_id)
-            if receipt is not None and receipt.fingerprint not in ("", fingerprint):
+            if receipt is not None and not _same_request(receipt.fingerprint, intent, raw):
                 return REQUEST_ID_REUSED, f"{intent.request_id} was already decided for another action"
             found.append(receipt)
             return None
@@ -193,6 +192,7 @@ class DecideStage:
         receipt = found[0] if found else self._receipt(intent.request_id)
         if receipt is not None:
             return self._replay(intent, receipt, partition, now_ms)
+        fingerprint = request_fingerprint(intent)
         # the shadow's state is written before the receipt, which then implies it after a crash
         judged = self.shadow.judge(shadow, intent, now_ms, appended_ms) if shadow is not None else None
         if result.shared:
@@ -620,6 +620,29 @@ def _settled(waited: Receipt, decision: Decision) -> Receipt:
     """The receipt of a waiting intent once decided: its decision, and its forward kept (its intent, for
     sending the decision again after a crash)."""
     return Receipt(decision=decision, forward=waited.forward, fingerprint=waited.fingerprint)
+
+
+FINGERPRINT_PREFIX = "a:"
+"""Marks a receipt's fingerprint as :func:`request_fingerprint`'s; one without it (written by earlier
+releases) is a hash of the intent record's bytes."""
+
+
+def request_fingerprint(intent: Intent) -> str:
+    """What a request id is bound to: the agent, as its credential fixes it, and the exact action (the
+    intent's digest). A resend of the request with other timestamps, wait or reply route is the same
+    request, answered with its recorded decision; another action or identity under the id is not."""
+    who = "\x1f".join((intent.agent_id, intent.agent_role, intent.environment, intent.agent_owner or ""))
+    bound = f"{who}\x1e{intent.digest()}".encode()
+    return FINGERPRINT_PREFIX + hashlib.blake2b(bound, digest_size=16).hexdigest()
+
+
+def _same_request(fingerprint: str, intent: Intent, raw: bytes) -> bool:
+    """Whether ``intent`` (``raw``) is the request a receipt with ``fingerprint`` recorded."""
+    if not fingerprint:  # a receipt made by an approval's resolution alone: nothing to compare
+        return True
+    if fingerprint.startswith(FINGERPRINT_PREFIX):
+        return fingerprint == request_fingerprint(intent)
+    return fingerprint == hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 def _decided(body: bytes, fingerprint: str) -> bytes:

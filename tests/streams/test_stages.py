@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import ApprovalRequest, ApprovalVerdict, AuditRecord, Decision, DecisionKind
+from schemas.decision import REQUEST_ID_REUSED
 from streams.engine import CompiledPolicy, compile_policy
-from streams.messages import Count, Feedback, Forward, Open, Release, Reservation, Resolved, kind_of
+from streams.messages import (
+    Count,
+    Feedback,
+    Forward,
+    Open,
+    Receipt,
+    Release,
+    Reservation,
+    Resolved,
+    kind_of,
+)
 from streams.stages.approval import ApprovalStage, Reviewers
 from streams.stages.approval_machine import ReviewerDirectory
-from streams.stages.decide import DecideStage
+from streams.stages.decide import FINGERPRINT_PREFIX, DecideStage
 from streams.stages.outputs import Outcome, Route, Send
 from streams.stages.shared import SharedStage
 from streams.state.table_state import TableState
@@ -152,6 +164,44 @@ def test_redelivered_intent_gets_the_recorded_decision() -> None:
     assert first == again
     assert window_count(pump.shared_table, "budget|fleet") == 1
     assert window_count(pump.agent_table, "per-agent|agent=a1") == 1
+
+
+def test_the_same_request_sent_again_later_gets_its_recorded_decision_and_counts_nothing() -> None:
+    """A request id is bound to its agent and action, not to its record's bytes: the agent sending it
+    again (another time stamp and wait) is answered from the receipt."""
+    pump = Pump()
+    rid = uuid.uuid4()
+    first = pump.decide(refund(request_id=rid))
+    again = pump.decide(refund(seconds=30, request_id=rid, wait_until=T0 + timedelta(minutes=5)))
+    assert (first.decision, again) == (ALLOW, first)
+    assert window_count(pump.shared_table, "budget|fleet") == 1
+    assert window_count(pump.agent_table, "per-agent|agent=a1") == 1
+
+
+def test_a_request_id_reused_for_another_action_or_identity_is_refused() -> None:
+    pump = Pump()
+    rid = uuid.uuid4()
+    assert pump.decide(refund(amount=10, request_id=rid)).decision is ALLOW
+    for other in (refund(amount=11, request_id=rid), refund(request_id=rid, environment="staging")):
+        refused = pump.decide(other)
+        assert (refused.decision, refused.determining) == (BLOCK, (REQUEST_ID_REUSED,))
+    assert window_count(pump.agent_table, "per-agent|agent=a1") == 1
+
+
+def test_a_receipt_from_an_earlier_release_still_recognises_its_redelivery() -> None:
+    """Receipts written before requests were bound to their action hold a hash of the record's bytes:
+    the same bytes redelivered across an upgrade replay; other bytes under the id are refused."""
+    pump = Pump()
+    rid = uuid.uuid4()
+    raw = refund(request_id=rid)
+    first = pump.decide(raw)
+    key = f"d|{rid}"
+    legacy = Receipt.model_validate_json(pump.agent_table[key])
+    assert legacy.fingerprint.startswith(FINGERPRINT_PREFIX)
+    legacy = legacy.model_copy(update={"fingerprint": hashlib.blake2b(raw, digest_size=16).hexdigest()})
+    pump.agent_table[key] = legacy.model_dump_json().encode()
+    assert pump.decide(raw) == first
+    assert pump.decide(refund(seconds=30, request_id=rid)).determining == (REQUEST_ID_REUSED,)
 
 
 def test_redelivered_forward_replays_its_hop() -> None:

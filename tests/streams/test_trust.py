@@ -183,8 +183,10 @@ async def test_a_reused_request_id_with_other_params_is_blocked(client: Client) 
     first = make_intent(cred.agent_id, params={"amount": 10})
     await send(client, first, cred)
     assert (await client.decision(first)).decision is ALLOW
-    again = first.model_copy(update={"params": {"amount": 10}})
-    await send(client, again, cred)  # the same action: the recorded decision again
+    later = datetime.now(UTC)
+    again = first.model_copy(update={"params": {"amount": 10}, "occurred_at": later,
+                                     "wait_until": later + timedelta(seconds=30)})
+    await send(client, again, cred)  # the same action, sent again later: the recorded decision again
     await client.wait_for(lambda: len(client.decisions[first.request_id]) == 2, what="the replayed decision")
     assert client.decisions[first.request_id][1] == client.decisions[first.request_id][0]
     other = first.model_copy(update={"params": {"amount": 99}})
