@@ -262,16 +262,11 @@ class Gate:
         credential or name an agent this gate holds no credential for."""
         return self.identities.resolve(agent)[0]
 
-    async def authorize(
-        self, intent: Intent, timeout_s: float | None = None, *, until_pending: bool = False,
-    ) -> Authorization:
+    async def authorize(self, intent: Intent, timeout_s: float | None = None) -> Authorization:
         """Publish ``intent`` and wait for its final decision, with how it was reached.
 
         The intent carries when this call stops waiting (``wait_until``, a margin before the timeout): a
-        worker that reaches it later BLOCKs it, so no decision contradicts an answer given here.
-        ``until_pending``: a pending REQUIRE_APPROVAL is returned as it comes (its ``decision`` not
-        final), for a caller that waits for the reviewers elsewhere and asks again with the same intent:
-        the workers answer a request id sent again for the same action with its recorded decision."""
+        worker that reaches it later BLOCKs it, so no decision contradicts an answer given here."""
         if not self._started:
             raise GateNotStarted("the gate is not started", request_id=intent.request_id)
         credential = self.identities.credential_for(
@@ -288,7 +283,7 @@ class Gate:
         if not self.transport.connected:
             self.breaker.failure(permit)
             return self._unavailable(intent, f"not connected to Kafka ({self.transport.last_error})")
-        return await self._exchange(intent, value, permit, timeout_s, credential, until_pending)
+        return await self._exchange(intent, value, permit, timeout_s, credential)
 
     def _encoded(self, intent: Intent) -> bytes:
         """The intent's JSON; ``InvalidIntent`` when it is over ``max_intent_bytes``: refused here, before
@@ -303,7 +298,7 @@ class Gate:
 
     async def _exchange(
         self, intent: Intent, value: bytes, permit: Permit, timeout_s: float,
-        credential: AgentCredential | None, until_pending: bool,
+        credential: AgentCredential | None,
     ) -> Authorization:
         headers: list[tuple[str, bytes]] = []
         check: ReplyCheck | None = None
@@ -332,8 +327,6 @@ class Gate:
                         if self.on_pending is not None:
                             self.on_pending(intent, decision)
                     pending = decision
-                    if until_pending:
-                        break
                     scope.reschedule(self._approval_deadline(decision, started))
         except TimeoutError:
             late = waiter.delivered_final() if waiter is not None else None

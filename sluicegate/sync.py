@@ -91,9 +91,9 @@ class SyncGate:
             labels=labels, timeout_s=timeout_s,
         ))
 
-    def authorize(self, intent: Intent, *, until_pending: bool = False) -> Authorization:
+    def authorize(self, intent: Intent) -> Authorization:
         """Blocking ``Gate.authorize``."""
-        return self._call(self.gate.authorize(intent, until_pending=until_pending))
+        return self._call(self.gate.authorize(intent))
 
     def guard(
         self,

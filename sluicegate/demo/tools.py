@@ -49,13 +49,11 @@ class ObservedGate(Gate):
         when = simulated_time.get()
         return intent if when is None else intent.model_copy(update={"occurred_at": when})
 
-    async def authorize(
-        self, intent: Intent, timeout_s: float | None = None, *, until_pending: bool = False,
-    ) -> Authorization:
+    async def authorize(self, intent: Intent, timeout_s: float | None = None) -> Authorization:
         started = time.perf_counter()
         self._asked[intent.request_id] = started
         try:
-            auth = await super().authorize(intent, timeout_s, until_pending=until_pending)
+            auth = await super().authorize(intent, timeout_s)
         finally:
             self._asked.pop(intent.request_id, None)
         self.stats.record(auth.decision, intent.tool, (time.perf_counter() - started) * 1000,

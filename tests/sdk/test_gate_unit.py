@@ -278,16 +278,6 @@ async def test_on_pending_is_called_once_when_a_call_turns_to_awaiting_a_reviewe
     assert seen == [(transport.sent[0], DecisionKind.REQUIRE_APPROVAL, False)]
 
 
-async def test_until_pending_returns_the_pending_decision_as_it_comes() -> None:
-    gate, _ = make_gate(lambda intent: [pending_for(intent, 30), decision_for(intent)])
-    async with gate:
-        auth = await gate.authorize(gate.intent(**REFUND), until_pending=True)
-        waited = await gate.authorize(gate.intent(**REFUND))
-    assert (auth.decision.decision, auth.decision.final, auth.pending) == (
-        DecisionKind.REQUIRE_APPROVAL, False, auth.decision)
-    assert waited.decision.decision is DecisionKind.ALLOW and waited.decision.final
-
-
 async def test_on_pending_is_not_called_for_a_call_decided_at_once() -> None:
     seen: list[Intent] = []
     gate, _ = make_gate(allow, on_pending=lambda intent, d: seen.append(intent))
