@@ -352,7 +352,8 @@ class Gate:
             self.breaker.release(permit)
             raise
         finally:
-            self.transport.forget(intent.request_id)
+            if waiter is not None:  # not another call's: one already waiting for this id keeps its waiter
+                self.transport.forget(intent.request_id)
         if pending is None:
             self.breaker.success(permit)
         return self._settled(waiter, Authorization(intent, decision, pending=pending))

@@ -264,6 +264,24 @@ async def test_pending_without_final_expires_at_the_approval_deadline_not_the_de
     assert transport.emitted == []
 
 
+async def test_asking_for_a_request_already_waiting_is_refused_and_the_first_call_keeps_its_answer() -> None:
+    """The same intent authorized twice at once: the second is an error, and must not take the first
+    call's waiter with it (the first would then time out as governance unavailable, and a fail-open
+    tool would run without a decision)."""
+    gate, transport = make_gate(lambda intent: [])  # nobody answers until the test does
+    async with gate:
+        intent = gate.intent(**REFUND)
+        first = asyncio.create_task(gate.authorize(intent))
+        await asyncio.sleep(0)  # the fake transport does not suspend: the first call now waits
+        assert len(transport.sent) == 1
+        with pytest.raises(ValueError, match="already waiting"):
+            await gate.authorize(intent)
+        answer = decision_for(transport.sent[0])
+        transport.demux.feed(0, intent.agent_id.encode(), answer.model_dump_json().encode(), ())
+        auth = await first
+    assert (auth.decision.decision, auth.unavailable) == (DecisionKind.ALLOW, False)
+
+
 async def test_on_pending_is_called_once_when_a_call_turns_to_awaiting_a_reviewer() -> None:
     seen: list[tuple[Intent, DecisionKind, bool]] = []
 
