@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from uuid import UUID, uuid4
@@ -583,7 +584,8 @@ class DecideStage:
                 self.on_approved(resolved.decision)
             else:  # denied or expired: a BLOCK, for the sequence rules counting those
                 apply(self.state, [c.to_change() for c in pending.changes if c.kind == "trail"], _BLOCK)
-            receipt = Receipt(decision=resolved.decision, fingerprint=record.fingerprint if record else "")
+            fingerprint = record.fingerprint if record else request_fingerprint(pending.intent)
+            receipt = Receipt(decision=resolved.decision, fingerprint=fingerprint)
             self._write(request_id, receipt, partition, now_ms, new=record is None)
             self.retention.note(partition, now_ms, pending_key)
         if not approved:
@@ -629,16 +631,21 @@ releases) is a hash of the intent record's bytes."""
 
 def request_fingerprint(intent: Intent) -> str:
     """What a request id is bound to: the agent, as its credential fixes it, and the exact action (the
-    intent's digest). A resend of the request with other timestamps, wait or reply route is the same
-    request, answered with its recorded decision; another action or identity under the id is not."""
-    who = "\x1f".join((intent.agent_id, intent.agent_role, intent.environment, intent.agent_owner or ""))
-    bound = f"{who}\x1e{intent.digest()}".encode()
-    return FINGERPRINT_PREFIX + hashlib.blake2b(bound, digest_size=16).hexdigest()
+    intent's digest). A resend of the request is the same request and is answered with its recorded
+    decision, whatever else it changes: its timestamps, wait and reply route, and also its labels and
+    session id, which the policy may read (the decision stays the one made for the first). While the
+    first is still travelling the shared-limit hops, its decision goes to the first's reply route.
+    Another action or identity under the id is refused."""
+    bound = json.dumps(  # the identity, then the action canonical as in its digest
+        [intent.agent_id, intent.agent_role, intent.environment, intent.agent_owner,
+         intent.tool, intent.action.value, intent.target, intent.params],
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return FINGERPRINT_PREFIX + hashlib.blake2b(bound.encode(), digest_size=16).hexdigest()
 
 
 def _same_request(fingerprint: str, intent: Intent, raw: bytes) -> bool:
     """Whether ``intent`` (``raw``) is the request a receipt with ``fingerprint`` recorded."""
-    if not fingerprint:  # a receipt made by an approval's resolution alone: nothing to compare
+    if not fingerprint:  # an earlier release's receipt made by an approval's resolution alone
         return True
     if fingerprint.startswith(FINGERPRINT_PREFIX):
         return fingerprint == request_fingerprint(intent)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from schemas import ApprovalVerdict, AuditEventType, AuditRecord, Decision, DecisionKind, VerdictKind
-from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED
+from schemas.decision import APPROVAL_DENIED, APPROVAL_EXPIRED, APPROVAL_GRANTED, REQUEST_ID_REUSED
 from streams.engine import compile_policy
 from streams.messages import Open
 from streams.stages.approval import EXPIRY_GRACE_MS, OUTBOX_PREFIX, UNKNOWN_REQUEST, ApprovalStage, Reviewers
@@ -103,6 +103,20 @@ def test_pending_at_once_then_request_then_approval_counts() -> None:
     assert window_count(p.agent_table, "per-agent|agent=a1") == 1  # counted when approved
     assert p.decide(raw(amount=10, seconds=1)).decision is ALLOW
     assert p.decide(raw(amount=10, seconds=2)).decision is BLOCK  # the approved one took a slot
+
+
+def test_a_receipt_written_when_an_approval_resolves_binds_the_request_to_its_action() -> None:
+    """The request's receipt evicted while its approval was pending: the resolution writes it again,
+    bound to the parked intent's action, so another action under the id is refused, not approved."""
+    p = pump()
+    rid = uuid.uuid4()
+    pending = p.decide(raw(amount=500, request_id=rid))
+    del p.agent_table[f"d|{rid}"]  # as the retention does to a receipt older than it
+    p.verdict(verdict(p, pending))
+    [final] = finals(p, pending)
+    assert final.decision is ALLOW
+    assert p.decide(raw(amount=500, seconds=60, request_id=rid)) == final  # the same action, sent again
+    assert p.decide(raw(amount=900, request_id=rid)).determining == (REQUEST_ID_REUSED,)
 
 
 def test_redelivered_verdict_and_intent_replay_without_counting_twice() -> None:
