@@ -193,6 +193,9 @@ class Receipt(_Model):
     fingerprint: str = ""
     waiting: bool = False
     """The ``forward`` is not sent yet: the intent waits for a lease asked for (docs/leases.md)."""
+    count: Count | None = None
+    """An approval granted to an intent with shared limits: its final ALLOW is the last hop's to send,
+    once every fleet window counted it, so a redelivery sends the ``Count`` again, not the ALLOW."""
 
 
 class Pending(_Model):

@@ -217,6 +217,8 @@ class DecideStage:
         return Outcome(sends, sent)
 
     def _replay(self, intent: Intent, record: Receipt, partition: int, now_ms: int) -> Outcome:
+        if record.count is not None:  # its ALLOW is the last hop's to send, once the fleet windows count it
+            return Outcome([count_send(record.count)], None, True, True)
         if record.decision is not None:
             body = record.decision.model_dump_json().encode()
             answer = answer_send(intent, record.decision, body)
@@ -577,6 +579,8 @@ class DecideStage:
             return []  # never parked here, or settled long ago
         pending = Pending.model_validate_json(raw)
         approved = resolved.decision.decision is _ALLOW
+        count = Count(request_id=request_id, changes=_by_key(pending.shared), decision=resolved.decision,
+                      intent=pending.intent) if approved and pending.shared else None
         record = self._receipt(request_id)
         if record is None or record.decision is None or not record.decision.final:
             if approved:
@@ -585,15 +589,13 @@ class DecideStage:
             else:  # denied or expired: a BLOCK, for the sequence rules counting those
                 apply(self.state, [c.to_change() for c in pending.changes if c.kind == "trail"], _BLOCK)
             fingerprint = record.fingerprint if record else request_fingerprint(pending.intent)
-            receipt = Receipt(decision=resolved.decision, fingerprint=fingerprint)
+            receipt = Receipt(decision=resolved.decision, fingerprint=fingerprint, count=count)
             self._write(request_id, receipt, partition, now_ms, new=record is None)
             self.retention.note(partition, now_ms, pending_key)
         if not approved:
             return []
-        if not pending.shared:
+        if count is None:
             return approval_final_sends(pending.intent, resolved.decision)
-        count = Count(request_id=request_id, changes=_by_key(pending.shared), decision=resolved.decision,
-                      intent=pending.intent)
         return [count_send(count)]
 
 

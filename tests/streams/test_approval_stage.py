@@ -235,6 +235,22 @@ def test_an_approved_action_counts_on_its_shared_limit() -> None:
     assert (other.decision, other.rules[-1]) == (BLOCK, "exports")
 
 
+def test_an_approved_intent_sent_again_gets_its_allow_only_through_the_fleet_count() -> None:
+    """The final ALLOW of an approval with shared limits is the last hop's to send, after the fleet
+    windows counted it: a redelivery (or resend) of the intent sends the Count again, so it is never
+    answered ALLOW before the count lands (the shared partition may lag behind)."""
+    p = pump()
+    intent = raw("a1", tool="data.export")
+    pending = p.decide(intent)
+    p.verdict(verdict(p, pending, "zoe"))
+    [final] = finals(p, pending)
+    again = p.agent.handle_intent(intent, b"a1", POLICY, 0, p.now_ms)
+    assert again.decision is None and [s.route for s in again.sends] == [Route.SHARED]
+    p.run(again)
+    assert finals(p, pending) == [final, final]
+    assert window_count(p.shared_table, "exports|fleet") == 1
+
+
 def test_nobody_approves_without_a_directory() -> None:
     p = Pump(POLICY)
     p.now_ms = ms(WALL_T0)
