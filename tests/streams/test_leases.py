@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schemas import Decision, DecisionKind
+from schemas import Decision, DecisionKind, Intent
 from streams.engine import CompiledPolicy, WindowChange, compile_policy
 from streams.engine.compiler import LimitScope
 from streams.engine.state import WindowState
@@ -39,15 +39,22 @@ T0_MS = int(T0.timestamp() * 1000)
 W = 10_000
 
 
-def budget_policy(limit: str) -> CompiledPolicy:
-    """Refunds allowed, under a fleet budget per 10 s (``count: 40`` or ``sum: params.amount, max: 400``)."""
+def budget_policy(limit: str, more: str = "") -> CompiledPolicy:
+    """Refunds allowed, under a fleet budget per 10 s (``count: 40`` or ``sum: params.amount, max: 400``),
+    with ``more`` of the policy after it (further limits, sequences)."""
     return compile_policy(f"""
 policy: leases
 rules:
   - {{id: refunds, match: {{tool: payments.refund}}, decision: ALLOW}}
 limits:
   - {{id: budget, match: {{tool: payments.refund}}, key: fleet, window: 10s, {limit}, decision: BLOCK}}
-""", "leases.yaml")
+{more}""", "leases.yaml")
+
+
+def waiting_one_second(fleet: Fleet) -> Intent:
+    """A refund by a1 whose agent stops waiting one second after the fleet's clock."""
+    return make_intent("a1", params={"amount": 1}, occurred_at=T0,
+                       wait_until=T0 + timedelta(milliseconds=fleet.now_ms - T0_MS + 1_000))
 
 
 COUNT_POLICY = budget_policy("count: 40")
@@ -362,17 +369,11 @@ def test_an_intent_whose_agent_stopped_waiting_before_the_answer_is_blocked_and_
     """The agent was told it could not know (``governance_unavailable``) at its ``wait_until``: a grant
     coming after that must not ALLOW the intent (a conflict); it is BLOCKed ``wait_expired`` and its
     reservation undone."""
-    policy = compile_policy("""
-policy: leases
-rules:
-  - {id: refunds, match: {tool: payments.refund}, decision: ALLOW}
-limits:
-  - {id: budget, match: {tool: payments.refund}, key: fleet, window: 10s, count: 40, decision: BLOCK}
+    policy = budget_policy("count: 40", """\
   - {id: mine, match: {tool: payments.refund}, key: agent, window: 10s, count: 1, decision: BLOCK}
-""", "leases.yaml")
+""")
     fleet = Fleet(policy, random.Random(0))
-    intent = make_intent("a1", params={"amount": 1}, occurred_at=T0,
-                         wait_until=T0 + timedelta(milliseconds=fleet.now_ms - T0_MS + 1_000))
+    intent = waiting_one_second(fleet)
     outcome = fleet.deciders[0].handle_intent(intent.model_dump_json().encode(), b"a1", fleet.policy, 0,
                                               fleet.now_ms)
     assert outcome.waiting
@@ -392,8 +393,7 @@ def test_a_forward_reaching_its_last_hop_after_the_agent_stopped_waiting_is_bloc
     partition, a broker restart): the last hop BLOCKs it ``wait_expired``, releases the budget, and a
     redelivered forward gets the same answer."""
     fleet = Fleet(budget_policy("count: 4"), random.Random(0))  # too small to lease: the hops decide
-    intent = make_intent("a1", params={"amount": 1}, occurred_at=T0,
-                         wait_until=T0 + timedelta(milliseconds=fleet.now_ms - T0_MS + 1_000))
+    intent = waiting_one_second(fleet)
     outcome = fleet.deciders[0].handle_intent(intent.model_dump_json().encode(), b"a1", fleet.policy, 0,
                                               fleet.now_ms)
     (forward,) = outcome.sends
@@ -416,12 +416,7 @@ def test_an_intent_expired_at_its_last_hop_counts_nothing_in_sequence_rules() ->
     """An intent the last hop BLOCKs ``wait_expired`` was never judged by the policy: like one the
     deciding stage finds expired, it counts nothing, so a sequence rule over BLOCKed actions does not
     contain the agent for the system's slowness."""
-    policy = compile_policy("""
-policy: expiry
-rules:
-  - {id: refunds, match: {tool: payments.refund}, decision: ALLOW}
-limits:
-  - {id: budget, match: {tool: payments.refund}, key: fleet, window: 10s, count: 4, decision: BLOCK}
+    policy = budget_policy("count: 4", """\
 sequences:
   - id: contain-after-refused-refund
     after: {match: {tool: payments.refund}, decision: BLOCK}
@@ -429,10 +424,9 @@ sequences:
     within: 1h
     key: agent
     decision: BLOCK
-""", "expiry.yaml")
+""")
     fleet = Fleet(policy, random.Random(0))
-    intent = make_intent("a1", params={"amount": 1}, occurred_at=T0,
-                         wait_until=T0 + timedelta(milliseconds=fleet.now_ms - T0_MS + 1_000))
+    intent = waiting_one_second(fleet)
     home = Fleet.home("a1")
     outcome = fleet.deciders[home].handle_intent(intent.model_dump_json().encode(), b"a1", policy, home,
                                                  fleet.now_ms)
