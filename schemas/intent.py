@@ -119,10 +119,13 @@ def raw_fields(raw: bytes | str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of ``value`` (keys sorted, no spaces, characters kept): equal values give
+    equal text, so what is hashed from it does not depend on who serialised the value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def intent_digest(tool: str, action: Action, target: str, params: dict[str, Any]) -> str:
     """Canonical digest of an action; equal only for the same tool, action, target and params."""
-    canonical = json.dumps(
-        {"tool": tool, "action": action.value, "target": target, "params": params},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-    )
+    canonical = canonical_json({"tool": tool, "action": action.value, "target": target, "params": params})
     return hashlib.sha256(canonical.encode()).hexdigest()

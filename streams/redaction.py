@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from schemas.approval import ApprovalRequest
 from schemas.audit import AuditRecord
-from schemas.intent import Intent
+from schemas.intent import Intent, canonical_json
 from schemas.policy import Sensitive, has_redacted
 from sluicegate.trust import KeyRing
 from streams.engine import CompiledPolicy
@@ -100,7 +99,7 @@ class Redactor:
 
     def token(self, value: Any, show_last: int = 0) -> str:
         """The redacted form of ``value``."""
-        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        canonical = canonical_json(value)
         digest = hmac.new(self.key, canonical.encode(), hashlib.sha256).hexdigest()[:32]
         text = value if isinstance(value, str) else canonical
         hint = f":{'*' * 4}{text[-show_last:]}" if show_last and len(text) > show_last else ""

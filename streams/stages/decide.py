@@ -47,14 +47,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from uuid import UUID, uuid4
 
 from schemas.common import DecisionKind
 from schemas.decision import REQUEST_ID_REUSED, WAIT_EXPIRED, Decision
-from schemas.intent import Intent
+from schemas.intent import Intent, canonical_json
 from streams.engine import (
     AGENT_SCOPES,
     Change,
@@ -638,10 +637,8 @@ def request_fingerprint(intent: Intent) -> str:
     session id, which the policy may read (the decision stays the one made for the first). While the
     first is still travelling the shared-limit hops, its decision goes to the first's reply route.
     Another action or identity under the id is refused."""
-    bound = json.dumps(  # the identity, then the action canonical as in its digest
-        [intent.agent_id, intent.agent_role, intent.environment, intent.agent_owner,
-         intent.tool, intent.action.value, intent.target, intent.params],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    bound = canonical_json([intent.agent_id, intent.agent_role, intent.environment, intent.agent_owner,
+                            intent.tool, intent.action.value, intent.target, intent.params])
     return FINGERPRINT_PREFIX + hashlib.blake2b(bound.encode(), digest_size=16).hexdigest()
 
 
